@@ -1,0 +1,10 @@
+//! smtp-sensor: a passive SMTP sensor.
+//!
+//! The module layout follows the data flow:
+//! capture → decode → flow → smtp → detect → output, wired together in
+//! `pipeline`. The same pipeline runs online (AF_XDP) and offline (pcap), so
+//! offline tests exercise the real path.
+
+pub mod net;
+pub mod output;
+pub mod smtp;

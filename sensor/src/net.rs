@@ -1,0 +1,146 @@
+//! Small value types every layer shares: network time, connection identity
+//! and direction.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Network time: microseconds since the Unix epoch, taken from packet
+/// timestamps (offline) or the capture clock (live). Every timeout and period
+/// boundary is computed from it, so a pcap gives the same output everywhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    pub const fn from_micros(us: u64) -> Self {
+        Ts(us)
+    }
+
+    pub const fn from_secs(s: u64) -> Self {
+        Ts(s * 1_000_000)
+    }
+
+    pub const fn micros(self) -> u64 {
+        self.0
+    }
+
+    /// Seconds as a float, the form Zeek writes `ts` in.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    pub const fn saturating_sub(self, other: Ts) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+impl fmt::Display for Ts {
+    /// `1254722767.875996`: seconds with six decimals, as Zeek writes times.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+/// Which side of a connection sent a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the originator (the SMTP client).
+    Orig,
+    /// From the responder (the SMTP server).
+    Resp,
+}
+
+impl Direction {
+    pub const fn flip(self) -> Self {
+        match self {
+            Direction::Orig => Direction::Resp,
+            Direction::Resp => Direction::Orig,
+        }
+    }
+}
+
+/// The connection 4-tuple with the roles resolved: `orig` is the side that
+/// sent the SYN (or, without a SYN, the side not on an SMTP port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub orig_h: IpAddr,
+    pub orig_p: u16,
+    pub resp_h: IpAddr,
+    pub resp_p: u16,
+}
+
+/// Zeek-style connection uid (`C` + base62), derived from the 4-tuple and the
+/// first packet's time so it is stable across runs and worker counts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Uid(pub String);
+
+impl Uid {
+    pub fn new(id: &ConnId, start: Ts) -> Self {
+        // FNV-1a over the tuple and start time, then base62. Not
+        // cryptographic: a uid only needs to be stable and well spread.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (addr, port) in [(id.orig_h, id.orig_p), (id.resp_h, id.resp_p)] {
+            match addr {
+                IpAddr::V4(a) => feed(&a.octets()),
+                IpAddr::V6(a) => feed(&a.octets()),
+            }
+            feed(&port.to_be_bytes());
+        }
+        feed(&start.0.to_be_bytes());
+        const ALPHABET: &[u8; 62] =
+            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut s = String::with_capacity(18);
+        s.push('C');
+        let mut v = h;
+        for _ in 0..11 {
+            s.push(char::from(ALPHABET[(v % 62) as usize]));
+            v /= 62;
+        }
+        Uid(s)
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What identifies a connection in every log line and event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub uid: Uid,
+    pub id: ConnId,
+    /// Time of the connection's first packet.
+    pub start: Ts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ts_formats_like_zeek() {
+        assert_eq!(Ts(1_254_722_767_875_996).to_string(), "1254722767.875996");
+        assert_eq!(Ts(5).to_string(), "0.000005");
+    }
+
+    #[test]
+    fn uid_is_stable_and_distinguishes_tuples() {
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 40000,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        let a = Uid::new(&id, Ts(1));
+        assert_eq!(a, Uid::new(&id, Ts(1)));
+        assert_ne!(a, Uid::new(&id, Ts(2)));
+        assert!(a.0.starts_with('C') && a.0.len() == 12);
+    }
+}

@@ -1,0 +1,46 @@
+//! Log output: one writer for every log, in Zeek TSV or JSON lines.
+//!
+//! A log record type describes its columns once (`LogRecord`); the writers
+//! format any record from that description, so smtp.log and notice.log share
+//! every formatting rule (escaping, set/vector syntax, absent fields).
+
+use std::net::IpAddr;
+
+use crate::net::Ts;
+
+/// One column of a log: its Zeek name (`id.orig_h`) and Zeek type (`addr`,
+/// `set[string]`, …) for the TSV `#fields` / `#types` header lines.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    pub name: &'static str,
+    pub zeek_type: &'static str,
+}
+
+/// A field value, borrowed from the record being written.
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'a> {
+    /// Unknown / unset: left out of JSON, `-` in TSV.
+    Absent,
+    Time(Ts),
+    Interval(f64),
+    Str(&'a str),
+    Count(u64),
+    Port(u16),
+    Addr(IpAddr),
+    Bool(bool),
+    /// `set[string]` / `vector[string]`; an empty list is absent in JSON and
+    /// `(empty)` in TSV.
+    Strs(&'a [String]),
+    /// `vector[addr]`.
+    Addrs(&'a [IpAddr]),
+}
+
+/// A record that can be written as one log line.
+pub trait LogRecord {
+    /// Zeek's `#path`: the log's name without extension (`smtp`, `notice`).
+    const PATH: &'static str;
+    /// The columns in output order.
+    const COLUMNS: &'static [Column];
+    /// Calls `f` once per column, in `COLUMNS` order.
+    fn visit(&self, f: &mut dyn FnMut(Value<'_>));
+}

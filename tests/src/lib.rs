@@ -1,0 +1,1 @@
+//! Test support: synthetic SMTP traffic and pcap writing.
