@@ -5,6 +5,14 @@
 //! `pipeline`. The same pipeline runs online (AF_XDP) and offline (pcap), so
 //! offline tests exercise the real path.
 
+pub mod anomaly;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod decode;
+pub mod flow;
 pub mod net;
 pub mod output;
+pub mod pipeline;
 pub mod smtp;

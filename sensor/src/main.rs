@@ -1,1 +1,67 @@
-fn main() {}
+//! `smtp-sensor`: parses the command line, loads the configuration and runs
+//! the pipeline. Exit codes (SEMANTICS.md): 0 when the input was read to its
+//! end, 2 with one line on stderr for a bad file, config or usage.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use smtp_sensor::cli::{Cli, Command};
+use smtp_sensor::config::{Config, check_config};
+use smtp_sensor::decode::DecodeOptions;
+use smtp_sensor::pipeline::{RunOptions, run_offline};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help / --version print and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Some(Command::CheckConfig(a)) = &cli.command {
+        let code = check_config(a.config.as_deref(), &a.sets);
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
+    let run = cli.run;
+    let cfg = match Config::load(run.config.config.as_deref(), &run.config.sets) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtp-sensor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(input) = run.read.as_deref() else {
+        if let Some(iface) = &run.interface {
+            eprintln!("smtp-sensor: live capture on {iface} is not available in this build; use -r <pcap>");
+        } else {
+            eprintln!("smtp-sensor: give a capture to read with -r <pcap|-> (or -i <iface>); see --help");
+        }
+        return ExitCode::from(2);
+    };
+    let opts = RunOptions {
+        log_dir: run.log_dir.clone(),
+        format: run.log_format,
+        workers: run.workers.map_or(1, usize::from),
+        decode: DecodeOptions { verify_checksums: !run.no_checksums },
+    };
+    match run_offline(&cfg, input, &opts) {
+        Ok(summary) => {
+            if summary.truncated_tail {
+                eprintln!(
+                    "smtp-sensor: warning: {} ends inside a record; every complete record before it was processed",
+                    input.display()
+                );
+            }
+            if !run.quiet {
+                eprint!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtp-sensor: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

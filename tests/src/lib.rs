@@ -1,1 +1,3 @@
 //! Test support: synthetic SMTP traffic and pcap writing.
+pub mod mmdb;
+pub mod synth;

@@ -44,3 +44,8 @@ pub trait LogRecord {
     /// Calls `f` once per column, in `COLUMNS` order.
     fn visit(&self, f: &mut dyn FnMut(Value<'_>));
 }
+
+pub mod smtp_log;
+pub mod writer;
+
+pub use writer::{LogFormat, LogWriter};

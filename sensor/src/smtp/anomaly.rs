@@ -1,17 +1,80 @@
 //! Named SMTP protocol anomalies (Zeek "weird" names).
 
 /// Something the SMTP parser saw that a well-behaved peer does not send, or
-/// a limit that truncated data. Counted and logged, never a panic.
+/// a limit that truncated data. Counted and logged, never a panic. Names are
+/// Zeek's weird names where Zeek has one, so analysts can search for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SmtpAnomaly {
-    /// More RCPT TO / To / Cc / path entries than the limit.
-    TooManyAddresses,
+    /// More RCPT TO addresses than `max_rcptto`.
+    TooManyRcptto,
+    /// More To addresses than `max_to`.
+    TooManyTo,
+    /// More Cc addresses than `max_cc`.
+    TooManyCc,
+    /// More Received-path addresses than `max_path`.
+    MaxPathLength,
+    /// More attachment names than `max_files`.
+    TooManyFiles,
+    /// RCPT TO without MAIL FROM, or DATA/BDAT without RCPT TO.
+    MailTransactionInvalid,
+    /// More invalid transactions than `max_invalid_transactions`; the
+    /// session stops parsing.
+    ExcessiveInvalidTransactions,
+    /// More pipelined commands waiting for replies than
+    /// `max_pending_commands`; the queue was cleared.
+    ExcessivePendingCommands,
+    /// A BDAT command whose argument is not `<size>` or `<size> LAST`.
+    InvalidBdatCommand,
+    /// A command other than BDAT while BDAT chunks were still expected.
+    MissingBdatLastChunk,
+    /// DATA/BDAT began while a message body was still open.
+    NestedMailTransaction,
+    /// A line longer than `max_line_len`; cut there.
+    LineTooLong,
+    /// An unfolded header longer than `max_header_len`; cut there.
+    HeaderTooLong,
+    /// More headers in one MIME entity than `max_headers`.
+    TooManyHeaders,
+    /// MIME entities nested deeper than `max_mime_depth`.
+    MimeDepthExceeded,
+    /// A client line that is not a known SMTP command.
+    UnknownCommand,
+    /// A server line that does not start with a reply code 100..599.
+    BadReplyLine,
+    /// A continuation line of a multi-line reply with another code.
+    ReplyCodeMismatch,
+    /// Bytes missing from a direction; the session resynchronised.
+    ContentGap,
 }
 
 impl SmtpAnomaly {
     pub const fn name(self) -> &'static str {
         match self {
-            SmtpAnomaly::TooManyAddresses => "smtp_too_many_addresses",
+            SmtpAnomaly::TooManyRcptto => "smtp_too_many_rcptto_addresses",
+            SmtpAnomaly::TooManyTo => "smtp_too_many_to_addresses",
+            SmtpAnomaly::TooManyCc => "smtp_too_many_cc_addresses",
+            SmtpAnomaly::MaxPathLength => "smtp_max_path_length_exceeded",
+            SmtpAnomaly::TooManyFiles => "smtp_too_many_files",
+            SmtpAnomaly::MailTransactionInvalid => "smtp_mail_transaction_invalid",
+            SmtpAnomaly::ExcessiveInvalidTransactions => "smtp_excessive_invalid_mail_transactions",
+            SmtpAnomaly::ExcessivePendingCommands => "smtp_excessive_pending_cmds",
+            SmtpAnomaly::InvalidBdatCommand => "smtp_invalid_bdat_command",
+            SmtpAnomaly::MissingBdatLastChunk => "smtp_missing_bdat_last_chunk",
+            SmtpAnomaly::NestedMailTransaction => "smtp_nested_mail_transaction",
+            SmtpAnomaly::LineTooLong => "line_too_long",
+            SmtpAnomaly::HeaderTooLong => "mime_header_too_long",
+            SmtpAnomaly::TooManyHeaders => "mime_too_many_headers",
+            SmtpAnomaly::MimeDepthExceeded => "mime_depth_exceeded",
+            SmtpAnomaly::UnknownCommand => "smtp_unknown_command",
+            SmtpAnomaly::BadReplyLine => "smtp_bad_reply_line",
+            SmtpAnomaly::ReplyCodeMismatch => "smtp_reply_code_mismatch",
+            SmtpAnomaly::ContentGap => "smtp_content_gap",
         }
+    }
+}
+
+impl std::fmt::Display for SmtpAnomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }

@@ -1,0 +1,184 @@
+//! The XDP program: hands TCP segments to or from a watched SMTP port to the
+//! AF_XDP socket of the rx queue they arrived on, and everything else back to
+//! the kernel (or drops it on a dedicated tap port).
+//!
+//! The header walk is `sensor_common::parse::classify`, the same code the
+//! userspace tests exercise; this file only supplies packet bytes, maps and
+//! counters. Logging (aya-log) happens only on the rare paths (malformed
+//! headers, no socket on a queue) and only when userspace set the `Log` slot
+//! of the `CONFIG` map.
+#![no_std]
+#![no_main]
+// `asm!` on the BPF target (an optimisation barrier in `ptr_at`).
+#![feature(asm_experimental_arch)]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, XskMap},
+    programs::XdpContext,
+};
+use aya_log_ebpf::{debug, warn};
+use sensor_common::{
+    maps::{
+        ConfigSlot, Counter, NON_SMTP_DROP, PORT_WATCHED, SMTP_PORTS_ENTRIES, XSKS_MAX_ENTRIES,
+    },
+    parse::{PacketBytes, Verdict, classify},
+};
+
+// Map statics are named exactly as the constants in `sensor_common::maps`:
+// aya names a map after its static.
+
+/// Watched TCP ports (index = port, value `PORT_WATCHED`).
+#[map]
+static SMTP_PORTS: Array<u8> = Array::with_max_entries(SMTP_PORTS_ENTRIES, 0);
+
+/// AF_XDP socket per rx queue.
+#[map]
+static XSKS: XskMap = XskMap::with_max_entries(XSKS_MAX_ENTRIES, 0);
+
+/// Per-CPU counters, indexed by `Counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Run-time switches, indexed by `ConfigSlot`.
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(ConfigSlot::COUNT, 0);
+
+#[xdp]
+pub fn smtp_sensor(ctx: XdpContext) -> u32 {
+    match try_smtp_sensor(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn try_smtp_sensor(ctx: &XdpContext) -> Result<u32, ()> {
+    count(Counter::Seen);
+    let action = match classify(&XdpBytes(ctx), is_smtp_port) {
+        Verdict::Smtp => redirect(ctx),
+        Verdict::NotSmtp => not_smtp(),
+        // No ports in a later fragment: the kernel reassembles it.
+        Verdict::NonFirstFragment => pass(),
+        Verdict::Malformed(e) => {
+            count(Counter::Malformed);
+            if config(ConfigSlot::Log) != 0 {
+                debug!(ctx, "malformed frame: {}", e.as_str());
+            }
+            not_smtp()
+        }
+    };
+    Ok(action)
+}
+
+/// Redirects to the queue's AF_XDP socket; passes when there is none.
+#[inline(always)]
+fn redirect(ctx: &XdpContext) -> u32 {
+    let queue = ctx.rx_queue_index();
+    // flags 0: a missing entry yields XDP_ABORTED, reported as Err.
+    match XSKS.redirect(queue, 0) {
+        Ok(action) => {
+            count(Counter::Redirected);
+            action
+        }
+        Err(_) => {
+            count(Counter::RedirectFailed);
+            if config(ConfigSlot::Log) != 0 {
+                warn!(ctx, "no AF_XDP socket on rx queue {}; SMTP frame passed", queue);
+            }
+            pass()
+        }
+    }
+}
+
+#[inline(always)]
+fn not_smtp() -> u32 {
+    if config(ConfigSlot::NonSmtpAction) == NON_SMTP_DROP {
+        count(Counter::Dropped);
+        xdp_action::XDP_DROP
+    } else {
+        pass()
+    }
+}
+
+#[inline(always)]
+fn pass() -> u32 {
+    count(Counter::Passed);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn is_smtp_port(port: u16) -> bool {
+    SMTP_PORTS
+        .get(u32::from(port))
+        .is_some_and(|v| *v == PORT_WATCHED)
+}
+
+#[inline(always)]
+fn config(slot: ConfigSlot) -> u32 {
+    CONFIG.get(slot.index()).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c.index()) {
+        // Per-CPU slot: no other writer while this program runs here.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The frame of an XDP context as `PacketBytes`; every read goes through
+/// `ptr_at`, the single bounds check the verifier sees.
+struct XdpBytes<'a>(&'a XdpContext);
+
+impl PacketBytes for XdpBytes<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.data_end() - self.0.data()
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        let p = ptr_at::<u8>(self.0, off)?;
+        Some(unsafe { *p })
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        let p = ptr_at::<[u8; 2]>(self.0, off)?;
+        Some(u16::from_be_bytes(unsafe { *p }))
+    }
+}
+
+/// Pointer to a `T` at `offset` in the frame, if all of it is in the frame.
+///
+/// The end pointer `p + size_of::<T>()` goes through a no-op `asm!` so
+/// LLVM cannot rewrite the check (`p + 1 > end` into `p >= end`, which the
+/// verifier cannot use) nor drop it as implied by another check made on a
+/// different register: the verifier sees exactly one comparison of this
+/// pointer with `data_end` before each access.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let p = start + offset;
+    let mut last = p + core::mem::size_of::<T>();
+    // SAFETY: a register move to itself; it only makes `last` opaque to
+    // the optimiser.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) last, options(pure, nomem, nostack)) };
+    if last > end {
+        return None;
+    }
+    Some(p as *const T)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

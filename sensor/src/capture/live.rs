@@ -1,0 +1,278 @@
+//! Live capture on one interface: loads and attaches the XDP program, opens
+//! an AF_XDP socket per rx queue, runs one capture thread per queue that
+//! feeds its [`FrameSink`], prints a periodic stats line, and on
+//! SIGINT/SIGTERM (or a failing capture thread) stops every thread and
+//! detaches the program.
+//!
+//! Wiring the processing pipeline in: pass a factory that returns the
+//! pipeline's per-queue sink; the sinks come back in [`LiveReport`] after
+//! capture stopped, for a final flush.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{error, info};
+
+use super::afxdp::{CopyMode, XskSizing, XskSocket};
+use super::error::CaptureError;
+use super::stats::{LiveStats, QueueCounters};
+use super::xdp::{NonSmtpAction, XdpModeChoice, XdpProgram, XdpSettings};
+use super::FrameSink;
+use crate::net::Ts;
+
+/// How often the control loop wakes (stop flag, eBPF log, thread health).
+const CONTROL_TICK: Duration = Duration::from_millis(100);
+/// How long a capture thread sleeps in poll() when its ring is empty.
+const IDLE_POLL_MS: i32 = 100;
+/// How often a busy capture thread refreshes socket stats and ticks its sink.
+const BUSY_TICK: Duration = Duration::from_secs(1);
+
+/// Everything `smtp-sensor -i` needs to capture.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Interface to attach to.
+    pub iface: String,
+    /// TCP ports whose segments are captured (either side).
+    pub smtp_ports: Vec<u16>,
+    /// Pass or drop non-SMTP frames.
+    pub non_smtp: NonSmtpAction,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeChoice,
+    /// Forward the XDP program's diagnostics to the log.
+    pub ebpf_log: bool,
+    /// Rx queues to capture (0..n); `None`: every rx queue of the interface.
+    pub queues: Option<u32>,
+    /// UMEM and batch sizing per queue.
+    pub sizing: XskSizing,
+    /// Period of the stats line; `None`: only the final line.
+    pub stats_interval: Option<Duration>,
+    /// Where to write the final statistics as JSON.
+    pub stats_json: Option<PathBuf>,
+}
+
+impl LiveOptions {
+    /// Defaults for `iface`: ports 25 and 587, pass non-SMTP, auto mode.
+    pub fn new(iface: impl Into<String>) -> Self {
+        LiveOptions {
+            iface: iface.into(),
+            smtp_ports: vec![25, 587],
+            non_smtp: NonSmtpAction::Pass,
+            xdp_mode: XdpModeChoice::Auto,
+            ebpf_log: false,
+            queues: None,
+            sizing: XskSizing::default(),
+            stats_interval: Some(Duration::from_secs(10)),
+            stats_json: None,
+        }
+    }
+}
+
+/// What a finished live capture returns.
+pub struct LiveReport<S> {
+    /// Final statistics (also logged, and written to `--stats-json`).
+    pub stats: LiveStats,
+    /// The per-queue sinks, in queue order, after `finish` was called.
+    pub sinks: Vec<S>,
+}
+
+/// Runs live capture until SIGINT/SIGTERM. `make_sink(queue)` creates the
+/// consumer of each rx queue.
+pub fn run_live<S, F>(opts: &LiveOptions, mut make_sink: F) -> Result<LiveReport<S>, CaptureError>
+where
+    S: FrameSink,
+    F: FnMut(u32) -> S,
+{
+    opts.sizing.validate()?;
+    if opts.smtp_ports.is_empty() {
+        return Err(CaptureError::Option("no SMTP ports configured (smtp_ports is empty)".into()));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(CaptureError::Signal)?;
+    }
+    let queues = match opts.queues {
+        Some(n) if n > 0 => n,
+        Some(_) => return Err(CaptureError::Option("--queues must be at least 1".into())),
+        None => rx_queue_count(&opts.iface)?,
+    };
+
+    let mut program = XdpProgram::load(&XdpSettings {
+        smtp_ports: opts.smtp_ports.clone(),
+        non_smtp: opts.non_smtp,
+        ebpf_log: opts.ebpf_log,
+    })?;
+    // Sockets first, then attach: no SMTP frame is passed for lack of a
+    // socket once the program runs.
+    let mut sockets = Vec::with_capacity(queues as usize);
+    for q in 0..queues {
+        let s = XskSocket::open(&opts.iface, q, opts.sizing)?;
+        program.register_socket(q, &s.fd())?;
+        sockets.push(s);
+    }
+    let socket_mode = sockets.first().map_or(CopyMode::Copy, |s| s.mode);
+    let xdp_mode = program.attach(&opts.iface, opts.xdp_mode)?;
+    info!(
+        "AF_XDP: {queues} socket(s) on {} in {} mode, {} frames of UMEM each",
+        opts.iface,
+        socket_mode.as_str(),
+        opts.sizing.umem_frames
+    );
+    info!(
+        "live capture started on {} (SMTP ports {:?}, non-SMTP frames: {:?})",
+        opts.iface, opts.smtp_ports, opts.non_smtp
+    );
+
+    let started = Instant::now();
+    let counters: Vec<Arc<QueueCounters>> = (0..queues).map(|_| Arc::default()).collect();
+    let snapshot = |program: &XdpProgram| -> LiveStats {
+        let qs = counters.iter().zip(0u32..).map(|(c, q)| c.snapshot(q)).collect();
+        let xdp = program.counters().unwrap_or_default();
+        LiveStats::new(
+            &opts.iface,
+            xdp_mode.as_str(),
+            socket_mode.as_str(),
+            started.elapsed().as_secs(),
+            qs,
+            xdp,
+        )
+    };
+
+    let (sinks, panicked) = thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(sockets.len());
+        for (sock, c) in sockets.into_iter().zip(&counters) {
+            let sink = make_sink(sock.queue);
+            let stop = &stop;
+            let c = Arc::clone(c);
+            let q = sock.queue;
+            let h = thread::Builder::new()
+                .name(format!("capture-q{q}"))
+                .spawn_scoped(scope, move || capture_loop(sock, sink, stop, &c));
+            match h {
+                Ok(h) => handles.push((q, h)),
+                Err(e) => {
+                    error!("cannot start the capture thread of queue {q}: {e}");
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut last_line = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(CONTROL_TICK);
+            program.flush_log();
+            if handles.iter().any(|(_, h)| h.is_finished()) {
+                error!("a capture thread stopped unexpectedly; stopping capture");
+                break;
+            }
+            if let Some(every) = opts.stats_interval {
+                if last_line.elapsed() >= every {
+                    last_line = Instant::now();
+                    info!("stats: {}", snapshot(&program).line());
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut sinks = Vec::with_capacity(handles.len());
+        let mut panicked = None;
+        for (q, h) in handles {
+            match h.join() {
+                Ok(sink) => sinks.push(sink),
+                Err(_) => {
+                    error!("the capture thread of queue {q} panicked");
+                    panicked.get_or_insert(q);
+                }
+            }
+        }
+        (sinks, panicked)
+    });
+
+    let stats = snapshot(&program);
+    info!("final stats: {}", stats.line());
+    program.detach();
+    if let Some(q) = panicked {
+        return Err(CaptureError::ThreadPanicked(q));
+    }
+    if let Some(path) = &opts.stats_json {
+        let json = serde_json::to_vec_pretty(&stats).unwrap_or_default();
+        std::fs::write(path, json).map_err(|source| CaptureError::StatsFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(LiveReport { stats, sinks })
+}
+
+/// Body of one capture thread: receive batches until `stop`, then finish
+/// the sink and hand it back.
+fn capture_loop<S: FrameSink>(mut sock: XskSocket, mut sink: S, stop: &AtomicBool, c: &QueueCounters) -> S {
+    let queue = sock.queue;
+    let mut invalid = 0u64;
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let ts = now();
+        let n = sock.receive_batch(ts, &mut invalid, |frames| {
+            let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
+            c.add_batch(frames.len() as u64, bytes);
+            sink.frames(queue, frames);
+        });
+        if n == 0 {
+            sock.wait(IDLE_POLL_MS);
+        }
+        if n == 0 || last_tick.elapsed() >= BUSY_TICK {
+            last_tick = Instant::now();
+            if let Some(s) = sock.stats() {
+                c.set_socket(s);
+            }
+            c.invalid_descs.store(invalid, Ordering::Relaxed);
+            sink.tick(now());
+        }
+    }
+    // Drain what is already in the ring, so a clean stop loses nothing the
+    // kernel handed over.
+    loop {
+        let n = sock.receive_batch(now(), &mut invalid, |frames| {
+            let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
+            c.add_batch(frames.len() as u64, bytes);
+            sink.frames(queue, frames);
+        });
+        if n == 0 {
+            break;
+        }
+    }
+    if let Some(s) = sock.stats() {
+        c.set_socket(s);
+    }
+    c.invalid_descs.store(invalid, Ordering::Relaxed);
+    sink.finish();
+    sink
+}
+
+/// Wall-clock time as network time.
+fn now() -> Ts {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    Ts::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+}
+
+/// Number of rx queues of `iface` (`/sys/class/net/<iface>/queues/rx-*`).
+pub fn rx_queue_count(iface: &str) -> Result<u32, CaptureError> {
+    let base = PathBuf::from("/sys/class/net").join(iface);
+    if !base.exists() {
+        return Err(CaptureError::InterfaceNotFound(iface.to_string()));
+    }
+    let path = base.join("queues");
+    let rd = std::fs::read_dir(&path).map_err(|source| CaptureError::Queues {
+        iface: iface.to_string(),
+        path: path.clone(),
+        source,
+    })?;
+    let n = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+}

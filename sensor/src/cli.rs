@@ -1,0 +1,105 @@
+//! The command line (SEMANTICS.md "Command line, files, exit codes"):
+//! `smtp-sensor -r <pcap|-> -l <logdir> [-c config.toml] [--set k=v]…`,
+//! `-i <iface>` for live capture, and `check-config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::LogFormat;
+
+/// Passive SMTP sensor: writes Zeek-style smtp.log and notice.log from a
+/// capture file or a live interface.
+#[derive(Debug, Parser)]
+#[command(name = "smtp-sensor", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and validate the configuration, print the effective config as
+    /// TOML; exit 0 when valid, 2 otherwise.
+    CheckConfig(ConfigArgs),
+}
+
+/// Where the configuration comes from (shared by a run and check-config).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one configuration key (`--set spam_threshold=100`); may be
+    /// repeated, applied in order after the file.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// Arguments of a capture run.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Read a pcap or pcapng capture (`-` for standard input).
+    #[arg(short = 'r', long = "read", value_name = "FILE", conflicts_with = "interface")]
+    pub read: Option<PathBuf>,
+    /// Capture live on a network interface (XDP/AF_XDP).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Directory for smtp.log and notice.log.
+    #[arg(short = 'l', long = "logdir", value_name = "DIR", default_value = ".")]
+    pub log_dir: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Worker threads (flows are sharded by a symmetric hash). Default: 1
+    /// offline.
+    #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Do not verify IPv4 and TCP checksums (they are only counted anyway;
+    /// this saves the time).
+    #[arg(long = "no-checksums")]
+    pub no_checksums: bool,
+    /// Do not print the end-of-run summary on stderr.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("smtp-sensor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn offline_run() {
+        let c = parse(&["-r", "x.pcap", "-l", "/tmp/o", "--set", "a=1", "--set", "b=2", "--workers", "4"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.run.read.as_deref(), Some(std::path::Path::new("x.pcap")));
+        assert_eq!(c.run.config.sets, ["a=1", "b=2"]);
+        assert_eq!(c.run.workers, Some(4));
+        assert_eq!(c.run.log_format, LogFormat::Json);
+        let c = parse(&["-r", "-", "--log-format", "zeek"]).unwrap();
+        assert_eq!(c.run.log_format, LogFormat::Zeek);
+    }
+
+    #[test]
+    fn check_config_subcommand() {
+        let c = parse(&["check-config", "-c", "a.toml", "--set", "spam_threshold=5"]).unwrap();
+        let Some(Command::CheckConfig(a)) = c.command else { panic!("no subcommand") };
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("a.toml")));
+        assert_eq!(a.sets, ["spam_threshold=5"]);
+    }
+
+    #[test]
+    fn bad_usage_is_rejected() {
+        assert!(parse(&["-r", "a", "-i", "eth0"]).is_err());
+        assert!(parse(&["--workers", "0", "-r", "a"]).is_err());
+        assert!(parse(&["--log-format", "xml", "-r", "a"]).is_err());
+    }
+}

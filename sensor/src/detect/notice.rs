@@ -1,0 +1,366 @@
+//! Notices (notice.log rows) and the one place they pass through before
+//! being written: network-time ordering across workers and the one-hour
+//! suppression of identical notices.
+//!
+//! Workers raise notices independently; the merger feeds them all into one
+//! [`NoticeQueue`], which releases them in a total order that does not depend
+//! on how connections were spread over workers, and drops a notice when an
+//! identical one (same `note` and `src`) was released less than
+//! [`SUPPRESS_FOR`] earlier in network time.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::net::{ConnId, ConnInfo, Ts, Uid};
+use crate::output::{Column, LogRecord, Value};
+
+/// How long an identical notice is suppressed (SEMANTICS: one hour).
+pub const SUPPRESS_FOR_SECS: u64 = 3600;
+const SUPPRESS_FOR: u64 = SUPPRESS_FOR_SECS * 1_000_000;
+
+/// Identical-notice keys remembered at once. Past this, expired keys are
+/// dropped; if all are live, the notice is written unsuppressed and counted.
+pub const MAX_SUPPRESSION_KEYS: usize = 1 << 20;
+
+/// Notices held back waiting for the other workers' time to pass them. Past
+/// this, the oldest are released early (counted) rather than growing memory.
+pub const MAX_PENDING_NOTICES: usize = 1 << 16;
+
+/// The notice types this sensor raises, with Zeek's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Note {
+    StrangeRejectBehavior,
+    PossibleInternalSpam,
+    PossibleSpam,
+    BlBlockedHost,
+    BlErrorMessage,
+    SuspiciousOrigination,
+}
+
+impl Note {
+    /// The `note` field, as Zeek's scripts name it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Note::StrangeRejectBehavior => "SMTP::SMTP_StrangeRejectBehavior",
+            Note::PossibleInternalSpam => "SMTP::SMTP_PossibleInternalSpam",
+            Note::PossibleSpam => "SMTP::SMTP_PossibleSpam",
+            Note::BlBlockedHost => "SMTP::SMTP_BL_Blocked_Host",
+            Note::BlErrorMessage => "SMTP::SMTP_BL_Error_Message",
+            Note::SuspiciousOrigination => "SMTP::SMTP_Suspicious_Origination",
+        }
+    }
+}
+
+/// The connection a notice is tied to (its `uid` and `id.*` fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoticeConn {
+    pub uid: Uid,
+    pub id: ConnId,
+}
+
+impl From<&ConnInfo> for NoticeConn {
+    fn from(c: &ConnInfo) -> Self {
+        NoticeConn {
+            uid: c.uid.clone(),
+            id: c.id,
+        }
+    }
+}
+
+/// One row of notice.log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// Network time the notice was raised.
+    pub ts: Ts,
+    pub conn: Option<NoticeConn>,
+    pub note: Note,
+    pub msg: String,
+    pub sub: Option<String>,
+    /// The host the notice is about; with `note` the suppression key.
+    pub src: Option<IpAddr>,
+    /// For spam notices: the host's connection total.
+    pub n: Option<u64>,
+}
+
+impl Notice {
+    /// The order notices are written in: time, then fields that make ties
+    /// deterministic whatever worker raised them.
+    fn order_key(&self) -> (Ts, Note, Option<IpAddr>, Option<&str>, &str) {
+        (
+            self.ts,
+            self.note,
+            self.src,
+            self.conn.as_ref().map(|c| c.uid.0.as_str()),
+            &self.msg,
+        )
+    }
+}
+
+const fn col(name: &'static str, zeek_type: &'static str) -> Column {
+    Column { name, zeek_type }
+}
+
+impl LogRecord for Notice {
+    const PATH: &'static str = "notice";
+    /// Zeek's notice.log columns that SEMANTICS.md names, in Zeek's order.
+    const COLUMNS: &'static [Column] = &[
+        col("ts", "time"),
+        col("uid", "string"),
+        col("id.orig_h", "addr"),
+        col("id.orig_p", "port"),
+        col("id.resp_h", "addr"),
+        col("id.resp_p", "port"),
+        col("note", "enum"),
+        col("msg", "string"),
+        col("sub", "string"),
+        col("src", "addr"),
+        col("n", "count"),
+        col("suppress_for", "interval"),
+    ];
+
+    fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
+        f(Value::Time(self.ts));
+        match &self.conn {
+            Some(c) => {
+                f(Value::Str(&c.uid.0));
+                f(Value::Addr(c.id.orig_h));
+                f(Value::Port(c.id.orig_p));
+                f(Value::Addr(c.id.resp_h));
+                f(Value::Port(c.id.resp_p));
+            }
+            None => {
+                for _ in 0..5 {
+                    f(Value::Absent);
+                }
+            }
+        }
+        f(Value::Str(self.note.as_str()));
+        f(Value::Str(&self.msg));
+        f(self.sub.as_deref().map_or(Value::Absent, Value::Str));
+        f(self.src.map_or(Value::Absent, Value::Addr));
+        f(self.n.map_or(Value::Absent, Value::Count));
+        f(Value::Interval(SUPPRESS_FOR_SECS as f64));
+    }
+}
+
+/// Drops a notice when an identical one (same `note` and `src`) was let
+/// through less than an hour of network time before (or after, for a notice
+/// that arrives late). Notices without `src` are never suppressed.
+#[derive(Debug, Default)]
+pub struct Suppressor {
+    last: HashMap<(Note, IpAddr), Ts>,
+    /// Notices written unsuppressed because the key table was full of live keys.
+    pub table_full: u64,
+}
+
+impl Suppressor {
+    /// True if `n` is to be written; records it as the start of a window.
+    pub fn admit(&mut self, n: &Notice) -> bool {
+        let Some(src) = n.src else {
+            return true;
+        };
+        let key = (n.note, src);
+        if let Some(&prev) = self.last.get(&key) {
+            let gap = n.ts.micros().abs_diff(prev.micros());
+            if gap < SUPPRESS_FOR {
+                return false;
+            }
+        }
+        if self.last.len() >= MAX_SUPPRESSION_KEYS && !self.last.contains_key(&key) {
+            let now = n.ts.micros();
+            self.last
+                .retain(|_, t| now.abs_diff(t.micros()) < SUPPRESS_FOR);
+            if self.last.len() >= MAX_SUPPRESSION_KEYS {
+                self.table_full += 1;
+                return true;
+            }
+        }
+        self.last.insert(key, n.ts);
+        true
+    }
+}
+
+/// Collects the notices of all workers and releases them in one
+/// deterministic order, suppressed. The pipeline pushes every notice here and
+/// calls [`release`](Self::release) with a watermark: a time before which no
+/// worker will raise another notice (the oldest "current time" among the
+/// workers), and [`finish`](Self::finish) at the end of input.
+#[derive(Debug, Default)]
+pub struct NoticeQueue {
+    pending: Vec<Notice>,
+    suppressor: Suppressor,
+    /// Notices that were suppressed.
+    pub suppressed: u64,
+    /// Times the pending buffer hit `MAX_PENDING_NOTICES` and was released early.
+    pub early_releases: u64,
+}
+
+impl NoticeQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, n: Notice) {
+        self.pending.push(n);
+    }
+
+    /// Whether the pending buffer is full and should be released now
+    /// (the caller then calls `release` with its current watermark, or
+    /// `release_all` when none has advanced).
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING_NOTICES
+    }
+
+    /// Appends to `out`, in order and suppressed, every pending notice with
+    /// `ts < watermark`.
+    pub fn release(&mut self, watermark: Ts, out: &mut Vec<Notice>) {
+        if self.pending.len() >= MAX_PENDING_NOTICES {
+            self.early_releases += 1;
+            self.release_all(out);
+            return;
+        }
+        self.pending
+            .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let cut = self.pending.partition_point(|n| n.ts < watermark);
+        let ready: Vec<Notice> = self.pending.drain(..cut).collect();
+        self.admit_all(ready, out);
+    }
+
+    /// Releases everything pending (end of input).
+    pub fn finish(&mut self, out: &mut Vec<Notice>) {
+        self.release_all(out);
+    }
+
+    fn release_all(&mut self, out: &mut Vec<Notice>) {
+        self.pending
+            .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let ready = std::mem::take(&mut self.pending);
+        self.admit_all(ready, out);
+    }
+
+    fn admit_all(&mut self, ready: Vec<Notice>, out: &mut Vec<Notice>) {
+        for n in ready {
+            if self.suppressor.admit(&n) {
+                out.push(n);
+            } else {
+                self.suppressed += 1;
+            }
+        }
+    }
+
+    /// Notices written unsuppressed because the suppression table was full.
+    pub fn suppression_table_full(&self) -> u64 {
+        self.suppressor.table_full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(secs: u64, note: Note, src: &str) -> Notice {
+        Notice {
+            ts: Ts::from_secs(secs),
+            conn: None,
+            note,
+            msg: format!("{src} msg"),
+            sub: None,
+            src: Some(src.parse().unwrap()),
+            n: None,
+        }
+    }
+
+    #[test]
+    fn note_names_are_zeeks() {
+        assert_eq!(Note::PossibleSpam.as_str(), "SMTP::SMTP_PossibleSpam");
+        assert_eq!(Note::BlBlockedHost.as_str(), "SMTP::SMTP_BL_Blocked_Host");
+        assert_eq!(
+            Note::SuspiciousOrigination.as_str(),
+            "SMTP::SMTP_Suspicious_Origination"
+        );
+    }
+
+    #[test]
+    fn identical_notices_suppressed_for_one_hour() {
+        let mut s = Suppressor::default();
+        assert!(s.admit(&notice(1000, Note::PossibleSpam, "198.18.0.1")));
+        assert!(!s.admit(&notice(1000 + 3599, Note::PossibleSpam, "198.18.0.1")));
+        // Other note or other src: not identical.
+        assert!(s.admit(&notice(1001, Note::PossibleInternalSpam, "198.18.0.1")));
+        assert!(s.admit(&notice(1001, Note::PossibleSpam, "198.18.0.2")));
+        // The window runs from the first notice, not the suppressed ones.
+        assert!(s.admit(&notice(1000 + 3600, Note::PossibleSpam, "198.18.0.1")));
+        assert!(!s.admit(&notice(1000 + 3601, Note::PossibleSpam, "198.18.0.1")));
+    }
+
+    #[test]
+    fn notices_without_src_are_never_suppressed() {
+        let mut s = Suppressor::default();
+        let mut n = notice(5, Note::BlErrorMessage, "198.18.0.1");
+        n.src = None;
+        assert!(s.admit(&n) && s.admit(&n));
+    }
+
+    #[test]
+    fn queue_orders_across_workers_and_respects_watermark() {
+        let mut q = NoticeQueue::new();
+        // Worker 2 reports first, with the later notice.
+        q.push(notice(200, Note::BlErrorMessage, "198.18.0.1"));
+        q.push(notice(100, Note::BlErrorMessage, "198.18.0.1"));
+        q.push(notice(5000, Note::BlErrorMessage, "198.18.0.3"));
+        let mut out = Vec::new();
+        q.release(Ts::from_secs(300), &mut out);
+        // Only the first of the two identical ones, and not the one past the watermark.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].ts, Ts::from_secs(100));
+        assert_eq!(q.suppressed, 1);
+        q.finish(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].ts, Ts::from_secs(5000));
+    }
+
+    #[test]
+    fn queue_order_is_independent_of_push_order() {
+        let make = || {
+            vec![
+                notice(7, Note::PossibleSpam, "198.18.0.9"),
+                notice(7, Note::PossibleSpam, "198.18.0.2"),
+                notice(7, Note::BlBlockedHost, "198.18.0.2"),
+                notice(3, Note::SuspiciousOrigination, "2001:db8::1"),
+            ]
+        };
+        let run = |ns: Vec<Notice>| {
+            let mut q = NoticeQueue::new();
+            for n in ns {
+                q.push(n);
+            }
+            let mut out = Vec::new();
+            q.finish(&mut out);
+            out
+        };
+        let forward = run(make());
+        let mut rev = make();
+        rev.reverse();
+        assert_eq!(forward, run(rev));
+        assert_eq!(forward[0].note, Note::SuspiciousOrigination);
+    }
+
+    #[test]
+    fn visit_yields_one_value_per_column() {
+        let mut n = notice(1, Note::BlBlockedHost, "198.18.0.1");
+        for conn in [None, Some(())] {
+            n.conn = conn.map(|_| NoticeConn {
+                uid: Uid("Cabc".into()),
+                id: ConnId {
+                    orig_h: "198.18.0.1".parse().unwrap(),
+                    orig_p: 1,
+                    resp_h: "198.18.0.2".parse().unwrap(),
+                    resp_p: 25,
+                },
+            });
+            let mut count = 0;
+            n.visit(&mut |_| count += 1);
+            assert_eq!(count, Notice::COLUMNS.len());
+        }
+    }
+}

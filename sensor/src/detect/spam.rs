@@ -1,0 +1,715 @@
+//! Spam-host detection (SEMANTICS.md "Spam-host detection"): per-period
+//! connection and reject counts per originating host, kept per worker,
+//! merged at each period boundary by a pure function, then evaluated.
+//!
+//! The merge is exact: sums of totals and rejects, and recipient lists that
+//! are kept sorted by (reject time, connection start, ports) and cut at
+//! [`MAX_RCPTS_PER_HOST`] addresses. Because each worker keeps the first
+//! addresses of its own sorted list, the first addresses of the merged list
+//! are the same as one worker that saw every connection would keep.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::notice::{Note, Notice};
+use crate::config::Config;
+use crate::net::{ConnId, ConnInfo, Ts};
+use crate::smtp::sink::Reply;
+
+/// Recipient addresses listed per host and period (SEMANTICS: first 100).
+pub const MAX_RCPTS_PER_HOST: usize = 100;
+
+/// The spam rules and limits, from the config; shared by all workers.
+#[derive(Clone, Debug)]
+pub struct SpamRules {
+    pub threshold: u64,
+    pub percent: u64,
+    pub reject_codes: Vec<u16>,
+    pub local_mail: Vec<IpNet>,
+    pub local_nets: Vec<IpNet>,
+    /// Hosts one worker counts per period (`max_hosts_per_period`).
+    pub max_hosts: usize,
+    /// Connections one worker keeps "counted/rejected" marks for
+    /// (`max_flows_per_worker`).
+    pub max_conns: usize,
+    /// Marks of connections silent this long are dropped at a period end
+    /// (`conn_idle_timeout`), in case the pipeline never reported their end.
+    pub idle_timeout_us: u64,
+}
+
+impl SpamRules {
+    pub fn from_config(cfg: &Config) -> Self {
+        SpamRules {
+            threshold: cfg.spam_threshold,
+            percent: cfg.spam_percent,
+            reject_codes: cfg.reject_codes.clone(),
+            local_mail: cfg.local_mail.clone(),
+            local_nets: cfg.local_nets.clone(),
+            max_hosts: cfg.max_hosts_per_period,
+            max_conns: cfg.max_flows_per_worker,
+            idle_timeout_us: cfg.conn_idle_timeout_us(),
+        }
+    }
+
+    fn is_reject(&self, code: u16) -> bool {
+        self.reject_codes.contains(&code)
+    }
+
+    /// The notices of one finished period (merged counters), raised at
+    /// `ts` (the period end, or the last packet's time at end of input).
+    /// One notice per host over both thresholds, in address order.
+    pub fn evaluate(&self, counters: &PeriodCounters, ts: Ts) -> Vec<Notice> {
+        let mut hits: Vec<(&IpAddr, &HostCounts, u64)> = counters
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.total >= self.threshold && h.total > 0)
+            .filter_map(|(a, h)| {
+                let percent = u128::from(h.rejects) * 100 / u128::from(h.total);
+                let percent = u64::try_from(percent).unwrap_or(u64::MAX);
+                (percent >= self.percent).then_some((a, h, percent))
+            })
+            .collect();
+        hits.sort_by_key(|(a, _, _)| **a);
+        hits.into_iter()
+            .map(|(&host, h, percent)| {
+                let base = format!("{host} - sent: {} rejected: {percent} percent", h.total);
+                let (note, msg) = if self.local_mail.iter().any(|n| n.contains(&host)) {
+                    (Note::StrangeRejectBehavior, base)
+                } else if self.local_nets.iter().any(|n| n.contains(&host)) {
+                    (
+                        Note::PossibleInternalSpam,
+                        format!("{base} mailto: {}", h.rcpts.joined()),
+                    )
+                } else {
+                    (Note::PossibleSpam, base)
+                };
+                Notice {
+                    ts,
+                    conn: None,
+                    note,
+                    msg,
+                    sub: None,
+                    src: Some(host),
+                    n: Some(h.total),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The order rejected connections' recipients are listed in: reject time,
+/// then connection start, then ports (SEMANTICS), then the responder so the
+/// order is total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RcptKey {
+    reject_ts: Ts,
+    conn_start: Ts,
+    orig_p: u16,
+    resp_p: u16,
+    resp_h: IpAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RcptEntry {
+    key: RcptKey,
+    addrs: Vec<String>,
+}
+
+/// The first `MAX_RCPTS_PER_HOST` recipient addresses of a host's rejected
+/// connections, kept in `RcptKey` order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RcptList {
+    entries: Vec<RcptEntry>,
+    /// Addresses held (sum over entries), <= MAX_RCPTS_PER_HOST.
+    len: usize,
+}
+
+impl RcptList {
+    /// Inserts one rejected connection's recipients at their place and cuts
+    /// the list back to `MAX_RCPTS_PER_HOST` addresses. Addresses that would
+    /// fall after the cut are not copied at all.
+    fn insert(&mut self, key: RcptKey, addrs: &[String]) {
+        if addrs.is_empty() {
+            return;
+        }
+        let at = self.entries.partition_point(|e| e.key <= key);
+        if at == self.entries.len() && self.len >= MAX_RCPTS_PER_HOST {
+            return;
+        }
+        let before: usize = self.entries.iter().take(at).map(|e| e.addrs.len()).sum();
+        let room = MAX_RCPTS_PER_HOST.saturating_sub(before);
+        let take = addrs.len().min(room);
+        let entry = RcptEntry {
+            key,
+            addrs: addrs.iter().take(take).cloned().collect(),
+        };
+        self.entries.insert(at, entry);
+        self.len += take;
+        self.cut();
+    }
+
+    /// Drops addresses past `MAX_RCPTS_PER_HOST`, keeping the order.
+    fn cut(&mut self) {
+        let mut seen = 0;
+        let mut keep = self.entries.len();
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if seen >= MAX_RCPTS_PER_HOST {
+                keep = i;
+                break;
+            }
+            let room = MAX_RCPTS_PER_HOST - seen;
+            e.addrs.truncate(room);
+            seen += e.addrs.len();
+        }
+        self.entries.truncate(keep);
+        self.len = seen;
+    }
+
+    fn merge(&mut self, other: RcptList) {
+        for e in other.entries {
+            self.insert(e.key, &e.addrs);
+        }
+    }
+
+    /// The addresses in order.
+    pub fn addrs(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.addrs.iter().map(String::as_str))
+    }
+
+    /// Comma separated, as the notice lists them.
+    pub fn joined(&self) -> String {
+        self.addrs().collect::<Vec<_>>().join(",")
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One host's counts in one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostCounts {
+    pub total: u64,
+    pub rejects: u64,
+    pub rcpts: RcptList,
+}
+
+/// Everything one period produced on one worker (or, after [`merge`], on
+/// all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeriodCounters {
+    pub hosts: HashMap<IpAddr, HostCounts>,
+    /// Connection events not counted because the host table was full
+    /// (`max_hosts_per_period`).
+    pub host_overflow: u64,
+    /// Connections not tracked because the mark table was full
+    /// (`max_flows_per_worker`).
+    pub conn_overflow: u64,
+}
+
+impl PeriodCounters {
+    /// Adds `other` into `self`: sums, and recipient lists merged in order.
+    pub fn merge(&mut self, other: PeriodCounters) {
+        self.host_overflow += other.host_overflow;
+        self.conn_overflow += other.conn_overflow;
+        for (host, h) in other.hosts {
+            match self.hosts.entry(host) {
+                Entry::Vacant(v) => {
+                    v.insert(h);
+                }
+                Entry::Occupied(mut o) => {
+                    let mine = o.get_mut();
+                    mine.total += h.total;
+                    mine.rejects += h.rejects;
+                    mine.rcpts.merge(h.rcpts);
+                }
+            }
+        }
+    }
+
+    pub fn host(&self, addr: IpAddr) -> Option<&HostCounts> {
+        self.hosts.get(&addr)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.host_overflow == 0 && self.conn_overflow == 0
+    }
+}
+
+/// The merge of several workers' counters for one period.
+pub fn merge(parts: impl IntoIterator<Item = PeriodCounters>) -> PeriodCounters {
+    let mut all = PeriodCounters::default();
+    for p in parts {
+        all.merge(p);
+    }
+    all
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    id: ConnId,
+    start: Ts,
+}
+
+/// What the counters remember of a live connection.
+#[derive(Clone, Copy, Debug)]
+struct ConnMark {
+    /// Period generation in which the connection was last counted.
+    counted_in: u64,
+    rejected: bool,
+    /// Time of its last reply, to drop marks of connections gone silent.
+    last: Ts,
+}
+
+/// One worker's spam counters for the current period.
+#[derive(Debug, Default)]
+pub struct SpamCounters {
+    conns: HashMap<ConnKey, ConnMark>,
+    period: PeriodCounters,
+    generation: u64,
+}
+
+impl SpamCounters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts a server reply: the first reply of a connection counts it for
+    /// its originator; the first reply with a reject code counts it as
+    /// rejected and lists the recipients given so far.
+    ///
+    /// A connection spans periods rarely; when its first reject comes in a
+    /// later period than its first reply, it is counted in that period too,
+    /// so that a period's rejects never exceed its total.
+    pub fn on_reply(&mut self, rules: &SpamRules, conn: &ConnInfo, reply: &Reply<'_>) {
+        let key = ConnKey {
+            id: conn.id,
+            start: conn.start,
+        };
+        let generation = self.generation;
+        let is_reject = rules.is_reject(reply.code);
+        let full = self.conns.len() >= rules.max_conns;
+        let mark = match self.conns.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(_) if full => {
+                self.period.conn_overflow += 1;
+                return;
+            }
+            Entry::Vacant(v) => {
+                let counted = Self::bump(&mut self.period, rules, conn.id.orig_h, |h| h.total += 1);
+                if !counted {
+                    return;
+                }
+                v.insert(ConnMark {
+                    counted_in: generation,
+                    rejected: false,
+                    last: reply.ts,
+                })
+            }
+        };
+        mark.last = mark.last.max(reply.ts);
+        if !is_reject || mark.rejected {
+            return;
+        }
+        mark.rejected = true;
+        let recount = mark.counted_in != generation;
+        mark.counted_in = generation;
+        let rkey = RcptKey {
+            reject_ts: reply.ts,
+            conn_start: conn.start,
+            orig_p: conn.id.orig_p,
+            resp_p: conn.id.resp_p,
+            resp_h: conn.id.resp_h,
+        };
+        Self::bump(&mut self.period, rules, conn.id.orig_h, |h| {
+            if recount {
+                h.total += 1;
+            }
+            h.rejects += 1;
+            h.rcpts.insert(rkey, reply.rcpts);
+        });
+    }
+
+    /// Applies `f` to the host's counts, creating them if the table has
+    /// room; false (and counted) when it has not.
+    fn bump(
+        period: &mut PeriodCounters,
+        rules: &SpamRules,
+        host: IpAddr,
+        f: impl FnOnce(&mut HostCounts),
+    ) -> bool {
+        let len = period.hosts.len();
+        match period.hosts.entry(host) {
+            Entry::Occupied(mut o) => f(o.get_mut()),
+            Entry::Vacant(_) if len >= rules.max_hosts => {
+                period.host_overflow += 1;
+                return false;
+            }
+            Entry::Vacant(v) => f(v.insert(HostCounts::default())),
+        }
+        true
+    }
+
+    /// Forgets a finished connection (called when the flow is removed).
+    pub fn on_conn_end(&mut self, conn: &ConnInfo) {
+        self.conns.remove(&ConnKey {
+            id: conn.id,
+            start: conn.start,
+        });
+    }
+
+    /// Ends the current period at `end`: hands over its counters and starts
+    /// from zero. Marks of live connections stay (a connection counts once);
+    /// marks of connections silent for `idle_timeout_us` are dropped.
+    pub fn take_period(&mut self, rules: &SpamRules, end: Ts) -> PeriodCounters {
+        self.generation += 1;
+        let horizon = end.micros().saturating_sub(rules.idle_timeout_us);
+        self.conns.retain(|_, m| m.last.micros() >= horizon);
+        std::mem::take(&mut self.period)
+    }
+
+    /// Connections currently remembered.
+    pub fn tracked_conns(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// Tumbling inspection periods in network time, the first starting at the
+/// first packet. Drive it with every packet time (in order); it says when a
+/// period has closed.
+#[derive(Clone, Copy, Debug)]
+pub struct PeriodClock {
+    period_us: u64,
+    /// Start of the current period (`None` before the first packet).
+    start: Option<Ts>,
+}
+
+impl PeriodClock {
+    pub fn new(period_us: u64) -> Self {
+        PeriodClock {
+            period_us: period_us.max(1),
+            start: None,
+        }
+    }
+
+    /// Advances to `ts`. Returns the end of the period that closed when `ts`
+    /// is at or past it; after a gap of several periods the empty ones are
+    /// skipped (they would raise nothing). Times going backwards change
+    /// nothing.
+    pub fn advance(&mut self, ts: Ts) -> Option<Ts> {
+        let Some(start) = self.start else {
+            self.start = Some(ts);
+            return None;
+        };
+        let end = start.micros().saturating_add(self.period_us);
+        if ts.micros() < end {
+            return None;
+        }
+        let skipped = (ts.micros() - start.micros()) / self.period_us;
+        self.start = Some(Ts(start.micros() + skipped * self.period_us));
+        Some(Ts(end))
+    }
+
+    /// End of the current period, once started.
+    pub fn current_end(&self) -> Option<Ts> {
+        self.start
+            .map(|s| Ts(s.micros().saturating_add(self.period_us)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Uid;
+
+    fn rules() -> SpamRules {
+        SpamRules {
+            local_mail: vec!["198.18.1.0/24".parse().unwrap()],
+            local_nets: vec!["198.18.0.0/15".parse().unwrap()],
+            ..SpamRules::from_config(&Config::default())
+        }
+    }
+
+    fn conn(orig: &str, port: u16, start: u64) -> ConnInfo {
+        let id = ConnId {
+            orig_h: orig.parse().unwrap(),
+            orig_p: port,
+            resp_h: "203.0.113.25".parse().unwrap(),
+            resp_p: 25,
+        };
+        ConnInfo {
+            uid: Uid::new(&id, Ts(start)),
+            id,
+            start: Ts(start),
+        }
+    }
+
+    fn reply<'a>(ts: u64, code: u16, rcpts: &'a [String]) -> Reply<'a> {
+        Reply {
+            ts: Ts(ts),
+            code,
+            text: "",
+            rcpts,
+        }
+    }
+
+    /// `total` connections from `host`, the first `rejected` of them
+    /// rejected with `rcpt-<i>@x` listed; returned as (conn, events) so tests
+    /// can replay them on one or several counter sets.
+    fn traffic(host: &str, total: u16, rejected: u16, t0: u64) -> Vec<Conn> {
+        traffic_from(host, total, rejected, t0, 10_000)
+    }
+
+    type Conn = (ConnInfo, Vec<(u64, u16, Vec<String>)>);
+
+    fn traffic_from(host: &str, total: u16, rejected: u16, t0: u64, port0: u16) -> Vec<Conn> {
+        (0..total)
+            .map(|i| {
+                let start = t0 + u64::from(i) * 10;
+                let c = conn(host, port0 + i, start);
+                let mut ev = vec![(start + 1, 220, vec![])];
+                if i < rejected {
+                    let r = vec![format!("rcpt-{i}@x"), format!("rcpt-{i}b@x")];
+                    ev.push((start + 2, 250, r.clone()));
+                    ev.push((start + 3, 550, r.clone()));
+                    // A second reject on the same connection adds nothing.
+                    ev.push((start + 4, 554, r));
+                }
+                (c, ev)
+            })
+            .collect()
+    }
+
+    fn run_on(workers: usize, rules: &SpamRules, conns: &[Conn]) -> PeriodCounters {
+        let mut w: Vec<SpamCounters> = (0..workers).map(|_| SpamCounters::new()).collect();
+        for (i, (c, evs)) in conns.iter().enumerate() {
+            // Spread connections as a hash would: not round robin.
+            let k = (c.uid.0.bytes().map(usize::from).sum::<usize>() + i / 3) % workers;
+            for (ts, code, rcpts) in evs {
+                w[k].on_reply(rules, c, &reply(*ts, *code, rcpts));
+            }
+        }
+        merge(w.iter_mut().map(|x| x.take_period(rules, Ts(u64::MAX))))
+    }
+
+    fn notices(total: u16, rejected: u16, host: &str) -> Vec<Notice> {
+        let r = rules();
+        let c = run_on(1, &r, &traffic(host, total, rejected, 1_000_000));
+        r.evaluate(&c, Ts::from_secs(3600))
+    }
+
+    #[test]
+    fn threshold_is_inclusive_at_300_connections() {
+        assert_eq!(notices(300, 300, "203.0.113.9").len(), 1);
+        assert!(notices(299, 299, "203.0.113.9").is_empty());
+    }
+
+    #[test]
+    fn percent_is_inclusive_at_30_with_integer_division() {
+        // 90 of 300 = 30 %.
+        assert_eq!(notices(300, 90, "203.0.113.9").len(), 1);
+        // 89 of 300 = 29.67 % -> 29.
+        assert!(notices(300, 89, "203.0.113.9").is_empty());
+        // 98 of 310 = 31.6 % -> 31, reported as 31.
+        let n = notices(310, 98, "203.0.113.9");
+        assert_eq!(n[0].msg, "203.0.113.9 - sent: 310 rejected: 31 percent");
+    }
+
+    #[test]
+    fn classes_and_messages_byte_for_byte() {
+        let n = notices(300, 300, "203.0.113.9");
+        assert_eq!(n[0].note, Note::PossibleSpam);
+        assert_eq!(n[0].msg, "203.0.113.9 - sent: 300 rejected: 100 percent");
+        assert_eq!(
+            (n[0].src, n[0].n),
+            (Some("203.0.113.9".parse().unwrap()), Some(300))
+        );
+        assert!(n[0].conn.is_none() && n[0].sub.is_none());
+        assert_eq!(n[0].ts, Ts::from_secs(3600));
+
+        let n = notices(300, 150, "198.18.1.5");
+        assert_eq!(n[0].note, Note::StrangeRejectBehavior);
+        assert_eq!(n[0].msg, "198.18.1.5 - sent: 300 rejected: 50 percent");
+
+        let n = notices(300, 3 * 30, "198.18.7.7");
+        assert_eq!(n[0].note, Note::PossibleInternalSpam);
+        let listed: Vec<String> = (0..50)
+            .flat_map(|i| [format!("rcpt-{i}@x"), format!("rcpt-{i}b@x")])
+            .collect();
+        assert_eq!(
+            n[0].msg,
+            format!(
+                "198.18.7.7 - sent: 300 rejected: 30 percent mailto: {}",
+                listed.join(",")
+            )
+        );
+    }
+
+    #[test]
+    fn recipients_capped_at_100_per_host() {
+        let r = rules();
+        let c = run_on(1, &r, &traffic("198.18.7.7", 300, 300, 0));
+        let h = c.host("198.18.7.7".parse().unwrap()).unwrap();
+        assert_eq!(h.rcpts.len(), MAX_RCPTS_PER_HOST);
+        assert_eq!(h.rcpts.addrs().count(), MAX_RCPTS_PER_HOST);
+        assert_eq!(h.rcpts.addrs().last(), Some("rcpt-49b@x"));
+        assert_eq!((h.total, h.rejects), (300, 300));
+    }
+
+    #[test]
+    fn first_reply_counts_and_first_reject_rejects_once() {
+        let r = rules();
+        let mut s = SpamCounters::new();
+        let c = conn("203.0.113.9", 1, 0);
+        let none: Vec<String> = vec![];
+        s.on_reply(&r, &c, &reply(1, 220, &none));
+        s.on_reply(&r, &c, &reply(2, 250, &none));
+        s.on_reply(&r, &c, &reply(3, 551, &none));
+        s.on_reply(&r, &c, &reply(4, 553, &none));
+        // 421 / 450 are not reject codes.
+        let c2 = conn("203.0.113.9", 2, 0);
+        s.on_reply(&r, &c2, &reply(5, 421, &none));
+        s.on_reply(&r, &c2, &reply(6, 450, &none));
+        let p = s.take_period(&r, Ts(10));
+        let h = p.host(c.id.orig_h).unwrap();
+        assert_eq!((h.total, h.rejects), (2, 1));
+    }
+
+    #[test]
+    fn counts_do_not_leak_across_periods() {
+        let r = rules();
+        let mut s = SpamCounters::new();
+        let none: Vec<String> = vec![];
+        let c = conn("203.0.113.9", 1, 0);
+        s.on_reply(&r, &c, &reply(1, 220, &none));
+        let p1 = s.take_period(&r, Ts(100));
+        assert_eq!(p1.host(c.id.orig_h).unwrap().total, 1);
+        // Same connection, later reply: not counted again.
+        s.on_reply(&r, &c, &reply(101, 250, &none));
+        let c2 = conn("203.0.113.9", 2, 150);
+        s.on_reply(&r, &c2, &reply(151, 220, &none));
+        let p2 = s.take_period(&r, Ts(200));
+        assert_eq!(p2.host(c.id.orig_h).unwrap().total, 1);
+        // The first connection's first reject in period 3 counts it there.
+        s.on_reply(&r, &c, &reply(201, 550, &none));
+        let p3 = s.take_period(&r, Ts(300));
+        let h = p3.host(c.id.orig_h).unwrap();
+        assert_eq!((h.total, h.rejects), (1, 1));
+        assert!(s.take_period(&r, Ts(400)).is_empty());
+    }
+
+    #[test]
+    fn merge_of_any_split_equals_one_worker() {
+        let r = SpamRules {
+            threshold: 5,
+            ..rules()
+        };
+        let mut conns = traffic("198.18.7.7", 60, 40, 0);
+        conns.extend(traffic("198.18.7.8", 30, 30, 5));
+        conns.extend(traffic("203.0.113.1", 7, 3, 3));
+        // Same reject time and start, ports decide (tie rule).
+        conns.extend(traffic_from("198.18.7.7", 5, 5, 0, 20_000));
+        // Interleave by time as a capture would.
+        conns.sort_by_key(|(c, _)| (c.start, c.id.orig_p));
+        let one = run_on(1, &r, &conns);
+        for workers in [2, 3, 4, 7] {
+            let many = run_on(workers, &r, &conns);
+            assert_eq!(many, one, "{workers} workers");
+            assert_eq!(
+                r.evaluate(&many, Ts(9)),
+                r.evaluate(&one, Ts(9)),
+                "{workers} workers"
+            );
+        }
+        let n = r.evaluate(&one, Ts(9));
+        assert_eq!(n.len(), 3);
+        // In address order.
+        assert!(n.windows(2).all(|w| w[0].src < w[1].src));
+    }
+
+    #[test]
+    fn recipients_ordered_by_reject_time_then_start_then_port() {
+        let r = rules();
+        let mut s = SpamCounters::new();
+        let a = vec!["a@x".to_string()];
+        let b = vec!["b@x".to_string()];
+        let c = vec!["c@x".to_string()];
+        // Rejected in reverse order of arrival at this worker.
+        s.on_reply(&r, &conn("198.18.7.7", 9, 5), &reply(50, 550, &c));
+        s.on_reply(&r, &conn("198.18.7.7", 3, 5), &reply(50, 550, &b));
+        s.on_reply(&r, &conn("198.18.7.7", 4, 1), &reply(50, 550, &a));
+        let p = s.take_period(&r, Ts(100));
+        let h = p.host("198.18.7.7".parse().unwrap()).unwrap();
+        assert_eq!(h.rcpts.joined(), "a@x,b@x,c@x");
+    }
+
+    #[test]
+    fn host_table_is_bounded_and_overflow_counted() {
+        let r = SpamRules {
+            max_hosts: 2,
+            ..rules()
+        };
+        let mut s = SpamCounters::new();
+        let none: Vec<String> = vec![];
+        for (i, h) in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
+            .iter()
+            .enumerate()
+        {
+            s.on_reply(&r, &conn(h, 1, i as u64), &reply(1, 220, &none));
+        }
+        let p = s.take_period(&r, Ts(10));
+        assert_eq!(p.hosts.len(), 2);
+        assert_eq!(p.host_overflow, 2);
+        // Not a leak into the next period either.
+        assert_eq!(s.tracked_conns(), 2);
+    }
+
+    #[test]
+    fn conn_marks_are_bounded_and_forgotten() {
+        let r = SpamRules {
+            max_conns: 2,
+            idle_timeout_us: 100,
+            ..rules()
+        };
+        let mut s = SpamCounters::new();
+        let none: Vec<String> = vec![];
+        let cs: Vec<ConnInfo> = (0..3).map(|i| conn("203.0.113.1", i, 0)).collect();
+        for c in &cs {
+            s.on_reply(&r, c, &reply(1, 220, &none));
+        }
+        assert_eq!(s.tracked_conns(), 2);
+        s.on_conn_end(&cs[0]);
+        assert_eq!(s.tracked_conns(), 1);
+        let p = s.take_period(&r, Ts(1000));
+        assert_eq!(
+            (p.host(cs[0].id.orig_h).unwrap().total, p.conn_overflow),
+            (2, 1)
+        );
+        // Silent longer than the idle timeout: dropped at the boundary.
+        assert_eq!(s.tracked_conns(), 0);
+    }
+
+    #[test]
+    fn period_clock_tumbles_from_first_packet() {
+        let mut c = PeriodClock::new(100);
+        assert_eq!(c.advance(Ts(1000)), None);
+        assert_eq!(c.current_end(), Some(Ts(1100)));
+        assert_eq!(c.advance(Ts(1099)), None);
+        assert_eq!(c.advance(Ts(1100)), Some(Ts(1100)));
+        assert_eq!(c.current_end(), Some(Ts(1200)));
+        // Backwards: nothing.
+        assert_eq!(c.advance(Ts(1050)), None);
+        // A gap of several periods closes the current one once.
+        assert_eq!(c.advance(Ts(1555)), Some(Ts(1200)));
+        assert_eq!(c.current_end(), Some(Ts(1600)));
+    }
+}

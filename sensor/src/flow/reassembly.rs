@@ -1,0 +1,527 @@
+//! One direction of a TCP stream: turns segments, in whatever order they
+//! were captured, into in-order bytes and explicit gaps.
+//!
+//! Sequence numbers are unwrapped into 64-bit stream offsets relative to the
+//! first byte, so wraparound of the 32-bit space is invisible above this
+//! module. Retransmissions and overlaps keep the bytes seen first (as Zeek's
+//! reassembler does). Out-of-order data waits in a buffer bounded by a byte
+//! limit; when the limit is hit, or when the peer acknowledges bytes that were
+//! never captured, the hole is given up and reported as a gap, so the
+//! parser above always makes progress.
+
+/// What the reassembler hands upward, in stream order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// The next bytes of the stream.
+    Data(&'a [u8]),
+    /// This many bytes of the stream will never be delivered.
+    Gap(u64),
+}
+
+/// An ACK further ahead than this (bytes) is taken as bogus, not as a sign
+/// of lost data: no real window is that large.
+const MAX_ACK_JUMP: i64 = 1 << 30;
+
+/// What happened to a segment, for the caller's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentEvents {
+    /// Every byte had been seen before (a pure retransmission).
+    pub retransmission: bool,
+    /// The segment was buffered out of order.
+    pub out_of_order: bool,
+    /// The out-of-order buffer limit forced a gap.
+    pub ooo_limit: bool,
+    /// Overlapping bytes differed from what was buffered.
+    pub inconsistent: bool,
+}
+
+#[derive(Debug)]
+struct Segment {
+    off: u64,
+    data: Vec<u8>,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.off + self.data.len() as u64
+    }
+}
+
+/// Reassembly state of one direction.
+#[derive(Debug)]
+pub struct Reassembler {
+    started: bool,
+    /// Sequence number of stream offset 0.
+    isn: u32,
+    /// Offset of the next byte to deliver.
+    next: u64,
+    /// Offset the FIN occupies, once seen.
+    fin: Option<u64>,
+    /// Buffered out-of-order data: sorted by offset, non-overlapping, every
+    /// segment starting after `next`.
+    ooo: Vec<Segment>,
+    ooo_bytes: usize,
+    ooo_cap: usize,
+}
+
+impl Reassembler {
+    /// `ooo_cap`: most bytes this direction may hold out of order.
+    pub fn new(ooo_cap: usize) -> Self {
+        Reassembler {
+            started: false,
+            isn: 0,
+            next: 0,
+            fin: None,
+            ooo: Vec::new(),
+            ooo_bytes: 0,
+            ooo_cap,
+        }
+    }
+
+    /// Whether any segment of this direction has been seen.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The sequence number the next in-order byte will carry.
+    pub fn next_seq(&self) -> u32 {
+        self.isn.wrapping_add(self.next as u32)
+    }
+
+    /// Bytes delivered or skipped so far.
+    pub fn offset(&self) -> u64 {
+        self.next
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.ooo_bytes
+    }
+
+    /// True once every byte up to the FIN has been delivered.
+    pub fn finished(&self) -> bool {
+        self.fin.is_some_and(|f| self.next >= f)
+    }
+
+    /// Signed stream offset of `seq`, taking the interpretation nearest to
+    /// the next expected byte (this is what survives wraparound).
+    fn rel(&self, seq: u32) -> i64 {
+        let diff = seq.wrapping_sub(self.next_seq()) as i32;
+        self.next as i64 + i64::from(diff)
+    }
+
+    /// Takes one segment of this direction. `syn`/`fin` are the segment's
+    /// flags; `out` receives whatever becomes deliverable.
+    pub fn segment<F: FnMut(Chunk<'_>)>(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        out: &mut F,
+    ) -> SegmentEvents {
+        let mut ev = SegmentEvents::default();
+        if !self.started {
+            // A SYN occupies one sequence number before the first data byte.
+            // Without one the connection is picked up mid-stream here.
+            self.started = true;
+            self.isn = if syn { seq.wrapping_add(1) } else { seq };
+            self.next = 0;
+        }
+        let data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        let start = self.rel(data_seq);
+        let end = start + payload.len() as i64;
+        if fin && end >= 0 && self.fin.is_none() {
+            self.fin = Some(end as u64);
+        }
+        if payload.is_empty() {
+            return ev;
+        }
+        let next = self.next as i64;
+        if end <= next {
+            ev.retransmission = true;
+            return ev;
+        }
+        if start <= next {
+            let skip = (next - start) as usize;
+            if let Some(fresh) = payload.get(skip..) {
+                self.deliver(fresh, out);
+            }
+            self.drain(out);
+            return ev;
+        }
+        ev.out_of_order = true;
+        self.buffer(start as u64, payload, out, &mut ev);
+        ev
+    }
+
+    fn deliver<F: FnMut(Chunk<'_>)>(&mut self, data: &[u8], out: &mut F) {
+        self.next += data.len() as u64;
+        out(Chunk::Data(data));
+    }
+
+    /// Delivers buffered segments that have become contiguous.
+    fn drain<F: FnMut(Chunk<'_>)>(&mut self, out: &mut F) {
+        while let Some(first) = self.ooo.first() {
+            if first.off > self.next {
+                break;
+            }
+            let seg = self.ooo.remove(0);
+            self.ooo_bytes -= seg.data.len();
+            if seg.end() > self.next {
+                let skip = (self.next - seg.off) as usize;
+                if let Some(fresh) = seg.data.get(skip..) {
+                    self.deliver(fresh, out);
+                }
+            }
+        }
+    }
+
+    /// Gives up the hole before the first buffered segment: reports it as a
+    /// gap and delivers what then becomes contiguous.
+    fn skip_hole<F: FnMut(Chunk<'_>)>(&mut self, out: &mut F) {
+        if let Some(first) = self.ooo.first()
+            && first.off > self.next
+        {
+            let len = first.off - self.next;
+            self.next = first.off;
+            out(Chunk::Gap(len));
+        }
+        self.drain(out);
+    }
+
+    fn buffer<F: FnMut(Chunk<'_>)>(
+        &mut self,
+        start: u64,
+        payload: &[u8],
+        out: &mut F,
+        ev: &mut SegmentEvents,
+    ) {
+        if self.ooo_bytes + payload.len() > self.ooo_cap {
+            ev.ooo_limit = true;
+            while !self.ooo.is_empty() && self.ooo_bytes + payload.len() > self.ooo_cap {
+                self.skip_hole(out);
+            }
+            // Progress may have reached or passed this segment.
+            if start <= self.next {
+                let skip = (self.next - start) as usize;
+                if let Some(fresh) = payload.get(skip..)
+                    && !fresh.is_empty()
+                {
+                    self.deliver(fresh, out);
+                    self.drain(out);
+                }
+                return;
+            }
+            if payload.len() > self.ooo_cap {
+                // Larger than the whole buffer: give up the hole before it.
+                out(Chunk::Gap(start - self.next));
+                self.next = start;
+                self.deliver(payload, out);
+                self.drain(out);
+                return;
+            }
+        }
+        // Insert the parts not already buffered (first copy wins).
+        let end = start + payload.len() as u64;
+        let mut pos = start;
+        let mut i = self.ooo.partition_point(|s| s.end() <= start);
+        while pos < end {
+            let (piece_end, skip_to) = match self.ooo.get(i) {
+                Some(seg) if seg.off < end => {
+                    if seg.off > pos {
+                        (seg.off, None)
+                    } else {
+                        // Overlap with a buffered segment: compare and skip.
+                        let ov_end = seg.end().min(end);
+                        let a = payload.get((pos - start) as usize..(ov_end - start) as usize);
+                        let b = seg.data.get((pos - seg.off) as usize..(ov_end - seg.off) as usize);
+                        if a != b {
+                            ev.inconsistent = true;
+                        }
+                        (pos, Some(seg.end()))
+                    }
+                }
+                _ => (end, None),
+            };
+            if let Some(next_pos) = skip_to {
+                pos = next_pos.min(end);
+                i += 1;
+                continue;
+            }
+            if let Some(piece) = payload.get((pos - start) as usize..(piece_end - start) as usize) {
+                self.ooo.insert(i, Segment { off: pos, data: piece.to_vec() });
+                self.ooo_bytes += piece.len();
+                i += 1;
+            }
+            pos = piece_end;
+        }
+    }
+
+    /// The peer acknowledged everything before `ack`. Bytes acknowledged but
+    /// never captured are given up as a gap (Zeek's "ack above hole"), so
+    /// the parser does not wait for data that will not come. Returns false
+    /// if the ACK was implausible and ignored.
+    pub fn ack<F: FnMut(Chunk<'_>)>(&mut self, ack: u32, out: &mut F) -> bool {
+        if !self.started {
+            return true;
+        }
+        let mut target = self.rel(ack);
+        if let Some(f) = self.fin {
+            // The FIN takes a sequence number of its own, no data.
+            target = target.min(f as i64);
+        }
+        let next = self.next as i64;
+        if target <= next {
+            return true;
+        }
+        if target - next > MAX_ACK_JUMP {
+            return false;
+        }
+        let target = target as u64;
+        while self.next < target {
+            match self.ooo.first() {
+                Some(seg) if seg.off < target => self.skip_hole(out),
+                _ => {
+                    out(Chunk::Gap(target - self.next));
+                    self.next = target;
+                    self.drain(out);
+                }
+            }
+        }
+        true
+    }
+
+    /// End of the connection: hands up everything still buffered, with gaps
+    /// for the holes between.
+    pub fn flush<F: FnMut(Chunk<'_>)>(&mut self, out: &mut F) {
+        while !self.ooo.is_empty() {
+            self.skip_hole(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what a reassembler delivers, gaps as `None` runs.
+    #[derive(Default)]
+    struct Sink {
+        data: Vec<u8>,
+        gaps: Vec<u64>,
+        events: Vec<String>,
+    }
+    impl Sink {
+        fn cb(&mut self) -> impl FnMut(Chunk<'_>) + '_ {
+            |c| match c {
+                Chunk::Data(d) => {
+                    self.data.extend_from_slice(d);
+                    self.events.push(String::from_utf8_lossy(d).into_owned());
+                }
+                Chunk::Gap(n) => {
+                    self.gaps.push(n);
+                    self.events.push(format!("<gap {n}>"));
+                }
+            }
+        }
+    }
+
+    const ISN: u32 = 1000;
+
+    fn syn(r: &mut Reassembler, s: &mut Sink) {
+        r.segment(ISN, true, false, b"", &mut s.cb());
+    }
+
+    /// Data byte `off` of the stream carries sequence number ISN + 1 + off.
+    fn seg(r: &mut Reassembler, s: &mut Sink, off: u32, data: &[u8]) -> SegmentEvents {
+        r.segment(ISN + 1 + off, false, false, data, &mut s.cb())
+    }
+
+    #[test]
+    fn in_order_delivery() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"HELO a\r\n");
+        seg(&mut r, &mut s, 8, b"QUIT\r\n");
+        assert_eq!(s.data, b"HELO a\r\nQUIT\r\n");
+        assert!(s.gaps.is_empty());
+        assert_eq!(r.offset(), 14);
+    }
+
+    #[test]
+    fn reorder_is_buffered_then_delivered() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        let ev = seg(&mut r, &mut s, 4, b"efgh");
+        assert!(ev.out_of_order);
+        assert!(s.data.is_empty());
+        assert_eq!(r.buffered_bytes(), 4);
+        seg(&mut r, &mut s, 8, b"ijkl");
+        seg(&mut r, &mut s, 0, b"abcd");
+        assert_eq!(s.data, b"abcdefghijkl");
+        assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn retransmission_and_partial_overlap() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"abcd");
+        let ev = seg(&mut r, &mut s, 0, b"abcd");
+        assert!(ev.retransmission);
+        // Overlaps the delivered tail and adds two bytes.
+        seg(&mut r, &mut s, 2, b"cdef");
+        assert_eq!(s.data, b"abcdef");
+    }
+
+    #[test]
+    fn overlapping_buffered_segments_keep_first_copy() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 4, b"EFGH");
+        // Covers the buffered segment and both sides of it, with different
+        // bytes where it overlaps.
+        let ev = seg(&mut r, &mut s, 2, b"cdxxxxij");
+        assert!(ev.inconsistent);
+        assert_eq!(r.buffered_bytes(), 8);
+        seg(&mut r, &mut s, 0, b"ab");
+        assert_eq!(s.data, b"abcdEFGHij");
+    }
+
+    #[test]
+    fn ooo_cap_forces_gap() {
+        let (mut r, mut s) = (Reassembler::new(8), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"ab");
+        seg(&mut r, &mut s, 4, b"efgh");
+        // 4 + 6 > 8: the hole at 2..4 is given up.
+        let ev = seg(&mut r, &mut s, 8, b"ijklmn");
+        assert!(ev.ooo_limit);
+        assert_eq!(s.events, ["ab", "<gap 2>", "efgh", "ijklmn"]);
+        assert_eq!(r.buffered_bytes(), 0);
+        assert!(r.buffered_bytes() <= 8);
+    }
+
+    #[test]
+    fn ooo_cap_never_exceeded() {
+        let (mut r, mut s) = (Reassembler::new(16), Sink::default());
+        syn(&mut r, &mut s);
+        for i in 0..100u32 {
+            seg(&mut r, &mut s, 1 + i * 3, b"xy");
+            assert!(r.buffered_bytes() <= 16);
+        }
+        r.flush(&mut s.cb());
+        assert_eq!(r.buffered_bytes(), 0);
+        assert_eq!(s.data.len(), 200);
+    }
+
+    #[test]
+    fn segment_larger_than_cap_skips_hole() {
+        let (mut r, mut s) = (Reassembler::new(4), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 3, b"0123456789");
+        assert_eq!(s.events, ["<gap 3>", "0123456789"]);
+    }
+
+    #[test]
+    fn ack_above_hole_reports_gap() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"abc");
+        seg(&mut r, &mut s, 6, b"ghi");
+        // The peer acknowledged up to offset 9: bytes 3..6 were lost.
+        assert!(r.ack(ISN + 1 + 9, &mut s.cb()));
+        assert_eq!(s.events, ["abc", "<gap 3>", "ghi"]);
+        // A lost tail, acknowledged with nothing buffered.
+        assert!(r.ack(ISN + 1 + 12, &mut s.cb()));
+        assert_eq!(s.gaps, [3, 3]);
+        // Stale and duplicate ACKs change nothing.
+        assert!(r.ack(ISN + 1, &mut s.cb()));
+        assert_eq!(s.gaps.len(), 2);
+    }
+
+    #[test]
+    fn ack_of_fin_is_not_a_gap() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        r.segment(ISN + 1, false, true, b"bye", &mut s.cb());
+        assert!(r.finished());
+        assert!(r.ack(ISN + 1 + 4, &mut s.cb()));
+        assert!(s.gaps.is_empty());
+    }
+
+    #[test]
+    fn implausible_ack_is_ignored() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        assert!(!r.ack(ISN.wrapping_add(1 << 31).wrapping_sub(5), &mut s.cb()));
+        assert!(s.gaps.is_empty());
+    }
+
+    #[test]
+    fn sequence_wraparound() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        let isn = u32::MAX - 3;
+        r.segment(isn, true, false, b"", &mut s.cb());
+        r.segment(isn.wrapping_add(1), false, false, b"abcd", &mut s.cb());
+        // Crosses 2^32: sequence numbers 0.. now.
+        r.segment(isn.wrapping_add(9), false, false, b"ijkl", &mut s.cb());
+        r.segment(isn.wrapping_add(5), false, false, b"efgh", &mut s.cb());
+        assert_eq!(s.data, b"abcdefghijkl");
+        assert_eq!(r.next_seq(), isn.wrapping_add(13));
+        assert!(r.ack(isn.wrapping_add(13), &mut s.cb()));
+        assert!(s.gaps.is_empty());
+    }
+
+    #[test]
+    fn long_stream_crosses_wrap_many_times_in_order() {
+        let (mut r, mut s) = (Reassembler::new(64), Sink::default());
+        let mut seq = 0xfff0_0000u32;
+        r.segment(seq, true, false, b"", &mut s.cb());
+        seq = seq.wrapping_add(1);
+        let chunk = [7u8; 60_000];
+        let mut total = 0u64;
+        for _ in 0..200_000 {
+            r.segment(seq, false, false, &chunk, &mut |_| {});
+            seq = seq.wrapping_add(chunk.len() as u32);
+            total += chunk.len() as u64;
+        }
+        assert_eq!(r.offset(), total);
+        assert!(total > 2 * (1u64 << 32));
+    }
+
+    #[test]
+    fn mid_stream_pickup() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        r.segment(5_000_000, false, false, b"250 OK\r\n", &mut s.cb());
+        r.segment(5_000_008, false, false, b"354 go\r\n", &mut s.cb());
+        assert_eq!(s.data, b"250 OK\r\n354 go\r\n");
+        // Earlier bytes than the pickup point are old, not a new stream.
+        let ev = r.segment(4_999_990, false, false, b"0123456789", &mut s.cb());
+        assert!(ev.retransmission);
+    }
+
+    #[test]
+    fn flush_delivers_buffered_with_gaps() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 2, b"cd");
+        seg(&mut r, &mut s, 6, b"gh");
+        r.flush(&mut s.cb());
+        assert_eq!(s.events, ["<gap 2>", "cd", "<gap 2>", "gh"]);
+    }
+
+    #[test]
+    fn one_side_only_without_acks() {
+        // Only this direction is captured, so no ACK ever reaches it: a
+        // dropped segment shows up at the close.
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"MAIL FROM:<a@b>\r\n");
+        seg(&mut r, &mut s, 30, b"DATA\r\n");
+        assert_eq!(s.data, b"MAIL FROM:<a@b>\r\n");
+        r.flush(&mut s.cb());
+        assert_eq!(s.gaps, [13]);
+        assert!(s.data.ends_with(b"DATA\r\n"));
+    }
+}

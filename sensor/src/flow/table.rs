@@ -1,0 +1,445 @@
+//! Live connections of one worker: lookup by canonical key, who the
+//! originator is, per-direction reassembly, the connection's lifecycle, and
+//! the protocol parser it feeds.
+//!
+//! Flows sit in a slab threaded on an intrusive LRU list (most recently
+//! active at the head), so the idle-timeout scan and the eviction of the
+//! least recently active flow when the table is full are O(1) per flow and
+//! take no per-packet allocation.
+//!
+//! Timeouts are decided in network time and only at two points — when a
+//! packet of the flow arrives (`last + timeout < now`) and at `expire(now)`,
+//! which the pipeline calls at its ticks — so the outcome does not depend on
+//! which worker owns a flow or how many workers there are.
+
+use std::collections::HashMap;
+
+use super::key::{BuildKeyHasher, FlowKey};
+use super::reassembly::{Chunk, Reassembler, SegmentEvents};
+use super::{FlowAnomaly, StreamParser};
+use crate::anomaly::AnomalyCounts;
+use crate::decode::Packet;
+use crate::net::{ConnId, ConnInfo, Direction, Ts, Uid};
+
+/// Limits and timing of a flow table.
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// Ports that mark the server side when no SYN was seen.
+    pub smtp_ports: Vec<u16>,
+    /// Network-time microseconds without a packet after which a flow ends.
+    pub idle_timeout_us: u64,
+    /// Most live flows; the least recently active is closed to make room.
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per direction.
+    pub max_ooo_bytes: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            smtp_ports: vec![25, 587],
+            idle_timeout_us: 5 * 60 * 1_000_000,
+            max_flows: 1 << 20,
+            max_ooo_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl FlowConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        FlowConfig {
+            smtp_ports: c.smtp_ports.clone(),
+            idle_timeout_us: c.conn_idle_timeout_us(),
+            max_flows: c.max_flows_per_worker.max(1),
+            max_ooo_bytes: c.max_ooo_bytes_per_flow,
+        }
+    }
+}
+
+/// Counters a table keeps (summed over workers for the summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub flows_created: u64,
+    pub flows_closed: u64,
+    pub flows_timed_out: u64,
+    pub flows_evicted: u64,
+    /// Segments without payload or SYN for which no flow existed (the tail
+    /// of a connection already closed, stray ACKs): not tracked.
+    pub untracked_segments: u64,
+    pub retransmissions: u64,
+    pub out_of_order: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+}
+
+impl FlowStats {
+    pub fn merge(&mut self, o: &FlowStats) {
+        self.flows_created += o.flows_created;
+        self.flows_closed += o.flows_closed;
+        self.flows_timed_out += o.flows_timed_out;
+        self.flows_evicted += o.flows_evicted;
+        self.untracked_segments += o.untracked_segments;
+        self.retransmissions += o.retransmissions;
+        self.out_of_order += o.out_of_order;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Flow<P> {
+    key: FlowKey,
+    /// Whether the originator is endpoint `a` of the key.
+    orig_is_a: bool,
+    /// The originator's bytes, then the responder's.
+    reasm: [Reassembler; 2],
+    parser: P,
+    last: Ts,
+    prev: u32,
+    next: u32,
+}
+
+/// Why a flow ends, for counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Closed,
+    TimedOut,
+    Evicted,
+    Flushed,
+}
+
+/// The flows of one worker, each with its parser `P`.
+pub struct FlowTable<P> {
+    cfg: FlowConfig,
+    index: HashMap<FlowKey, u32, BuildKeyHasher>,
+    slab: Vec<Option<Flow<P>>>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    pub stats: FlowStats,
+}
+
+impl<P> FlowTable<P> {
+    pub fn new(cfg: FlowConfig) -> Self {
+        FlowTable {
+            cfg,
+            index: HashMap::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn flow(&self, i: u32) -> Option<&Flow<P>> {
+        self.slab.get(i as usize).and_then(Option::as_ref)
+    }
+
+    fn flow_mut(&mut self, i: u32) -> Option<&mut Flow<P>> {
+        self.slab.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Some((prev, next)) = self.flow(i).map(|f| (f.prev, f.next)) else {
+            return;
+        };
+        match self.flow_mut(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.flow_mut(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        if let Some(f) = self.flow_mut(i) {
+            f.prev = NIL;
+            f.next = old;
+        }
+        match self.flow_mut(old) {
+            Some(h) => h.prev = i,
+            None => self.tail = i,
+        }
+        self.head = i;
+    }
+
+    fn touch(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+    }
+
+    fn is_smtp_port(&self, p: u16) -> bool {
+        self.cfg.smtp_ports.contains(&p)
+    }
+}
+
+impl<P> FlowTable<P> {
+    /// Processes one TCP segment. `new_parser` makes the parser of a new
+    /// connection; `sink` receives what parsers report.
+    pub fn process<S: ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+        new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    ) where
+        P: StreamParser<S>,
+    {
+        let (key, src_is_a) = FlowKey::new(pkt.src, pkt.sport, pkt.dst, pkt.dport);
+        let mut slot = self.index.get(&key).copied();
+        if let Some(i) = slot {
+            let reuse = self.flow(i).is_some_and(|f| {
+                let idle = pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us;
+                // A fresh SYN from the originator with a new sequence
+                // number: the port pair is being reused.
+                let sender_is_orig = src_is_a == f.orig_is_a;
+                let new_syn = pkt.flags.syn()
+                    && !pkt.flags.ack()
+                    && sender_is_orig
+                    && f.reasm[0].started()
+                    && pkt.seq.wrapping_add(1) != f.reasm[0].next_seq()
+                    && f.reasm[0].offset() > 0;
+                if new_syn && !idle {
+                    anomalies.add(FlowAnomaly::SynReuse);
+                }
+                idle || new_syn
+            });
+            if reuse {
+                let idle = self
+                    .flow(i)
+                    .is_some_and(|f| pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us);
+                let end = if idle { End::TimedOut } else { End::Closed };
+                let at = self.flow(i).map_or(pkt.ts, |f| if idle { f.last } else { pkt.ts });
+                self.remove(i, at, end, sink, anomalies);
+                slot = None;
+            }
+        }
+        let i = match slot {
+            Some(i) => i,
+            None => {
+                if pkt.payload.is_empty() && !pkt.flags.syn() {
+                    self.stats.untracked_segments += 1;
+                    return;
+                }
+                if pkt.flags.rst() {
+                    self.stats.untracked_segments += 1;
+                    return;
+                }
+                self.insert(key, src_is_a, pkt, sink, anomalies, new_parser)
+            }
+        };
+        self.touch(i);
+        let mut stats = SegmentStats::default();
+        let closed = {
+            let Some(f) = self.flow_mut(i) else { return };
+            f.last = pkt.ts;
+            let dir = if src_is_a == f.orig_is_a { Direction::Orig } else { Direction::Resp };
+            let Flow { reasm, parser, .. } = f;
+            let ts = pkt.ts;
+            let [orig, resp] = reasm;
+            let (mine, theirs) = match dir {
+                Direction::Orig => (orig, resp),
+                Direction::Resp => (resp, orig),
+            };
+            let mut deliver_other = |c: Chunk<'_>| deliver(parser, dir.flip(), ts, c, sink, &mut stats);
+            if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
+                anomalies.add(FlowAnomaly::AckAboveWindow);
+            }
+            let mut deliver_mine = |c: Chunk<'_>| deliver(parser, dir, ts, c, sink, &mut stats);
+            let ev = mine.segment(pkt.seq, pkt.flags.syn(), pkt.flags.fin(), pkt.payload, &mut deliver_mine);
+            stats.events(ev);
+            pkt.flags.rst() || (mine.finished() && theirs.finished())
+        };
+        self.account(&stats, anomalies);
+        if closed {
+            self.remove(i, pkt.ts, End::Closed, sink, anomalies);
+        }
+    }
+
+    fn insert<S: ?Sized>(
+        &mut self,
+        key: FlowKey,
+        src_is_a: bool,
+        pkt: &Packet<'_>,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+        new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    ) -> u32
+    where
+        P: StreamParser<S>,
+    {
+        if self.index.len() >= self.cfg.max_flows && self.tail != NIL {
+            anomalies.add(FlowAnomaly::FlowEvicted);
+            self.remove(self.tail, pkt.ts, End::Evicted, sink, anomalies);
+        }
+        // The originator: the side that sent the SYN; without one, the
+        // side not on an SMTP port (the sender if both or neither are).
+        let sender_is_orig = if pkt.flags.syn() {
+            !pkt.flags.ack()
+        } else if self.is_smtp_port(pkt.dport) {
+            true
+        } else {
+            !self.is_smtp_port(pkt.sport)
+        };
+        let (orig, resp) = if sender_is_orig {
+            ((pkt.src, pkt.sport), (pkt.dst, pkt.dport))
+        } else {
+            ((pkt.dst, pkt.dport), (pkt.src, pkt.sport))
+        };
+        let id = ConnId { orig_h: orig.0, orig_p: orig.1, resp_h: resp.0, resp_p: resp.1 };
+        let conn = ConnInfo { uid: Uid::new(&id, pkt.ts), id, start: pkt.ts };
+        let parser = new_parser(&conn);
+        let flow = Flow {
+            key,
+            orig_is_a: src_is_a == sender_is_orig,
+            reasm: [
+                Reassembler::new(self.cfg.max_ooo_bytes),
+                Reassembler::new(self.cfg.max_ooo_bytes),
+            ],
+            parser,
+            last: pkt.ts,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slab.get_mut(i as usize) {
+                    *s = Some(flow);
+                }
+                i
+            }
+            None => {
+                self.slab.push(Some(flow));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+        self.stats.flows_created += 1;
+        i
+    }
+
+    fn account(&mut self, s: &SegmentStats, anomalies: &mut AnomalyCounts) {
+        self.stats.retransmissions += s.retransmissions;
+        self.stats.out_of_order += s.out_of_order;
+        self.stats.gaps += s.gaps;
+        self.stats.gap_bytes += s.gap_bytes;
+        anomalies.add_n(FlowAnomaly::ContentGap, s.gaps);
+        anomalies.add_n(FlowAnomaly::OutOfOrderLimit, s.ooo_limit);
+        anomalies.add_n(FlowAnomaly::InconsistentRetransmission, s.inconsistent);
+    }
+
+    /// Ends flow `i`: remaining buffered data (with gaps) goes to the
+    /// parser, then its `on_close`.
+    fn remove<S: ?Sized>(
+        &mut self,
+        i: u32,
+        ts: Ts,
+        end: End,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+    ) where
+        P: StreamParser<S>,
+    {
+        self.unlink(i);
+        let Some(mut f) = self.slab.get_mut(i as usize).and_then(Option::take) else {
+            return;
+        };
+        self.index.remove(&f.key);
+        self.free.push(i);
+        let mut stats = SegmentStats::default();
+        {
+            let Flow { reasm, parser, .. } = &mut f;
+            let [orig, resp] = reasm;
+            orig.flush(&mut |c| deliver(parser, Direction::Orig, ts, c, sink, &mut stats));
+            resp.flush(&mut |c| deliver(parser, Direction::Resp, ts, c, sink, &mut stats));
+            parser.on_close(ts, sink);
+        }
+        self.account(&stats, anomalies);
+        match end {
+            End::Closed => self.stats.flows_closed += 1,
+            End::TimedOut => self.stats.flows_timed_out += 1,
+            End::Evicted => self.stats.flows_evicted += 1,
+            End::Flushed => {}
+        }
+    }
+
+    /// Ends every flow idle for longer than the timeout at `now`.
+    pub fn expire<S: ?Sized>(&mut self, now: Ts, sink: &mut S, anomalies: &mut AnomalyCounts)
+    where
+        P: StreamParser<S>,
+    {
+        while let Some(f) = self.flow(self.tail) {
+            if now.saturating_sub(f.last) <= self.cfg.idle_timeout_us {
+                break;
+            }
+            let last = f.last;
+            self.remove(self.tail, last, End::TimedOut, sink, anomalies);
+        }
+    }
+
+    /// End of input: ends every flow, oldest activity first.
+    pub fn flush_all<S: ?Sized>(&mut self, now: Ts, sink: &mut S, anomalies: &mut AnomalyCounts)
+    where
+        P: StreamParser<S>,
+    {
+        while self.tail != NIL {
+            self.remove(self.tail, now, End::Flushed, sink, anomalies);
+        }
+    }
+}
+
+#[derive(Default)]
+struct SegmentStats {
+    retransmissions: u64,
+    out_of_order: u64,
+    gaps: u64,
+    gap_bytes: u64,
+    ooo_limit: u64,
+    inconsistent: u64,
+}
+
+impl SegmentStats {
+    fn events(&mut self, ev: SegmentEvents) {
+        self.retransmissions += u64::from(ev.retransmission);
+        self.out_of_order += u64::from(ev.out_of_order);
+        self.ooo_limit += u64::from(ev.ooo_limit);
+        self.inconsistent += u64::from(ev.inconsistent);
+    }
+}
+
+fn deliver<P: StreamParser<S>, S: ?Sized>(
+    parser: &mut P,
+    dir: Direction,
+    ts: Ts,
+    c: Chunk<'_>,
+    sink: &mut S,
+    stats: &mut SegmentStats,
+) {
+    match c {
+        Chunk::Data(d) => parser.on_data(dir, ts, d, sink),
+        Chunk::Gap(n) => {
+            stats.gaps += 1;
+            stats.gap_bytes += n;
+            parser.on_gap(dir, ts, n, sink);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

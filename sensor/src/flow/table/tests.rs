@@ -1,0 +1,204 @@
+use super::*;
+use crate::decode::TcpFlags;
+use std::net::IpAddr;
+
+/// Records what the table hands a parser, one line per event.
+struct Rec {
+    conn: ConnInfo,
+}
+
+#[derive(Default)]
+struct Log(Vec<String>);
+
+impl StreamParser<Log> for Rec {
+    fn on_data(&mut self, dir: Direction, _ts: Ts, data: &[u8], log: &mut Log) {
+        log.0.push(format!("{}:{dir:?}:{}", self.conn.id.orig_p, String::from_utf8_lossy(data)));
+    }
+    fn on_gap(&mut self, dir: Direction, _ts: Ts, len: u64, log: &mut Log) {
+        log.0.push(format!("{}:{dir:?}:gap{len}", self.conn.id.orig_p));
+    }
+    fn on_close(&mut self, ts: Ts, log: &mut Log) {
+        log.0.push(format!("{}:close@{}", self.conn.id.orig_p, ts.0));
+    }
+}
+
+const C: &str = "198.18.0.1";
+const S: &str = "198.18.0.2";
+
+fn pkt<'a>(ts: u64, from_client: bool, cport: u16, seq: u32, ack: u32, flags: u8, payload: &'a [u8]) -> Packet<'a> {
+    let c: IpAddr = C.parse().unwrap();
+    let s: IpAddr = S.parse().unwrap();
+    let (src, dst, sport, dport) = if from_client { (c, s, cport, 25) } else { (s, c, 25, cport) };
+    Packet {
+        ts: Ts(ts),
+        src,
+        dst,
+        sport,
+        dport,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        window: 1000,
+        payload,
+        vlan_tags: 0,
+        truncated: false,
+        bad_ip_checksum: false,
+        bad_tcp_checksum: false,
+    }
+}
+
+const SYN: u8 = TcpFlags::SYN;
+const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+const ACK: u8 = TcpFlags::ACK;
+const FINACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
+const RST: u8 = TcpFlags::RST;
+
+struct Harness {
+    t: FlowTable<Rec>,
+    log: Log,
+    an: AnomalyCounts,
+}
+
+impl Harness {
+    fn new(cfg: FlowConfig) -> Self {
+        Harness { t: FlowTable::new(cfg), log: Log::default(), an: AnomalyCounts::new() }
+    }
+    fn feed(&mut self, p: Packet<'_>) {
+        self.t.process(&p, &mut self.log, &mut self.an, &mut |c| Rec { conn: c.clone() });
+    }
+}
+
+#[test]
+fn full_session_with_handshake_and_fin() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40000, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40000, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, true, 40000, 101, 501, ACK, b""));
+    h.feed(pkt(4, false, 40000, 501, 101, ACK, b"220 hi\r\n"));
+    h.feed(pkt(5, true, 40000, 101, 509, ACK, b"QUIT\r\n"));
+    h.feed(pkt(6, false, 40000, 509, 107, FINACK, b"221 bye\r\n"));
+    assert_eq!(h.t.len(), 1);
+    h.feed(pkt(7, true, 40000, 107, 519, FINACK, b""));
+    assert_eq!(h.t.len(), 0);
+    assert_eq!(
+        h.log.0,
+        ["40000:Resp:220 hi\r\n", "40000:Orig:QUIT\r\n", "40000:Resp:221 bye\r\n", "40000:close@7"]
+    );
+    // The last ACK finds no flow and creates none.
+    h.feed(pkt(8, false, 40000, 518, 108, ACK, b""));
+    assert_eq!(h.t.len(), 0);
+    assert_eq!(h.t.stats.untracked_segments, 1);
+    assert_eq!(h.t.stats.flows_closed, 1);
+    assert!(h.an.is_empty(), "{:?}", h.an);
+}
+
+#[test]
+fn originator_without_syn_is_the_non_smtp_side() {
+    let mut h = Harness::new(FlowConfig::default());
+    // First packet seen comes from the server.
+    h.feed(pkt(1, false, 40001, 500, 101, ACK, b"250 ok\r\n"));
+    h.t.flush_all(Ts(9), &mut h.log, &mut h.an);
+    assert_eq!(h.log.0, ["40001:Resp:250 ok\r\n", "40001:close@9"]);
+}
+
+#[test]
+fn syn_ack_seen_first_makes_receiver_originator() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, false, 40002, 500, 101, SYNACK, b""));
+    h.feed(pkt(2, true, 40002, 101, 501, ACK, b"x"));
+    h.t.flush_all(Ts(3), &mut h.log, &mut h.an);
+    assert_eq!(h.log.0, ["40002:Orig:x", "40002:close@3"]);
+}
+
+#[test]
+fn rst_closes() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40003, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40003, 0, 101, RST | ACK, b""));
+    assert_eq!(h.t.len(), 0);
+    assert_eq!(h.log.0, ["40003:close@2"]);
+}
+
+#[test]
+fn ack_above_hole_gives_gap_to_parser() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40004, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40004, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, true, 40004, 101, 501, ACK, b"AAAA"));
+    // bytes 105..109 lost in capture
+    h.feed(pkt(4, true, 40004, 109, 501, ACK, b"CCCC"));
+    h.feed(pkt(5, false, 40004, 501, 113, ACK, b"ok"));
+    assert_eq!(h.log.0, ["40004:Orig:AAAA", "40004:Orig:gap4", "40004:Orig:CCCC", "40004:Resp:ok"]);
+    assert_eq!(h.an.get("content_gap"), 1);
+    assert_eq!(h.t.stats.gap_bytes, 4);
+}
+
+#[test]
+fn idle_timeout_lazily_and_by_scan() {
+    let cfg = FlowConfig { idle_timeout_us: 100, ..FlowConfig::default() };
+    let mut h = Harness::new(cfg);
+    h.feed(pkt(1, true, 40005, 100, 0, ACK, b"a"));
+    h.feed(pkt(2, true, 40006, 100, 0, ACK, b"b"));
+    h.feed(pkt(90, true, 40006, 101, 0, ACK, b"c"));
+    h.t.expire(Ts(150), &mut h.log, &mut h.an);
+    // 40005 idle since 1 (> 100 before 150), 40006 active at 90.
+    assert_eq!(h.t.len(), 1);
+    assert!(h.log.0.contains(&"40005:close@1".to_string()));
+    // A packet after the timeout on the same tuple starts a new connection.
+    h.feed(pkt(500, true, 40006, 102, 0, ACK, b"d"));
+    assert!(h.log.0.contains(&"40006:close@90".to_string()));
+    assert_eq!(h.t.stats.flows_timed_out, 2);
+    assert_eq!(h.t.len(), 1);
+}
+
+#[test]
+fn full_table_evicts_least_recently_active() {
+    let cfg = FlowConfig { max_flows: 2, ..FlowConfig::default() };
+    let mut h = Harness::new(cfg);
+    h.feed(pkt(1, true, 41000, 1, 0, ACK, b"a"));
+    h.feed(pkt(2, true, 41001, 1, 0, ACK, b"b"));
+    h.feed(pkt(3, true, 41000, 2, 0, ACK, b"c")); // 41000 active again
+    h.feed(pkt(4, true, 41002, 1, 0, ACK, b"d"));
+    assert_eq!(h.t.len(), 2);
+    assert!(h.log.0.contains(&"41001:close@4".to_string()));
+    assert_eq!(h.an.get("flow_table_full_evicted"), 1);
+    h.t.flush_all(Ts(10), &mut h.log, &mut h.an);
+    assert!(h.t.is_empty());
+}
+
+#[test]
+fn port_reuse_with_new_syn_starts_new_connection() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40007, 100, 0, SYN, b""));
+    h.feed(pkt(2, true, 40007, 101, 0, ACK, b"old"));
+    h.feed(pkt(3, true, 40007, 9000, 0, SYN, b""));
+    h.feed(pkt(4, true, 40007, 9001, 0, ACK, b"new"));
+    assert_eq!(h.log.0, ["40007:Orig:old", "40007:close@3", "40007:Orig:new"]);
+    assert_eq!(h.an.get("SYN_seq_jump"), 1);
+}
+
+#[test]
+fn retransmitted_syn_is_not_reuse() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40008, 100, 0, SYN, b""));
+    h.feed(pkt(2, true, 40008, 100, 0, SYN, b""));
+    h.feed(pkt(3, true, 40008, 101, 0, ACK, b"x"));
+    assert_eq!(h.t.len(), 1);
+    assert_eq!(h.log.0, ["40008:Orig:x"]);
+}
+
+#[test]
+fn many_flows_slots_are_reused() {
+    let mut h = Harness::new(FlowConfig::default());
+    for round in 0..3u64 {
+        for p in 0..100u16 {
+            h.feed(pkt(round * 10 + 1, true, 42000 + p, 1, 0, ACK, b"x"));
+        }
+        for p in 0..100u16 {
+            h.feed(pkt(round * 10 + 2, true, 42000 + p, 2, 0, RST, b""));
+        }
+        assert!(h.t.is_empty());
+    }
+    assert!(h.t.slab.len() <= 100);
+    assert_eq!(h.t.stats.flows_created, 300);
+}

@@ -1,0 +1,136 @@
+//! smtp.log's schema: `ConnRecord` as a `LogRecord`, columns in Zeek's order
+//! (Zeek's `fuids` is replaced by `files`, and `last_error` follows
+//! `last_reply`, as SEMANTICS.md defines).
+
+use super::{Column, LogRecord, Value};
+use crate::smtp::record::ConnRecord;
+
+const fn col(name: &'static str, zeek_type: &'static str) -> Column {
+    Column { name, zeek_type }
+}
+
+impl LogRecord for ConnRecord {
+    const PATH: &'static str = "smtp";
+    const COLUMNS: &'static [Column] = &[
+        col("ts", "time"),
+        col("uid", "string"),
+        col("id.orig_h", "addr"),
+        col("id.orig_p", "port"),
+        col("id.resp_h", "addr"),
+        col("id.resp_p", "port"),
+        col("trans_depth", "count"),
+        col("helo", "string"),
+        col("mailfrom", "string"),
+        col("rcptto", "set[string]"),
+        col("date", "string"),
+        col("from", "string"),
+        col("to", "set[string]"),
+        col("cc", "set[string]"),
+        col("reply_to", "string"),
+        col("msg_id", "string"),
+        col("in_reply_to", "string"),
+        col("subject", "string"),
+        col("x_originating_ip", "addr"),
+        col("first_received", "string"),
+        col("second_received", "string"),
+        col("last_reply", "string"),
+        col("last_error", "string"),
+        col("path", "vector[addr]"),
+        col("user_agent", "string"),
+        col("tls", "bool"),
+        col("files", "vector[string]"),
+    ];
+
+    fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
+        let r = &self.record;
+        let id = &self.conn.id;
+        fn s(o: &Option<String>) -> Value<'_> {
+            o.as_deref().map_or(Value::Absent, Value::Str)
+        }
+        f(Value::Time(r.ts));
+        f(Value::Str(&self.conn.uid.0));
+        f(Value::Addr(id.orig_h));
+        f(Value::Port(id.orig_p));
+        f(Value::Addr(id.resp_h));
+        f(Value::Port(id.resp_p));
+        f(Value::Count(u64::from(r.trans_depth)));
+        f(s(&r.helo));
+        f(s(&r.mailfrom));
+        f(Value::Strs(&r.rcptto));
+        f(s(&r.date));
+        f(s(&r.from));
+        f(Value::Strs(&r.to));
+        f(Value::Strs(&r.cc));
+        f(s(&r.reply_to));
+        f(s(&r.msg_id));
+        f(s(&r.in_reply_to));
+        f(s(&r.subject));
+        f(r.x_originating_ip.map_or(Value::Absent, Value::Addr));
+        f(s(&r.first_received));
+        f(s(&r.second_received));
+        f(s(&r.last_reply));
+        f(s(&r.last_error));
+        f(Value::Addrs(&r.path));
+        f(s(&r.user_agent));
+        f(Value::Bool(r.tls));
+        f(Value::Strs(&r.files));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ConnId, ConnInfo, Ts, Uid};
+    use crate::output::writer::{format_json, format_tsv};
+    use crate::smtp::record::MessageRecord;
+
+    fn sample() -> ConnRecord {
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 40000,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        let conn = ConnInfo { uid: Uid::new(&id, Ts(5)), id, start: Ts(5) };
+        let record = MessageRecord {
+            ts: Ts(1_000_000),
+            trans_depth: 1,
+            helo: Some("client".into()),
+            mailfrom: Some("a@example.com".into()),
+            rcptto: vec!["b@example.com".into()],
+            path: vec![id.resp_h, id.orig_h],
+            ..MessageRecord::default()
+        };
+        ConnRecord { conn, record }
+    }
+
+    #[test]
+    fn columns_and_values_line_up() {
+        let r = sample();
+        let mut n = 0;
+        r.visit(&mut |_| n += 1);
+        assert_eq!(n, ConnRecord::COLUMNS.len());
+        let mut tsv = Vec::new();
+        format_tsv(&r, &mut tsv);
+        let tsv = String::from_utf8(tsv).unwrap();
+        let fields: Vec<_> = tsv.trim_end().split('\t').collect();
+        assert_eq!(fields.len(), ConnRecord::COLUMNS.len());
+        assert_eq!(fields[2], "198.18.0.1");
+        assert_eq!(fields[9], "b@example.com");
+        assert_eq!(fields[23], "198.18.0.2,198.18.0.1");
+        assert_eq!(fields[25], "F");
+    }
+
+    #[test]
+    fn json_uses_zeek_names() {
+        let mut out = Vec::new();
+        format_json(&sample(), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id.orig_h"], "198.18.0.1");
+        assert_eq!(v["id.resp_p"], 25);
+        assert_eq!(v["ts"].as_f64(), Some(1.0));
+        assert_eq!(v["rcptto"], serde_json::json!(["b@example.com"]));
+        assert_eq!(v["tls"], false);
+        assert!(v.get("subject").is_none());
+    }
+}

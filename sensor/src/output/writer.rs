@@ -1,0 +1,401 @@
+//! Formats `LogRecord`s as JSON lines or Zeek TSV into any `io::Write`.
+//!
+//! JSON follows Zeek's JSON logs: flat dotted names (`"id.orig_h"`), `ts` as a
+//! float number, absent fields and empty sets left out, booleans as
+//! `true`/`false`, sets and vectors as arrays. TSV follows Zeek's ASCII
+//! writer: the `#separator … #types` header, `-` for unset, `(empty)` for an
+//! empty string or set, `\xNN` escapes for separators and control bytes, and a
+//! `#close` trailer.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{LogRecord, Value};
+
+/// Output format of every log of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (the default).
+    #[default]
+    Json,
+    /// Zeek's tab-separated ASCII format with `#` header lines.
+    Zeek,
+}
+
+/// Writes records of one log type. The line is built in a reused buffer, so
+/// writing a record allocates nothing once the buffer has grown.
+pub struct LogWriter<R: LogRecord, W: Write> {
+    out: W,
+    format: LogFormat,
+    line: Vec<u8>,
+    closed: bool,
+    _record: PhantomData<fn(&R)>,
+}
+
+impl<R: LogRecord, W: Write> LogWriter<R, W> {
+    /// Starts a log; in Zeek format this writes the header lines, with
+    /// `#open` set to the wall-clock time (as Zeek does).
+    pub fn new(out: W, format: LogFormat) -> io::Result<Self> {
+        let mut w = LogWriter {
+            out,
+            format,
+            line: Vec::with_capacity(1024),
+            closed: false,
+            _record: PhantomData,
+        };
+        if format == LogFormat::Zeek {
+            w.write_zeek_header()?;
+        }
+        Ok(w)
+    }
+
+    fn write_zeek_header(&mut self) -> io::Result<()> {
+        let mut h = String::new();
+        h.push_str("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n");
+        let _ = writeln!(h, "#path\t{}", R::PATH);
+        let _ = writeln!(h, "#open\t{}", zeek_wallclock());
+        h.push_str("#fields");
+        for c in R::COLUMNS {
+            h.push('\t');
+            h.push_str(c.name);
+        }
+        h.push_str("\n#types");
+        for c in R::COLUMNS {
+            h.push('\t');
+            h.push_str(c.zeek_type);
+        }
+        h.push('\n');
+        self.out.write_all(h.as_bytes())
+    }
+
+    /// Appends one record as one line.
+    pub fn write(&mut self, record: &R) -> io::Result<()> {
+        self.line.clear();
+        match self.format {
+            LogFormat::Json => format_json::<R>(record, &mut self.line),
+            LogFormat::Zeek => format_tsv::<R>(record, &mut self.line),
+        }
+        self.out.write_all(&self.line)
+    }
+
+    /// Writes the Zeek `#close` trailer (TSV) and flushes. Idempotent.
+    pub fn close(&mut self) -> io::Result<()> {
+        if !self.closed {
+            self.closed = true;
+            if self.format == LogFormat::Zeek {
+                writeln!(self.out, "#close\t{}", zeek_wallclock())?;
+            }
+        }
+        self.out.flush()
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Gives back the underlying writer (after `close`).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Wall-clock time as Zeek writes `#open`/`#close`: `2026-11-23-09-15-00`.
+fn zeek_wallclock() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{mo:02}-{d:02}-{:02}-{:02}-{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Formats one record as a JSON object line into `out`.
+pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    let mut col = 0usize;
+    record.visit(&mut |v| {
+        let name = R::COLUMNS.get(col).map_or("", |c| c.name);
+        col += 1;
+        if matches!(v, Value::Absent) {
+            return;
+        }
+        if let Value::Strs(s) = v
+            && s.is_empty()
+        {
+            return;
+        }
+        if let Value::Addrs(a) = v
+            && a.is_empty()
+        {
+            return;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        json_str(out, name);
+        out.push(b':');
+        json_value(out, v);
+    });
+    out.extend_from_slice(b"}\n");
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping of a &str cannot fail when writing to a Vec.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
+    let mut tmp = String::new();
+    match v {
+        Value::Absent => out.extend_from_slice(b"null"),
+        Value::Time(ts) => {
+            let _ = write!(tmp, "{ts}");
+            out.extend_from_slice(tmp.as_bytes());
+        }
+        Value::Interval(f) => {
+            let _ = write!(tmp, "{f:.6}");
+            out.extend_from_slice(tmp.as_bytes());
+        }
+        Value::Str(s) => json_str(out, s),
+        Value::Count(n) => {
+            let _ = write!(tmp, "{n}");
+            out.extend_from_slice(tmp.as_bytes());
+        }
+        Value::Port(p) => {
+            let _ = write!(tmp, "{p}");
+            out.extend_from_slice(tmp.as_bytes());
+        }
+        Value::Addr(a) => {
+            let _ = write!(tmp, "\"{a}\"");
+            out.extend_from_slice(tmp.as_bytes());
+        }
+        Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Value::Strs(list) => {
+            out.push(b'[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, s);
+            }
+            out.push(b']');
+        }
+        Value::Addrs(list) => {
+            out.push(b'[');
+            for (i, a) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                tmp.clear();
+                let _ = write!(tmp, "\"{a}\"");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Formats one record as a Zeek TSV line into `out`.
+pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
+    let mut first = true;
+    let mut tmp = String::new();
+    record.visit(&mut |v| {
+        if !first {
+            out.push(b'\t');
+        }
+        first = false;
+        tmp.clear();
+        match v {
+            Value::Absent => out.push(b'-'),
+            Value::Time(ts) => {
+                let _ = write!(tmp, "{ts}");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            Value::Interval(f) => {
+                let _ = write!(tmp, "{f:.6}");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            Value::Str(s) => tsv_str(out, s, false),
+            Value::Count(n) => {
+                let _ = write!(tmp, "{n}");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            Value::Port(p) => {
+                let _ = write!(tmp, "{p}");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            Value::Addr(a) => {
+                let _ = write!(tmp, "{a}");
+                out.extend_from_slice(tmp.as_bytes());
+            }
+            Value::Bool(b) => out.push(if b { b'T' } else { b'F' }),
+            Value::Strs(list) => {
+                if list.is_empty() {
+                    out.extend_from_slice(b"(empty)");
+                }
+                for (i, s) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    tsv_str(out, s, true);
+                }
+            }
+            Value::Addrs(list) => {
+                if list.is_empty() {
+                    out.extend_from_slice(b"(empty)");
+                }
+                for (i, a) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let _ = write!(tmp, "{a}");
+                    out.extend_from_slice(tmp.as_bytes());
+                    tmp.clear();
+                }
+            }
+        }
+    });
+    out.push(b'\n');
+}
+
+/// A string field as Zeek's ASCII writer escapes it: `\` as `\\`, the
+/// separator, control bytes and DEL as `\xNN`, a `,` inside a set element as
+/// `\x2c`, and a value that would read as unset/empty escaped so it does not.
+fn tsv_str(out: &mut Vec<u8>, s: &str, in_set: bool) {
+    if s.is_empty() {
+        out.extend_from_slice(b"(empty)");
+        return;
+    }
+    if s == "-" {
+        out.extend_from_slice(b"\\x2d");
+        return;
+    }
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b',' if in_set => out.extend_from_slice(b"\\x2c"),
+            0..=0x1f | 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\x");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Ts;
+    use crate::output::Column;
+    use std::net::IpAddr;
+
+    struct T {
+        s: Option<String>,
+        list: Vec<String>,
+        addrs: Vec<IpAddr>,
+    }
+    impl LogRecord for T {
+        const PATH: &'static str = "t";
+        const COLUMNS: &'static [Column] = &[
+            Column { name: "ts", zeek_type: "time" },
+            Column { name: "id.orig_h", zeek_type: "addr" },
+            Column { name: "s", zeek_type: "string" },
+            Column { name: "list", zeek_type: "set[string]" },
+            Column { name: "path", zeek_type: "vector[addr]" },
+            Column { name: "tls", zeek_type: "bool" },
+        ];
+        fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
+            f(Value::Time(Ts(1_254_722_767_875_996)));
+            f(Value::Addr("198.18.0.1".parse().unwrap()));
+            f(self.s.as_deref().map_or(Value::Absent, Value::Str));
+            f(Value::Strs(&self.list));
+            f(Value::Addrs(&self.addrs));
+            f(Value::Bool(false));
+        }
+    }
+
+    #[test]
+    fn json_omits_absent_and_empty_and_escapes() {
+        let t = T { s: Some("a\"b\tc".into()), list: vec![], addrs: vec![] };
+        let mut out = Vec::new();
+        format_json(&t, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"ts\":1254722767.875996,\"id.orig_h\":\"198.18.0.1\",\"s\":\"a\\\"b\\tc\",\"tls\":false}\n"
+        );
+        let t = T { s: None, list: vec!["x".into(), "y".into()], addrs: vec!["2001:db8::1".parse().unwrap()] };
+        let mut out = Vec::new();
+        format_json(&t, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["list"], serde_json::json!(["x", "y"]));
+        assert_eq!(v["path"], serde_json::json!(["2001:db8::1"]));
+        assert!(v.get("s").is_none());
+    }
+
+    #[test]
+    fn tsv_escapes_like_zeek() {
+        let t = T { s: Some("a\tb\\".into()), list: vec!["x,y".into(), "z".into()], addrs: vec![] };
+        let mut out = Vec::new();
+        format_tsv(&t, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1254722767.875996\t198.18.0.1\ta\\x09b\\\\\tx\\x2cy,z\t(empty)\tF\n"
+        );
+        let t = T { s: None, list: vec![], addrs: vec![] };
+        let mut out = Vec::new();
+        format_tsv(&t, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "1254722767.875996\t198.18.0.1\t-\t(empty)\t(empty)\tF\n");
+    }
+
+    #[test]
+    fn zeek_header_and_close() {
+        let mut w = LogWriter::<T, Vec<u8>>::new(Vec::new(), LogFormat::Zeek).unwrap();
+        w.write(&T { s: None, list: vec![], addrs: vec![] }).unwrap();
+        w.close().unwrap();
+        let text = String::from_utf8(w.into_inner()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines[0], "#separator \\x09");
+        assert_eq!(lines[1], "#set_separator\t,");
+        assert_eq!(lines[2], "#empty_field\t(empty)");
+        assert_eq!(lines[3], "#unset_field\t-");
+        assert_eq!(lines[4], "#path\tt");
+        assert!(lines[5].starts_with("#open\t20"));
+        assert_eq!(lines[6], "#fields\tts\tid.orig_h\ts\tlist\tpath\ttls");
+        assert_eq!(lines[7], "#types\ttime\taddr\tstring\tset[string]\tvector[addr]\tbool");
+        assert!(lines[9].starts_with("#close\t20"));
+        assert_eq!(lines.len(), 10);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+    }
+}

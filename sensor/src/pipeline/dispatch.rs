@@ -1,0 +1,404 @@
+//! The dispatcher: decodes each frame once, keeps global network time, and
+//! drives the workers — inline on its own thread with one worker, or over
+//! lock-free SPSC rings (rtrb) to worker threads, sharded by the symmetric
+//! flow hash so both directions of a connection reach the same worker.
+//!
+//! Frames cross to workers copied into batches; emptied batches come back on
+//! a return ring and are reused, so steady state allocates nothing per
+//! packet. Ticks (idle expiry, window ends, period ends) travel in-band on
+//! the same rings, so each worker sees them in packet order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
+
+use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
+use crate::decode::{DecodeOptions, Decoded, LinkType, decode};
+use crate::detect::PeriodClock;
+use crate::flow::symmetric_hash;
+use crate::flow::StreamParser;
+use crate::net::Ts;
+
+use super::collector::{FinalCounts, Report, ToCollector};
+use super::worker::{PacketStats, Worker, WorkerSink, count_decoded};
+
+/// Network time between ticks: how often idle flows are expired and the
+/// collector gets a complete window.
+pub const TICK_US: u64 = 1_000_000;
+/// Frames per batch crossing to a worker.
+pub const BATCH_FRAMES: usize = 256;
+/// Bytes per batch crossing to a worker.
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// Messages a dispatcher→worker ring holds.
+pub const RING_SLOTS: usize = 64;
+
+/// Frames copied for one worker.
+#[derive(Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    frames: Vec<(Ts, LinkType, u32, u32)>,
+}
+
+impl Batch {
+    fn with_capacity() -> Box<Batch> {
+        Box::new(Batch {
+            data: Vec::with_capacity(BATCH_BYTES + 65_536),
+            frames: Vec::with_capacity(BATCH_FRAMES),
+        })
+    }
+
+    fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(frame);
+        self.frames.push((ts, link, start, frame.len() as u32));
+    }
+
+    fn full(&self) -> bool {
+        self.frames.len() >= BATCH_FRAMES || self.data.len() >= BATCH_BYTES
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.frames.clear();
+    }
+}
+
+enum Msg {
+    Batch(Box<Batch>),
+    Tick { now: Ts, period_end: Option<Ts> },
+    Finish { now: Ts },
+}
+
+/// How reports reach the collector: blocking (offline: complete output) or
+/// dropping when the collector falls behind (live: never stall capture).
+#[derive(Clone)]
+pub struct ReportTx {
+    tx: SyncSender<ToCollector>,
+    blocking: bool,
+    /// Records lost because the collector's channel was full.
+    pub dropped_records: Arc<AtomicU64>,
+}
+
+impl ReportTx {
+    pub fn new(tx: SyncSender<ToCollector>, blocking: bool) -> Self {
+        ReportTx { tx, blocking, dropped_records: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn send(&self, msg: ToCollector) {
+        if self.blocking {
+            let _ = self.tx.send(msg);
+            return;
+        }
+        if let Err(std::sync::mpsc::TrySendError::Full(m)) = self.tx.try_send(msg) {
+            // Window markers and final reports must arrive; data may drop.
+            match m {
+                ToCollector::Report(mut r) if r.last.is_none() && !r.closes => {
+                    self.dropped_records.fetch_add(r.records.len() as u64, Ordering::Relaxed);
+                    r.records.clear();
+                }
+                other => {
+                    let _ = self.tx.send(other);
+                }
+            }
+        }
+    }
+
+    fn report(&self, r: Report) {
+        self.send(ToCollector::Report(r));
+    }
+}
+
+struct Lane {
+    ring: rtrb::Producer<Msg>,
+    returns: rtrb::Consumer<Box<Batch>>,
+    current: Option<Box<Batch>>,
+}
+
+enum Mode<P> {
+    Inline(Box<Worker<P>>),
+    Threads { lanes: Vec<Lane>, handles: Vec<JoinHandle<()>> },
+}
+
+/// Frame-level counters of the dispatcher (each frame counted once here).
+#[derive(Debug, Default)]
+pub struct DispatchCounts {
+    pub packets: PacketStats,
+    pub anomalies: AnomalyCounts,
+}
+
+/// Feeds frames into the workers. The same entry serves `-r` and live
+/// capture: `feed` each frame, `advance` when time passes without frames,
+/// `finish` at the end.
+pub struct Dispatcher<P> {
+    mode: Mode<P>,
+    tx: ReportTx,
+    clock: PeriodClock,
+    next_tick: Option<u64>,
+    window: u64,
+    last_ts: Ts,
+    decode_opts: DecodeOptions,
+    pub counts: DispatchCounts,
+    finished: bool,
+}
+
+impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
+    /// `workers` built by the caller (one means inline processing).
+    pub fn new(mut workers: Vec<Worker<P>>, tx: ReportTx, period_us: u64, decode_opts: DecodeOptions) -> Self {
+        let mode = if workers.len() <= 1 {
+            match workers.pop() {
+                Some(w) => Mode::Inline(Box::new(w)),
+                None => Mode::Threads { lanes: Vec::new(), handles: Vec::new() },
+            }
+        } else {
+            let mut lanes = Vec::new();
+            let mut handles = Vec::new();
+            for w in workers {
+                let (ring, ring_rx) = rtrb::RingBuffer::new(RING_SLOTS);
+                let (ret_tx, returns) = rtrb::RingBuffer::new(RING_SLOTS + 2);
+                let tx = tx.clone();
+                let name = format!("worker-{}", w.id);
+                let handle = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || worker_loop(w, ring_rx, ret_tx, tx));
+                match handle {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        eprintln!("smtp-sensor: cannot start a worker thread: {e}");
+                        continue;
+                    }
+                }
+                lanes.push(Lane { ring, returns, current: None });
+            }
+            Mode::Threads { lanes, handles }
+        };
+        Dispatcher {
+            mode,
+            tx,
+            clock: PeriodClock::new(period_us),
+            next_tick: None,
+            window: 0,
+            last_ts: Ts(0),
+            decode_opts,
+            counts: DispatchCounts::default(),
+            finished: false,
+        }
+    }
+
+    /// One captured frame. `link: None` is a link type the decoder does not
+    /// know (counted).
+    pub fn feed(&mut self, ts: Ts, link: Option<LinkType>, frame: &[u8]) {
+        self.counts.packets.packets += 1;
+        self.counts.packets.bytes += frame.len() as u64;
+        let Some(link) = link else {
+            self.counts.anomalies.add(CaptureAnomaly::UnsupportedLinkType);
+            return;
+        };
+        self.advance(ts);
+        let d = decode(frame, link, ts, self.decode_opts);
+        count_decoded(&d, &mut self.counts.packets, &mut self.counts.anomalies);
+        let Decoded::Tcp(p) = d else { return };
+        match &mut self.mode {
+            Mode::Inline(w) => {
+                w.packet(&p);
+                if let Some(r) = w.partial() {
+                    self.tx.report(r);
+                }
+            }
+            Mode::Threads { lanes, .. } => {
+                let n = lanes.len() as u64;
+                let idx = (symmetric_hash(p.src, p.sport, p.dst, p.dport) % n.max(1)) as usize;
+                if let Some(lane) = lanes.get_mut(idx) {
+                    let batch = lane.current.get_or_insert_with(|| lane.returns.pop().unwrap_or_else(|_| Batch::with_capacity()));
+                    batch.push(ts, link, frame);
+                    if batch.full() {
+                        flush_lane(lane);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Network time moved to `now` (a frame's time, or a live clock tick):
+    /// sends the ticks and period ends that are due, before anything later.
+    pub fn advance(&mut self, now: Ts) {
+        if now < self.last_ts {
+            return;
+        }
+        self.last_ts = now;
+        let period_end = self.clock.advance(now);
+        let tick_due = match self.next_tick {
+            None => {
+                self.next_tick = Some((now.micros() / TICK_US + 1) * TICK_US);
+                false
+            }
+            Some(t) => now.micros() >= t,
+        };
+        if !(tick_due || period_end.is_some()) {
+            return;
+        }
+        self.next_tick = Some((now.micros() / TICK_US + 1) * TICK_US);
+        self.tx.send(ToCollector::Window { window: self.window, end: now, period_end });
+        self.window += 1;
+        match &mut self.mode {
+            Mode::Inline(w) => {
+                let r = w.tick(now, period_end);
+                self.tx.report(r);
+            }
+            Mode::Threads { lanes, .. } => {
+                for lane in lanes {
+                    flush_lane(lane);
+                    push_blocking(&mut lane.ring, Msg::Tick { now, period_end });
+                }
+            }
+        }
+    }
+
+    /// End of input: every worker flushes its flows and sends its final
+    /// report; worker threads are joined.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let now = self.last_ts;
+        // The final window ends the last, partial period at the last packet.
+        self.tx.send(ToCollector::Window { window: self.window, end: now, period_end: Some(now) });
+        match &mut self.mode {
+            Mode::Inline(w) => {
+                let r = w.finish(now);
+                self.tx.report(r);
+            }
+            Mode::Threads { lanes, handles } => {
+                for lane in lanes.iter_mut() {
+                    flush_lane(lane);
+                    push_blocking(&mut lane.ring, Msg::Finish { now });
+                }
+                for h in handles.drain(..) {
+                    if h.join().is_err() {
+                        eprintln!("smtp-sensor: a worker thread panicked; its flows are lost");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records lost to a full collector channel (live mode only).
+    pub fn dropped_records(&self) -> u64 {
+        self.tx.dropped_records.load(Ordering::Relaxed)
+    }
+}
+
+impl<P> Drop for Dispatcher<P> {
+    fn drop(&mut self) {
+        // Unblock worker threads if `finish` was never called.
+        if let Mode::Threads { lanes, handles } = &mut self.mode {
+            for lane in lanes.iter_mut() {
+                let _ = lane.ring.push(Msg::Finish { now: self.last_ts });
+            }
+            for h in handles.drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn flush_lane(lane: &mut Lane) {
+    if let Some(b) = lane.current.take() {
+        if b.frames.is_empty() {
+            lane.current = Some(b);
+            return;
+        }
+        push_blocking(&mut lane.ring, Msg::Batch(b));
+    }
+}
+
+/// Pushes onto a ring, waiting while it is full (workers drain it).
+fn push_blocking(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
+    let mut backoff = Backoff::default();
+    loop {
+        match ring.push(msg) {
+            Ok(()) => return,
+            Err(rtrb::PushError::Full(m)) => {
+                if ring.is_abandoned() {
+                    return;
+                }
+                msg = m;
+                backoff.snooze();
+            }
+        }
+    }
+}
+
+/// Spin, then yield, then sleep briefly: waiting on a ring without a lock.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn snooze(&mut self) {
+        self.0 = self.0.saturating_add(1);
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else if self.0 < 256 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+fn worker_loop<P: StreamParser<WorkerSink>>(
+    mut w: Worker<P>,
+    mut ring: rtrb::Consumer<Msg>,
+    mut returns: rtrb::Producer<Box<Batch>>,
+    tx: ReportTx,
+) {
+    // The dispatcher already counted decode results and checksums.
+    let opts = DecodeOptions { verify_checksums: false };
+    let mut backoff = Backoff::default();
+    loop {
+        let msg = match ring.pop() {
+            Ok(m) => m,
+            Err(_) => {
+                if ring.is_abandoned() {
+                    // The dispatcher went away without finishing.
+                    return;
+                }
+                backoff.snooze();
+                continue;
+            }
+        };
+        backoff.reset();
+        match msg {
+            Msg::Batch(mut b) => {
+                for &(ts, link, start, len) in &b.frames {
+                    let Some(frame) = b.data.get(start as usize..(start + len) as usize) else { continue };
+                    if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
+                        w.packet(&p);
+                    }
+                }
+                if let Some(r) = w.partial() {
+                    tx.report(r);
+                }
+                b.clear();
+                // A full return ring means the dispatcher has spares.
+                let _ = returns.push(b);
+            }
+            Msg::Tick { now, period_end } => tx.report(w.tick(now, period_end)),
+            Msg::Finish { now } => {
+                tx.report(w.finish(now));
+                return;
+            }
+        }
+    }
+}
+
+/// The dispatcher's own final counts, in the collector's shape.
+impl From<DispatchCounts> for FinalCounts {
+    fn from(d: DispatchCounts) -> Self {
+        FinalCounts { packets: d.packets, flows: Default::default(), anomalies: d.anomalies }
+    }
+}

@@ -1,0 +1,66 @@
+//! The glue between the flow layer and the SMTP analysis: `SmtpSession` as a
+//! `StreamParser` reporting into a worker's sink, and the session
+//! configuration derived from the run's `Config`.
+
+use std::sync::Arc;
+
+use crate::config::{Config, MailPathCapture};
+use crate::flow::StreamParser;
+use crate::net::{Direction, Ts};
+use crate::smtp::config::{PathCapture, SmtpConfig};
+use crate::smtp::limits::SmtpLimits;
+use crate::smtp::session::SmtpSession;
+
+use super::worker::{ParserFactory, WorkerSink};
+
+/// The SMTP session settings of a run.
+pub fn smtp_config(cfg: &Config) -> SmtpConfig {
+    SmtpConfig {
+        limits: SmtpLimits {
+            max_line_len: cfg.max_line_len,
+            max_header_len: cfg.max_header_len,
+            max_headers: cfg.max_headers,
+            max_rcptto: cfg.max_rcptto,
+            max_to: cfg.max_to,
+            max_cc: cfg.max_cc,
+            max_path: cfg.max_path,
+            max_files: cfg.max_files,
+            max_mime_depth: cfg.max_mime_depth,
+            max_pending_commands: cfg.max_pending_commands,
+            max_reply_len: cfg.max_reply_len,
+            max_invalid_transactions: u32::try_from(cfg.max_invalid_transactions).unwrap_or(u32::MAX),
+        },
+        mail_path_capture: match cfg.mail_path_capture {
+            MailPathCapture::Local => PathCapture::Local,
+            MailPathCapture::Remote => PathCapture::Remote,
+            MailPathCapture::All => PathCapture::All,
+        },
+        local_nets: cfg.local_nets.clone(),
+    }
+}
+
+/// Makes an SMTP session per new connection.
+pub fn factory(cfg: &Config) -> ParserFactory<SmtpSession> {
+    let smtp = Arc::new(smtp_config(cfg));
+    Arc::new(move |conn| SmtpSession::new(conn.clone(), smtp.clone()))
+}
+
+impl StreamParser<WorkerSink> for SmtpSession {
+    fn on_data(&mut self, dir: Direction, ts: Ts, data: &[u8], sink: &mut WorkerSink) {
+        if !self.is_done_parsing() {
+            SmtpSession::on_data(self, dir, ts, data, sink);
+        }
+    }
+
+    fn on_gap(&mut self, dir: Direction, ts: Ts, len: u64, sink: &mut WorkerSink) {
+        if !self.is_done_parsing() {
+            SmtpSession::on_gap(self, dir, ts, len, sink);
+        }
+    }
+
+    fn on_close(&mut self, ts: Ts, sink: &mut WorkerSink) {
+        SmtpSession::on_close(self, ts, sink);
+        let conn = self.conn().clone();
+        sink.conn_end(&conn);
+    }
+}

@@ -1,0 +1,79 @@
+//! The end-of-run summary printed on stderr: packets, bytes, time,
+//! throughput, records, notices, flows and anomalies by name.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::anomaly::AnomalyCounts;
+use crate::flow::FlowStats;
+
+use super::collector::{CollectorSummary, FinalCounts};
+use super::worker::PacketStats;
+
+/// Totals of one run, summed over the dispatcher and every worker.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub elapsed: Duration,
+    pub packets: PacketStats,
+    pub flows: FlowStats,
+    pub records: u64,
+    pub notices: u64,
+    pub notices_suppressed: u64,
+    pub anomalies: AnomalyCounts,
+    pub truncated_tail: bool,
+}
+
+impl RunSummary {
+    pub fn new(elapsed: Duration, collected: CollectorSummary, dispatch: FinalCounts) -> Self {
+        let mut s = RunSummary {
+            elapsed,
+            packets: dispatch.packets,
+            records: collected.records,
+            notices: collected.notices,
+            notices_suppressed: collected.notices_suppressed,
+            anomalies: dispatch.anomalies,
+            ..RunSummary::default()
+        };
+        for f in &collected.finals {
+            s.packets.other_ports += f.packets.other_ports;
+            s.flows.merge(&f.flows);
+            s.anomalies.merge(&f.anomalies);
+        }
+        s
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let gbps = if secs > 0.0 { self.packets.bytes as f64 * 8.0 / secs / 1e9 } else { 0.0 };
+        let pps = if secs > 0.0 { self.packets.packets as f64 / secs } else { 0.0 };
+        writeln!(
+            f,
+            "smtp-sensor: {} packets, {} bytes in {:.3} s ({:.2} Gbit/s, {:.0} packets/s)",
+            self.packets.packets, self.packets.bytes, secs, gbps, pps
+        )?;
+        writeln!(
+            f,
+            "smtp-sensor: {} TCP segments, {} not TCP/IP, {} on other ports; {} flows ({} closed, {} timed out, {} evicted)",
+            self.packets.tcp,
+            self.packets.ignored,
+            self.packets.other_ports,
+            self.flows.flows_created,
+            self.flows.flows_closed,
+            self.flows.flows_timed_out,
+            self.flows.flows_evicted
+        )?;
+        writeln!(
+            f,
+            "smtp-sensor: {} smtp.log records, {} notices ({} suppressed)",
+            self.records, self.notices, self.notices_suppressed
+        )?;
+        if self.anomalies.is_empty() {
+            writeln!(f, "smtp-sensor: no anomalies")
+        } else {
+            let list: Vec<String> = self.anomalies.iter().map(|(n, c)| format!("{n}={c}")).collect();
+            writeln!(f, "smtp-sensor: anomalies: {}", list.join(" "))
+        }
+    }
+}

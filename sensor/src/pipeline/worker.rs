@@ -1,0 +1,209 @@
+//! A worker: owns a flow table, the protocol sessions of its flows and its
+//! detector; turns decoded packets into records, notices and counters, and
+//! hands them to the collector at each tick.
+
+use std::sync::Arc;
+
+use crate::anomaly::AnomalyCounts;
+use crate::decode::{DecodeAnomaly, Decoded, Packet};
+use crate::detect::{Detection, Detector, Notice, PeriodCounters};
+use crate::flow::{FlowConfig, FlowStats, FlowTable, StreamParser};
+use crate::net::{ConnInfo, Ts};
+use crate::smtp::anomaly::SmtpAnomaly;
+use crate::smtp::record::{ConnRecord, MessageRecord};
+use crate::smtp::sink::{Reply, SmtpSink};
+
+use super::collector::Report;
+
+/// Where a worker's parsers report: the detector, the finished records of
+/// the current window, the anomaly counters.
+pub struct WorkerSink {
+    pub detector: Detector,
+    pub records: Vec<ConnRecord>,
+    pub anomalies: AnomalyCounts,
+    /// Network time of the packet being processed (or of the tick).
+    pub now: Ts,
+}
+
+impl SmtpSink for WorkerSink {
+    fn reply(&mut self, conn: &ConnInfo, reply: &Reply<'_>) {
+        self.detector.on_reply(conn, reply);
+    }
+
+    fn record(&mut self, conn: &ConnInfo, record: MessageRecord) {
+        self.detector.on_record(self.now, conn, &record);
+        self.records.push(ConnRecord { conn: conn.clone(), record });
+    }
+
+    fn anomaly(&mut self, _conn: &ConnInfo, anomaly: SmtpAnomaly) {
+        self.anomalies.add(anomaly);
+    }
+}
+
+impl WorkerSink {
+    /// The flow of `conn` is gone: the detector may forget it.
+    pub fn conn_end(&mut self, conn: &ConnInfo) {
+        self.detector.on_conn_end(conn);
+    }
+}
+
+/// Makes the parser of a new connection.
+pub type ParserFactory<P> = Arc<dyn Fn(&ConnInfo) -> P + Send + Sync>;
+
+/// Packet counters of one worker (or of the dispatcher's decode step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp: u64,
+    /// Frames that were valid but not TCP/IP (ARP, UDP, …).
+    pub ignored: u64,
+    /// TCP segments on no watched port.
+    pub other_ports: u64,
+}
+
+impl PacketStats {
+    pub fn merge(&mut self, o: &PacketStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.tcp += o.tcp;
+        self.ignored += o.ignored;
+        self.other_ports += o.other_ports;
+    }
+}
+
+/// Counts what decoding a frame found (shared by the inline path and the
+/// dispatcher so every frame is counted exactly once).
+pub fn count_decoded(d: &Decoded<'_>, stats: &mut PacketStats, anomalies: &mut AnomalyCounts) {
+    match d {
+        Decoded::Tcp(p) => {
+            stats.tcp += 1;
+            if p.bad_ip_checksum {
+                anomalies.add(DecodeAnomaly::BadIpChecksum);
+            }
+            if p.bad_tcp_checksum {
+                anomalies.add(DecodeAnomaly::BadTcpChecksum);
+            }
+            if p.truncated {
+                anomalies.add(DecodeAnomaly::TruncatedPayload);
+            }
+        }
+        Decoded::Ignored => stats.ignored += 1,
+        Decoded::Anomaly(a) => anomalies.add(*a),
+    }
+}
+
+/// One worker's state.
+pub struct Worker<P> {
+    pub id: usize,
+    table: FlowTable<P>,
+    sink: WorkerSink,
+    factory: ParserFactory<P>,
+    smtp_ports: Vec<u16>,
+    pub stats: PacketStats,
+    /// Ticks seen: the window the worker is in.
+    window: u64,
+    last_ts: Ts,
+}
+
+impl<P: StreamParser<WorkerSink>> Worker<P> {
+    pub fn new(id: usize, flow: FlowConfig, detection: Arc<Detection>, factory: ParserFactory<P>) -> Self {
+        let smtp_ports = flow.smtp_ports.clone();
+        Worker {
+            id,
+            table: FlowTable::new(flow),
+            sink: WorkerSink {
+                detector: Detector::new(detection),
+                records: Vec::new(),
+                anomalies: AnomalyCounts::new(),
+                now: Ts(0),
+            },
+            factory,
+            smtp_ports,
+            stats: PacketStats::default(),
+            window: 0,
+            last_ts: Ts(0),
+        }
+    }
+
+    /// Whether a segment is on a watched port (either side).
+    pub fn is_smtp(&self, p: &Packet<'_>) -> bool {
+        self.smtp_ports.contains(&p.sport) || self.smtp_ports.contains(&p.dport)
+    }
+
+    /// Processes one decoded TCP segment.
+    pub fn packet(&mut self, p: &Packet<'_>) {
+        if !self.is_smtp(p) {
+            self.stats.other_ports += 1;
+            return;
+        }
+        self.sink.now = p.ts;
+        self.last_ts = self.last_ts.max(p.ts);
+        let factory = &self.factory;
+        let Worker { table, sink, .. } = self;
+        let mut anomalies = std::mem::take(&mut sink.anomalies);
+        table.process(p, sink, &mut anomalies, &mut |c| factory(c));
+        sink.anomalies = anomalies;
+    }
+
+    /// A tick at network time `now`: idle flows end, and the window's
+    /// results go to the collector (with the period's counters when a
+    /// period ended).
+    pub fn tick(&mut self, now: Ts, period_end: Option<Ts>) -> Report {
+        self.sink.now = now;
+        let Worker { table, sink, .. } = self;
+        let mut anomalies = std::mem::take(&mut sink.anomalies);
+        table.expire(now, sink, &mut anomalies);
+        sink.anomalies = anomalies;
+        let period = period_end.map(|end| self.sink.detector.take_period(end));
+        let report = self.report(true, period, false);
+        self.window += 1;
+        report
+    }
+
+    /// End of input: every flow ends at the last packet's time, the partial
+    /// period is handed over, and the final counters go with it.
+    pub fn finish(&mut self, now: Ts) -> Report {
+        let now = now.max(self.last_ts);
+        self.sink.now = now;
+        let Worker { table, sink, .. } = self;
+        let mut anomalies = std::mem::take(&mut sink.anomalies);
+        table.flush_all(now, sink, &mut anomalies);
+        sink.anomalies = anomalies;
+        let period = Some(self.sink.detector.take_period(now));
+        self.report(true, period, true)
+    }
+
+    /// Records and notices so far, without closing the window (sent when a
+    /// window collects many records, to bound memory).
+    pub fn partial(&mut self) -> Option<Report> {
+        if self.sink.records.len() < PARTIAL_REPORT_RECORDS {
+            return None;
+        }
+        Some(self.report(false, None, false))
+    }
+
+    fn report(&mut self, closes: bool, period: Option<PeriodCounters>, last: bool) -> Report {
+        let notices: Vec<Notice> = self.sink.detector.take_notices();
+        Report {
+            worker: self.id,
+            window: self.window,
+            closes,
+            records: std::mem::take(&mut self.sink.records),
+            notices,
+            period,
+            last: last.then(|| super::collector::FinalCounts {
+                packets: self.stats,
+                flows: self.table.stats,
+                anomalies: std::mem::take(&mut self.sink.anomalies),
+            }),
+        }
+    }
+
+    pub fn flow_stats(&self) -> FlowStats {
+        self.table.stats
+    }
+}
+
+/// Records after which a worker sends what it has before its window ends.
+pub const PARTIAL_REPORT_RECORDS: usize = 4096;

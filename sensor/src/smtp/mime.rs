@@ -1,0 +1,632 @@
+//! MIME structure of a message body: which lines are headers of which
+//! entity, where multipart boundaries start and end parts, attached
+//! messages (message/rfc822), and the file name of each entity
+//! (Content-Disposition `filename=`, or Content-Type `name=`, quotes
+//! removed, RFC 2231 `filename*=` decoded).
+//!
+//! Only the headers the sensor uses are unfolded and kept: the top-level
+//! entity's headers go to the transaction (through `HeaderSink`), nested
+//! entities' headers are read for file names only, as Zeek does.
+
+use super::anomaly::SmtpAnomaly;
+use super::limits::SmtpLimits;
+use super::parser::{parse_header, trim};
+
+/// What the MIME tracker reports to the transaction it fills.
+pub trait HeaderSink {
+    /// A complete header of the top-level entity.
+    fn top_header(&mut self, name: &[u8], value: &[u8]);
+    /// The file name of an entity, once its headers are complete.
+    fn file(&mut self, name: String);
+    fn anomaly(&mut self, a: SmtpAnomaly);
+}
+
+/// Parameter sections of one RFC 2231 parameter kept at most.
+const MAX_PARAM_SECTIONS: usize = 64;
+
+/// Calls `f(attribute, value)` for each `; attr=value` parameter of a
+/// structured header value (Content-Type, Content-Disposition). Quoted
+/// values are unquoted (backslash escapes removed).
+pub fn for_each_param(value: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+    let Some(first) = value.iter().position(|&b| b == b';') else {
+        return;
+    };
+    let mut i = first + 1;
+    let n = value.len();
+    let mut unquoted: Vec<u8> = Vec::new();
+    while i < n {
+        let rest = value.get(i..).unwrap_or_default();
+        let seg_end = rest
+            .iter()
+            .position(|&b| b == b'=' || b == b';')
+            .unwrap_or(rest.len());
+        if rest.get(seg_end) != Some(&b'=') {
+            i += seg_end + 1;
+            continue;
+        }
+        let attr = trim(rest.get(..seg_end).unwrap_or_default());
+        i += seg_end + 1;
+        while value.get(i).is_some_and(|&b| b == b' ' || b == b'\t') {
+            i += 1;
+        }
+        if value.get(i) == Some(&b'"') {
+            i += 1;
+            unquoted.clear();
+            while let Some(&b) = value.get(i) {
+                i += 1;
+                match b {
+                    b'"' => break,
+                    b'\\' => {
+                        if let Some(&e) = value.get(i) {
+                            unquoted.push(e);
+                            i += 1;
+                        }
+                    }
+                    _ => unquoted.push(b),
+                }
+            }
+            f(attr, &unquoted);
+            // Skip anything up to the next separator.
+            while value.get(i).is_some_and(|&b| b != b';') {
+                i += 1;
+            }
+            i += 1;
+        } else {
+            let rest = value.get(i..).unwrap_or_default();
+            let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
+            f(attr, trim(rest.get(..end).unwrap_or_default()));
+            i += end + 1;
+        }
+    }
+}
+
+/// The value of parameter `name` (ASCII, any case), decoded: a plain
+/// `name=` value, or the RFC 2231 forms `name*=charset'lang'%xx…` and
+/// `name*0=`, `name*1*=`… (continuations), which win over the plain form.
+pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
+    let mut plain: Option<Vec<u8>> = None;
+    let mut extended: Option<Vec<u8>> = None;
+    // (section number, encoded?, raw bytes)
+    let mut sections: Vec<(u32, bool, Vec<u8>)> = Vec::new();
+    for_each_param(value, |attr, val| {
+        let Some(prefix) = attr.get(..name.len()) else {
+            return;
+        };
+        if !prefix.eq_ignore_ascii_case(name) {
+            return;
+        }
+        let suffix = attr.get(name.len()..).unwrap_or_default();
+        if suffix.is_empty() {
+            plain.get_or_insert_with(|| val.to_vec());
+        } else if suffix == b"*" {
+            extended.get_or_insert_with(|| val.to_vec());
+        } else if let Some(sec) = suffix.strip_prefix(b"*") {
+            let (digits, encoded) = match sec.strip_suffix(b"*") {
+                Some(d) => (d, true),
+                None => (sec, false),
+            };
+            let num = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse::<u32>().ok());
+            if let Some(num) = num
+                && sections.len() < MAX_PARAM_SECTIONS
+            {
+                sections.push((num, encoded, val.to_vec()));
+            }
+        }
+    });
+    if let Some(ext) = extended {
+        return Some(decode_rfc2231(&ext, true));
+    }
+    if !sections.is_empty() {
+        sections.sort_by_key(|s| s.0);
+        let mut charset: Option<Vec<u8>> = None;
+        let mut bytes = Vec::new();
+        for (i, (_, encoded, raw)) in sections.iter().enumerate() {
+            if *encoded {
+                let mut data = &raw[..];
+                if i == 0 {
+                    let (cs, rest) = split_charset(data);
+                    charset = cs.map(<[u8]>::to_vec);
+                    data = rest;
+                }
+                percent_decode_into(data, &mut bytes);
+            } else {
+                bytes.extend_from_slice(raw);
+            }
+        }
+        return Some(bytes_to_string(&bytes, charset.as_deref()));
+    }
+    plain.map(|p| String::from_utf8_lossy(&p).into_owned())
+}
+
+/// `charset'language'rest` → (charset, rest); without two quotes, no charset.
+fn split_charset(data: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    let Some(q1) = data.iter().position(|&b| b == b'\'') else {
+        return (None, data);
+    };
+    let after = data.get(q1 + 1..).unwrap_or_default();
+    let Some(q2) = after.iter().position(|&b| b == b'\'') else {
+        return (None, data);
+    };
+    (data.get(..q1), after.get(q2 + 1..).unwrap_or_default())
+}
+
+fn percent_decode_into(data: &[u8], out: &mut Vec<u8>) {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        if b == b'%'
+            && let (Some(h), Some(l)) = (
+                data.get(i + 1).and_then(|&c| hex(c)),
+                data.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+}
+
+fn bytes_to_string(bytes: &[u8], charset: Option<&[u8]>) -> String {
+    let latin1 = charset.is_some_and(|c| {
+        c.eq_ignore_ascii_case(b"iso-8859-1")
+            || c.eq_ignore_ascii_case(b"latin1")
+            || c.eq_ignore_ascii_case(b"iso-8859-15")
+            || c.eq_ignore_ascii_case(b"windows-1252")
+    });
+    if latin1 {
+        bytes.iter().map(|&b| char::from(b)).collect()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// Decodes an RFC 2231 extended value `charset'lang'%xx…`.
+pub fn decode_rfc2231(value: &[u8], with_charset: bool) -> String {
+    let (charset, data) = if with_charset {
+        split_charset(value)
+    } else {
+        (None, value)
+    };
+    let mut bytes = Vec::with_capacity(data.len());
+    percent_decode_into(data, &mut bytes);
+    bytes_to_string(&bytes, charset)
+}
+
+/// What the body of an entity is, from its Content-Type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Body {
+    /// A leaf: text, image, anything not containing entities.
+    Leaf,
+    /// multipart/*: parts between boundary lines.
+    Multipart,
+    /// message/rfc822 (and other message/*): one nested entity.
+    Message,
+}
+
+/// One open MIME entity.
+#[derive(Debug)]
+struct Entity {
+    in_header: bool,
+    body: Body,
+    boundary: Vec<u8>,
+    /// After the closing boundary: the epilogue is ignored.
+    closed: bool,
+    headers: usize,
+    disposition_name: Option<String>,
+    type_name: Option<String>,
+}
+
+impl Entity {
+    fn new() -> Self {
+        Entity {
+            in_header: true,
+            body: Body::Leaf,
+            boundary: Vec::new(),
+            closed: false,
+            headers: 0,
+            disposition_name: None,
+            type_name: None,
+        }
+    }
+}
+
+/// Which header is being unfolded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// Not one the sensor uses: continuation lines are dropped.
+    Skip,
+    /// Kept in `header`.
+    Keep,
+}
+
+/// Tracks the MIME entities of one message body, line by line.
+#[derive(Debug, Default)]
+pub struct MimeTracker {
+    /// Open entities, outermost first; empty before the first line.
+    stack: Vec<Entity>,
+    /// The header being unfolded (name and value), reused.
+    header: Vec<u8>,
+    keep: Option<Keep>,
+    header_cut: bool,
+    /// Whether the top-level entity's headers go to the transaction.
+    top_headers: bool,
+}
+
+/// Headers of the top-level entity the transaction reads.
+const TOP_HEADERS: &[&[u8]] = &[
+    b"message-id",
+    b"received",
+    b"in-reply-to",
+    b"subject",
+    b"from",
+    b"reply-to",
+    b"date",
+    b"to",
+    b"cc",
+    b"x-originating-ip",
+    b"x-mailer",
+    b"user-agent",
+    b"x-user-agent",
+    b"content-type",
+    b"content-disposition",
+];
+
+fn header_name(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .position(|&b| b == b':' || b == b' ' || b == b'\t')
+        .unwrap_or(line.len());
+    line.get(..end).unwrap_or_default()
+}
+
+impl MimeTracker {
+    /// Starts a new message body. `top_headers`: whether the top-level
+    /// headers go to the transaction (Zeek reads them for the first body of
+    /// a transaction only).
+    pub fn begin(&mut self, top_headers: bool) {
+        self.stack.clear();
+        self.stack.push(Entity::new());
+        self.header.clear();
+        self.keep = None;
+        self.header_cut = false;
+        self.top_headers = top_headers;
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.stack.is_empty()
+    }
+
+    /// One line of the body (dot-unstuffed, without line end).
+    pub fn line(&mut self, line: &[u8], limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        let mut depth = 0;
+        loop {
+            let Some(ent) = self.stack.get(depth) else {
+                return;
+            };
+            if ent.in_header {
+                self.header_line(depth, line, limits, sink);
+                return;
+            }
+            if ent.body == Body::Multipart && !ent.boundary.is_empty() {
+                if let Some(closing) = boundary_kind(line, &ent.boundary) {
+                    self.stack.truncate(depth + 1);
+                    if closing {
+                        if let Some(e) = self.stack.get_mut(depth) {
+                            e.closed = true;
+                        }
+                    } else {
+                        if let Some(e) = self.stack.get_mut(depth) {
+                            e.closed = false;
+                        }
+                        self.push_child(limits, sink);
+                    }
+                    return;
+                }
+                if ent.closed {
+                    return;
+                }
+            }
+            depth += 1;
+        }
+    }
+
+    fn push_child(&mut self, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        if self.stack.len() >= limits.max_mime_depth {
+            sink.anomaly(SmtpAnomaly::MimeDepthExceeded);
+            return;
+        }
+        self.stack.push(Entity::new());
+    }
+
+    fn header_line(
+        &mut self,
+        depth: usize,
+        line: &[u8],
+        limits: &SmtpLimits,
+        sink: &mut dyn HeaderSink,
+    ) {
+        if line.is_empty() {
+            self.finish_header(depth, limits, sink);
+            self.end_headers(depth, limits, sink);
+            return;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if self.keep == Some(Keep::Keep) {
+                self.append(line, limits, sink);
+            }
+            return;
+        }
+        self.finish_header(depth, limits, sink);
+        let Some(ent) = self.stack.get_mut(depth) else {
+            return;
+        };
+        ent.headers += 1;
+        if ent.headers > limits.max_headers {
+            if ent.headers == limits.max_headers + 1 {
+                sink.anomaly(SmtpAnomaly::TooManyHeaders);
+            }
+            self.keep = Some(Keep::Skip);
+            return;
+        }
+        let name = header_name(line);
+        let wanted = if depth == 0 && self.top_headers {
+            TOP_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+        } else {
+            name.eq_ignore_ascii_case(b"content-type")
+                || name.eq_ignore_ascii_case(b"content-disposition")
+        };
+        if wanted {
+            self.keep = Some(Keep::Keep);
+            self.header.clear();
+            self.header_cut = false;
+            self.append(line, limits, sink);
+        } else {
+            self.keep = Some(Keep::Skip);
+        }
+    }
+
+    fn append(&mut self, part: &[u8], limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        let room = limits.max_header_len.saturating_sub(self.header.len());
+        if part.len() > room {
+            if !self.header_cut {
+                sink.anomaly(SmtpAnomaly::HeaderTooLong);
+                self.header_cut = true;
+            }
+            self.header
+                .extend_from_slice(part.get(..room).unwrap_or_default());
+        } else {
+            self.header.extend_from_slice(part);
+        }
+    }
+
+    /// Completes the header being unfolded, if any.
+    fn finish_header(&mut self, depth: usize, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        let keep = self.keep.take();
+        if keep != Some(Keep::Keep) {
+            return;
+        }
+        let header = std::mem::take(&mut self.header);
+        if let Some((name, value)) = parse_header(&header) {
+            self.structural_header(depth, name, value, limits);
+            if depth == 0 && self.top_headers {
+                sink.top_header(name, value);
+            }
+        }
+        self.header = header;
+        self.header.clear();
+    }
+
+    fn structural_header(&mut self, depth: usize, name: &[u8], value: &[u8], _limits: &SmtpLimits) {
+        let Some(ent) = self.stack.get_mut(depth) else {
+            return;
+        };
+        if name.eq_ignore_ascii_case(b"content-type") {
+            let media = trim(value.split(|&b| b == b';').next().unwrap_or_default());
+            let top = media.split(|&b| b == b'/').next().unwrap_or_default();
+            if top.eq_ignore_ascii_case(b"multipart") {
+                ent.body = Body::Multipart;
+                ent.boundary.clear();
+                if let Some(b) = param(value, b"boundary") {
+                    ent.boundary.extend_from_slice(b.as_bytes());
+                }
+            } else if top.eq_ignore_ascii_case(b"message") {
+                ent.body = Body::Message;
+            } else {
+                ent.body = Body::Leaf;
+            }
+            if let Some(n) = param(value, b"name") {
+                ent.type_name = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"content-disposition")
+            && let Some(n) = param(value, b"filename")
+        {
+            ent.disposition_name = Some(n);
+        }
+    }
+
+    fn end_headers(&mut self, depth: usize, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        let Some(ent) = self.stack.get_mut(depth) else {
+            return;
+        };
+        ent.in_header = false;
+        if let Some(name) = ent.disposition_name.take().or_else(|| ent.type_name.take())
+            && !name.is_empty()
+        {
+            sink.file(name);
+        }
+        if ent.body == Body::Message {
+            self.push_child(limits, sink);
+        }
+    }
+
+    /// The body ended (end of data, gap, connection end): completes the
+    /// open entities.
+    pub fn finish(&mut self, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        if let Some(depth) = self.stack.iter().position(|e| e.in_header) {
+            self.finish_header(depth, limits, sink);
+            self.end_headers(depth, limits, sink);
+        }
+        self.stack.clear();
+        self.keep = None;
+    }
+}
+
+/// `Some(false)` for a boundary line `--b…`, `Some(true)` for the closing
+/// `--b--…`, `None` otherwise (Zeek compares the boundary as a prefix).
+fn boundary_kind(line: &[u8], boundary: &[u8]) -> Option<bool> {
+    let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
+    Some(rest.starts_with(b"--"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        headers: Vec<(String, String)>,
+        files: Vec<String>,
+        anomalies: Vec<SmtpAnomaly>,
+    }
+
+    impl HeaderSink for Collect {
+        fn top_header(&mut self, name: &[u8], value: &[u8]) {
+            self.headers.push((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
+        fn file(&mut self, name: String) {
+            self.files.push(name);
+        }
+        fn anomaly(&mut self, a: SmtpAnomaly) {
+            self.anomalies.push(a);
+        }
+    }
+
+    fn run(body: &str, limits: &SmtpLimits) -> Collect {
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        t.begin(true);
+        for line in body.split("\r\n") {
+            t.line(line.as_bytes(), limits, &mut c);
+        }
+        t.finish(limits, &mut c);
+        c
+    }
+
+    #[test]
+    fn params_plain_quoted_and_rfc2231() {
+        let v = b"attachment; filename=\"NEWS.txt\"";
+        assert_eq!(param(v, b"filename").as_deref(), Some("NEWS.txt"));
+        let v = b"text/plain; charset=us-ascii; name=a.txt";
+        assert_eq!(param(v, b"name").as_deref(), Some("a.txt"));
+        assert_eq!(param(v, b"charset").as_deref(), Some("us-ascii"));
+        let v = b"attachment; filename*=UTF-8''f%C3%BCnf%20x.pdf";
+        assert_eq!(param(v, b"filename").as_deref(), Some("f\u{fc}nf x.pdf"));
+        let v = b"attachment; filename*=iso-8859-1'en'%E9t%E9.txt";
+        assert_eq!(param(v, b"filename").as_deref(), Some("\u{e9}t\u{e9}.txt"));
+        let v = b"attachment; filename*0*=UTF-8''a%20; filename*1=\"b c\"; filename*2*=%41";
+        assert_eq!(param(v, b"filename").as_deref(), Some("a b cA"));
+        let v = b"attachment; FILENAME = \"q\\\"x\" ; size=3";
+        assert_eq!(param(v, b"filename").as_deref(), Some("q\"x"));
+        assert_eq!(param(b"attachment", b"filename"), None);
+        // "filename" must not match the "name" parameter.
+        assert_eq!(param(b"x; filename=a", b"name"), None);
+    }
+
+    #[test]
+    fn top_headers_unfolded_and_nested_ignored() {
+        let body = "From: a@b\r\nSubject: one\r\n two\r\nX-Ignored: x\r\n  y\r\nContent-Type: message/rfc822\r\n\r\nFrom: <inner@x>\r\nSubject: inner\r\n\r\nbody";
+        let c = run(body, &SmtpLimits::default());
+        let names: Vec<_> = c.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(
+            names,
+            ["From=a@b", "Subject=one two", "Content-Type=message/rfc822"]
+        );
+        assert!(c.files.is_empty());
+    }
+
+    #[test]
+    fn multipart_files_nested_and_rfc822_attachment() {
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"OUT\"\r\n",
+            "\r\n",
+            "preamble\r\n",
+            "--OUT\r\n",
+            "Content-Type: multipart/alternative;\r\n",
+            "\tboundary=\"IN\"\r\n",
+            "\r\n",
+            "--IN\r\n",
+            "Content-Type: text/plain\r\n",
+            "\r\n",
+            "hello\r\n",
+            "--IN--\r\n",
+            "--OUT\r\n",
+            "Content-Type: text/plain;\r\n",
+            "\tname=\"NEWS.txt\"\r\n",
+            "Content-Disposition: attachment;\r\n",
+            "\tfilename=\"NEWS-disp.txt\"\r\n",
+            "\r\n",
+            "data\r\n",
+            "--OUT\r\n",
+            "Content-Type: image/png; name=\"only-type.png\"\r\n",
+            "\r\n",
+            "--OUT\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "Content-Disposition: attachment; filename=\"test.msg\"\r\n",
+            "\r\n",
+            "From: <attachment@example.com>\r\n",
+            "Content-Disposition: attachment; filename=inner.bin\r\n",
+            "\r\n",
+            "--OUT--\r\n",
+            "epilogue\r\n",
+        );
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(
+            c.files,
+            ["NEWS-disp.txt", "only-type.png", "test.msg", "inner.bin"]
+        );
+        assert!(c.anomalies.is_empty());
+    }
+
+    #[test]
+    fn limits_cut_headers_and_depth() {
+        let limits = SmtpLimits {
+            max_header_len: 16,
+            max_headers: 2,
+            max_mime_depth: 2,
+            ..SmtpLimits::default()
+        };
+        let c = run(
+            "Subject: 0123456789abcdef\r\nFrom: a\r\nTo: b\r\n\r\n",
+            &limits,
+        );
+        assert_eq!(
+            c.headers,
+            [
+                ("Subject".to_string(), "0123456".to_string()),
+                ("From".into(), "a".into())
+            ]
+        );
+        assert_eq!(
+            c.anomalies,
+            [SmtpAnomaly::HeaderTooLong, SmtpAnomaly::TooManyHeaders]
+        );
+        let nested =
+            "Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\nx\r\n";
+        let c = run(
+            nested,
+            &SmtpLimits {
+                max_mime_depth: 2,
+                ..SmtpLimits::default()
+            },
+        );
+        assert_eq!(c.anomalies, [SmtpAnomaly::MimeDepthExceeded]);
+    }
+}

@@ -1,0 +1,1121 @@
+//! The SMTP state machine of one connection. It frames both directions into
+//! lines, matches replies with the commands they answer (PIPELINING: in
+//! order), follows DATA and BDAT bodies into the MIME tracker, stops at
+//! STARTTLS, resynchronises after gaps, and writes a `MessageRecord` when a
+//! transaction ends, the way Zeek's SMTP analyzer and scripts do.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::net::{ConnInfo, Direction, Ts};
+
+use super::anomaly::SmtpAnomaly;
+use super::config::SmtpConfig;
+use super::lines::LineBuf;
+use super::message::{HeaderApplier, Transaction};
+use super::mime::MimeTracker;
+use super::parser::{
+    Command, Verb, first_email_addr, for_each_email_addr, parse_bdat_arg, parse_command,
+    parse_reply, strip_orcpt, trim,
+};
+use super::sink::{Reply, SmtpSink};
+
+/// What a server reply answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cmd {
+    /// The greeting the server sends on connect.
+    Greeting,
+    Verb(Verb),
+    /// The `.` that ends DATA.
+    EndOfData,
+    /// `BDAT <n> LAST`.
+    BdatLast,
+    /// A client line while the server is in an AUTH exchange.
+    AuthAnswer,
+}
+
+/// Where the session is, as far as parsing the client side needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Client lines are commands.
+    Commands,
+    /// Client lines are message data until `.`.
+    InData,
+    /// Between BDAT chunks: client lines are commands, the body is open.
+    InBdat,
+    /// Client lines answer an AUTH challenge.
+    InAuth,
+    /// After a gap: client lines are ignored until the server replies.
+    AfterGap,
+    /// After the first reply following a gap.
+    GapRecovery,
+    /// STARTTLS accepted: nothing more is parsed.
+    Tls,
+    /// Too many invalid transactions: nothing more is parsed.
+    Disabled,
+}
+
+/// The BDAT transfer in progress.
+#[derive(Clone, Copy, Debug)]
+struct Bdat {
+    /// Chunk bytes still to come from the client.
+    remaining: u64,
+    last: bool,
+}
+
+/// The SMTP analysis of one TCP connection.
+pub struct SmtpSession {
+    conn: ConnInfo,
+    cfg: Arc<SmtpConfig>,
+    orig_lines: LineBuf,
+    resp_lines: LineBuf,
+    /// Lines of BDAT chunk data (they may span chunks).
+    chunk_lines: LineBuf,
+    state: State,
+    /// Commands waiting for their replies, oldest first.
+    pending: VecDeque<Cmd>,
+    /// The reply being received: its code and the command it answers.
+    reply: Option<(u16, Option<Cmd>)>,
+    /// Text of the latest line of the reply being received.
+    reply_text: String,
+    bdat: Option<Bdat>,
+    mime: MimeTracker,
+    /// A message body is open (Zeek: `mail != nullptr`).
+    in_body: bool,
+    tx: Transaction,
+    helo: Option<String>,
+    /// Messages completed (server replies to `.` / BDAT LAST).
+    messages: u32,
+    mail_from_seen: bool,
+    rcpt_to_seen: bool,
+    invalid_transactions: u32,
+    /// Anomalies found while handling a line, handed to the sink after it.
+    anomalies: Vec<SmtpAnomaly>,
+}
+
+fn lossy_into(dst: &mut String, src: &[u8], max: usize) {
+    dst.clear();
+    let s = String::from_utf8_lossy(src);
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    dst.push_str(s.get(..end).unwrap_or_default());
+}
+
+fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
+impl SmtpSession {
+    pub fn new(conn: ConnInfo, cfg: Arc<SmtpConfig>) -> Self {
+        let tx = Transaction::new(&conn, 1, None);
+        let mut pending = VecDeque::new();
+        pending.push_back(Cmd::Greeting);
+        SmtpSession {
+            conn,
+            cfg,
+            orig_lines: LineBuf::default(),
+            resp_lines: LineBuf::default(),
+            chunk_lines: LineBuf::default(),
+            state: State::Commands,
+            pending,
+            reply: None,
+            reply_text: String::new(),
+            bdat: None,
+            mime: MimeTracker::default(),
+            in_body: false,
+            tx,
+            helo: None,
+            messages: 0,
+            mail_from_seen: false,
+            rcpt_to_seen: false,
+            invalid_transactions: 0,
+            anomalies: Vec::new(),
+        }
+    }
+
+    pub fn conn(&self) -> &ConnInfo {
+        &self.conn
+    }
+
+    /// True once nothing more will be parsed (STARTTLS, or disabled after
+    /// too many invalid transactions); the flow layer may stop feeding data.
+    pub fn is_done_parsing(&self) -> bool {
+        matches!(self.state, State::Tls | State::Disabled)
+    }
+
+    /// In-order payload of one direction.
+    pub fn on_data(&mut self, dir: Direction, ts: Ts, data: &[u8], sink: &mut dyn SmtpSink) {
+        let max = self.cfg.limits.max_line_len;
+        let mut pos = 0;
+        while pos < data.len() && !self.is_done_parsing() {
+            if dir == Direction::Orig
+                && let Some(b) = self.bdat.as_mut()
+                && b.remaining > 0
+            {
+                let avail = data.len() - pos;
+                let take = usize::try_from(b.remaining).map_or(avail, |r| r.min(avail));
+                b.remaining -= take as u64;
+                let done = b.remaining == 0 && b.last;
+                let chunk = data.get(pos..pos + take).unwrap_or_default();
+                pos += take;
+                self.tx.touch(ts);
+                self.chunk_bytes(chunk);
+                if done {
+                    self.end_bdat_last();
+                }
+                self.drain_anomalies(sink);
+                continue;
+            }
+            let mut lines = std::mem::take(match dir {
+                Direction::Orig => &mut self.orig_lines,
+                Direction::Resp => &mut self.resp_lines,
+            });
+            if let Some(line) = lines.next_line(data, &mut pos, max) {
+                if line.truncated {
+                    self.anomalies.push(SmtpAnomaly::LineTooLong);
+                }
+                match dir {
+                    Direction::Orig => self.client_line(ts, line.bytes, sink),
+                    Direction::Resp => self.server_line(ts, line.bytes, sink),
+                }
+            }
+            *match dir {
+                Direction::Orig => &mut self.orig_lines,
+                Direction::Resp => &mut self.resp_lines,
+            } = lines;
+            self.drain_anomalies(sink);
+        }
+    }
+
+    /// `len` bytes of one direction are missing. Like Zeek: the open message
+    /// body ends, pending commands are forgotten, client lines are ignored
+    /// until the server's next reply, and the partial line is skipped.
+    pub fn on_gap(&mut self, dir: Direction, ts: Ts, len: u64, sink: &mut dyn SmtpSink) {
+        if len == 0 || self.is_done_parsing() {
+            return;
+        }
+        self.tx.touch(ts);
+        self.anomalies.push(SmtpAnomaly::ContentGap);
+        if matches!(self.state, State::InData | State::InBdat) || self.in_body {
+            self.end_data();
+        }
+        self.pending.clear();
+        self.reply = None;
+        match dir {
+            Direction::Orig => self.orig_lines.skip_partial(),
+            Direction::Resp => self.resp_lines.skip_partial(),
+        }
+        self.state = State::AfterGap;
+        self.drain_anomalies(sink);
+    }
+
+    /// The connection is finished (FIN/RST, idle timeout, end of input):
+    /// the open body ends and the open transaction is written if it saw
+    /// client activity.
+    pub fn on_close(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
+        if self.in_body || self.bdat.is_some() {
+            self.flush_chunk_partial();
+            self.end_data();
+        }
+        self.smtp_message(ts, sink);
+        if self.state != State::Tls {
+            self.state = State::Disabled;
+        }
+        self.drain_anomalies(sink);
+    }
+
+    fn drain_anomalies(&mut self, sink: &mut dyn SmtpSink) {
+        for a in self.anomalies.drain(..) {
+            sink.anomaly(&self.conn, a);
+        }
+    }
+
+    // ---- client side -------------------------------------------------
+
+    fn client_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
+        self.tx.touch(ts);
+        match self.state {
+            // Unknown whether this is a command or data: wait for a reply.
+            State::AfterGap => {}
+            State::InData if line == b"." => self.end_of_data(),
+            State::InData => {
+                let data = line.strip_prefix(b".").unwrap_or(line);
+                if !self.in_body {
+                    self.begin_data();
+                }
+                self.body_line(data);
+            }
+            State::InAuth => self.push_cmd(Cmd::AuthAnswer),
+            _ => self.command(ts, parse_command(line), sink),
+        }
+    }
+
+    fn push_cmd(&mut self, cmd: Cmd) {
+        if self.pending.len() > self.cfg.limits.max_pending_commands {
+            self.anomalies.push(SmtpAnomaly::ExcessivePendingCommands);
+            let front = self.pending.pop_front();
+            self.pending.clear();
+            self.pending.extend(front);
+        }
+        self.pending.push_back(cmd);
+    }
+
+    fn command(&mut self, ts: Ts, cmd: Command<'_>, sink: &mut dyn SmtpSink) {
+        let verb = cmd.verb;
+        if verb == Verb::Unknown {
+            // Zeek raises no request for it; it is still queued so that
+            // its reply does not get matched with a later command.
+            self.anomalies.push(SmtpAnomaly::UnknownCommand);
+            self.push_cmd(Cmd::Verb(Verb::Unknown));
+            return;
+        }
+        let bdat = (verb == Verb::Bdat).then(|| parse_bdat_arg(cmd.arg));
+        let queued = match bdat {
+            Some(Ok(b)) if b.last => Cmd::BdatLast,
+            _ => Cmd::Verb(verb),
+        };
+        self.push_cmd(queued);
+        self.request(
+            ts,
+            verb,
+            cmd.arg,
+            bdat.and_then(|b| b.ok()).is_some_and(|b| b.last),
+            sink,
+        );
+        if self.state == State::Disabled {
+            return;
+        }
+        match bdat {
+            Some(Err(_)) => {
+                self.anomalies.push(SmtpAnomaly::InvalidBdatCommand);
+                return;
+            }
+            Some(Ok(b)) => {
+                if self.bdat.is_none() {
+                    self.begin_data();
+                }
+                self.bdat = Some(Bdat {
+                    remaining: b.size,
+                    last: b.last,
+                });
+                self.state = State::InBdat;
+                if b.size == 0 && b.last {
+                    self.end_bdat_last();
+                }
+                return;
+            }
+            None => {
+                if self.bdat.is_some() {
+                    self.anomalies.push(SmtpAnomaly::MissingBdatLastChunk);
+                    self.end_data();
+                }
+            }
+        }
+        match verb {
+            Verb::Data => {
+                self.begin_data();
+                self.state = State::InData;
+            }
+            Verb::Helo
+            | Verb::Ehlo
+            | Verb::Mail
+            | Verb::Rcpt
+            | Verb::Rset
+            | Verb::Quit
+            | Verb::Send
+            | Verb::Soml
+            | Verb::Saml => self.state = State::Commands,
+            _ => {}
+        }
+    }
+
+    /// What Zeek's `smtp_request` handlers do with a command.
+    fn request(
+        &mut self,
+        ts: Ts,
+        verb: Verb,
+        arg: &[u8],
+        bdat_last: bool,
+        sink: &mut dyn SmtpSink,
+    ) {
+        match verb {
+            Verb::Helo | Verb::Ehlo => {
+                let helo = String::from_utf8_lossy(trim(arg)).into_owned();
+                self.tx.record.helo = Some(helo.clone());
+                self.helo = Some(helo);
+            }
+            Verb::Rcpt if starts_with_ci(arg, b"to:") => {
+                let max = self.cfg.limits.max_rcptto;
+                let tx = &mut self.tx;
+                let mut full = false;
+                for_each_email_addr(arg, |a| {
+                    if !full && !tx.add_rcpt(strip_orcpt(&a), max) {
+                        full = true;
+                    }
+                });
+                if full {
+                    self.anomalies.push(SmtpAnomaly::TooManyRcptto);
+                }
+                self.tx.client_activity = true;
+                self.rcpt_to_seen = true;
+                if !self.mail_from_seen {
+                    self.invalid_transaction();
+                }
+            }
+            Verb::Mail if starts_with_ci(arg, b"from:") => {
+                // The previous transaction ends here if its end was not seen.
+                self.smtp_message(ts, sink);
+                self.tx.touch(ts);
+                if let Some(from) = first_email_addr(arg) {
+                    self.tx.record.mailfrom = Some(from);
+                }
+                self.tx.client_activity = true;
+                self.mail_from_seen = true;
+                self.rcpt_to_seen = false;
+            }
+            Verb::Data | Verb::Bdat => {
+                if !self.rcpt_to_seen {
+                    self.invalid_transaction();
+                }
+                if bdat_last {
+                    self.mail_from_seen = false;
+                    self.rcpt_to_seen = false;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn invalid_transaction(&mut self) {
+        self.anomalies.push(SmtpAnomaly::MailTransactionInvalid);
+        self.invalid_transactions += 1;
+        if self.invalid_transactions > self.cfg.limits.max_invalid_transactions {
+            self.anomalies
+                .push(SmtpAnomaly::ExcessiveInvalidTransactions);
+            self.state = State::Disabled;
+        }
+    }
+
+    /// The client's `.`: the body ends, the server's reply completes the
+    /// message.
+    fn end_of_data(&mut self) {
+        self.push_cmd(Cmd::EndOfData);
+        self.end_data();
+        self.state = State::Commands;
+        self.mail_from_seen = false;
+        self.rcpt_to_seen = false;
+    }
+
+    // ---- message body ----------------------------------------------------
+
+    fn begin_data(&mut self) {
+        if self.in_body {
+            self.anomalies.push(SmtpAnomaly::NestedMailTransaction);
+            self.finish_body();
+        }
+        let top_headers = !self.tx.body_seen;
+        self.tx.body_seen = true;
+        self.mime.begin(top_headers);
+        self.in_body = true;
+    }
+
+    fn body_line(&mut self, line: &[u8]) {
+        if !self.in_body {
+            return;
+        }
+        let mut applier = HeaderApplier {
+            tx: &mut self.tx,
+            cfg: &self.cfg,
+            anomalies: &mut self.anomalies,
+        };
+        self.mime.line(line, &self.cfg.limits, &mut applier);
+    }
+
+    fn finish_body(&mut self) {
+        if !self.in_body {
+            return;
+        }
+        let mut applier = HeaderApplier {
+            tx: &mut self.tx,
+            cfg: &self.cfg,
+            anomalies: &mut self.anomalies,
+        };
+        self.mime.finish(&self.cfg.limits, &mut applier);
+        self.in_body = false;
+    }
+
+    /// Zeek's `EndData`: the body ends, any BDAT transfer with it.
+    fn end_data(&mut self) {
+        self.finish_body();
+        self.bdat = None;
+        self.chunk_lines.reset();
+    }
+
+    fn chunk_bytes(&mut self, chunk: &[u8]) {
+        let max = self.cfg.limits.max_line_len;
+        let mut lines = std::mem::take(&mut self.chunk_lines);
+        let mut pos = 0;
+        while let Some(line) = lines.next_line(chunk, &mut pos, max) {
+            if line.truncated {
+                self.anomalies.push(SmtpAnomaly::LineTooLong);
+            }
+            self.body_line(line.bytes);
+        }
+        self.chunk_lines = lines;
+    }
+
+    fn flush_chunk_partial(&mut self) {
+        let mut lines = std::mem::take(&mut self.chunk_lines);
+        if let Some(rest) = lines.take_partial() {
+            self.body_line(rest);
+        }
+        lines.reset();
+        self.chunk_lines = lines;
+    }
+
+    /// All bytes of the LAST chunk arrived.
+    fn end_bdat_last(&mut self) {
+        self.flush_chunk_partial();
+        self.end_data();
+        self.state = State::Commands;
+    }
+
+    // ---- server side -------------------------------------------------
+
+    fn server_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
+        self.tx.touch(ts);
+        let Some(r) = parse_reply(line) else {
+            self.anomalies.push(SmtpAnomaly::BadReplyLine);
+            return;
+        };
+        if let Some((code, cmd)) = self.reply
+            && code != r.code
+        {
+            // The reply was cut short by another one: report what we have.
+            self.anomalies.push(SmtpAnomaly::ReplyCodeMismatch);
+            self.reply = None;
+            self.complete_reply(ts, code, cmd, sink);
+        }
+        if self.reply.is_none() {
+            let cmd = self.new_reply(r.code);
+            self.reply = Some((r.code, cmd));
+        }
+        lossy_into(&mut self.reply_text, r.text, self.cfg.limits.max_reply_len);
+        if !r.more || self.state == State::Tls {
+            if let Some((code, cmd)) = self.reply.take() {
+                self.complete_reply(ts, code, cmd, sink);
+            }
+        }
+    }
+
+    /// The first line of a reply: match it with the oldest pending command
+    /// and update the state as Zeek's `UpdateState` does.
+    fn new_reply(&mut self, code: u16) -> Option<Cmd> {
+        if self.state == State::AfterGap {
+            self.state = State::GapRecovery;
+        }
+        let st = self.state;
+        // A first reply that cannot be a greeting, with commands waiting:
+        // the greeting was not captured (the capture starts late). Match the
+        // reply with the first command instead of shifting every reply by
+        // one. (Zeek would shift; PIPE_CONNECT clients that talk before the
+        // greeting still get it matched, as its code is 220.)
+        if self.pending.front() == Some(&Cmd::Greeting)
+            && self.pending.len() > 1
+            && !matches!(code, 220 | 421 | 554)
+        {
+            self.pending.pop_front();
+        }
+        let cmd = self.pending.pop_front();
+        match cmd {
+            Some(Cmd::Verb(Verb::Data)) => {
+                if code != 354 {
+                    if self.state == State::InData {
+                        self.end_data();
+                    }
+                    self.state = State::Commands;
+                }
+            }
+            Some(Cmd::EndOfData) => self.state = State::Commands,
+            Some(Cmd::Verb(Verb::Auth) | Cmd::AuthAnswer) => {
+                self.state = if code == 334 {
+                    State::InAuth
+                } else {
+                    State::Commands
+                };
+            }
+            Some(Cmd::Verb(Verb::Starttls)) => {
+                if code == 220 {
+                    self.state = State::Tls;
+                    self.tx.record.tls = true;
+                    self.tx.client_activity = true;
+                }
+            }
+            Some(
+                Cmd::Greeting
+                | Cmd::BdatLast
+                | Cmd::Verb(
+                    Verb::Helo
+                    | Verb::Ehlo
+                    | Verb::Mail
+                    | Verb::Send
+                    | Verb::Soml
+                    | Verb::Saml
+                    | Verb::Rcpt
+                    | Verb::Bdat
+                    | Verb::Rset
+                    | Verb::Quit
+                    | Verb::Turn,
+                ),
+            ) => {}
+            Some(Cmd::Verb(
+                Verb::Noop | Verb::Vrfy | Verb::Expn | Verb::Help | Verb::Etrn | Verb::Unknown,
+            ))
+            | None => {
+                if st == State::GapRecovery && code == 354 {
+                    self.begin_data();
+                    self.state = State::InData;
+                }
+            }
+        }
+        cmd
+    }
+
+    /// The last line of a reply: what Zeek's `smtp_reply` handlers do.
+    fn complete_reply(&mut self, ts: Ts, code: u16, cmd: Option<Cmd>, sink: &mut dyn SmtpSink) {
+        self.tx.set_reply(code, &self.reply_text);
+        sink.reply(
+            &self.conn,
+            &Reply {
+                ts,
+                code,
+                text: &self.reply_text,
+                rcpts: &self.tx.record.rcptto,
+            },
+        );
+        if matches!(cmd, Some(Cmd::EndOfData | Cmd::BdatLast)) {
+            self.messages += 1;
+            self.smtp_message(ts, sink);
+            self.reset_transaction();
+        }
+    }
+
+    // ---- records -------------------------------------------------------
+
+    /// Zeek's `smtp_message`: writes the transaction if it saw client
+    /// activity, and then starts a new one.
+    fn smtp_message(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
+        if self.tx.client_activity {
+            let tx = self.fresh_transaction();
+            sink.record(&self.conn, tx.into_record(ts));
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        drop(self.fresh_transaction());
+    }
+
+    /// Replaces the transaction with an empty one and returns the old one.
+    fn fresh_transaction(&mut self) -> Transaction {
+        let next = Transaction::new(&self.conn, self.messages + 1, self.helo.clone());
+        std::mem::replace(&mut self.tx, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ConnId, Uid};
+    use crate::smtp::record::MessageRecord;
+
+    #[derive(Default)]
+    struct Sink {
+        replies: Vec<(u16, String, Vec<String>)>,
+        records: Vec<MessageRecord>,
+        anomalies: Vec<SmtpAnomaly>,
+    }
+
+    impl SmtpSink for Sink {
+        fn reply(&mut self, _conn: &ConnInfo, r: &Reply<'_>) {
+            self.replies
+                .push((r.code, r.text.to_string(), r.rcpts.to_vec()));
+        }
+        fn record(&mut self, _conn: &ConnInfo, record: MessageRecord) {
+            self.records.push(record);
+        }
+        fn anomaly(&mut self, _conn: &ConnInfo, a: SmtpAnomaly) {
+            self.anomalies.push(a);
+        }
+    }
+
+    fn conn() -> ConnInfo {
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 40000,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        ConnInfo {
+            uid: Uid::new(&id, Ts(1)),
+            id,
+            start: Ts(1),
+        }
+    }
+
+    /// Drives a session with a transcript: `C:` lines from the client,
+    /// `S:` lines from the server, each a separate segment with its own
+    /// time; then closes the connection.
+    struct Harness {
+        s: SmtpSession,
+        sink: Sink,
+        t: u64,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(SmtpConfig::default())
+        }
+        fn with(cfg: SmtpConfig) -> Self {
+            Harness {
+                s: SmtpSession::new(conn(), Arc::new(cfg)),
+                sink: Sink::default(),
+                t: 100,
+            }
+        }
+        fn send(&mut self, dir: Direction, data: &[u8]) -> &mut Self {
+            self.t += 1;
+            self.s.on_data(dir, Ts(self.t), data, &mut self.sink);
+            self
+        }
+        fn c(&mut self, data: &str) -> &mut Self {
+            self.send(Direction::Orig, data.as_bytes())
+        }
+        fn srv(&mut self, data: &str) -> &mut Self {
+            self.send(Direction::Resp, data.as_bytes())
+        }
+        fn close(&mut self) -> &mut Self {
+            self.t += 1;
+            self.s.on_close(Ts(self.t), &mut self.sink);
+            self
+        }
+    }
+
+    fn one_mail(h: &mut Harness, from: &str, to: &str, body: &str) {
+        h.c(&format!("MAIL FROM:<{from}>\r\n")).srv("250 OK\r\n");
+        h.c(&format!("RCPT TO:<{to}>\r\n")).srv("250 Accepted\r\n");
+        h.c("DATA\r\n").srv("354 go ahead\r\n");
+        h.c(body).c(".\r\n").srv("250 OK queued\r\n");
+    }
+
+    #[test]
+    fn one_transaction_with_headers() {
+        let mut h = Harness::new();
+        h.srv("220 mx ESMTP\r\n").c("EHLO client.example\r\n");
+        h.srv("250-mx\r\n250-PIPELINING\r\n250 HELP\r\n");
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "Subject: hi\r\nFrom: A <a@x>\r\nTo: b@y, c@z\r\n\r\nbody\r\n",
+        );
+        h.c("QUIT\r\n").srv("221 bye\r\n").close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert_eq!(r.trans_depth, 1);
+        assert_eq!(r.helo.as_deref(), Some("client.example"));
+        assert_eq!(r.mailfrom.as_deref(), Some("a@x"));
+        assert_eq!(r.rcptto, ["b@y"]);
+        assert_eq!(r.subject.as_deref(), Some("hi"));
+        assert_eq!(r.to, ["b@y", "c@z"]);
+        assert_eq!(r.last_reply.as_deref(), Some("250 OK queued"));
+        assert_eq!(r.last_error, None);
+        assert_eq!(r.path, [conn().id.resp_h, conn().id.orig_h]);
+        // The greeting's segment is the first packet of the transaction.
+        assert_eq!(r.ts, Ts(101));
+        // Multi-line replies are reported once, with the last line's text.
+        let codes: Vec<_> = h
+            .sink
+            .replies
+            .iter()
+            .map(|(c, t, _)| format!("{c} {t}"))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "220 mx ESMTP",
+                "250 HELP",
+                "250 OK",
+                "250 Accepted",
+                "354 go ahead",
+                "250 OK queued",
+                "221 bye"
+            ]
+        );
+        assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
+    }
+
+    #[test]
+    fn several_transactions_count_depth_and_carry_helo() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n").c("HELO c1\r\n").srv("250 ok\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: one\r\n\r\n");
+        one_mail(&mut h, "c@x", "d@y", "Subject: two\r\n\r\n");
+        h.close();
+        let r = &h.sink.records;
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 2));
+        assert_eq!(r[1].helo.as_deref(), Some("c1"));
+        assert_eq!(r[1].subject.as_deref(), Some("two"));
+        assert_eq!(r[1].rcptto, ["d@y"]);
+        // The second transaction starts with the packet after the reply.
+        assert!(r[1].ts > r[0].ts);
+    }
+
+    #[test]
+    fn data_end_split_across_segments_and_dot_unstuffing() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+        h.srv("250 OK\r\n250 OK\r\n354 go\r\n");
+        h.c("Subject: dots\r\n\r\n..leading dot\r\n.")
+            .c("\r")
+            .c("\n");
+        h.srv("250 done\r\n");
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].subject.as_deref(), Some("dots"));
+        assert_eq!(h.sink.records[0].last_reply.as_deref(), Some("250 done"));
+    }
+
+    #[test]
+    fn dot_unstuffed_header_line_is_read() {
+        // A header line starting with "." is sent as "..": unstuffed first.
+        let mut h = Harness::new();
+        one_mail(&mut h, "a@x", "b@y", "X-A: 1\r\nSubject: s\r\n\r\n");
+        assert_eq!(h.sink.records[0].subject.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn pipelined_commands_are_matched_in_order() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+        h.srv("250 OK\r\n550 no such user\r\n250 OK\r\n250 OK\r\n354 go\r\n");
+        h.c("Subject: p\r\n\r\n.\r\n").srv("250 queued\r\n").close();
+        let r = &h.sink.records[0];
+        assert_eq!(r.rcptto, ["b@y", "c@y"]);
+        assert_eq!(r.last_error.as_deref(), Some("550 no such user"));
+        assert_eq!(r.last_reply.as_deref(), Some("250 queued"));
+        let rejected = h.sink.replies.iter().find(|(c, _, _)| *c == 550).unwrap();
+        assert_eq!(rejected.2, ["b@y", "c@y"]);
+    }
+
+    #[test]
+    fn new_mail_from_flushes_an_unanswered_transaction() {
+        let mut h = Harness::new();
+        // Only the client side: no reply ever arrives.
+        h.c("HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: 1\r\n\r\n.\r\n");
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\nSubject: 2\r\n\r\n.\r\nQUIT\r\n");
+        h.close();
+        let r = &h.sink.records;
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 1));
+        assert_eq!(r[0].subject.as_deref(), Some("1"));
+        assert_eq!(r[1].subject.as_deref(), Some("2"));
+        assert_eq!(r[1].last_reply, None);
+    }
+
+    #[test]
+    fn no_record_without_client_activity() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n")
+            .c("EHLO c\r\n")
+            .srv("250 ok\r\n")
+            .c("NOOP\r\nQUIT\r\n");
+        h.srv("250 ok\r\n221 bye\r\n").close();
+        assert!(h.sink.records.is_empty());
+        assert_eq!(h.sink.replies.len(), 4);
+    }
+
+    #[test]
+    fn invalid_transactions_as_zeek() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n").c("EHLO c\r\n").srv("250 ok\r\n");
+        one_mail(&mut h, "bob@x", "alice@y", "Hello\r\n");
+        h.c("RCPT TO:<alice@y>\r\n")
+            .srv("503 sender not yet given\r\n");
+        h.c("DATA\r\n")
+            .srv("503-All RCPT commands were rejected\r\n503 valid RCPT must precede DATA\r\n");
+        h.c("Hello again\r\n").srv("500 unrecognized command\r\n");
+        h.c(".\r\n").srv("500 unrecognized command\r\n");
+        h.c("MAIL FROM:<bob@x>\r\n").srv("250 OK\r\n");
+        h.close();
+        let r = &h.sink.records;
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[1].trans_depth, 2);
+        assert_eq!(r[1].mailfrom, None);
+        assert_eq!(r[1].rcptto, ["alice@y"]);
+        assert_eq!(r[1].last_reply.as_deref(), Some("500 unrecognized command"));
+        assert_eq!(r[2].mailfrom.as_deref(), Some("bob@x"));
+        assert!(r[2].rcptto.is_empty());
+        assert!(
+            h.sink
+                .anomalies
+                .contains(&SmtpAnomaly::MailTransactionInvalid)
+        );
+        assert!(h.sink.anomalies.contains(&SmtpAnomaly::UnknownCommand));
+    }
+
+    #[test]
+    fn too_many_invalid_transactions_disable_parsing() {
+        let mut cfg = SmtpConfig::default();
+        cfg.limits.max_invalid_transactions = 2;
+        let mut h = Harness::with(cfg);
+        for _ in 0..3 {
+            h.c("RCPT TO:<a@b>\r\n");
+        }
+        h.c("MAIL FROM:<x@y>\r\n");
+        assert!(h.s.is_done_parsing());
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].mailfrom, None);
+        assert!(
+            h.sink
+                .anomalies
+                .contains(&SmtpAnomaly::ExcessiveInvalidTransactions)
+        );
+    }
+
+    #[test]
+    fn bdat_chunks_across_segments_and_last() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n").c("EHLO c\r\n").srv("250 CHUNKING\r\n");
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+            .srv("250 OK\r\n250 OK\r\n");
+        let part1 = "Subject: chun";
+        let part2 = "ked\r\nFrom: a@x\r\n\r\nbody";
+        h.c(&format!("BDAT {}\r\n{part1}", part1.len()));
+        h.srv("250 13 octets\r\n");
+        h.c(&format!("BDAT {} LAST\r\n{}", part2.len(), &part2[..5]))
+            .c(&part2[5..]);
+        h.srv("250- chunk\r\n250 2.0.0 queued\r\n");
+        h.c("QUIT\r\n").srv("221 bye\r\n").close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert_eq!(r.subject.as_deref(), Some("chunked"));
+        assert_eq!(r.from.as_deref(), Some("a@x"));
+        assert_eq!(r.last_reply.as_deref(), Some("250 2.0.0 queued"));
+        assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
+    }
+
+    #[test]
+    fn bdat_pipelined_with_next_transaction_and_zero_last() {
+        let mut h = Harness::new();
+        let body = "Subject: one\r\n\r\n";
+        h.c(&format!(
+            "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT {} LAST\r\n{body}",
+            body.len()
+        ));
+        h.srv("250 OK\r\n250 OK\r\n250 queued 1\r\n");
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nBDAT 0 LAST\r\nRSET\r\n");
+        h.srv("250 OK\r\n250 OK\r\n250 queued 0\r\n250 reset\r\n")
+            .close();
+        let r = &h.sink.records;
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].subject.as_deref(), Some("one"));
+        assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 2));
+        assert_eq!(r[1].last_reply.as_deref(), Some("250 queued 0"));
+        assert_eq!(r[1].subject, None);
+    }
+
+    #[test]
+    fn bad_bdat_sizes_are_counted_and_parsed_as_commands() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT abc LAST\r\nBDAT 5 JUNK\r\nQUIT\r\n");
+        h.srv("250 OK\r\n250 OK\r\n501 bad\r\n501 bad\r\n221 bye\r\n")
+            .close();
+        let n = h
+            .sink
+            .anomalies
+            .iter()
+            .filter(|a| **a == SmtpAnomaly::InvalidBdatCommand)
+            .count();
+        assert_eq!(n, 2);
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].last_error.as_deref(), Some("501 bad"));
+    }
+
+    #[test]
+    fn bdat_without_last_then_other_command() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 4\r\nab\r\nRSET\r\n");
+        assert!(
+            h.sink
+                .anomalies
+                .contains(&SmtpAnomaly::MissingBdatLastChunk)
+        );
+        assert!(!h.s.in_body);
+    }
+
+    #[test]
+    fn starttls_stops_parsing_and_sets_tls() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n")
+            .c("EHLO c\r\n")
+            .srv("250-mx\r\n250 STARTTLS\r\n");
+        h.c("STARTTLS\r\n").srv("220 2.0.0 Ready to start TLS\r\n");
+        h.c("\x16\x03\x01garbage\r\nMAIL FROM:<evil@x>\r\n")
+            .srv("\x16\x03\x03 more\r\n");
+        assert!(h.s.is_done_parsing());
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert!(r.tls);
+        assert_eq!(r.mailfrom, None);
+        assert_eq!(
+            r.last_reply.as_deref(),
+            Some("220 2.0.0 Ready to start TLS")
+        );
+        assert!(h.sink.anomalies.is_empty());
+    }
+
+    #[test]
+    fn refused_starttls_keeps_parsing() {
+        let mut h = Harness::new();
+        h.c("STARTTLS\r\n").srv("454 TLS not available\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: plain\r\n\r\n");
+        assert!(!h.sink.records[0].tls);
+        assert_eq!(h.sink.records[0].subject.as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn auth_exchange_lines_are_not_commands() {
+        let mut h = Harness::new();
+        h.c("AUTH LOGIN\r\n").srv("334 VXNlcm5hbWU6\r\n");
+        h.c("TUFJTCBGUk9NOjx4QHk+\r\n").srv("334 UGFzc3dvcmQ6\r\n");
+        h.c("cHc=\r\n").srv("235 ok\r\n");
+        one_mail(&mut h, "a@x", "b@y", "\r\n");
+        assert_eq!(h.sink.records.len(), 1);
+        assert!(!h.sink.anomalies.contains(&SmtpAnomaly::UnknownCommand));
+    }
+
+    #[test]
+    fn gap_in_data_ends_body_and_recovers_at_next_reply() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+            .srv("250 OK\r\n250 OK\r\n354 go\r\n");
+        h.c("Subject: before gap\r\nTo: a@");
+        h.s.on_gap(Direction::Orig, Ts(500), 1000, &mut h.sink);
+        // Client lines after the gap are ignored until the server speaks.
+        h.c("tail of a line\r\nSubject: lost\r\n.\r\n");
+        h.srv("250 OK\r\n");
+        one_mail(&mut h, "c@x", "d@y", "Subject: after\r\n\r\n");
+        h.close();
+        let r = &h.sink.records;
+        assert!(h.sink.anomalies.contains(&SmtpAnomaly::ContentGap));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].subject.as_deref(), Some("before gap"));
+        assert_eq!(r[1].subject.as_deref(), Some("after"));
+    }
+
+    #[test]
+    fn gap_recovery_enters_data_on_354() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\n");
+        h.s.on_gap(Direction::Orig, Ts(500), 40, &mut h.sink);
+        h.srv("354 go\r\n");
+        h.c("Subject: recovered\r\n\r\n.\r\n")
+            .srv("250 OK\r\n")
+            .close();
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].subject.as_deref(), Some("recovered"));
+    }
+
+    #[test]
+    fn limits_truncate_and_count() {
+        let mut cfg = SmtpConfig::default();
+        cfg.limits.max_rcptto = 2;
+        cfg.limits.max_pending_commands = 3;
+        cfg.limits.max_line_len = 64;
+        let mut h = Harness::with(cfg);
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<1@y>\r\nRCPT TO:<2@y>\r\nRCPT TO:<3@y>\r\n");
+        h.c(&format!("NOOP {}\r\n", "x".repeat(200)));
+        h.close();
+        let an = &h.sink.anomalies;
+        assert!(an.contains(&SmtpAnomaly::TooManyRcptto));
+        assert!(an.contains(&SmtpAnomaly::ExcessivePendingCommands));
+        assert!(an.contains(&SmtpAnomaly::LineTooLong));
+        assert!(h.s.pending.len() <= 4);
+        assert_eq!(h.sink.records[0].rcptto, ["1@y", "2@y"]);
+    }
+
+    #[test]
+    fn garbage_is_counted_not_fatal() {
+        let mut h = Harness::new();
+        h.srv("\x00\x01\x02 not smtp\r\n")
+            .c("\u{ff}\u{fe}\r\n\r\n")
+            .srv("99 nope\r\n");
+        h.srv("250-a\r\n354 other code\r\n").close();
+        let an = &h.sink.anomalies;
+        assert!(an.contains(&SmtpAnomaly::BadReplyLine));
+        assert!(an.contains(&SmtpAnomaly::ReplyCodeMismatch));
+        assert!(an.contains(&SmtpAnomaly::UnknownCommand));
+        assert!(h.sink.records.is_empty());
+    }
+
+    #[test]
+    fn received_headers_build_path_and_originating_address() {
+        let cfg = SmtpConfig {
+            mail_path_capture: crate::smtp::PathCapture::All,
+            ..SmtpConfig::default()
+        };
+        let mut h = Harness::with(cfg);
+        let body = concat!(
+            "Received: from relay ([203.0.113.7]) by mx\r\n",
+            "Received: from client (client [10.1.1.1]) by relay\r\n",
+            "\t(with a folded line)\r\n",
+            "X-Originating-IP: [198.51.100.9]\r\n",
+            "\r\n",
+        );
+        one_mail(&mut h, "a@x", "b@y", body);
+        let r = &h.sink.records[0];
+        assert_eq!(
+            r.first_received.as_deref(),
+            Some("from client (client [10.1.1.1]) by relay\t(with a folded line)")
+        );
+        assert_eq!(
+            r.second_received.as_deref(),
+            Some("from relay ([203.0.113.7]) by mx")
+        );
+        let path: Vec<String> = r.path.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            path,
+            ["198.18.0.2", "198.18.0.1", "203.0.113.7", "10.1.1.1"]
+        );
+        assert_eq!(r.originating_addr, Some("10.1.1.1".parse().unwrap()));
+        assert_eq!(r.x_originating_ip, Some("198.51.100.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn attachment_names_reach_the_record() {
+        let mut h = Harness::new();
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=b1\r\n\r\n",
+            "--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
+            "--b1\r\nContent-Disposition: attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf\r\n\r\nx\r\n",
+            "--b1--\r\n",
+        );
+        one_mail(&mut h, "a@x", "b@y", body);
+        assert_eq!(h.sink.records[0].files, ["r\u{e9}sum\u{e9}.pdf"]);
+    }
+
+    #[test]
+    fn close_flushes_open_body_and_transaction() {
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: cut\r\n");
+        h.close();
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].subject.as_deref(), Some("cut"));
+    }
+}

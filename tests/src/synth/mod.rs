@@ -1,0 +1,8 @@
+//! Synthetic traffic: frames built byte by byte ([`frame`]) and written to
+//! pcap files ([`pcap`]); SMTP sessions are composed from these.
+
+pub mod frame;
+pub mod pcap;
+pub mod session;
+pub mod smtp;
+pub mod scenarios;

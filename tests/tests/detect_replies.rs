@@ -1,0 +1,151 @@
+//! Block-list reply notices and suspicious origination end to end, through
+//! the real offline pipeline with `--workers 1` and `--workers 4`.
+
+mod detect_common;
+
+use detect_common::*;
+use sensor_tests::mmdb::country_db;
+use sensor_tests::synth::smtp::{Message, SmtpConversation};
+use smtp_sensor::net::Ts;
+
+/// A connection whose only recipient gets `code text`.
+fn reply_conn(host: &str, port: u16, start_us: u64, code: u16, text: &str) -> Frames {
+    SmtpConversation::builder()
+        .client(addr(host, port))
+        .server(SERVER.parse().unwrap())
+        .start(Ts(T0 * 1_000_000 + start_us))
+        .mail("sender@example.com")
+        .rcpt("victim@example.net")
+        .reject_rcpt_with(code, text)
+        .build()
+        .frames()
+}
+
+fn uid_of(dir: &Scratch, orig_h: &str, orig_p: u16) -> String {
+    let smtp = std::fs::read_to_string(dir.path("logs-1").join("smtp.log")).unwrap();
+    parse(&smtp)
+        .into_iter()
+        .find(|r| r["id.orig_h"] == orig_h && r["id.orig_p"] == orig_p)
+        .and_then(|r| r["uid"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no smtp.log record for {orig_h}:{orig_p}"))
+}
+
+#[test]
+fn block_list_notices_both_kinds_and_suppression() {
+    let dir = Scratch::new("blocklist");
+    let listed = "5.7.1 Service unavailable; Client host [198.19.6.1] blocked using zen.spamhaus.org/query/ip/198.19.6.1";
+    let other = "5.7.1 Message rejected, see http://www.spamcop.net/bl.shtml?192.0.2.99";
+    let min = 60 * 1_000_000;
+    let sessions = vec![
+        reply_conn("198.19.6.1", 10_001, 0, 554, listed),
+        reply_conn("198.19.6.2", 10_002, 1_000, 550, other),
+        // 421 is never searched; 2xx/3xx neither.
+        reply_conn("198.19.6.3", 10_003, 2_000, 421, "4.7.0 try later, see spamhaus.org/x"),
+        reply_conn("198.19.6.4", 10_004, 3_000, 250, "2.1.5 ok (spamhaus.org/ says hi)"),
+        // A clean 550.
+        reply_conn("198.19.6.5", 10_005, 4_000, 550, "5.1.1 user unknown"),
+        // Same note and host 10 minutes later: suppressed.
+        reply_conn("198.19.6.1", 10_006, 10 * min, 554, listed),
+        // 61 minutes after the first: a new notice.
+        reply_conn("198.19.6.1", 10_007, 61 * min, 554, listed),
+    ];
+    let p = pcap(&dir, "bl.pcap", sessions);
+    let ns = run_both(&dir, &p, &[]);
+    assert_eq!(
+        notes(&ns),
+        [
+            (
+                "SMTP::SMTP_BL_Blocked_Host".to_owned(),
+                "198.19.6.1 is on an SMTP block list".to_owned()
+            ),
+            (
+                "SMTP::SMTP_BL_Error_Message".to_owned(),
+                "198.19.6.2 received an error message mentioning an SMTP block list".to_owned()
+            ),
+            (
+                "SMTP::SMTP_BL_Blocked_Host".to_owned(),
+                "198.19.6.1 is on an SMTP block list".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(ns[0]["sub"], listed);
+    assert_eq!(ns[1]["sub"], other);
+    assert_eq!(ns[0]["src"], "198.19.6.1");
+    assert_eq!(ns[0]["id.orig_h"], "198.19.6.1");
+    assert_eq!(ns[0]["id.orig_p"], 10_001);
+    assert_eq!(ns[0]["id.resp_h"], "198.19.0.25");
+    assert_eq!(ns[0]["id.resp_p"], 25);
+    assert_eq!(ns[0]["uid"], uid_of(&dir, "198.19.6.1", 10_001));
+    assert_eq!(ns[2]["uid"], uid_of(&dir, "198.19.6.1", 10_007));
+    let t0 = ns[0]["ts"].as_f64().unwrap();
+    let t2 = ns[2]["ts"].as_f64().unwrap();
+    assert!(t2 - t0 > 3600.0 && t2 - t0 < 3700.0, "{t0} {t2}");
+}
+
+/// A delivered message with the given extra headers and subject.
+fn mail_conn(host: &str, port: u16, start_us: u64, headers: &[(&str, &str)], subject: &str) -> Frames {
+    let mut m = Message::simple("a@example.com", "b@example.net", subject);
+    for (k, v) in headers {
+        m = m.header(k, v);
+    }
+    SmtpConversation::builder()
+        .client(addr(host, port))
+        .server(SERVER.parse().unwrap())
+        .start(Ts(T0 * 1_000_000 + start_us))
+        .mail("a@example.com")
+        .rcpt("b@example.net")
+        .message(m)
+        .build()
+        .frames()
+}
+
+#[test]
+fn suspicious_origination_by_country_and_by_network() {
+    let dir = Scratch::new("origination");
+    let db = dir.path("country.mmdb");
+    std::fs::write(&db, country_db("GeoIP2-Country", &[("203.0.113.0/24", "CN"), ("192.0.2.0/24", "GB")])).unwrap();
+    let sessions = vec![
+        // By country, from X-Originating-IP.
+        mail_conn("198.19.7.1", 11_001, 0, &[("X-Originating-IP", "[203.0.113.50]")], "invoice"),
+        // By network, from the originating Received address.
+        mail_conn(
+            "198.19.7.2",
+            11_002,
+            1_000,
+            &[("Received", "from relay.example (relay.example [198.51.100.7]) by mx.example.net")],
+            "hello",
+        ),
+        // GB is not suspicious, nor is this network.
+        mail_conn("198.19.7.3", 11_003, 2_000, &[("X-Originating-IP", "192.0.2.5")], "fine"),
+        // No origination headers at all.
+        mail_conn("198.19.7.4", 11_004, 3_000, &[], "plain"),
+    ];
+    let p = pcap(&dir, "o.pcap", sessions);
+    let geo = format!("geoip_db={}", db.display());
+    let ns = run_both(
+        &dir,
+        &p,
+        &[&geo, "suspicious_countries=CN", "suspicious_networks=198.51.100.0/24"],
+    );
+    assert_eq!(
+        notes(&ns),
+        [
+            (
+                "SMTP::SMTP_Suspicious_Origination".to_owned(),
+                "An email originated from CN (203.0.113.50).".to_owned()
+            ),
+            (
+                "SMTP::SMTP_Suspicious_Origination".to_owned(),
+                "An email originated from  (198.51.100.7).".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(ns[0]["sub"], "Subject: invoice");
+    assert_eq!(ns[1]["sub"], "Subject: hello");
+    assert_eq!(ns[0]["src"], "203.0.113.50");
+    assert_eq!(ns[0]["uid"], uid_of(&dir, "198.19.7.1", 11_001));
+    assert_eq!(ns[1]["uid"], uid_of(&dir, "198.19.7.2", 11_002));
+
+    // Without the rules configured, the same capture raises nothing.
+    assert!(run_both(&dir, &p, &[&geo]).is_empty());
+}

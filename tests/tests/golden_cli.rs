@@ -1,0 +1,161 @@
+//! The command-line contract (SEMANTICS.md): exit codes, one-line errors
+//! naming the file, truncated captures, standard input, Zeek TSV output.
+//! Runs the real `smtp-sensor` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use sensor_tests::synth::pcap::write_pcap;
+use sensor_tests::synth::scenarios;
+
+/// Builds (if needed) and returns the `smtp-sensor` binary of this target
+/// directory and profile.
+fn sensor_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // <target>/<profile>/deps/<test binary>
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap().to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "smtp-sensor", "--bin", "smtp-sensor"]).env("CARGO_TARGET_DIR", &target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building smtp-sensor failed");
+        profile_dir.join("smtp-sensor")
+    })
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(sensor_bin()).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().map(str::to_owned).collect()
+}
+
+fn basic_pcap(dir: &Path) -> PathBuf {
+    let (_, frames) = scenarios::golden().into_iter().find(|(n, _)| *n == "pipelining").unwrap();
+    let p = dir.join("in.pcap");
+    write_pcap(&p, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    p
+}
+
+#[test]
+fn missing_file_is_exit_2_naming_it() {
+    let d = scratch("missing");
+    let o = run(&["-r", "/nonexistent/dir/x.pcap", "-l", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("/nonexistent/dir/x.pcap"));
+}
+
+#[test]
+fn not_a_capture_and_empty_file_are_exit_2() {
+    let d = scratch("notpcap");
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "this is not a capture file, just some text\n").unwrap();
+    let empty = d.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    for f in [&text, &empty] {
+        let o = run(&["-r", f.to_str().unwrap(), "-l", d.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        let lines = stderr_lines(&o);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(f.to_str().unwrap()), "{lines:?}");
+    }
+}
+
+#[test]
+fn bad_config_value_is_exit_2() {
+    let d = scratch("badcfg");
+    let p = basic_pcap(&d);
+    let o = run(&["-r", p.to_str().unwrap(), "-l", d.to_str().unwrap(), "--set", "spam_threshold=lots"]);
+    assert_eq!(o.status.code(), Some(2));
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("spam_threshold"), "{lines:?}");
+    let o = run(&["-r", p.to_str().unwrap(), "-l", "/nonexistent/logs"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_lines(&o)[0].contains("/nonexistent/logs"));
+}
+
+#[test]
+fn truncated_capture_keeps_complete_messages_and_exits_0() {
+    let d = scratch("trunc");
+    let p = basic_pcap(&d);
+    let full = std::fs::read(&p).unwrap();
+    let cut = d.join("cut.pcap");
+    // Cut inside the last record (the final ACK of the close).
+    std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
+    let o = run(&["-r", cut.to_str().unwrap(), "-l", d.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("cut.pcap") && lines[0].contains("warning"));
+    let log = std::fs::read_to_string(d.join("smtp.log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "all three transactions precede the cut");
+}
+
+#[test]
+fn every_cut_of_a_capture_is_handled() {
+    let d = scratch("cuts");
+    let p = basic_pcap(&d);
+    let full = std::fs::read(&p).unwrap();
+    let cut = d.join("cut.pcap");
+    let step = full.len() / 25;
+    for n in (0..full.len()).step_by(step.max(1)).chain([1, 23, 24, 25, 39, 40]) {
+        std::fs::write(&cut, &full[..n]).unwrap();
+        let o = run(&["-r", cut.to_str().unwrap(), "-l", d.to_str().unwrap(), "-q"]);
+        let code = o.status.code();
+        // Up to the file header: not a capture. After: exit 0.
+        let want = if n < 24 { 2 } else { 0 };
+        assert_eq!(code, Some(want), "cut at {n}: {:?}", stderr_lines(&o));
+    }
+}
+
+#[test]
+fn stdin_and_zeek_format() {
+    let d = scratch("stdin");
+    let p = basic_pcap(&d);
+    let o = Command::new(sensor_bin())
+        .args(["-r", "-", "-l", d.to_str().unwrap(), "--log-format", "zeek", "-q"])
+        .stdin(std::fs::File::open(&p).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+    let log = std::fs::read_to_string(d.join("smtp.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "#separator \\x09");
+    assert_eq!(lines[4], "#path\tsmtp");
+    assert!(lines[6].starts_with("#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttrans_depth\thelo"));
+    assert!(lines[7].starts_with("#types\ttime\tstring\taddr\tport"));
+    assert!(lines.last().unwrap().starts_with("#close\t"));
+    let rows: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.split('\t').count() == 27));
+    let notice = std::fs::read_to_string(d.join("notice.log")).unwrap();
+    assert!(notice.contains("#path\tnotice"));
+}
+
+#[test]
+fn summary_names_anomalies() {
+    let d = scratch("summary");
+    let p = basic_pcap(&d);
+    let o = run(&["-r", p.to_str().unwrap(), "-l", d.to_str().unwrap(), "--workers", "2"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("packets"), "{err}");
+    assert!(err.contains("3 smtp.log records"), "{err}");
+}
