@@ -25,12 +25,19 @@ const TARGET: &str = "bpfel-unknown-none";
 const BIN: &str = "sensor-xdp";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let ebpf_dir = manifest_dir.join("../sensor-ebpf");
     let dst = out_dir.join(BIN);
 
-    for p in ["src", "Cargo.toml", "Cargo.lock", "common/src", "common/Cargo.toml"] {
+    for p in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(p).display());
     }
     for v in ["SMTP_SENSOR_REQUIRE_EBPF", "SMTP_SENSOR_SKIP_EBPF"] {
@@ -45,20 +52,34 @@ fn main() {
         // Watching a file that does not exist makes cargo rerun this script
         // on every build, so the program is built as soon as setup has run.
         if let Some(cached) = cached_linker_dir() {
-            println!("cargo:rerun-if-changed={}", cached.join("bpf-linker").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                cached.join("bpf-linker").display()
+            );
         }
-        return missing(&dst, require, "bpf-linker not found (PATH or ~/.cache/smtp-sensor/bpf-linker/bin)");
+        return missing(
+            &dst,
+            require,
+            "bpf-linker not found (PATH or ~/.cache/smtp-sensor/bpf-linker/bin)",
+        );
     };
-    println!("cargo:rerun-if-changed={}", linker_dir.join("bpf-linker").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        linker_dir.join("bpf-linker").display()
+    );
     if let Err(why) = check_nightly() {
         return missing(&dst, require, &why);
     }
 
     let target_dir = out_dir.join("ebpf-target");
     let mut rustflags = OsString::new();
-    for (i, flag) in ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"]
-        .iter()
-        .enumerate()
+    for (i, flag) in [
+        "--cfg=bpf_target_arch=\"x86_64\"",
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+    ]
+    .iter()
+    .enumerate()
     {
         if i > 0 {
             rustflags.push("\x1f");
@@ -147,7 +168,9 @@ fn missing(dst: &Path, require: bool, why: &str) {
     if require {
         panic!("the XDP program cannot be built: {why}; run `cargo xtask setup`");
     }
-    println!("cargo:warning=XDP program not built ({why}); live capture (-i) disabled until `cargo xtask setup` has run");
+    println!(
+        "cargo:warning=XDP program not built ({why}); live capture (-i) disabled until `cargo xtask setup` has run"
+    );
     if let Err(e) = fs::write(dst, b"") {
         panic!("cannot write {}: {e}", dst.display());
     }

@@ -18,7 +18,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use aya_log_ebpf::{debug, warn};
+use aya_log_ebpf::{info, warn};
 use sensor_common::{
     maps::{
         ConfigSlot, Counter, NON_SMTP_DROP, PORT_WATCHED, SMTP_PORTS_ENTRIES, XSKS_MAX_ENTRIES,
@@ -64,7 +64,7 @@ fn try_smtp_sensor(ctx: &XdpContext) -> Result<u32, ()> {
         Verdict::Malformed(e) => {
             count(Counter::Malformed);
             if config(ConfigSlot::Log) != 0 {
-                debug!(ctx, "malformed frame: {}", e.as_str());
+                info!(ctx, "malformed frame: {}", e.as_str());
             }
             not_smtp()
         }
@@ -85,7 +85,10 @@ fn redirect(ctx: &XdpContext) -> u32 {
         Err(_) => {
             count(Counter::RedirectFailed);
             if config(ConfigSlot::Log) != 0 {
-                warn!(ctx, "no AF_XDP socket on rx queue {}; SMTP frame passed", queue);
+                warn!(
+                    ctx,
+                    "no AF_XDP socket on rx queue {}; SMTP frame passed", queue
+                );
             }
             pass()
         }

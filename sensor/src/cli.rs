@@ -42,7 +42,12 @@ pub struct ConfigArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Read a pcap or pcapng capture (`-` for standard input).
-    #[arg(short = 'r', long = "read", value_name = "FILE", conflicts_with = "interface")]
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "interface"
+    )]
     pub read: Option<PathBuf>,
     /// Capture live on a network interface (XDP/AF_XDP).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
@@ -66,6 +71,8 @@ pub struct RunArgs {
     /// Do not print the end-of-run summary on stderr.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
+    #[command(flatten)]
+    pub live: crate::capture::live::LiveArgs,
 }
 
 #[cfg(test)]
@@ -78,7 +85,19 @@ mod tests {
 
     #[test]
     fn offline_run() {
-        let c = parse(&["-r", "x.pcap", "-l", "/tmp/o", "--set", "a=1", "--set", "b=2", "--workers", "4"]).unwrap();
+        let c = parse(&[
+            "-r",
+            "x.pcap",
+            "-l",
+            "/tmp/o",
+            "--set",
+            "a=1",
+            "--set",
+            "b=2",
+            "--workers",
+            "4",
+        ])
+        .unwrap();
         assert!(c.command.is_none());
         assert_eq!(c.run.read.as_deref(), Some(std::path::Path::new("x.pcap")));
         assert_eq!(c.run.config.sets, ["a=1", "b=2"]);
@@ -91,7 +110,9 @@ mod tests {
     #[test]
     fn check_config_subcommand() {
         let c = parse(&["check-config", "-c", "a.toml", "--set", "spam_threshold=5"]).unwrap();
-        let Some(Command::CheckConfig(a)) = c.command else { panic!("no subcommand") };
+        let Some(Command::CheckConfig(a)) = c.command else {
+            panic!("no subcommand")
+        };
         assert_eq!(a.config.as_deref(), Some(std::path::Path::new("a.toml")));
         assert_eq!(a.sets, ["spam_threshold=5"]);
     }

@@ -41,8 +41,12 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML: {msg}")]
     Syntax { path: PathBuf, msg: String },
-    #[error("{origin}: unknown config key `{key}`; known keys: {}", KEYS.join(", "))]
-    UnknownKey { origin: Origin, key: String },
+    #[error("{origin}: unknown config key `{key}` (given {value}); known keys: {}", KEYS.join(", "))]
+    UnknownKey {
+        origin: Origin,
+        key: String,
+        value: String,
+    },
     #[error("{origin}: bad value {value} for `{key}`: {reason}")]
     BadValue {
         origin: Origin,
@@ -55,28 +59,8 @@ pub enum ConfigError {
 }
 
 /// Which Received headers are followed when building the relay `path`
-/// (SEMANTICS.md "Received path"): following stops at the first public
-/// address outside this set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MailPathCapture {
-    /// Addresses inside `local_nets`.
-    #[default]
-    Local,
-    /// Addresses outside `local_nets`.
-    Remote,
-    /// Every address; never stop early.
-    All,
-}
-
-impl MailPathCapture {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MailPathCapture::Local => "local",
-            MailPathCapture::Remote => "remote",
-            MailPathCapture::All => "all",
-        }
-    }
-}
+/// (`mail_path_capture`); the SMTP analysis owns the type.
+pub use crate::smtp::config::PathCapture as MailPathCapture;
 
 /// An ISO 3166-1 alpha-2 country code, two upper-case ASCII letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,6 +147,9 @@ pub struct Config {
     /// Originating hosts one worker counts per inspection period; more are
     /// counted as overflow and reported.
     pub max_hosts_per_period: usize,
+    /// Bytes of recipient addresses one worker keeps for spam notices per
+    /// inspection period; past it, further recipients are not listed.
+    pub max_rcpt_bytes_per_period: usize,
     /// Longest command, reply or message line kept, in bytes.
     pub max_line_len: usize,
     /// Longest unfolded header kept (name and value), in bytes.
@@ -191,6 +178,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        // The SMTP limits' defaults live with the SMTP analysis.
+        let smtp = crate::smtp::SmtpLimits::default();
         Config {
             smtp_ports: vec![25, 587],
             local_nets: Vec::new(),
@@ -211,18 +200,19 @@ impl Default for Config {
             max_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
             max_hosts_per_period: 4 << 20,
-            max_line_len: 4096,
-            max_header_len: 16 * 1024,
-            max_headers: 256,
-            max_rcptto: 1000,
-            max_to: 1000,
-            max_cc: 1000,
-            max_path: 1000,
-            max_files: 100,
-            max_mime_depth: 16,
-            max_pending_commands: 1000,
-            max_reply_len: 512,
-            max_invalid_transactions: 25,
+            max_rcpt_bytes_per_period: 64 << 20,
+            max_line_len: smtp.max_line_len,
+            max_header_len: smtp.max_header_len,
+            max_headers: smtp.max_headers,
+            max_rcptto: smtp.max_rcptto,
+            max_to: smtp.max_to,
+            max_cc: smtp.max_cc,
+            max_path: smtp.max_path,
+            max_files: smtp.max_files,
+            max_mime_depth: smtp.max_mime_depth,
+            max_pending_commands: smtp.max_pending_commands,
+            max_reply_len: smtp.max_reply_len,
+            max_invalid_transactions: smtp.max_invalid_transactions as usize,
         }
     }
 }
@@ -245,6 +235,7 @@ pub const KEYS: &[&str] = &[
     "max_flows_per_worker",
     "max_ooo_bytes_per_flow",
     "max_hosts_per_period",
+    "max_rcpt_bytes_per_period",
     "max_line_len",
     "max_header_len",
     "max_headers",
@@ -279,9 +270,20 @@ impl Config {
 
     /// Applies a whole TOML document (the contents of `path`).
     pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            msg: one_line(&e.to_string()),
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            // "line 3: expected `=`" rather than toml's multi-line snippet.
+            let line = e
+                .span()
+                .and_then(|sp| text.get(..sp.start))
+                .map(|before| before.matches('\n').count() + 1);
+            let msg = one_line(e.message());
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                msg: match line {
+                    Some(n) => format!("line {n}: {msg}"),
+                    None => msg,
+                },
+            }
         })?;
         let origin = Origin::File(path.to_owned());
         for (key, value) in &table {
@@ -304,6 +306,7 @@ impl Config {
         let kind = key_kind(key).ok_or_else(|| ConfigError::UnknownKey {
             origin: Origin::Set,
             key: key.to_owned(),
+            value: raw.to_owned(),
         })?;
         let value = set_value(kind, raw);
         self.apply(&Origin::Set, key, &value)
@@ -404,6 +407,7 @@ impl Config {
                     return Err(ConfigError::UnknownKey {
                         origin: origin.clone(),
                         key: key.to_owned(),
+                        value: show_value(value),
                     });
                 }
             },
@@ -412,11 +416,12 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 15] {
+    pub fn limits(&self) -> [(&'static str, usize); 16] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
             ("max_ooo_bytes_per_flow", self.max_ooo_bytes_per_flow),
             ("max_hosts_per_period", self.max_hosts_per_period),
+            ("max_rcpt_bytes_per_period", self.max_rcpt_bytes_per_period),
             ("max_line_len", self.max_line_len),
             ("max_header_len", self.max_header_len),
             ("max_headers", self.max_headers),
@@ -437,6 +442,7 @@ impl Config {
             "max_flows_per_worker" => &mut self.max_flows_per_worker,
             "max_ooo_bytes_per_flow" => &mut self.max_ooo_bytes_per_flow,
             "max_hosts_per_period" => &mut self.max_hosts_per_period,
+            "max_rcpt_bytes_per_period" => &mut self.max_rcpt_bytes_per_period,
             "max_line_len" => &mut self.max_line_len,
             "max_header_len" => &mut self.max_header_len,
             "max_headers" => &mut self.max_headers,
@@ -774,18 +780,19 @@ mod tests {
             max_flows_per_worker = 10
             max_ooo_bytes_per_flow = 11
             max_hosts_per_period = 12
-            max_line_len = 13
-            max_header_len = 14
-            max_headers = 15
-            max_rcptto = 16
-            max_to = 17
-            max_cc = 18
-            max_path = 19
-            max_files = 20
-            max_mime_depth = 21
-            max_pending_commands = 22
-            max_reply_len = 23
-            max_invalid_transactions = 24
+            max_rcpt_bytes_per_period = 13
+            max_line_len = 14
+            max_header_len = 15
+            max_headers = 16
+            max_rcptto = 17
+            max_to = 18
+            max_cc = 19
+            max_path = 20
+            max_files = 21
+            max_mime_depth = 22
+            max_pending_commands = 23
+            max_reply_len = 24
+            max_invalid_transactions = 25
             "#,
         )
         .unwrap();
@@ -804,9 +811,9 @@ mod tests {
         );
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(30));
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..25).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..26).collect::<Vec<usize>>());
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 28);
+        assert_eq!(KEYS.len(), 29);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }
@@ -942,9 +949,11 @@ mod tests {
         assert!(e.contains("`spam_threshold`"), "{e}");
         let e = from_toml("inspect_period = 60").unwrap_err().to_string();
         assert!(e.contains("`inspect_period`") && e.contains("60"), "{e}");
-        let e = from_toml("spam_threshold = ").unwrap_err().to_string();
+        let e = from_toml("spam_percent = 3\nspam_threshold = ")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("config file test.toml is not valid TOML"),
+            e.starts_with("config file test.toml is not valid TOML: line 2: "),
             "{e}"
         );
         assert!(!e.contains('\n'));

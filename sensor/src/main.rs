@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // --help / --version print and exit 0; usage errors exit 2.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if let Some(Command::CheckConfig(a)) = &cli.command {
@@ -34,9 +38,12 @@ fn main() -> ExitCode {
     };
     let Some(input) = run.read.as_deref() else {
         if let Some(iface) = &run.interface {
-            eprintln!("smtp-sensor: live capture on {iface} is not available in this build; use -r <pcap>");
+            let code = smtp_sensor::capture::live::run_cli(iface, &run.live, &cfg.smtp_ports);
+            return ExitCode::from(code);
         } else {
-            eprintln!("smtp-sensor: give a capture to read with -r <pcap|-> (or -i <iface>); see --help");
+            eprintln!(
+                "smtp-sensor: give a capture to read with -r <pcap|-> (or -i <iface>); see --help"
+            );
         }
         return ExitCode::from(2);
     };
@@ -44,7 +51,9 @@ fn main() -> ExitCode {
         log_dir: run.log_dir.clone(),
         format: run.log_format,
         workers: run.workers.map_or(1, usize::from),
-        decode: DecodeOptions { verify_checksums: !run.no_checksums },
+        decode: DecodeOptions {
+            verify_checksums: !run.no_checksums,
+        },
     };
     match run_offline(&cfg, input, &opts) {
         Ok(summary) => {

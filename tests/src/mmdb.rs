@@ -150,7 +150,11 @@ impl MmdbWriter {
                 Rec::Node(n) => n,
                 other => {
                     // Empty, or a wider network's data that now splits.
-                    let fill = if matches!(other, Rec::Data(_)) { other } else { Rec::Empty };
+                    let fill = if matches!(other, Rec::Data(_)) {
+                        other
+                    } else {
+                        Rec::Empty
+                    };
                     self.nodes.push([fill; 2]);
                     let n = self.nodes.len() - 1;
                     self.nodes[node][bit] = Rec::Node(n);

@@ -22,12 +22,22 @@ fn sensor_bin() -> &'static Path {
         let target_dir = profile_dir.parent().unwrap().to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "smtp-sensor", "--bin", "smtp-sensor"])
-            .env("CARGO_TARGET_DIR", &target_dir);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "smtp-sensor",
+            "--bin",
+            "smtp-sensor",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "building smtp-sensor failed");
+        assert!(
+            cmd.status().unwrap().success(),
+            "building smtp-sensor failed"
+        );
         profile_dir.join("smtp-sensor")
     })
 }
@@ -56,7 +66,11 @@ impl Drop for Scratch {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(sensor_bin()).args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(sensor_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// Asserts exit 2 and exactly one stderr line containing every `needle`.
@@ -77,7 +91,10 @@ fn check_config_prints_the_effective_config() {
         "c.toml",
         "spam_threshold = 120\nlocal_nets = [\"10.0.0.0/8\"]\ninspect_period = \"30m\"\nsuspicious_countries = [\"CN\"]\n",
     );
-    let db = d.write("g.mmdb", country_db("GeoIP2-Country", &[("203.0.113.0/24", "CN")]));
+    let db = d.write(
+        "g.mmdb",
+        country_db("GeoIP2-Country", &[("203.0.113.0/24", "CN")]),
+    );
     let set_db = format!("geoip_db={}", db.display());
     let o = run(&[
         "check-config",
@@ -89,7 +106,12 @@ fn check_config_prints_the_effective_config() {
         &set_db,
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     for line in [
         "spam_threshold = 120",
         "spam_percent = 40",
@@ -100,7 +122,10 @@ fn check_config_prints_the_effective_config() {
         "reject_codes = [550, 551, 553, 554]",
         "max_hosts_per_period = ",
     ] {
-        assert!(out.lines().any(|l| l.starts_with(line)), "{line:?} missing from:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(line)),
+            "{line:?} missing from:\n{out}"
+        );
     }
     // The printed config is itself a valid config file.
     let again = d.write("again.toml", out.as_bytes());
@@ -113,17 +138,44 @@ fn check_config_prints_the_effective_config() {
 fn each_class_of_bad_value_is_exit_2_with_one_line() {
     let d = Scratch::new("bad");
     let cases: &[(&str, &[&str])] = &[
-        ("spam_treshold = 5", &["unknown config key", "spam_treshold"]),
-        ("local_nets = [\"10.0.0.0/33\"]", &["local_nets", "10.0.0.0/33", "CIDR"]),
-        ("suspicious_networks = [\"not-a-net\"]", &["suspicious_networks", "not-a-net"]),
-        ("inspect_period = \"60 minutes\"", &["inspect_period", "60 minutes", "duration"]),
-        ("conn_idle_timeout = 300", &["conn_idle_timeout", "300", "duration"]),
-        ("suspicious_countries = [\"cn\"]", &["suspicious_countries", "cn", "upper case"]),
-        ("suspicious_countries = [\"CHN\"]", &["suspicious_countries", "CHN"]),
+        (
+            "spam_treshold = 5",
+            &["unknown config key", "spam_treshold"],
+        ),
+        (
+            "local_nets = [\"10.0.0.0/33\"]",
+            &["local_nets", "10.0.0.0/33", "CIDR"],
+        ),
+        (
+            "suspicious_networks = [\"not-a-net\"]",
+            &["suspicious_networks", "not-a-net"],
+        ),
+        (
+            "inspect_period = \"60 minutes\"",
+            &["inspect_period", "60 minutes", "duration"],
+        ),
+        (
+            "conn_idle_timeout = 300",
+            &["conn_idle_timeout", "300", "duration"],
+        ),
+        (
+            "suspicious_countries = [\"cn\"]",
+            &["suspicious_countries", "cn", "upper case"],
+        ),
+        (
+            "suspicious_countries = [\"CHN\"]",
+            &["suspicious_countries", "CHN"],
+        ),
         ("spam_percent = 130", &["spam_percent", "130"]),
         ("smtp_ports = [0]", &["smtp_ports", "0"]),
-        ("mail_path_capture = \"everywhere\"", &["mail_path_capture", "everywhere"]),
-        ("blocklist_patterns = [\"spam(haus\"]", &["blocklist_patterns", "spam(haus"]),
+        (
+            "mail_path_capture = \"everywhere\"",
+            &["mail_path_capture", "everywhere"],
+        ),
+        (
+            "blocklist_patterns = [\"spam(haus\"]",
+            &["blocklist_patterns", "spam(haus"],
+        ),
         ("spam_threshold = = 3", &["not valid TOML"]),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
@@ -148,7 +200,10 @@ fn each_class_of_bad_value_is_exit_2_with_one_line() {
 fn bad_geoip_database_fails_check_config_and_a_run() {
     let d = Scratch::new("geo");
     let garbage = d.write("garbage.mmdb", b"definitely not maxmind");
-    for db in [garbage.to_str().unwrap(), "/nonexistent/GeoIP2-Country.mmdb"] {
+    for db in [
+        garbage.to_str().unwrap(),
+        "/nonexistent/GeoIP2-Country.mmdb",
+    ] {
         let set = format!("geoip_db={db}");
         let o = run(&["check-config", "--set", &set]);
         assert_one_line_error(&o, &[db]);
@@ -156,9 +211,20 @@ fn bad_geoip_database_fails_check_config_and_a_run() {
         let logs = d.0.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let pcap = d.0.join("one.pcap");
-        let frames = SmtpConversation::builder().mail("a@example.com").rcpt("b@example.net").build().frames();
+        let frames = SmtpConversation::builder()
+            .mail("a@example.com")
+            .rcpt("b@example.net")
+            .build()
+            .frames();
         write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
-        let o = run(&["-r", pcap.to_str().unwrap(), "-l", logs.to_str().unwrap(), "--set", &set]);
+        let o = run(&[
+            "-r",
+            pcap.to_str().unwrap(),
+            "-l",
+            logs.to_str().unwrap(),
+            "--set",
+            &set,
+        ]);
         assert_one_line_error(&o, &[db]);
     }
     // Countries without a database cannot work: said at startup.

@@ -55,9 +55,18 @@ fn self_written_country_and_city_databases_work() {
     let mut city = MmdbWriter::new("GeoLite2-City");
     for (cidr, iso) in entries() {
         let rec = Value::map(vec![
-            ("city", Value::map(vec![("names", Value::map(vec![("en", Value::str("Town"))]))])),
+            (
+                "city",
+                Value::map(vec![(
+                    "names",
+                    Value::map(vec![("en", Value::str("Town"))]),
+                )]),
+            ),
             ("country", Value::map(vec![("iso_code", Value::str(iso))])),
-            ("location", Value::map(vec![("accuracy_radius", Value::U16(100))])),
+            (
+                "location",
+                Value::map(vec![("accuracy_radius", Value::U16(100))]),
+            ),
         ]);
         city.insert(cidr, &rec);
     }
@@ -96,7 +105,11 @@ fn origination_notices_with_a_self_written_database() {
         resp_h: "198.18.0.25".parse().unwrap(),
         resp_p: 25,
     };
-    let conn = ConnInfo { uid: Uid::new(&id, Ts(5)), id, start: Ts(5) };
+    let conn = ConnInfo {
+        uid: Uid::new(&id, Ts(5)),
+        id,
+        start: Ts(5),
+    };
     let check = |x: Option<&str>, recv: Option<&str>| {
         let rec = MessageRecord {
             subject: Some("quarterly figures".into()),
@@ -105,8 +118,11 @@ fn origination_notices_with_a_self_written_database() {
             ..MessageRecord::default()
         };
         let mut out = Vec::new();
-        det.origination.check(Ts::from_secs(9), &conn, &rec, &mut out);
-        out.into_iter().map(|n| (n.note, n.msg, n.sub.unwrap_or_default())).collect::<Vec<_>>()
+        det.origination
+            .check(Ts::from_secs(9), &conn, &rec, &mut out);
+        out.into_iter()
+            .map(|n| (n.note, n.msg, n.sub.unwrap_or_default()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         check(Some("198.18.7.9"), None),
@@ -135,7 +151,10 @@ fn open_err(bytes: &[u8], dir: &TempDir, name: &str) -> GeoIpError {
 fn corrupt_and_wrong_databases_fail_at_startup_naming_the_file() {
     let dir = TempDir::new("geoip-bad");
     let good = country_db("GeoIP2-Country", &entries());
-    let meta_at = good.windows(METADATA_MARKER.len()).rposition(|w| w == METADATA_MARKER).unwrap();
+    let meta_at = good
+        .windows(METADATA_MARKER.len())
+        .rposition(|w| w == METADATA_MARKER)
+        .unwrap();
 
     // Not an mmdb at all.
     let e = open_err(b"PK\x03\x04 this is a zip", &dir, "zip.mmdb");
@@ -143,7 +162,10 @@ fn corrupt_and_wrong_databases_fail_at_startup_naming_the_file() {
     assert!(e.to_string().contains("zip.mmdb"), "{e}");
 
     // Empty file.
-    assert!(matches!(open_err(b"", &dir, "empty.mmdb"), GeoIpError::Invalid { .. }));
+    assert!(matches!(
+        open_err(b"", &dir, "empty.mmdb"),
+        GeoIpError::Invalid { .. }
+    ));
 
     // Metadata cut off.
     let e = open_err(&good[..meta_at + 5], &dir, "cut-meta.mmdb");
@@ -159,13 +181,23 @@ fn corrupt_and_wrong_databases_fail_at_startup_naming_the_file() {
 
     // A database without country data (an ASN database).
     let mut asn = MmdbWriter::new("GeoLite2-ASN");
-    asn.insert("198.18.0.0/15", &Value::map(vec![("autonomous_system_number", Value::U32(64512))]));
+    asn.insert(
+        "198.18.0.0/15",
+        &Value::map(vec![("autonomous_system_number", Value::U32(64512))]),
+    );
     let e = open_err(&asn.to_bytes(), &dir, "asn.mmdb");
     assert!(matches!(e, GeoIpError::WrongType { .. }), "{e}");
-    assert!(e.to_string().contains("asn.mmdb") && e.to_string().contains("GeoLite2-ASN"), "{e}");
+    assert!(
+        e.to_string().contains("asn.mmdb") && e.to_string().contains("GeoLite2-ASN"),
+        "{e}"
+    );
 
     // Missing file, through the config path a run takes.
-    let cfg = Config::load(None, &[format!("geoip_db={}", dir.0.join("nope.mmdb").display())]).unwrap();
+    let cfg = Config::load(
+        None,
+        &[format!("geoip_db={}", dir.0.join("nope.mmdb").display())],
+    )
+    .unwrap();
     let e = Detection::from_config(&cfg).unwrap_err().to_string();
     assert!(e.contains("nope.mmdb") && e.contains("geoip_db"), "{e}");
 }

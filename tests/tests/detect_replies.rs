@@ -8,11 +8,15 @@ use sensor_tests::mmdb::country_db;
 use sensor_tests::synth::smtp::{Message, SmtpConversation};
 use smtp_sensor::net::Ts;
 
+const SERVER6: &str = "[2001:db8::25]:25";
+
 /// A connection whose only recipient gets `code text`.
 fn reply_conn(host: &str, port: u16, start_us: u64, code: u16, text: &str) -> Frames {
+    let client = addr(host, port);
+    let server = if client.is_ipv6() { SERVER6 } else { SERVER };
     SmtpConversation::builder()
-        .client(addr(host, port))
-        .server(SERVER.parse().unwrap())
+        .client(client)
+        .server(server.parse().unwrap())
         .start(Ts(T0 * 1_000_000 + start_us))
         .mail("sender@example.com")
         .rcpt("victim@example.net")
@@ -40,8 +44,20 @@ fn block_list_notices_both_kinds_and_suppression() {
         reply_conn("198.19.6.1", 10_001, 0, 554, listed),
         reply_conn("198.19.6.2", 10_002, 1_000, 550, other),
         // 421 is never searched; 2xx/3xx neither.
-        reply_conn("198.19.6.3", 10_003, 2_000, 421, "4.7.0 try later, see spamhaus.org/x"),
-        reply_conn("198.19.6.4", 10_004, 3_000, 250, "2.1.5 ok (spamhaus.org/ says hi)"),
+        reply_conn(
+            "198.19.6.3",
+            10_003,
+            2_000,
+            421,
+            "4.7.0 try later, see spamhaus.org/x",
+        ),
+        reply_conn(
+            "198.19.6.4",
+            10_004,
+            3_000,
+            250,
+            "2.1.5 ok (spamhaus.org/ says hi)",
+        ),
         // A clean 550.
         reply_conn("198.19.6.5", 10_005, 4_000, 550, "5.1.1 user unknown"),
         // Same note and host 10 minutes later: suppressed.
@@ -83,7 +99,13 @@ fn block_list_notices_both_kinds_and_suppression() {
 }
 
 /// A delivered message with the given extra headers and subject.
-fn mail_conn(host: &str, port: u16, start_us: u64, headers: &[(&str, &str)], subject: &str) -> Frames {
+fn mail_conn(
+    host: &str,
+    port: u16,
+    start_us: u64,
+    headers: &[(&str, &str)],
+    subject: &str,
+) -> Frames {
     let mut m = Message::simple("a@example.com", "b@example.net", subject);
     for (k, v) in headers {
         m = m.header(k, v);
@@ -103,20 +125,42 @@ fn mail_conn(host: &str, port: u16, start_us: u64, headers: &[(&str, &str)], sub
 fn suspicious_origination_by_country_and_by_network() {
     let dir = Scratch::new("origination");
     let db = dir.path("country.mmdb");
-    std::fs::write(&db, country_db("GeoIP2-Country", &[("203.0.113.0/24", "CN"), ("192.0.2.0/24", "GB")])).unwrap();
+    std::fs::write(
+        &db,
+        country_db(
+            "GeoIP2-Country",
+            &[("203.0.113.0/24", "CN"), ("192.0.2.0/24", "GB")],
+        ),
+    )
+    .unwrap();
     let sessions = vec![
         // By country, from X-Originating-IP.
-        mail_conn("198.19.7.1", 11_001, 0, &[("X-Originating-IP", "[203.0.113.50]")], "invoice"),
+        mail_conn(
+            "198.19.7.1",
+            11_001,
+            0,
+            &[("X-Originating-IP", "[203.0.113.50]")],
+            "invoice",
+        ),
         // By network, from the originating Received address.
         mail_conn(
             "198.19.7.2",
             11_002,
             1_000,
-            &[("Received", "from relay.example (relay.example [198.51.100.7]) by mx.example.net")],
+            &[(
+                "Received",
+                "from relay.example (relay.example [198.51.100.7]) by mx.example.net",
+            )],
             "hello",
         ),
         // GB is not suspicious, nor is this network.
-        mail_conn("198.19.7.3", 11_003, 2_000, &[("X-Originating-IP", "192.0.2.5")], "fine"),
+        mail_conn(
+            "198.19.7.3",
+            11_003,
+            2_000,
+            &[("X-Originating-IP", "192.0.2.5")],
+            "fine",
+        ),
         // No origination headers at all.
         mail_conn("198.19.7.4", 11_004, 3_000, &[], "plain"),
     ];
@@ -125,7 +169,11 @@ fn suspicious_origination_by_country_and_by_network() {
     let ns = run_both(
         &dir,
         &p,
-        &[&geo, "suspicious_countries=CN", "suspicious_networks=198.51.100.0/24"],
+        &[
+            &geo,
+            "suspicious_countries=CN",
+            "suspicious_networks=198.51.100.0/24",
+        ],
     );
     assert_eq!(
         notes(&ns),
@@ -148,4 +196,73 @@ fn suspicious_origination_by_country_and_by_network() {
 
     // Without the rules configured, the same capture raises nothing.
     assert!(run_both(&dir, &p, &[&geo]).is_empty());
+}
+
+#[test]
+fn ipv6_client_on_a_block_list() {
+    let dir = Scratch::new("blocklist6");
+    let text = "5.7.1 Client host [IPv6:2001:db8::7] blocked using sbl.spamhaus.org/query/SBL1";
+    let sessions = vec![
+        reply_conn("2001:db8::7", 10_001, 0, 554, text),
+        // Someone else's address first: an error message, not a listed host.
+        reply_conn(
+            "2001:db8::8",
+            10_002,
+            1_000,
+            550,
+            "5.7.1 2001:db8::99 listed at psbl.surriel.com/listing",
+        ),
+    ];
+    let p = pcap(&dir, "bl6.pcap", sessions);
+    let ns = run_both(&dir, &p, &[]);
+    assert_eq!(
+        notes(&ns),
+        [
+            (
+                "SMTP::SMTP_BL_Blocked_Host".to_owned(),
+                "2001:db8::7 is on an SMTP block list".to_owned()
+            ),
+            (
+                "SMTP::SMTP_BL_Error_Message".to_owned(),
+                "2001:db8::8 received an error message mentioning an SMTP block list".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(ns[0]["src"], "2001:db8::7");
+}
+
+#[test]
+fn origination_with_maxmind_city_database() {
+    // MaxMind's own City test database (../shared/data/mmdb): the City
+    // schema works as well as the Country one.
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/mmdb/GeoIP2-City-Test.mmdb");
+    let dir = Scratch::new("origination-city");
+    let sessions = vec![
+        mail_conn(
+            "198.19.7.1",
+            11_001,
+            0,
+            &[("X-Originating-IP", "89.160.20.112")],
+            "hej",
+        ),
+        mail_conn(
+            "198.19.7.2",
+            11_002,
+            1_000,
+            &[("X-Originating-IP", "81.2.69.142")],
+            "hello",
+        ),
+    ];
+    let p = pcap(&dir, "city.pcap", sessions);
+    let geo = format!("geoip_db={}", db.display());
+    let ns = run_both(&dir, &p, &[&geo, "suspicious_countries=SE"]);
+    assert_eq!(
+        notes(&ns),
+        [(
+            "SMTP::SMTP_Suspicious_Origination".to_owned(),
+            "An email originated from SE (89.160.20.112).".to_owned()
+        )]
+    );
+    assert_eq!(ns[0]["sub"], "Subject: hej");
 }

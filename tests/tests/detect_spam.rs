@@ -50,7 +50,13 @@ fn one_host_of_each_class_gets_its_notice() {
     .into_iter()
     .enumerate()
     {
-        sessions.push(conn("198.18.5.5", 30_000 + i as u16, 10_000 + i as u64 * 50_000, &rcpts, reject));
+        sessions.push(conn(
+            "198.18.5.5",
+            30_000 + i as u16,
+            10_000 + i as u64 * 50_000,
+            &rcpts,
+            reject,
+        ));
     }
     // Remote host: all rejected.
     sessions.extend(host_traffic("198.19.9.9", 4, 4, 20_000, 50_000, 40_000));
@@ -93,11 +99,32 @@ fn two_periods_do_not_leak_counts() {
     // Host A: 3 rejected connections in each period; 6 in all, but never 5
     // in one period.
     sessions.extend(host_traffic("198.19.2.1", 3, 3, 0, 1_000_000, 10_000));
-    sessions.extend(host_traffic("198.19.2.1", 3, 3, period + 60_000_000, 1_000_000, 20_000));
+    sessions.extend(host_traffic(
+        "198.19.2.1",
+        3,
+        3,
+        period + 60_000_000,
+        1_000_000,
+        20_000,
+    ));
     // Host B: 5 rejected in the first period only.
-    sessions.extend(host_traffic("198.19.2.2", 5, 5, 5_000_000, 1_000_000, 10_000));
+    sessions.extend(host_traffic(
+        "198.19.2.2",
+        5,
+        5,
+        5_000_000,
+        1_000_000,
+        10_000,
+    ));
     // Host C: 5 rejected in the second period only.
-    sessions.extend(host_traffic("198.19.2.3", 5, 5, period + 30_000_000, 1_000_000, 10_000));
+    sessions.extend(host_traffic(
+        "198.19.2.3",
+        5,
+        5,
+        period + 30_000_000,
+        1_000_000,
+        10_000,
+    ));
     let p = pcap(&dir, "p.pcap", sessions);
     let ns = run_both(&dir, &p, &["spam_threshold=5", "inspect_period=10m"]);
     assert_eq!(
@@ -119,7 +146,10 @@ fn two_periods_do_not_leak_counts() {
     assert!((ts0 - (first_packet + 600.0)).abs() < 1e-6, "{ts0}");
     // The second at the end of input, inside the second period.
     let ts1 = ns[1]["ts"].as_f64().unwrap();
-    assert!(ts1 > first_packet + 600.0 && ts1 < first_packet + 1200.0, "{ts1}");
+    assert!(
+        ts1 > first_packet + 600.0 && ts1 < first_packet + 1200.0,
+        "{ts1}"
+    );
 }
 
 #[test]
@@ -152,4 +182,34 @@ fn ordinary_traffic_raises_nothing() {
     let p = pcap(&dir, "q.pcap", sessions);
     let ns = run_both(&dir, &p, &["local_nets=198.18.0.0/16"]);
     assert!(ns.is_empty(), "{ns:?}");
+}
+
+#[test]
+fn full_host_table_drops_new_hosts_instead_of_growing() {
+    let dir = Scratch::new("overflow");
+    let mut sessions = Vec::new();
+    // Three spamming hosts, one after the other; the table holds two.
+    for (k, host) in ["198.19.8.1", "198.19.8.2", "198.19.8.3"]
+        .iter()
+        .enumerate()
+    {
+        sessions.extend(host_traffic(
+            host,
+            3,
+            3,
+            k as u64 * 10_000_000,
+            1_000_000,
+            10_000,
+        ));
+    }
+    let p = pcap(&dir, "o.pcap", sessions);
+    let text = run(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=2"], 1);
+    let got: Vec<String> = parse(&text)
+        .iter()
+        .map(|n| n["src"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(got, ["198.19.8.1", "198.19.8.2"]);
+    // With room for all three, all three are reported.
+    let text = run(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=3"], 1);
+    assert_eq!(parse(&text).len(), 3);
 }

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
+use serde_json::Value;
 use smtp_sensor::config::Config;
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::output::LogFormat;
@@ -54,16 +54,28 @@ fn parse(text: &str) -> Vec<BTreeMap<String, Value>> {
 }
 
 /// Field-by-field comparison; returns one line per difference.
-fn diff(name: &str, got: &[BTreeMap<String, Value>], want: &[BTreeMap<String, Value>]) -> Vec<String> {
+fn diff(
+    name: &str,
+    got: &[BTreeMap<String, Value>],
+    want: &[BTreeMap<String, Value>],
+) -> Vec<String> {
     let mut out = Vec::new();
     if got.len() != want.len() {
-        out.push(format!("{name}: {} records, expected {}", got.len(), want.len()));
+        out.push(format!(
+            "{name}: {} records, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let keys: std::collections::BTreeSet<&String> = g.keys().chain(w.keys()).collect();
         for k in keys {
             if g.get(k) != w.get(k) {
-                out.push(format!("{name} record {i} field {k}: got {:?}, expected {:?}", g.get(k), w.get(k)));
+                out.push(format!(
+                    "{name} record {i} field {k}: got {:?}, expected {:?}",
+                    g.get(k),
+                    w.get(k)
+                ));
             }
         }
     }
@@ -82,11 +94,19 @@ fn golden_scenarios() {
             std::fs::write(&path, &log).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+                path.display()
+            )
+        });
         failures.extend(diff(name, &parse(&log), &parse(&want)));
     }
-    assert!(failures.is_empty(), "golden differences:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden differences:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Capture effects that lose nothing (reordering, retransmission) give
@@ -104,10 +124,22 @@ fn reorder_and_retransmit_change_nothing() {
     conv.mss = 100;
     let plain = parse(&run("plain", &conv.frames(), 1));
     conv.effects = vec![
-        Effect::Reorder { side: Side::Client, n: 4 },
-        Effect::Reorder { side: Side::Client, n: 10 },
-        Effect::Retransmit { side: Side::Client, n: 6 },
-        Effect::Retransmit { side: Side::Server, n: 1 },
+        Effect::Reorder {
+            side: Side::Client,
+            n: 4,
+        },
+        Effect::Reorder {
+            side: Side::Client,
+            n: 10,
+        },
+        Effect::Retransmit {
+            side: Side::Client,
+            n: 6,
+        },
+        Effect::Retransmit {
+            side: Side::Server,
+            n: 1,
+        },
     ];
     let shuffled = parse(&run("shuffled", &conv.frames(), 1));
     assert!(!plain.is_empty());
@@ -119,9 +151,16 @@ fn reorder_and_retransmit_change_nothing() {
 /// record with the envelope (helo, mailfrom, rcptto) intact.
 #[test]
 fn gap_keeps_envelope() {
-    let gap = scenarios::golden().into_iter().find(|(n, _)| *n == "gap").map(|(_, f)| f).unwrap();
+    let gap = scenarios::golden()
+        .into_iter()
+        .find(|(n, _)| *n == "gap")
+        .map(|(_, f)| f)
+        .unwrap();
     let recs = parse(&run("gap-env", &gap, 1));
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["mailfrom"], "alice@example.com");
-    assert_eq!(recs[0]["rcptto"], serde_json::json!(["bob@example.net", "carol@example.net"]));
+    assert_eq!(
+        recs[0]["rcptto"],
+        serde_json::json!(["bob@example.net", "carol@example.net"])
+    );
 }

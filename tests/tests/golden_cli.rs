@@ -20,7 +20,15 @@ fn sensor_bin() -> &'static Path {
         let target_dir = profile_dir.parent().unwrap().to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "smtp-sensor", "--bin", "smtp-sensor"]).env("CARGO_TARGET_DIR", &target_dir);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "smtp-sensor",
+            "--bin",
+            "smtp-sensor",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -37,15 +45,25 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(sensor_bin()).args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(sensor_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn stderr_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stderr).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn basic_pcap(dir: &Path) -> PathBuf {
-    let (_, frames) = scenarios::golden().into_iter().find(|(n, _)| *n == "pipelining").unwrap();
+    let (_, frames) = scenarios::golden()
+        .into_iter()
+        .find(|(n, _)| *n == "pipelining")
+        .unwrap();
     let p = dir.join("in.pcap");
     write_pcap(&p, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     p
@@ -81,7 +99,14 @@ fn not_a_capture_and_empty_file_are_exit_2() {
 fn bad_config_value_is_exit_2() {
     let d = scratch("badcfg");
     let p = basic_pcap(&d);
-    let o = run(&["-r", p.to_str().unwrap(), "-l", d.to_str().unwrap(), "--set", "spam_threshold=lots"]);
+    let o = run(&[
+        "-r",
+        p.to_str().unwrap(),
+        "-l",
+        d.to_str().unwrap(),
+        "--set",
+        "spam_threshold=lots",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let lines = stderr_lines(&o);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -105,7 +130,11 @@ fn truncated_capture_keeps_complete_messages_and_exits_0() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("cut.pcap") && lines[0].contains("warning"));
     let log = std::fs::read_to_string(d.join("smtp.log")).unwrap();
-    assert_eq!(log.lines().count(), 3, "all three transactions precede the cut");
+    assert_eq!(
+        log.lines().count(),
+        3,
+        "all three transactions precede the cut"
+    );
 }
 
 #[test]
@@ -115,7 +144,10 @@ fn every_cut_of_a_capture_is_handled() {
     let full = std::fs::read(&p).unwrap();
     let cut = d.join("cut.pcap");
     let step = full.len() / 25;
-    for n in (0..full.len()).step_by(step.max(1)).chain([1, 23, 24, 25, 39, 40]) {
+    for n in (0..full.len())
+        .step_by(step.max(1))
+        .chain([1, 23, 24, 25, 39, 40])
+    {
         std::fs::write(&cut, &full[..n]).unwrap();
         let o = run(&["-r", cut.to_str().unwrap(), "-l", d.to_str().unwrap(), "-q"]);
         let code = o.status.code();
@@ -130,7 +162,15 @@ fn stdin_and_zeek_format() {
     let d = scratch("stdin");
     let p = basic_pcap(&d);
     let o = Command::new(sensor_bin())
-        .args(["-r", "-", "-l", d.to_str().unwrap(), "--log-format", "zeek", "-q"])
+        .args([
+            "-r",
+            "-",
+            "-l",
+            d.to_str().unwrap(),
+            "--log-format",
+            "zeek",
+            "-q",
+        ])
         .stdin(std::fs::File::open(&p).unwrap())
         .output()
         .unwrap();
@@ -139,7 +179,9 @@ fn stdin_and_zeek_format() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[0], "#separator \\x09");
     assert_eq!(lines[4], "#path\tsmtp");
-    assert!(lines[6].starts_with("#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttrans_depth\thelo"));
+    assert!(lines[6].starts_with(
+        "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttrans_depth\thelo"
+    ));
     assert!(lines[7].starts_with("#types\ttime\tstring\taddr\tport"));
     assert!(lines.last().unwrap().starts_with("#close\t"));
     let rows: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
@@ -153,7 +195,14 @@ fn stdin_and_zeek_format() {
 fn summary_names_anomalies() {
     let d = scratch("summary");
     let p = basic_pcap(&d);
-    let o = run(&["-r", p.to_str().unwrap(), "-l", d.to_str().unwrap(), "--workers", "2"]);
+    let o = run(&[
+        "-r",
+        p.to_str().unwrap(),
+        "-l",
+        d.to_str().unwrap(),
+        "--workers",
+        "2",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("packets"), "{err}");

@@ -26,7 +26,12 @@ struct Out {
 
 fn run(pcap: &std::path::Path, workers: usize, cfg: &Config, format: LogFormat) -> Out {
     let d = dir(&format!("{workers}-{format:?}"));
-    let opts = RunOptions { log_dir: d.clone(), format, workers, decode: DecodeOptions::default() };
+    let opts = RunOptions {
+        log_dir: d.clone(),
+        format,
+        workers,
+        decode: DecodeOptions::default(),
+    };
     let s = run_offline(cfg, pcap, &opts).unwrap();
     let out = Out {
         smtp: std::fs::read_to_string(d.join("smtp.log")).unwrap(),
@@ -40,7 +45,10 @@ fn run(pcap: &std::path::Path, workers: usize, cfg: &Config, format: LogFormat) 
 
 /// Drops the wall-clock `#open`/`#close` lines of Zeek TSV.
 fn stable(s: &str) -> String {
-    s.lines().filter(|l| !l.starts_with("#open") && !l.starts_with("#close")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .filter(|l| !l.starts_with("#open") && !l.starts_with("#close"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -53,7 +61,12 @@ fn one_two_four_workers_agree() {
     write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     let cfg = Config::load(
         None,
-        &["spam_threshold=5".to_owned(), "spam_percent=30".to_owned(), "inspect_period=2s".to_owned(), "conn_idle_timeout=1s".to_owned()],
+        &[
+            "spam_threshold=5".to_owned(),
+            "spam_percent=30".to_owned(),
+            "inspect_period=2s".to_owned(),
+            "conn_idle_timeout=1s".to_owned(),
+        ],
     )
     .unwrap();
     let one = run(&pcap, 1, &cfg, LogFormat::Json);
@@ -66,7 +79,10 @@ fn one_two_four_workers_agree() {
         assert_eq!(other.records, one.records, "{n} workers");
         assert_eq!(other.notices, one.notices, "{n} workers");
         assert!(other.smtp == one.smtp, "smtp.log differs with {n} workers");
-        assert!(other.notice == one.notice, "notice.log differs with {n} workers");
+        assert!(
+            other.notice == one.notice,
+            "notice.log differs with {n} workers"
+        );
     }
     let z1 = run(&pcap, 1, &cfg, LogFormat::Zeek);
     let z4 = run(&pcap, 4, &cfg, LogFormat::Zeek);

@@ -11,10 +11,19 @@ mod compare_zeek;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::{Arc, Mutex};
+
+use smtp_sensor::anomaly::AnomalyCounts;
 use smtp_sensor::config::Config;
 use smtp_sensor::decode::DecodeOptions;
+use smtp_sensor::flow::StreamParser;
+use smtp_sensor::net::{ConnInfo, Direction, Ts};
 use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
+use smtp_sensor::pipeline::{ParserFactory, RunOptions, WorkerSink, run_offline, run_offline_with};
+use smtp_sensor::smtp::anomaly::SmtpAnomaly;
+use smtp_sensor::smtp::record::MessageRecord;
+use smtp_sensor::smtp::sink::{Reply, SmtpSink};
+use smtp_sensor::smtp::{SmtpConfig, SmtpSession};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,8 +64,10 @@ fn our_log(cap: &compare_zeek::Capture, workers: usize) -> String {
         workers,
         decode: DecodeOptions::default(),
     };
-    run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
-    std::fs::read_to_string(dir.0.join("smtp.log")).unwrap_or_default()
+    let summary =
+        run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
+    let log = std::fs::read_to_string(dir.0.join("smtp.log")).unwrap_or_default();
+    (log, summary)
 }
 
 fn compare_all(workers: usize) -> compare_zeek::Report {
@@ -92,4 +103,114 @@ fn worker_count_does_not_change_the_records() {
     let two = compare_all(2);
     assert_eq!(one.matched, two.matched);
     assert_eq!(one.total, two.total);
+}
+
+/// An SMTP session that also counts its anomalies into `counts`, so the
+/// test sees exactly what the SMTP analysis reported for a capture.
+struct Counted {
+    session: SmtpSession,
+    counts: Arc<Mutex<AnomalyCounts>>,
+}
+
+/// Forwards everything to the worker's sink and counts anomalies.
+struct Tee<'a> {
+    inner: &'a mut WorkerSink,
+    counts: &'a Mutex<AnomalyCounts>,
+}
+
+impl SmtpSink for Tee<'_> {
+    fn reply(&mut self, conn: &ConnInfo, reply: &Reply<'_>) {
+        self.inner.reply(conn, reply);
+    }
+    fn record(&mut self, conn: &ConnInfo, record: MessageRecord) {
+        self.inner.record(conn, record);
+    }
+    fn anomaly(&mut self, conn: &ConnInfo, anomaly: SmtpAnomaly) {
+        self.counts.lock().expect("counts lock").add(anomaly);
+        self.inner.anomaly(conn, anomaly);
+    }
+}
+
+impl StreamParser<WorkerSink> for Counted {
+    fn on_data(&mut self, dir: Direction, ts: Ts, data: &[u8], sink: &mut WorkerSink) {
+        let mut tee = Tee {
+            inner: sink,
+            counts: &self.counts,
+        };
+        self.session.on_data(dir, ts, data, &mut tee);
+    }
+    fn on_gap(&mut self, dir: Direction, ts: Ts, len: u64, sink: &mut WorkerSink) {
+        let mut tee = Tee {
+            inner: sink,
+            counts: &self.counts,
+        };
+        self.session.on_gap(dir, ts, len, &mut tee);
+    }
+    fn on_close(&mut self, ts: Ts, sink: &mut WorkerSink) {
+        let mut tee = Tee {
+            inner: sink,
+            counts: &self.counts,
+        };
+        self.session.on_close(ts, &mut tee);
+        let conn = self.session.conn().clone();
+        sink.conn_end(&conn);
+    }
+}
+
+/// The SMTP anomalies of one capture, counted at the session.
+fn smtp_anomalies(cap: &compare_zeek::Capture) -> Vec<(&'static str, u64)> {
+    let cfg = Config::default();
+    let smtp = Arc::new(SmtpConfig::default());
+    let counts = Arc::new(Mutex::new(AnomalyCounts::new()));
+    let shared = counts.clone();
+    let factory: ParserFactory<Counted> = Arc::new(move |conn: &ConnInfo| Counted {
+        session: SmtpSession::new(conn.clone(), smtp.clone()),
+        counts: shared.clone(),
+    });
+    let dir = TempDir::new(&format!("anomalies-{}", cap.name));
+    let opts = RunOptions {
+        log_dir: dir.0.clone(),
+        format: LogFormat::Json,
+        workers: 1,
+        decode: DecodeOptions::default(),
+    };
+    run_offline_with(&cfg, &cap.pcap, &opts, factory)
+        .unwrap_or_else(|e| panic!("{}: {e}", cap.name));
+    let counts = counts.lock().expect("counts lock");
+    counts.iter().collect()
+}
+
+/// Zeek's weird.log for this capture names `smtp_mail_transaction_invalid`
+/// (once: Zeek logs a weird once per connection); we count every
+/// occurrence: RCPT without MAIL, then DATA without RCPT twice. The other
+/// counts are the client lines the server itself refused as unknown.
+#[test]
+fn invalid_transactions_are_counted_like_zeeks_weird() {
+    let caps = compare_zeek::captures(&corpus_dir()).expect("corpus present");
+    let cap = caps
+        .iter()
+        .find(|c| c.name == "mail-transactions-invalid")
+        .expect("capture present");
+    let weird =
+        std::fs::read_to_string(cap.pcap.with_file_name("zeek-weird.log")).expect("weird.log");
+    assert!(weird.contains("smtp_mail_transaction_invalid"));
+    assert_eq!(
+        smtp_anomalies(cap),
+        [
+            ("smtp_mail_transaction_invalid", 3),
+            ("smtp_unknown_command", 6)
+        ]
+    );
+}
+
+/// The clean captures give no SMTP anomaly at all.
+#[test]
+fn clean_captures_have_no_smtp_anomalies() {
+    let caps = compare_zeek::captures(&corpus_dir()).expect("corpus present");
+    let clean = caps
+        .iter()
+        .filter(|c| !matches!(c.name.as_str(), "mail-transactions-invalid" | "one-side"));
+    for cap in clean {
+        assert_eq!(smtp_anomalies(cap), [], "{}", cap.name);
+    }
 }

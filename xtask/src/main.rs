@@ -1,1 +1,95 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's build and test entry points.
+//!
+//! - `setup`: everything a fresh machine needs (Debian packages, nightly
+//!   `rust-src`, bpf-linker); idempotent, seconds when nothing is missing.
+//! - `build`: the XDP program and the release `smtp-sensor`.
+//! - `test`: setup, build, every unit and integration test of the
+//!   workspace (the live XDP tests included: needs root), and the Zeek
+//!   corpus comparison.
+//! - `run -- <args>`: build, then run `smtp-sensor <args>`.
+//! - `demo`: setup, build, then the sensor live on a veth pair in network
+//!   namespaces, fed with generated SMTP traffic; prints what it captured.
+//! - `compare-zeek [<dir>]`: smtp.log field by field against Zeek's.
+
+mod compare_zeek;
+mod demo;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use util::{cargo, root_dir};
+
+const USAGE: &str =
+    "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build") => setup::run().and_then(|()| build()),
+        Some("test") => test(),
+        Some("run") => run(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("compare-zeek") => compare_zeek::run(&args[1..]).map_err(anyhow::Error::msg),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Release build of the sensor; its build script builds and embeds the
+/// XDP program.
+fn build() -> Result<()> {
+    cargo(&["build", "--release", "-p", "smtp-sensor", "--bins"])?;
+    let bin = util::target_dir().join("release/smtp-sensor");
+    println!("xtask: built {}", bin.display());
+    Ok(())
+}
+
+/// Everything: setup, then all workspace tests (unit, integration, live),
+/// then the Zeek corpus comparison.
+fn test() -> Result<()> {
+    setup::run()?;
+    // The live tests start the debug binary; build it (and the XDP
+    // program it embeds) before the test binaries run.
+    cargo(&["build", "-p", "smtp-sensor", "--bins"])?;
+    cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    compare_zeek::run(&[]).map_err(anyhow::Error::msg)?;
+    println!("xtask: all tests passed");
+    Ok(())
+}
+
+/// `cargo xtask run -- <args>`.
+fn run(args: &[String]) -> Result<()> {
+    let args = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
+    setup::run()?;
+    build()?;
+    let bin = util::target_dir().join("release/smtp-sensor");
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .current_dir(root_dir())
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !status.success() {
+        bail!("smtp-sensor exited with {status}");
+    }
+    Ok(())
+}

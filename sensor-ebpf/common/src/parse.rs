@@ -298,7 +298,9 @@ fn locate_l4_ipv6<B: PacketBytes + ?Sized>(p: &B, l3: usize) -> Result<L4Locatio
         next = p.u8_at(off).ok_or(ParseError::TruncatedIpv6ExtHeader)?;
         let len_byte = p.u8_at(off + 1).ok_or(ParseError::TruncatedIpv6ExtHeader)?;
         let hdr_len = if this == IPPROTO_FRAGMENT {
-            let offset_flags = p.be16_at(off + 2).ok_or(ParseError::TruncatedIpv6ExtHeader)?;
+            let offset_flags = p
+                .be16_at(off + 2)
+                .ok_or(ParseError::TruncatedIpv6ExtHeader)?;
             fragment = if offset_flags >> 3 != 0 {
                 Fragment::NonFirst
             } else {
@@ -309,7 +311,8 @@ fn locate_l4_ipv6<B: PacketBytes + ?Sized>(p: &B, l3: usize) -> Result<L4Locatio
             (usize::from(len_byte) + 1) * 8
         };
         // The whole extension header must be present.
-        p.u8_at(off + hdr_len - 1).ok_or(ParseError::TruncatedIpv6ExtHeader)?;
+        p.u8_at(off + hdr_len - 1)
+            .ok_or(ParseError::TruncatedIpv6ExtHeader)?;
         off += hdr_len;
         if fragment == Fragment::NonFirst {
             // What follows is the middle of a datagram: no header to read.
@@ -350,7 +353,8 @@ pub fn tcp_ports<B: PacketBytes + ?Sized>(
     if hlen < TCP_MIN_HLEN {
         return Err(ParseError::BadTcpHeaderLength);
     }
-    p.u8_at(l4_offset + hlen - 1).ok_or(ParseError::TruncatedTcp)?;
+    p.u8_at(l4_offset + hlen - 1)
+        .ok_or(ParseError::TruncatedTcp)?;
     Ok((src, dst))
 }
 

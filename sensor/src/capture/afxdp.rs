@@ -119,7 +119,8 @@ impl MmapArea {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
         Ok(MmapArea { ptr, len })
     }
 
@@ -193,7 +194,12 @@ impl XskSocket {
         }
     }
 
-    fn open_mode(iface: &str, queue: u32, sizing: XskSizing, mode: CopyMode) -> Result<Self, CaptureError> {
+    fn open_mode(
+        iface: &str,
+        queue: u32,
+        sizing: XskSizing,
+        mode: CopyMode,
+    ) -> Result<Self, CaptureError> {
         let fail = |op: &'static str| {
             let iface = iface.to_string();
             move |e: xdpilone::Errno| {
@@ -225,8 +231,10 @@ impl XskSocket {
         };
         // SAFETY: the area is page aligned, `frames * FRAME_SIZE` long, and
         // outlives the Umem (field order of XskSocket).
-        let umem = unsafe { Umem::new(config, area.as_slice_ptr()) }.map_err(fail("UMEM registration"))?;
-        let name = CString::new(iface).map_err(|_| CaptureError::InterfaceNotFound(iface.to_string()))?;
+        let umem =
+            unsafe { Umem::new(config, area.as_slice_ptr()) }.map_err(fail("UMEM registration"))?;
+        let name =
+            CString::new(iface).map_err(|_| CaptureError::InterfaceNotFound(iface.to_string()))?;
         let mut info = IfInfo::invalid();
         info.from_name(&name)
             .map_err(|_| CaptureError::InterfaceNotFound(iface.to_string()))?;
@@ -250,7 +258,10 @@ impl XskSocket {
             .map_err(fail("rx ring"))?;
         let rx = user.map_rx().map_err(fail("rx ring mmap"))?;
         // Every chunk starts in the fill ring.
-        let mut free: Vec<u64> = (0..u64::from(frames)).rev().map(|i| i * u64::from(FRAME_SIZE)).collect();
+        let mut free: Vec<u64> = (0..u64::from(frames))
+            .rev()
+            .map(|i| i * u64::from(FRAME_SIZE))
+            .collect();
         refill(&mut device, &mut free);
         umem.bind(&user).map_err(fail("bind"))?;
         Ok(XskSocket {
@@ -278,7 +289,12 @@ impl XskSocket {
     /// `ts`) to `f`, then gives their chunks back to the fill ring. Returns
     /// the number of descriptors taken (0: ring empty). Descriptors pointing
     /// outside the UMEM are skipped and counted in `invalid`.
-    pub fn receive_batch(&mut self, ts: Ts, invalid: &mut u64, f: impl FnOnce(&[Frame<'_>])) -> usize {
+    pub fn receive_batch(
+        &mut self,
+        ts: Ts,
+        invalid: &mut u64,
+        f: impl FnOnce(&[Frame<'_>]),
+    ) -> usize {
         let XskSocket { rings, area, .. } = self;
         rings.descs.clear();
         {

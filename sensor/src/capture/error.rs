@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Why live capture could not start or had to stop.
+/// Why live capture could not start or had to stop. (aya's errors are
+/// boxed: they are large and rare.)
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
@@ -14,23 +15,32 @@ pub enum CaptureError {
     #[error("network interface {0:?} not found; list interfaces with `ip link`")]
     InterfaceNotFound(String),
 
-    #[error("{what}: permission denied; live capture needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_NET_RAW)")]
+    #[error(
+        "{what}: permission denied; live capture needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_NET_RAW)"
+    )]
     PermissionDenied { what: String },
 
     #[error("cannot load the XDP program object: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
 
-    #[error("the kernel rejected the XDP program: {0}; live capture needs Linux >= 5.10 with BPF enabled")]
-    Verifier(#[source] aya::programs::ProgramError),
+    #[error(
+        "the kernel rejected the XDP program: {0}; live capture needs Linux >= 5.10 with BPF enabled"
+    )]
+    Verifier(#[source] Box<aya::programs::ProgramError>),
 
-    #[error("the XDP program object has no {kind} named {name:?}; rebuild with `cargo xtask build`")]
-    MissingObject { kind: &'static str, name: &'static str },
+    #[error(
+        "the XDP program object has no {kind} named {name:?}; rebuild with `cargo xtask build`"
+    )]
+    MissingObject {
+        kind: &'static str,
+        name: &'static str,
+    },
 
     #[error("BPF map {name}: {source}")]
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 
     #[error("attaching XDP to {iface} in {mode} mode failed: {source}; {hint}")]
@@ -39,11 +49,11 @@ pub enum CaptureError {
         mode: &'static str,
         hint: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error("cannot start the eBPF log reader: {0}")]
-    Logger(#[source] aya_log::Error),
+    Logger(#[source] Box<aya_log::Error>),
 
     #[error(
         "AF_XDP socket on {iface} rx queue {queue}: {op} failed: {source}; check the queue exists \

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{error, info};
 
+use super::FrameSink;
 use super::afxdp::{CopyMode, XskSizing, XskSocket};
 use super::error::CaptureError;
 use super::stats::{LiveStats, QueueCounters};
 use super::xdp::{NonSmtpAction, XdpModeChoice, XdpProgram, XdpSettings};
-use super::FrameSink;
 use crate::net::Ts;
 
 /// How often the control loop wakes (stop flag, eBPF log, thread health).
@@ -87,7 +87,9 @@ where
 {
     opts.sizing.validate()?;
     if opts.smtp_ports.is_empty() {
-        return Err(CaptureError::Option("no SMTP ports configured (smtp_ports is empty)".into()));
+        return Err(CaptureError::Option(
+            "no SMTP ports configured (smtp_ports is empty)".into(),
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -128,7 +130,11 @@ where
     let started = Instant::now();
     let counters: Vec<Arc<QueueCounters>> = (0..queues).map(|_| Arc::default()).collect();
     let snapshot = |program: &XdpProgram| -> LiveStats {
-        let qs = counters.iter().zip(0u32..).map(|(c, q)| c.snapshot(q)).collect();
+        let qs = counters
+            .iter()
+            .zip(0u32..)
+            .map(|(c, q)| c.snapshot(q))
+            .collect();
         let xdp = program.counters().unwrap_or_default();
         LiveStats::new(
             &opts.iface,
@@ -162,16 +168,19 @@ where
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(CONTROL_TICK);
             program.flush_log();
-            if handles.iter().any(|(_, h)| h.is_finished()) {
+            if !stop.load(Ordering::Relaxed) && handles.iter().any(|(_, h)| h.is_finished()) {
                 error!("a capture thread stopped unexpectedly; stopping capture");
                 break;
             }
-            if let Some(every) = opts.stats_interval {
-                if last_line.elapsed() >= every {
-                    last_line = Instant::now();
-                    info!("stats: {}", snapshot(&program).line());
-                }
+            if let Some(every) = opts.stats_interval
+                && last_line.elapsed() >= every
+            {
+                last_line = Instant::now();
+                info!("stats: {}", snapshot(&program).line());
             }
+        }
+        if stop.load(Ordering::Relaxed) {
+            info!("stopping live capture on {}", opts.iface);
         }
         stop.store(true, Ordering::Relaxed);
         let mut sinks = Vec::with_capacity(handles.len());
@@ -206,7 +215,12 @@ where
 
 /// Body of one capture thread: receive batches until `stop`, then finish
 /// the sink and hand it back.
-fn capture_loop<S: FrameSink>(mut sock: XskSocket, mut sink: S, stop: &AtomicBool, c: &QueueCounters) -> S {
+fn capture_loop<S: FrameSink>(
+    mut sock: XskSocket,
+    mut sink: S,
+    stop: &AtomicBool,
+    c: &QueueCounters,
+) -> S {
     let queue = sock.queue;
     let mut invalid = 0u64;
     let mut last_tick = Instant::now();
@@ -275,4 +289,79 @@ pub fn rx_queue_count(iface: &str) -> Result<u32, CaptureError> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
         .count();
     Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
+}
+
+/// Command-line flags of live capture (`smtp-sensor -i <iface> …`),
+/// flattened into the CLI's run arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LiveArgs {
+    /// Live: what XDP does with non-SMTP frames (`drop` on a dedicated tap
+    /// port).
+    #[arg(long = "non-smtp", value_enum, default_value_t = NonSmtpAction::Pass)]
+    pub non_smtp: NonSmtpAction,
+    /// Live: XDP attach mode (`auto`: driver mode, else generic/SKB mode).
+    #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeChoice::Auto)]
+    pub xdp_mode: XdpModeChoice,
+    /// Live: forward the XDP program's diagnostics (malformed headers,
+    /// redirect failures) into this log.
+    #[arg(long = "ebpf-log")]
+    pub ebpf_log: bool,
+    /// Live: capture rx queues 0..N (default: all rx queues).
+    #[arg(long = "queues", value_name = "N")]
+    pub queues: Option<u32>,
+    /// Live: UMEM frames (4 KiB each) per queue; a power of two.
+    #[arg(long = "umem-frames", value_name = "N", default_value_t = super::afxdp::DEFAULT_UMEM_FRAMES)]
+    pub umem_frames: u32,
+    /// Live: frames taken from the rx ring per batch.
+    #[arg(long = "batch", value_name = "N", default_value_t = super::afxdp::DEFAULT_BATCH)]
+    pub batch: u32,
+    /// Live: seconds between stats lines on stderr (0: final line only).
+    #[arg(long = "stats-interval", value_name = "SECS", default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Live: write the final capture statistics as JSON to this file.
+    #[arg(long = "stats-json", value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+impl LiveArgs {
+    /// Capture options for `iface`, watching `smtp_ports` (from the config).
+    pub fn options(&self, iface: &str, smtp_ports: &[u16]) -> LiveOptions {
+        LiveOptions {
+            iface: iface.to_string(),
+            smtp_ports: smtp_ports.to_vec(),
+            non_smtp: self.non_smtp,
+            xdp_mode: self.xdp_mode,
+            ebpf_log: self.ebpf_log,
+            queues: self.queues,
+            sizing: XskSizing {
+                umem_frames: self.umem_frames,
+                batch: self.batch,
+            },
+            stats_interval: (self.stats_interval > 0)
+                .then(|| Duration::from_secs(self.stats_interval)),
+            stats_json: self.stats_json.clone(),
+        }
+    }
+}
+
+/// `smtp-sensor -i`: sets up logging to stderr (unless the caller already
+/// installed a logger), runs live capture until SIGINT/SIGTERM. Returns the
+/// process exit code: 0 after a clean stop, 2 for a bad option or unknown
+/// interface, 1 for any other failure; the error is printed on stderr.
+pub fn run_cli(iface: &str, args: &LiveArgs, smtp_ports: &[u16]) -> u8 {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .try_init();
+    // Frames are counted per queue in the statistics; the SMTP pipeline is
+    // not yet connected to live capture.
+    match run_live(&args.options(iface, smtp_ports), |_| super::DiscardSink) {
+        Ok(_) => 0,
+        Err(e) => {
+            error!("{e}");
+            match e {
+                CaptureError::Option(_) | CaptureError::InterfaceNotFound(_) => 2,
+                _ => 1,
+            }
+        }
+    }
 }

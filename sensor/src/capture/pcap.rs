@@ -27,10 +27,18 @@ const MAX_BUFFER: usize = 64 << 20;
 pub enum PcapReadError {
     #[error("cannot open capture file {path}: {source}; check the path and permissions")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is not a pcap or pcapng capture ({detail}); give a capture file written by tcpdump, Wireshark or the synth tool")]
+    #[error(
+        "{path} is not a pcap or pcapng capture ({detail}); give a capture file written by tcpdump, Wireshark or the synth tool"
+    )]
     NotACapture { path: PathBuf, detail: String },
-    #[error("{path}: corrupt record at byte {offset} ({detail}); the records before it were processed")]
-    Corrupt { path: PathBuf, offset: u64, detail: String },
+    #[error(
+        "{path}: corrupt record at byte {offset} ({detail}); the records before it were processed"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
     #[error("{path}: read error after byte {offset}; the records before it were processed")]
     Read { path: PathBuf, offset: u64 },
 }
@@ -84,8 +92,10 @@ impl PcapReader {
         let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
             Box::new(io::stdin())
         } else {
-            let f = File::open(path)
-                .map_err(|source| PcapReadError::Open { path: path.to_owned(), source })?;
+            let f = File::open(path).map_err(|source| PcapReadError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
             if f.metadata().is_ok_and(|m| m.is_dir()) {
                 return Err(PcapReadError::Open {
                     path: path.to_owned(),
@@ -98,7 +108,10 @@ impl PcapReader {
     }
 
     /// Reads a capture from any byte source (`path` names it in errors).
-    pub fn from_reader(input: Box<dyn Read + Send>, path: &Path) -> Result<PcapReader, PcapReadError> {
+    pub fn from_reader(
+        input: Box<dyn Read + Send>,
+        path: &Path,
+    ) -> Result<PcapReader, PcapReadError> {
         let not = |detail: &str| PcapReadError::NotACapture {
             path: path.to_owned(),
             detail: detail.to_owned(),
@@ -106,9 +119,14 @@ impl PcapReader {
         let reader = match pcap_parser::create_reader(INITIAL_BUFFER, input) {
             Ok(r) => r,
             Err(PcapError::Eof) => return Err(not("the file is empty")),
-            Err(PcapError::Incomplete(_)) => return Err(not("the file ends inside the file header")),
+            Err(PcapError::Incomplete(_)) => {
+                return Err(not("the file ends inside the file header"));
+            }
             Err(PcapError::ReadError) => {
-                return Err(PcapReadError::Read { path: path.to_owned(), offset: 0 });
+                return Err(PcapReadError::Read {
+                    path: path.to_owned(),
+                    offset: 0,
+                });
             }
             Err(_) => return Err(not("unknown file header")),
         };
@@ -127,7 +145,10 @@ impl PcapReader {
     }
 
     /// Calls `f` for every frame in file order until the end of input.
-    pub fn for_each(&mut self, mut f: impl FnMut(PcapFrame<'_>)) -> Result<ReadSummary, PcapReadError> {
+    pub fn for_each(
+        &mut self,
+        mut f: impl FnMut(PcapFrame<'_>),
+    ) -> Result<ReadSummary, PcapReadError> {
         let mut sum = ReadSummary::default();
         loop {
             let offset = self.reader.consumed() as u64;
@@ -141,10 +162,19 @@ impl PcapReader {
                         }
                         PcapBlockOwned::Legacy(b) => {
                             let (link, nanos) = self.legacy.unwrap_or((None, false));
-                            let frac = if nanos { u64::from(b.ts_usec) / 1000 } else { u64::from(b.ts_usec) };
+                            let frac = if nanos {
+                                u64::from(b.ts_usec) / 1000
+                            } else {
+                                u64::from(b.ts_usec)
+                            };
                             let ts = Ts(u64::from(b.ts_sec) * 1_000_000 + frac);
                             let data = b.data.get(..b.caplen as usize).unwrap_or(b.data);
-                            Some(PcapFrame { ts, link, data, wire_len: b.origlen })
+                            Some(PcapFrame {
+                                ts,
+                                link,
+                                data,
+                                wire_len: b.origlen,
+                            })
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                             self.interfaces.clear();
@@ -161,13 +191,24 @@ impl PcapReader {
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                             match self.interfaces.get(epb.if_id as usize) {
                                 Some(ifc) => {
-                                    let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                    let raw =
+                                        (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                     let secs = (raw / ifc.resolution) as i64 + ifc.offset;
                                     let frac = raw % ifc.resolution;
-                                    let us = (u128::from(frac) * 1_000_000 / u128::from(ifc.resolution)) as u64;
-                                    let ts = Ts((secs.max(0) as u64).saturating_mul(1_000_000).saturating_add(us));
-                                    let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
-                                    Some(PcapFrame { ts, link: ifc.link, data, wire_len: epb.origlen })
+                                    let us = (u128::from(frac) * 1_000_000
+                                        / u128::from(ifc.resolution))
+                                        as u64;
+                                    let ts = Ts((secs.max(0) as u64)
+                                        .saturating_mul(1_000_000)
+                                        .saturating_add(us));
+                                    let data =
+                                        epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
+                                    Some(PcapFrame {
+                                        ts,
+                                        link: ifc.link,
+                                        data,
+                                        wire_len: epb.origlen,
+                                    })
                                 }
                                 None => {
                                     sum.unknown_interface += 1;
@@ -175,14 +216,21 @@ impl PcapReader {
                                 }
                             }
                         }
-                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => match self.interfaces.first() {
-                            // No timestamp of its own: the last one seen.
-                            Some(ifc) => Some(PcapFrame { ts: self.last_ts, link: ifc.link, data: spb.data, wire_len: spb.origlen }),
-                            None => {
-                                sum.unknown_interface += 1;
-                                None
+                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                            match self.interfaces.first() {
+                                // No timestamp of its own: the last one seen.
+                                Some(ifc) => Some(PcapFrame {
+                                    ts: self.last_ts,
+                                    link: ifc.link,
+                                    data: spb.data,
+                                    wire_len: spb.origlen,
+                                }),
+                                None => {
+                                    sum.unknown_interface += 1;
+                                    None
+                                }
                             }
-                        },
+                        }
                         PcapBlockOwned::NG(_) => None,
                     };
                     if let Some(fr) = frame {
@@ -199,9 +247,10 @@ impl PcapReader {
                         sum.truncated_tail = true;
                         return Ok(sum);
                     }
-                    self.reader
-                        .refill()
-                        .map_err(|_| PcapReadError::Read { path: self.path.clone(), offset })?;
+                    self.reader.refill().map_err(|_| PcapReadError::Read {
+                        path: self.path.clone(),
+                        offset,
+                    })?;
                 }
                 Err(PcapError::UnexpectedEof) => {
                     sum.truncated_tail = true;
@@ -217,12 +266,16 @@ impl PcapReader {
                     }
                     self.buffer *= 2;
                     self.reader.grow(self.buffer);
-                    self.reader
-                        .refill()
-                        .map_err(|_| PcapReadError::Read { path: self.path.clone(), offset })?;
+                    self.reader.refill().map_err(|_| PcapReadError::Read {
+                        path: self.path.clone(),
+                        offset,
+                    })?;
                 }
                 Err(PcapError::ReadError) => {
-                    return Err(PcapReadError::Read { path: self.path.clone(), offset });
+                    return Err(PcapReadError::Read {
+                        path: self.path.clone(),
+                        offset,
+                    });
                 }
                 Err(e) => {
                     // A record that does not parse at the end of a file is a
@@ -235,7 +288,11 @@ impl PcapReader {
                         sum.truncated_tail = true;
                         return Ok(sum);
                     }
-                    return Err(PcapReadError::Corrupt { path: self.path.clone(), offset, detail });
+                    return Err(PcapReadError::Corrupt {
+                        path: self.path.clone(),
+                        offset,
+                        detail,
+                    });
                 }
             }
         }
@@ -264,7 +321,9 @@ mod tests {
         v
     }
 
-    fn read_all(bytes: Vec<u8>) -> Result<(Vec<(Ts, Vec<u8>)>, ReadSummary), PcapReadError> {
+    type Read = (Vec<(Ts, Vec<u8>)>, ReadSummary);
+
+    fn read_all(bytes: Vec<u8>) -> Result<Read, PcapReadError> {
         let mut r = PcapReader::from_reader(Box::new(io::Cursor::new(bytes)), Path::new("t.pcap"))?;
         let mut out = Vec::new();
         let sum = r.for_each(|f| {
@@ -276,8 +335,15 @@ mod tests {
 
     #[test]
     fn reads_records_and_timestamps() {
-        let (frames, sum) = read_all(legacy(&[(10, 5, b"abc"), (11, 999_999, b"de")], false)).unwrap();
-        assert_eq!(frames, [(Ts(10_000_005), b"abc".to_vec()), (Ts(11_999_999), b"de".to_vec())]);
+        let (frames, sum) =
+            read_all(legacy(&[(10, 5, b"abc"), (11, 999_999, b"de")], false)).unwrap();
+        assert_eq!(
+            frames,
+            [
+                (Ts(10_000_005), b"abc".to_vec()),
+                (Ts(11_999_999), b"de".to_vec())
+            ]
+        );
         assert_eq!(sum.frames, 2);
         assert!(!sum.truncated_tail);
         let (frames, _) = read_all(legacy(&[(10, 5_000, b"abc")], true)).unwrap();
@@ -301,7 +367,11 @@ mod tests {
 
     #[test]
     fn not_a_capture() {
-        for bytes in [Vec::new(), b"hello world, this is text not a pcap file at all".to_vec(), vec![0xd4, 0xc3]] {
+        for bytes in [
+            Vec::new(),
+            b"hello world, this is text not a pcap file at all".to_vec(),
+            vec![0xd4, 0xc3],
+        ] {
             let e = read_all(bytes).err().unwrap();
             assert!(matches!(e, PcapReadError::NotACapture { .. }), "{e}");
             assert!(e.to_string().contains("t.pcap"));
@@ -310,7 +380,9 @@ mod tests {
 
     #[test]
     fn missing_file_names_it() {
-        let e = PcapReader::open(Path::new("/nonexistent/x.pcap")).err().unwrap();
+        let e = PcapReader::open(Path::new("/nonexistent/x.pcap"))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("/nonexistent/x.pcap"));
     }
 

@@ -33,8 +33,10 @@ impl QueueCounters {
     /// Stores the socket's kernel statistics.
     pub fn set_socket(&self, s: SocketStats) {
         self.sock_rx_dropped.store(s.rx_dropped, Ordering::Relaxed);
-        self.sock_rx_ring_full.store(s.rx_ring_full, Ordering::Relaxed);
-        self.sock_fill_ring_empty.store(s.fill_ring_empty, Ordering::Relaxed);
+        self.sock_rx_ring_full
+            .store(s.rx_ring_full, Ordering::Relaxed);
+        self.sock_fill_ring_empty
+            .store(s.fill_ring_empty, Ordering::Relaxed);
     }
 
     /// A consistent-enough copy for reporting.
@@ -89,7 +91,14 @@ pub struct LiveStats {
 
 impl LiveStats {
     /// Builds the totals from per-queue and XDP counters.
-    pub fn new(interface: &str, xdp_mode: &str, socket_mode: &str, uptime_secs: u64, queues: Vec<QueueStats>, xdp: XdpCounters) -> Self {
+    pub fn new(
+        interface: &str,
+        xdp_mode: &str,
+        socket_mode: &str,
+        uptime_secs: u64,
+        queues: Vec<QueueStats>,
+        xdp: XdpCounters,
+    ) -> Self {
         let sum = |f: fn(&QueueStats) -> u64| queues.iter().map(f).fold(0u64, u64::wrapping_add);
         LiveStats {
             interface: interface.to_string(),
@@ -101,7 +110,10 @@ impl LiveStats {
             sock_rx_dropped: sum(|q| q.sock_rx_dropped),
             sock_rx_ring_full: sum(|q| q.sock_rx_ring_full),
             sock_fill_ring_empty: sum(|q| q.sock_fill_ring_empty),
-            xdp: Counter::ALL.iter().map(|c| (c.name(), xdp.get(*c))).collect(),
+            xdp: Counter::ALL
+                .iter()
+                .map(|c| (c.name(), xdp.get(*c)))
+                .collect(),
             queues,
         }
     }
@@ -111,12 +123,21 @@ impl LiveStats {
         let mut s = String::with_capacity(256);
         let _ = write!(s, "iface={} uptime={}s", self.interface, self.uptime_secs);
         for c in Counter::ALL {
-            let _ = write!(s, " {}={}", c.name(), self.xdp.get(c.name()).copied().unwrap_or(0));
+            let _ = write!(
+                s,
+                " {}={}",
+                c.name(),
+                self.xdp.get(c.name()).copied().unwrap_or(0)
+            );
         }
         let _ = write!(
             s,
             " rx_frames={} rx_bytes={} sock_rx_dropped={} sock_rx_ring_full={} sock_fill_ring_empty={}",
-            self.rx_frames, self.rx_bytes, self.sock_rx_dropped, self.sock_rx_ring_full, self.sock_fill_ring_empty
+            self.rx_frames,
+            self.rx_bytes,
+            self.sock_rx_dropped,
+            self.sock_rx_ring_full,
+            self.sock_fill_ring_empty
         );
         s
     }

@@ -105,12 +105,12 @@ impl XdpProgram {
                 }
                 _ => None,
             };
-            CaptureError::permission_or(errno, "creating BPF maps", CaptureError::Load(e))
+            CaptureError::permission_or(errno, "creating BPF maps", CaptureError::Load(Box::new(e)))
         })?;
         // Take the log ring buffer before loading the program: the reader
         // must exist for the whole run, and only when asked for.
         let logger = if settings.ebpf_log {
-            Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(CaptureError::Logger)?)
+            Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| CaptureError::Logger(Box::new(e)))?)
         } else {
             None
         };
@@ -126,7 +126,7 @@ impl XdpProgram {
                 aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
                 _ => None,
             };
-            CaptureError::permission_or(errno, "loading the XDP program", CaptureError::Verifier(e))
+            CaptureError::permission_or(errno, "loading the XDP program", CaptureError::Verifier(Box::new(e)))
         })?;
         Ok(this)
     }
@@ -150,7 +150,10 @@ impl XdpProgram {
     }
 
     fn fill_maps(&mut self, s: &XdpSettings) -> Result<(), CaptureError> {
-        let map_err = |name| move |source| CaptureError::Map { name, source };
+        let map_err = |name| move |source| CaptureError::Map {
+            name,
+            source: Box::new(source),
+        };
         let mut ports: Array<&mut MapData, u8> =
             Array::try_from(self.map_mut(maps::SMTP_PORTS)?).map_err(map_err(maps::SMTP_PORTS))?;
         for &p in &s.smtp_ports {
@@ -174,7 +177,11 @@ impl XdpProgram {
     }
 
     /// Attaches to `iface`; `Auto` tries driver mode, then generic mode.
-    pub fn attach(&mut self, iface: &str, choice: XdpModeChoice) -> Result<AttachedMode, CaptureError> {
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        choice: XdpModeChoice,
+    ) -> Result<AttachedMode, CaptureError> {
         let attempts: &[AttachedMode] = match choice {
             XdpModeChoice::Auto => &[AttachedMode::Driver, AttachedMode::Generic],
             XdpModeChoice::Drv => &[AttachedMode::Driver],
@@ -206,7 +213,9 @@ impl XdpProgram {
                 }
                 Err(e) => {
                     if attempts.len() > 1 && mode == AttachedMode::Driver {
-                        warn!("XDP driver mode not available on {iface} ({e}); trying generic (SKB) mode");
+                        warn!(
+                            "XDP driver mode not available on {iface} ({e}); trying generic (SKB) mode"
+                        );
                     }
                     last = Some((mode, e));
                 }
@@ -222,7 +231,7 @@ impl XdpProgram {
                     "check that no other XDP program is attached (`ip link show`) and that you are root"
                 }
             },
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -231,30 +240,34 @@ impl XdpProgram {
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(self.map_mut(maps::XSKS)?).map_err(|source| CaptureError::Map {
                 name: maps::XSKS,
-                source,
+                source: Box::new(source),
             })?;
-        xsks.set(queue, fd.as_raw_fd(), 0).map_err(|source| CaptureError::Map {
-            name: maps::XSKS,
-            source,
-        })
+        xsks.set(queue, fd.as_raw_fd(), 0)
+            .map_err(|source| CaptureError::Map {
+                name: maps::XSKS,
+                source: Box::new(source),
+            })
     }
 
     /// The counters summed over all CPUs.
     pub fn counters(&self) -> Result<XdpCounters, CaptureError> {
-        let map = self.ebpf.map(maps::COUNTERS).ok_or(CaptureError::MissingObject {
-            kind: "map",
-            name: maps::COUNTERS,
-        })?;
+        let map = self
+            .ebpf
+            .map(maps::COUNTERS)
+            .ok_or(CaptureError::MissingObject {
+                kind: "map",
+                name: maps::COUNTERS,
+            })?;
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
                 name: maps::COUNTERS,
-                source,
+                source: Box::new(source),
             })?;
         let mut out = XdpCounters::default();
         for (slot, c) in out.0.iter_mut().zip(Counter::ALL) {
             let per_cpu = arr.get(&c.index(), 0).map_err(|source| CaptureError::Map {
                 name: maps::COUNTERS,
-                source,
+                source: Box::new(source),
             })?;
             *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
         }

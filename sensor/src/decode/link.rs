@@ -76,14 +76,16 @@ pub fn locate(frame: &[u8], link: LinkType) -> Result<Option<L4Location>, Decode
     let (ethertype, l3) = match link {
         LinkType::Ethernet => return walk(parse::locate_l4_from_ethernet(frame)),
         LinkType::LinuxSll => {
-            let t = parse::PacketBytes::be16_at(frame, 14).ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
+            let t =
+                parse::PacketBytes::be16_at(frame, 14).ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
             (t, 16)
         }
         LinkType::LinuxSll2 => {
             if frame.len() < 20 {
                 return Err(DecodeAnomaly::TruncatedLinkHeader);
             }
-            let t = parse::PacketBytes::be16_at(frame, 0).ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
+            let t =
+                parse::PacketBytes::be16_at(frame, 0).ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
             (t, 20)
         }
         LinkType::RawIp => match ethertype_of_ip(frame, 0) {
@@ -98,7 +100,11 @@ pub fn locate(frame: &[u8], link: LinkType) -> Result<Option<L4Location>, Decode
             let be = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
             let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             // NULL is in the capturing host's order; accept either.
-            let fam = if link == LinkType::Loop { be } else if be < 256 { be } else { le };
+            let fam = if link == LinkType::Loop || be < 256 {
+                be
+            } else {
+                le
+            };
             match fam {
                 2 => (ETH_P_IPV4, 4),
                 f if is_af_inet6(f) => (ETH_P_IPV6, 4),
@@ -109,9 +115,7 @@ pub fn locate(frame: &[u8], link: LinkType) -> Result<Option<L4Location>, Decode
     walk(parse::locate_l4_from_ethertype(frame, ethertype, l3))
 }
 
-fn walk(
-    r: Result<L4Location, parse::ParseError>,
-) -> Result<Option<L4Location>, DecodeAnomaly> {
+fn walk(r: Result<L4Location, parse::ParseError>) -> Result<Option<L4Location>, DecodeAnomaly> {
     match r {
         Ok(loc) => Ok(Some(loc)),
         Err(e) if e.is_malformed() => Err(DecodeAnomaly::Header(e)),

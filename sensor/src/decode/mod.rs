@@ -121,7 +121,9 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { verify_checksums: true }
+        DecodeOptions {
+            verify_checksums: true,
+        }
     }
 }
 
@@ -159,9 +161,11 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
     // Addresses and the end of the IP datagram (the frame may carry padding
     // after it, or be cut before it).
     let (src, dst, ip_end) = if loc.ip_version == 4 {
-        let (Some(s), Some(d), Some(total)) =
-            (be32(frame, l3 + 12), be32(frame, l3 + 16), frame.be16_at_opt(l3 + 2))
-        else {
+        let (Some(s), Some(d), Some(total)) = (
+            be32(frame, l3 + 12),
+            be32(frame, l3 + 16),
+            frame.be16_at_opt(l3 + 2),
+        ) else {
             return ip_err(ParseError::TruncatedIp);
         };
         (
@@ -181,8 +185,16 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
             return ip_err(ParseError::TruncatedIp);
         };
         // Payload length 0 means a jumbogram: take the frame's end.
-        let end = if plen == 0 { frame.len() } else { l3 + 40 + usize::from(plen) };
-        (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), end)
+        let end = if plen == 0 {
+            frame.len()
+        } else {
+            l3 + 40 + usize::from(plen)
+        };
+        (
+            IpAddr::V6(Ipv6Addr::from(s)),
+            IpAddr::V6(Ipv6Addr::from(d)),
+            end,
+        )
     };
     let l4 = loc.l4_offset;
     let (sport, dport) = match parse::tcp_ports(frame, l4) {
@@ -203,7 +215,9 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
         return Decoded::Anomaly(DecodeAnomaly::BadIpLength);
     }
     let truncated = ip_end > frame.len();
-    let payload = frame.get(payload_start..ip_end.min(frame.len())).unwrap_or(&[]);
+    let payload = frame
+        .get(payload_start..ip_end.min(frame.len()))
+        .unwrap_or(&[]);
     let mut bad_ip_checksum = false;
     let mut bad_tcp_checksum = false;
     if opts.verify_checksums {
@@ -213,9 +227,7 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
                 .get(l3..l3 + hlen)
                 .is_some_and(|h| checksum::fold(checksum::sum(h, 0)) != 0);
         }
-        if !truncated
-            && let Some(seg) = frame.get(l4..ip_end)
-        {
+        if !truncated && let Some(seg) = frame.get(l4..ip_end) {
             bad_tcp_checksum = !checksum::tcp_ok(src, dst, seg);
         }
     }

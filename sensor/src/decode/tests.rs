@@ -71,11 +71,18 @@ fn tcp(d: Decoded<'_>) -> Packet<'_> {
     }
 }
 
-const OPTS: DecodeOptions = DecodeOptions { verify_checksums: true };
+const OPTS: DecodeOptions = DecodeOptions {
+    verify_checksums: true,
+};
 
 #[test]
 fn ethernet_ipv4_with_padding_and_options() {
-    let ip = ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], b"EHLO x\r\n", &[1, 1, 1, 0]);
+    let ip = ipv4_tcp(
+        [198, 18, 0, 1],
+        [198, 18, 0, 2],
+        b"EHLO x\r\n",
+        &[1, 1, 1, 0],
+    );
     let mut f = ether(0x0800, &[], &ip);
     f.extend_from_slice(&[0u8; 6]); // Ethernet padding after the datagram
     let p = tcp(decode(&f, LinkType::Ethernet, Ts(7), OPTS));
@@ -106,7 +113,14 @@ fn bad_checksums_are_flagged_not_dropped() {
     let f = ether(0x0800, &[], &ip);
     let p = tcp(decode(&f, LinkType::Ethernet, Ts(1), OPTS));
     assert!(p.bad_ip_checksum && p.bad_tcp_checksum);
-    let p = tcp(decode(&f, LinkType::Ethernet, Ts(1), DecodeOptions { verify_checksums: false }));
+    let p = tcp(decode(
+        &f,
+        LinkType::Ethernet,
+        Ts(1),
+        DecodeOptions {
+            verify_checksums: false,
+        },
+    ));
     assert!(!p.bad_ip_checksum && !p.bad_tcp_checksum);
 }
 
@@ -116,19 +130,33 @@ fn other_link_types() {
     let mut sll = vec![0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
     sll.extend_from_slice(&0x0800u16.to_be_bytes());
     sll.extend_from_slice(&ip);
-    assert_eq!(tcp(decode(&sll, LinkType::LinuxSll, Ts(1), OPTS)).payload, b"x");
-    let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
+    assert_eq!(
+        tcp(decode(&sll, LinkType::LinuxSll, Ts(1), OPTS)).payload,
+        b"x"
+    );
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+    ];
     sll2.extend_from_slice(&ip);
-    assert_eq!(tcp(decode(&sll2, LinkType::LinuxSll2, Ts(1), OPTS)).payload, b"x");
+    assert_eq!(
+        tcp(decode(&sll2, LinkType::LinuxSll2, Ts(1), OPTS)).payload,
+        b"x"
+    );
     assert_eq!(tcp(decode(&ip, LinkType::RawIp, Ts(1), OPTS)).payload, b"x");
     let v6 = ipv6_tcp(b"y");
     assert_eq!(tcp(decode(&v6, LinkType::RawIp, Ts(1), OPTS)).payload, b"y");
     let mut null = 2u32.to_le_bytes().to_vec();
     null.extend_from_slice(&ip);
-    assert_eq!(tcp(decode(&null, LinkType::Null, Ts(1), OPTS)).payload, b"x");
+    assert_eq!(
+        tcp(decode(&null, LinkType::Null, Ts(1), OPTS)).payload,
+        b"x"
+    );
     let mut null6 = 30u32.to_le_bytes().to_vec();
     null6.extend_from_slice(&v6);
-    assert_eq!(tcp(decode(&null6, LinkType::Null, Ts(1), OPTS)).payload, b"y");
+    assert_eq!(
+        tcp(decode(&null6, LinkType::Null, Ts(1), OPTS)).payload,
+        b"y"
+    );
     let mut lo = 2u32.to_be_bytes().to_vec();
     lo.extend_from_slice(&ip);
     assert_eq!(tcp(decode(&lo, LinkType::Loop, Ts(1), OPTS)).payload, b"x");
@@ -149,7 +177,10 @@ fn fragments_and_truncation() {
     let p = tcp(decode(cut, LinkType::Ethernet, Ts(1), OPTS));
     assert!(p.truncated);
     assert_eq!(p.payload, b"abcd");
-    assert!(!p.bad_tcp_checksum, "incomplete segments are not checksummed");
+    assert!(
+        !p.bad_tcp_checksum,
+        "incomplete segments are not checksummed"
+    );
 }
 
 #[test]
@@ -201,7 +232,13 @@ fn ip_length_shorter_than_headers() {
 fn non_tcp_and_non_ip_are_ignored() {
     let mut ip = ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], b"", &[]);
     ip[9] = 17;
-    assert!(matches!(decode(&ip, LinkType::RawIp, Ts(1), OPTS), Decoded::Ignored));
+    assert!(matches!(
+        decode(&ip, LinkType::RawIp, Ts(1), OPTS),
+        Decoded::Ignored
+    ));
     let arp = ether(0x0806, &[], &[0u8; 28]);
-    assert!(matches!(decode(&arp, LinkType::Ethernet, Ts(1), OPTS), Decoded::Ignored));
+    assert!(matches!(
+        decode(&arp, LinkType::Ethernet, Ts(1), OPTS),
+        Decoded::Ignored
+    ));
 }

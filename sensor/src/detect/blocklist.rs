@@ -16,10 +16,26 @@ use crate::net::ConnInfo;
 use crate::smtp::sink::Reply;
 
 /// The compiled block-list patterns.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Blocklist {
     /// `None` when no pattern is configured (nothing ever matches).
     dfa: Option<dense::DFA<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for Blocklist {
+    /// The pattern count and automaton size, not the transition table.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocklist")
+            .field(
+                "patterns",
+                &self.dfa.as_ref().map_or(0, |d| d.pattern_len()),
+            )
+            .field(
+                "dfa_bytes",
+                &self.dfa.as_ref().map_or(0, |d| d.memory_usage()),
+            )
+            .finish()
+    }
 }
 
 impl Blocklist {
@@ -250,6 +266,23 @@ mod tests {
     #[test]
     fn invalid_pattern_is_an_error() {
         assert!(Blocklist::new(&["(unclosed"]).is_err());
+    }
+
+    #[test]
+    fn word_boundaries_as_documented_in_config_md() {
+        // ASCII word boundaries work in the DFA; Unicode ones are refused
+        // at startup rather than failing at search time.
+        let bl = Blocklist::new(&[r"(?-u:\b)rbl(?-u:\b)"]).unwrap();
+        assert!(bl.matches("listed in rbl today"));
+        assert!(!bl.matches("listed in rbls today"));
+        assert!(Blocklist::new(&[r"\brbl\b"]).is_err());
+        // Case-sensitive unless asked.
+        assert!(!defaults().matches("SPAMHAUS.ORG/"));
+        assert!(
+            Blocklist::new(&["(?i)spamhaus\\.org/"])
+                .unwrap()
+                .matches("SPAMHAUS.ORG/")
+        );
     }
 
     #[test]

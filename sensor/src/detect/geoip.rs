@@ -33,13 +33,23 @@ pub enum GeoIpError {
 }
 
 /// An open country database, shared read-only by all workers.
-#[derive(Debug)]
 pub struct GeoIp {
     reader: Reader<Vec<u8>>,
     path: PathBuf,
     /// Lookups that failed on bad data inside the database (counted, and
     /// treated as "no country").
     lookup_errors: AtomicU64,
+}
+
+impl std::fmt::Debug for GeoIp {
+    /// The path and type, not the database bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoIp")
+            .field("path", &self.path)
+            .field("database_type", &self.database_type())
+            .field("lookup_errors", &self.lookup_errors())
+            .finish()
+    }
 }
 
 impl GeoIp {

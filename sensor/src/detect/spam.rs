@@ -32,6 +32,9 @@ pub struct SpamRules {
     pub local_nets: Vec<IpNet>,
     /// Hosts one worker counts per period (`max_hosts_per_period`).
     pub max_hosts: usize,
+    /// Recipient-address bytes one worker keeps per period
+    /// (`max_rcpt_bytes_per_period`).
+    pub max_rcpt_bytes: usize,
     /// Connections one worker keeps "counted/rejected" marks for
     /// (`max_flows_per_worker`).
     pub max_conns: usize,
@@ -49,6 +52,7 @@ impl SpamRules {
             local_mail: cfg.local_mail.clone(),
             local_nets: cfg.local_nets.clone(),
             max_hosts: cfg.max_hosts_per_period,
+            max_rcpt_bytes: cfg.max_rcpt_bytes_per_period,
             max_conns: cfg.max_flows_per_worker,
             idle_timeout_us: cfg.conn_idle_timeout_us(),
         }
@@ -130,14 +134,14 @@ pub struct RcptList {
 impl RcptList {
     /// Inserts one rejected connection's recipients at their place and cuts
     /// the list back to `MAX_RCPTS_PER_HOST` addresses. Addresses that would
-    /// fall after the cut are not copied at all.
-    fn insert(&mut self, key: RcptKey, addrs: &[String]) {
+    /// fall after the cut are not copied at all. Returns the bytes copied.
+    fn insert(&mut self, key: RcptKey, addrs: &[String]) -> usize {
         if addrs.is_empty() {
-            return;
+            return 0;
         }
         let at = self.entries.partition_point(|e| e.key <= key);
         if at == self.entries.len() && self.len >= MAX_RCPTS_PER_HOST {
-            return;
+            return 0;
         }
         let before: usize = self.entries.iter().take(at).map(|e| e.addrs.len()).sum();
         let room = MAX_RCPTS_PER_HOST.saturating_sub(before);
@@ -146,9 +150,11 @@ impl RcptList {
             key,
             addrs: addrs.iter().take(take).cloned().collect(),
         };
+        let bytes = entry.addrs.iter().map(String::len).sum();
         self.entries.insert(at, entry);
         self.len += take;
         self.cut();
+        bytes
     }
 
     /// Drops addresses past `MAX_RCPTS_PER_HOST`, keeping the order.
@@ -170,7 +176,7 @@ impl RcptList {
 
     fn merge(&mut self, other: RcptList) {
         for e in other.entries {
-            self.insert(e.key, &e.addrs);
+            let _ = self.insert(e.key, &e.addrs);
         }
     }
 
@@ -214,6 +220,12 @@ pub struct PeriodCounters {
     /// Connections not tracked because the mark table was full
     /// (`max_flows_per_worker`).
     pub conn_overflow: u64,
+    /// Rejected connections whose recipients were not listed because the
+    /// recipient byte budget was spent (`max_rcpt_bytes_per_period`).
+    pub rcpt_overflow: u64,
+    /// Recipient bytes copied so far in the live period (the worker's
+    /// budget); zero in handed-over counters, so merges compare equal.
+    rcpt_bytes: usize,
 }
 
 impl PeriodCounters {
@@ -221,6 +233,7 @@ impl PeriodCounters {
     pub fn merge(&mut self, other: PeriodCounters) {
         self.host_overflow += other.host_overflow;
         self.conn_overflow += other.conn_overflow;
+        self.rcpt_overflow += other.rcpt_overflow;
         for (host, h) in other.hosts {
             match self.hosts.entry(host) {
                 Entry::Vacant(v) => {
@@ -236,12 +249,25 @@ impl PeriodCounters {
         }
     }
 
+    /// The overflow counters by name (Zeek "weird" style), for the run
+    /// summary and anomaly counts.
+    pub fn overflows(&self) -> [(&'static str, u64); 3] {
+        [
+            ("spam_host_table_full", self.host_overflow),
+            ("spam_conn_table_full", self.conn_overflow),
+            ("spam_rcpt_budget_spent", self.rcpt_overflow),
+        ]
+    }
+
     pub fn host(&self, addr: IpAddr) -> Option<&HostCounts> {
         self.hosts.get(&addr)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty() && self.host_overflow == 0 && self.conn_overflow == 0
+        self.hosts.is_empty()
+            && self.host_overflow == 0
+            && self.conn_overflow == 0
+            && self.rcpt_overflow == 0
     }
 }
 
@@ -330,13 +356,21 @@ impl SpamCounters {
             resp_p: conn.id.resp_p,
             resp_h: conn.id.resp_h,
         };
-        Self::bump(&mut self.period, rules, conn.id.orig_h, |h| {
+        let budget_left = self.period.rcpt_bytes < rules.max_rcpt_bytes;
+        let mut copied = 0;
+        let counted = Self::bump(&mut self.period, rules, conn.id.orig_h, |h| {
             if recount {
                 h.total += 1;
             }
             h.rejects += 1;
-            h.rcpts.insert(rkey, reply.rcpts);
+            if budget_left {
+                copied = h.rcpts.insert(rkey, reply.rcpts);
+            }
         });
+        if counted && !budget_left && !reply.rcpts.is_empty() {
+            self.period.rcpt_overflow += 1;
+        }
+        self.period.rcpt_bytes = self.period.rcpt_bytes.saturating_add(copied);
     }
 
     /// Applies `f` to the host's counts, creating them if the table has
@@ -374,7 +408,9 @@ impl SpamCounters {
         self.generation += 1;
         let horizon = end.micros().saturating_sub(rules.idle_timeout_us);
         self.conns.retain(|_, m| m.last.micros() >= horizon);
-        std::mem::take(&mut self.period)
+        let mut done = std::mem::take(&mut self.period);
+        done.rcpt_bytes = 0;
+        done
     }
 
     /// Connections currently remembered.
@@ -618,6 +654,8 @@ mod tests {
         conns.extend(traffic("203.0.113.1", 7, 3, 3));
         // Same reject time and start, ports decide (tie rule).
         conns.extend(traffic_from("198.18.7.7", 5, 5, 0, 20_000));
+        // Over the 100-address cap: the cut must fall in the same place.
+        conns.extend(traffic_from("198.18.7.9", 80, 80, 7, 30_000));
         // Interleave by time as a capture would.
         conns.sort_by_key(|(c, _)| (c.start, c.id.orig_p));
         let one = run_on(1, &r, &conns);
@@ -631,7 +669,9 @@ mod tests {
             );
         }
         let n = r.evaluate(&one, Ts(9));
-        assert_eq!(n.len(), 3);
+        assert_eq!(n.len(), 4);
+        let capped = one.host("198.18.7.9".parse().unwrap()).unwrap();
+        assert_eq!(capped.rcpts.len(), MAX_RCPTS_PER_HOST);
         // In address order.
         assert!(n.windows(2).all(|w| w[0].src < w[1].src));
     }
@@ -669,8 +709,30 @@ mod tests {
         let p = s.take_period(&r, Ts(10));
         assert_eq!(p.hosts.len(), 2);
         assert_eq!(p.host_overflow, 2);
+        assert_eq!(p.overflows()[0], ("spam_host_table_full", 2));
         // Not a leak into the next period either.
         assert_eq!(s.tracked_conns(), 2);
+    }
+
+    #[test]
+    fn recipient_bytes_are_bounded_per_period() {
+        let r = SpamRules {
+            max_rcpt_bytes: 20,
+            ..rules()
+        };
+        let mut s = SpamCounters::new();
+        let a = vec!["0123456789@x".to_string()]; // 12 bytes
+        for port in 1..=3 {
+            s.on_reply(&r, &conn("198.18.7.7", port, 0), &reply(5, 550, &a));
+        }
+        let p = s.take_period(&r, Ts(10));
+        let h = p.host("198.18.7.7".parse().unwrap()).unwrap();
+        // Two lists fit under the budget (12 < 20, then 24); the third not.
+        assert_eq!((h.total, h.rejects, h.rcpts.len()), (3, 3, 2));
+        assert_eq!(p.rcpt_overflow, 1);
+        // A new period has a new budget.
+        s.on_reply(&r, &conn("198.18.7.7", 9, 20), &reply(25, 550, &a));
+        assert_eq!(s.take_period(&r, Ts(30)).rcpt_overflow, 0);
     }
 
     #[test]

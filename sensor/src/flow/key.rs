@@ -40,9 +40,25 @@ impl FlowKey {
         let s = (addr_bits(src), sport);
         let d = (addr_bits(dst), dport);
         if s <= d {
-            (FlowKey { a_addr: s.0, a_port: s.1, b_addr: d.0, b_port: d.1 }, true)
+            (
+                FlowKey {
+                    a_addr: s.0,
+                    a_port: s.1,
+                    b_addr: d.0,
+                    b_port: d.1,
+                },
+                true,
+            )
         } else {
-            (FlowKey { a_addr: d.0, a_port: d.1, b_addr: s.0, b_port: s.1 }, false)
+            (
+                FlowKey {
+                    a_addr: d.0,
+                    a_port: d.1,
+                    b_addr: s.0,
+                    b_port: s.1,
+                },
+                false,
+            )
         }
     }
 
@@ -117,8 +133,14 @@ mod tests {
         let (k2, s2) = FlowKey::new(b, 25, a, 40000);
         assert_eq!(k1, k2);
         assert_ne!(s1, s2);
-        assert_eq!(symmetric_hash(a, 40000, b, 25), symmetric_hash(b, 25, a, 40000));
-        assert_ne!(symmetric_hash(a, 40000, b, 25), symmetric_hash(a, 40001, b, 25));
+        assert_eq!(
+            symmetric_hash(a, 40000, b, 25),
+            symmetric_hash(b, 25, a, 40000)
+        );
+        assert_ne!(
+            symmetric_hash(a, 40000, b, 25),
+            symmetric_hash(a, 40001, b, 25)
+        );
     }
 
     #[test]

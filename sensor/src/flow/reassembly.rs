@@ -234,7 +234,9 @@ impl Reassembler {
                         // Overlap with a buffered segment: compare and skip.
                         let ov_end = seg.end().min(end);
                         let a = payload.get((pos - start) as usize..(ov_end - start) as usize);
-                        let b = seg.data.get((pos - seg.off) as usize..(ov_end - seg.off) as usize);
+                        let b = seg
+                            .data
+                            .get((pos - seg.off) as usize..(ov_end - seg.off) as usize);
                         if a != b {
                             ev.inconsistent = true;
                         }
@@ -249,7 +251,13 @@ impl Reassembler {
                 continue;
             }
             if let Some(piece) = payload.get((pos - start) as usize..(piece_end - start) as usize) {
-                self.ooo.insert(i, Segment { off: pos, data: piece.to_vec() });
+                self.ooo.insert(
+                    i,
+                    Segment {
+                        off: pos,
+                        data: piece.to_vec(),
+                    },
+                );
                 self.ooo_bytes += piece.len();
                 i += 1;
             }

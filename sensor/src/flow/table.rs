@@ -224,7 +224,9 @@ impl<P> FlowTable<P> {
                     .flow(i)
                     .is_some_and(|f| pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us);
                 let end = if idle { End::TimedOut } else { End::Closed };
-                let at = self.flow(i).map_or(pkt.ts, |f| if idle { f.last } else { pkt.ts });
+                let at = self
+                    .flow(i)
+                    .map_or(pkt.ts, |f| if idle { f.last } else { pkt.ts });
                 self.remove(i, at, end, sink, anomalies);
                 slot = None;
             }
@@ -248,7 +250,11 @@ impl<P> FlowTable<P> {
         let closed = {
             let Some(f) = self.flow_mut(i) else { return };
             f.last = pkt.ts;
-            let dir = if src_is_a == f.orig_is_a { Direction::Orig } else { Direction::Resp };
+            let dir = if src_is_a == f.orig_is_a {
+                Direction::Orig
+            } else {
+                Direction::Resp
+            };
             let Flow { reasm, parser, .. } = f;
             let ts = pkt.ts;
             let [orig, resp] = reasm;
@@ -256,12 +262,19 @@ impl<P> FlowTable<P> {
                 Direction::Orig => (orig, resp),
                 Direction::Resp => (resp, orig),
             };
-            let mut deliver_other = |c: Chunk<'_>| deliver(parser, dir.flip(), ts, c, sink, &mut stats);
+            let mut deliver_other =
+                |c: Chunk<'_>| deliver(parser, dir.flip(), ts, c, sink, &mut stats);
             if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
                 anomalies.add(FlowAnomaly::AckAboveWindow);
             }
             let mut deliver_mine = |c: Chunk<'_>| deliver(parser, dir, ts, c, sink, &mut stats);
-            let ev = mine.segment(pkt.seq, pkt.flags.syn(), pkt.flags.fin(), pkt.payload, &mut deliver_mine);
+            let ev = mine.segment(
+                pkt.seq,
+                pkt.flags.syn(),
+                pkt.flags.fin(),
+                pkt.payload,
+                &mut deliver_mine,
+            );
             stats.events(ev);
             pkt.flags.rst() || (mine.finished() && theirs.finished())
         };
@@ -301,8 +314,17 @@ impl<P> FlowTable<P> {
         } else {
             ((pkt.dst, pkt.dport), (pkt.src, pkt.sport))
         };
-        let id = ConnId { orig_h: orig.0, orig_p: orig.1, resp_h: resp.0, resp_p: resp.1 };
-        let conn = ConnInfo { uid: Uid::new(&id, pkt.ts), id, start: pkt.ts };
+        let id = ConnId {
+            orig_h: orig.0,
+            orig_p: orig.1,
+            resp_h: resp.0,
+            resp_p: resp.1,
+        };
+        let conn = ConnInfo {
+            uid: Uid::new(&id, pkt.ts),
+            id,
+            start: pkt.ts,
+        };
         let parser = new_parser(&conn);
         let flow = Flow {
             key,

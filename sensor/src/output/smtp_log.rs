@@ -91,7 +91,11 @@ mod tests {
             resp_h: "198.18.0.2".parse().unwrap(),
             resp_p: 25,
         };
-        let conn = ConnInfo { uid: Uid::new(&id, Ts(5)), id, start: Ts(5) };
+        let conn = ConnInfo {
+            uid: Uid::new(&id, Ts(5)),
+            id,
+            start: Ts(5),
+        };
         let record = MessageRecord {
             ts: Ts(1_000_000),
             trans_depth: 1,

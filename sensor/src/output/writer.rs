@@ -324,12 +324,30 @@ mod tests {
     impl LogRecord for T {
         const PATH: &'static str = "t";
         const COLUMNS: &'static [Column] = &[
-            Column { name: "ts", zeek_type: "time" },
-            Column { name: "id.orig_h", zeek_type: "addr" },
-            Column { name: "s", zeek_type: "string" },
-            Column { name: "list", zeek_type: "set[string]" },
-            Column { name: "path", zeek_type: "vector[addr]" },
-            Column { name: "tls", zeek_type: "bool" },
+            Column {
+                name: "ts",
+                zeek_type: "time",
+            },
+            Column {
+                name: "id.orig_h",
+                zeek_type: "addr",
+            },
+            Column {
+                name: "s",
+                zeek_type: "string",
+            },
+            Column {
+                name: "list",
+                zeek_type: "set[string]",
+            },
+            Column {
+                name: "path",
+                zeek_type: "vector[addr]",
+            },
+            Column {
+                name: "tls",
+                zeek_type: "bool",
+            },
         ];
         fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
             f(Value::Time(Ts(1_254_722_767_875_996)));
@@ -343,14 +361,22 @@ mod tests {
 
     #[test]
     fn json_omits_absent_and_empty_and_escapes() {
-        let t = T { s: Some("a\"b\tc".into()), list: vec![], addrs: vec![] };
+        let t = T {
+            s: Some("a\"b\tc".into()),
+            list: vec![],
+            addrs: vec![],
+        };
         let mut out = Vec::new();
         format_json(&t, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"ts\":1254722767.875996,\"id.orig_h\":\"198.18.0.1\",\"s\":\"a\\\"b\\tc\",\"tls\":false}\n"
         );
-        let t = T { s: None, list: vec!["x".into(), "y".into()], addrs: vec!["2001:db8::1".parse().unwrap()] };
+        let t = T {
+            s: None,
+            list: vec!["x".into(), "y".into()],
+            addrs: vec!["2001:db8::1".parse().unwrap()],
+        };
         let mut out = Vec::new();
         format_json(&t, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -361,23 +387,39 @@ mod tests {
 
     #[test]
     fn tsv_escapes_like_zeek() {
-        let t = T { s: Some("a\tb\\".into()), list: vec!["x,y".into(), "z".into()], addrs: vec![] };
+        let t = T {
+            s: Some("a\tb\\".into()),
+            list: vec!["x,y".into(), "z".into()],
+            addrs: vec![],
+        };
         let mut out = Vec::new();
         format_tsv(&t, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1254722767.875996\t198.18.0.1\ta\\x09b\\\\\tx\\x2cy,z\t(empty)\tF\n"
         );
-        let t = T { s: None, list: vec![], addrs: vec![] };
+        let t = T {
+            s: None,
+            list: vec![],
+            addrs: vec![],
+        };
         let mut out = Vec::new();
         format_tsv(&t, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "1254722767.875996\t198.18.0.1\t-\t(empty)\t(empty)\tF\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1254722767.875996\t198.18.0.1\t-\t(empty)\t(empty)\tF\n"
+        );
     }
 
     #[test]
     fn zeek_header_and_close() {
         let mut w = LogWriter::<T, Vec<u8>>::new(Vec::new(), LogFormat::Zeek).unwrap();
-        w.write(&T { s: None, list: vec![], addrs: vec![] }).unwrap();
+        w.write(&T {
+            s: None,
+            list: vec![],
+            addrs: vec![],
+        })
+        .unwrap();
         w.close().unwrap();
         let text = String::from_utf8(w.into_inner()).unwrap();
         let lines: Vec<_> = text.lines().collect();
@@ -388,7 +430,10 @@ mod tests {
         assert_eq!(lines[4], "#path\tt");
         assert!(lines[5].starts_with("#open\t20"));
         assert_eq!(lines[6], "#fields\tts\tid.orig_h\ts\tlist\tpath\ttls");
-        assert_eq!(lines[7], "#types\ttime\taddr\tstring\tset[string]\tvector[addr]\tbool");
+        assert_eq!(
+            lines[7],
+            "#types\ttime\taddr\tstring\tset[string]\tvector[addr]\tbool"
+        );
         assert!(lines[9].starts_with("#close\t20"));
         assert_eq!(lines.len(), 10);
     }

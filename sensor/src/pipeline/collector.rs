@@ -51,10 +51,14 @@ pub struct Report {
 /// A message on the collector's channel.
 #[derive(Debug)]
 pub enum ToCollector {
-    Report(Report),
+    Report(Box<Report>),
     /// The end time of window `window` (the tick's time), sent by the
     /// dispatcher so the collector can release notices up to it.
-    Window { window: u64, end: crate::net::Ts, period_end: Option<crate::net::Ts> },
+    Window {
+        window: u64,
+        end: crate::net::Ts,
+        period_end: Option<crate::net::Ts>,
+    },
 }
 
 #[derive(Default)]
@@ -69,7 +73,9 @@ struct Window {
 /// Why the logs could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot create log file {path}: {source}; check that the log directory exists and is writable")]
+    #[error(
+        "cannot create log file {path}: {source}; check that the log directory exists and is writable"
+    )]
     Create { path: PathBuf, source: io::Error },
     #[error("cannot write log file {path}: {source}; check free disk space")]
     Write { path: PathBuf, source: io::Error },
@@ -95,16 +101,28 @@ impl Logs {
     fn create(dir: &Path, format: LogFormat) -> Result<Logs, OutputError> {
         let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), OutputError> {
             let path = dir.join(name);
-            let f = File::create(&path).map_err(|source| OutputError::Create { path: path.clone(), source })?;
+            let f = File::create(&path).map_err(|source| OutputError::Create {
+                path: path.clone(),
+                source,
+            })?;
             Ok((BufWriter::with_capacity(1 << 16, f), path))
         };
         let (s, smtp_path) = open("smtp.log")?;
         let (n, notice_path) = open("notice.log")?;
-        let smtp = LogWriter::new(s, format)
-            .map_err(|source| OutputError::Write { path: smtp_path.clone(), source })?;
-        let notice = LogWriter::new(n, format)
-            .map_err(|source| OutputError::Write { path: notice_path.clone(), source })?;
-        Ok(Logs { smtp, notice, smtp_path, notice_path })
+        let smtp = LogWriter::new(s, format).map_err(|source| OutputError::Write {
+            path: smtp_path.clone(),
+            source,
+        })?;
+        let notice = LogWriter::new(n, format).map_err(|source| OutputError::Write {
+            path: notice_path.clone(),
+            source,
+        })?;
+        Ok(Logs {
+            smtp,
+            notice,
+            smtp_path,
+            notice_path,
+        })
     }
 }
 
@@ -117,8 +135,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn create(dir: &Path, format: LogFormat, detection: Arc<Detection>, workers: usize) -> Result<Self, OutputError> {
-        Ok(Collector { logs: Logs::create(dir, format)?, detection, workers })
+    pub fn create(
+        dir: &Path,
+        format: LogFormat,
+        detection: Arc<Detection>,
+        workers: usize,
+    ) -> Result<Self, OutputError> {
+        Ok(Collector {
+            logs: Logs::create(dir, format)?,
+            detection,
+            workers,
+        })
     }
 
     /// Runs until every worker has sent its final report.
@@ -132,10 +159,15 @@ impl Collector {
         while finished < self.workers {
             let Ok(msg) = rx.recv() else { break };
             match msg {
-                ToCollector::Window { window, end, period_end } => {
+                ToCollector::Window {
+                    window,
+                    end,
+                    period_end,
+                } => {
                     windows.entry(window).or_default().end = Some((end, period_end));
                 }
                 ToCollector::Report(r) => {
+                    let r = *r;
                     let w = windows.entry(r.window).or_default();
                     w.records.extend(r.records);
                     w.notices.extend(r.notices);
@@ -155,22 +187,35 @@ impl Collector {
                 if w.closed < self.workers || (w.end.is_none() && !is_final) {
                     break;
                 }
-                let Some(w) = windows.remove(&next_window) else { break };
-                self.flush_window(w, &mut queue, &mut out_notices, &mut sum, is_final && windows.is_empty())?;
+                let Some(w) = windows.remove(&next_window) else {
+                    break;
+                };
+                self.flush_window(w, &mut queue, &mut out_notices, &mut sum)?;
                 next_window += 1;
             }
         }
         // Anything left (a worker died early): write it as it is.
         let rest: Vec<Window> = std::mem::take(&mut windows).into_values().collect();
         for w in rest {
-            self.flush_window(w, &mut queue, &mut out_notices, &mut sum, false)?;
+            self.flush_window(w, &mut queue, &mut out_notices, &mut sum)?;
         }
         queue.finish(&mut out_notices);
         self.write_notices(&mut out_notices, &mut sum)?;
         sum.notices_suppressed = queue.suppressed;
-        let Logs { mut smtp, mut notice, smtp_path, notice_path } = self.logs;
-        smtp.close().map_err(|source| OutputError::Write { path: smtp_path, source })?;
-        notice.close().map_err(|source| OutputError::Write { path: notice_path, source })?;
+        let Logs {
+            mut smtp,
+            mut notice,
+            smtp_path,
+            notice_path,
+        } = self.logs;
+        smtp.close().map_err(|source| OutputError::Write {
+            path: smtp_path,
+            source,
+        })?;
+        notice.close().map_err(|source| OutputError::Write {
+            path: notice_path,
+            source,
+        })?;
         Ok(sum)
     }
 
@@ -180,17 +225,29 @@ impl Collector {
         queue: &mut NoticeQueue,
         out_notices: &mut Vec<Notice>,
         sum: &mut CollectorSummary,
-        _final: bool,
     ) -> Result<(), OutputError> {
         w.records.sort_by(|a, b| {
-            (a.record.ts, &a.conn.uid.0, a.record.trans_depth, a.conn.start)
-                .cmp(&(b.record.ts, &b.conn.uid.0, b.record.trans_depth, b.conn.start))
+            (
+                a.record.ts,
+                &a.conn.uid.0,
+                a.record.trans_depth,
+                a.conn.start,
+            )
+                .cmp(&(
+                    b.record.ts,
+                    &b.conn.uid.0,
+                    b.record.trans_depth,
+                    b.conn.start,
+                ))
         });
         for r in &w.records {
             self.logs
                 .smtp
                 .write(r)
-                .map_err(|source| OutputError::Write { path: self.logs.smtp_path.clone(), source })?;
+                .map_err(|source| OutputError::Write {
+                    path: self.logs.smtp_path.clone(),
+                    source,
+                })?;
         }
         sum.records += w.records.len() as u64;
         for n in w.notices {
@@ -201,7 +258,7 @@ impl Collector {
             // The final window's period ends at the last packet; ticks carry
             // their own period end.
             let end = w.end.and_then(|(_, p)| p).or_else(|| w.end.map(|(e, _)| e));
-            if let Some(end) = end.or(self.final_end(&w.records)) {
+            if let Some(end) = end {
                 for n in self.detection.evaluate_period(&merged, end) {
                     queue.push(n);
                 }
@@ -214,16 +271,19 @@ impl Collector {
         Ok(())
     }
 
-    fn final_end(&self, records: &[ConnRecord]) -> Option<crate::net::Ts> {
-        records.iter().map(|r| r.record.ts).max()
-    }
-
-    fn write_notices(&mut self, out: &mut Vec<Notice>, sum: &mut CollectorSummary) -> Result<(), OutputError> {
+    fn write_notices(
+        &mut self,
+        out: &mut Vec<Notice>,
+        sum: &mut CollectorSummary,
+    ) -> Result<(), OutputError> {
         for n in out.drain(..) {
             self.logs
                 .notice
                 .write(&n)
-                .map_err(|source| OutputError::Write { path: self.logs.notice_path.clone(), source })?;
+                .map_err(|source| OutputError::Write {
+                    path: self.logs.notice_path.clone(),
+                    source,
+                })?;
             sum.notices += 1;
         }
         Ok(())

@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
 use crate::decode::{DecodeOptions, Decoded, LinkType, decode};
 use crate::detect::PeriodClock;
-use crate::flow::symmetric_hash;
 use crate::flow::StreamParser;
+use crate::flow::symmetric_hash;
 use crate::net::Ts;
 
 use super::collector::{FinalCounts, Report, ToCollector};
@@ -82,7 +82,11 @@ pub struct ReportTx {
 
 impl ReportTx {
     pub fn new(tx: SyncSender<ToCollector>, blocking: bool) -> Self {
-        ReportTx { tx, blocking, dropped_records: Arc::new(AtomicU64::new(0)) }
+        ReportTx {
+            tx,
+            blocking,
+            dropped_records: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn send(&self, msg: ToCollector) {
@@ -94,7 +98,8 @@ impl ReportTx {
             // Window markers and final reports must arrive; data may drop.
             match m {
                 ToCollector::Report(mut r) if r.last.is_none() && !r.closes => {
-                    self.dropped_records.fetch_add(r.records.len() as u64, Ordering::Relaxed);
+                    self.dropped_records
+                        .fetch_add(r.records.len() as u64, Ordering::Relaxed);
                     r.records.clear();
                 }
                 other => {
@@ -105,7 +110,7 @@ impl ReportTx {
     }
 
     fn report(&self, r: Report) {
-        self.send(ToCollector::Report(r));
+        self.send(ToCollector::Report(Box::new(r)));
     }
 }
 
@@ -117,7 +122,10 @@ struct Lane {
 
 enum Mode<P> {
     Inline(Box<Worker<P>>),
-    Threads { lanes: Vec<Lane>, handles: Vec<JoinHandle<()>> },
+    Threads {
+        lanes: Vec<Lane>,
+        handles: Vec<JoinHandle<()>>,
+    },
 }
 
 /// Frame-level counters of the dispatcher (each frame counted once here).
@@ -144,11 +152,19 @@ pub struct Dispatcher<P> {
 
 impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
     /// `workers` built by the caller (one means inline processing).
-    pub fn new(mut workers: Vec<Worker<P>>, tx: ReportTx, period_us: u64, decode_opts: DecodeOptions) -> Self {
+    pub fn new(
+        mut workers: Vec<Worker<P>>,
+        tx: ReportTx,
+        period_us: u64,
+        decode_opts: DecodeOptions,
+    ) -> Self {
         let mode = if workers.len() <= 1 {
             match workers.pop() {
                 Some(w) => Mode::Inline(Box::new(w)),
-                None => Mode::Threads { lanes: Vec::new(), handles: Vec::new() },
+                None => Mode::Threads {
+                    lanes: Vec::new(),
+                    handles: Vec::new(),
+                },
             }
         } else {
             let mut lanes = Vec::new();
@@ -168,7 +184,11 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                         continue;
                     }
                 }
-                lanes.push(Lane { ring, returns, current: None });
+                lanes.push(Lane {
+                    ring,
+                    returns,
+                    current: None,
+                });
             }
             Mode::Threads { lanes, handles }
         };
@@ -191,7 +211,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         self.counts.packets.packets += 1;
         self.counts.packets.bytes += frame.len() as u64;
         let Some(link) = link else {
-            self.counts.anomalies.add(CaptureAnomaly::UnsupportedLinkType);
+            self.counts
+                .anomalies
+                .add(CaptureAnomaly::UnsupportedLinkType);
             return;
         };
         self.advance(ts);
@@ -209,7 +231,11 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 let n = lanes.len() as u64;
                 let idx = (symmetric_hash(p.src, p.sport, p.dst, p.dport) % n.max(1)) as usize;
                 if let Some(lane) = lanes.get_mut(idx) {
-                    let batch = lane.current.get_or_insert_with(|| lane.returns.pop().unwrap_or_else(|_| Batch::with_capacity()));
+                    let batch = lane.current.get_or_insert_with(|| {
+                        lane.returns
+                            .pop()
+                            .unwrap_or_else(|_| Batch::with_capacity())
+                    });
                     batch.push(ts, link, frame);
                     if batch.full() {
                         flush_lane(lane);
@@ -238,7 +264,11 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             return;
         }
         self.next_tick = Some((now.micros() / TICK_US + 1) * TICK_US);
-        self.tx.send(ToCollector::Window { window: self.window, end: now, period_end });
+        self.tx.send(ToCollector::Window {
+            window: self.window,
+            end: now,
+            period_end,
+        });
         self.window += 1;
         match &mut self.mode {
             Mode::Inline(w) => {
@@ -263,7 +293,11 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         self.finished = true;
         let now = self.last_ts;
         // The final window ends the last, partial period at the last packet.
-        self.tx.send(ToCollector::Window { window: self.window, end: now, period_end: Some(now) });
+        self.tx.send(ToCollector::Window {
+            window: self.window,
+            end: now,
+            period_end: Some(now),
+        });
         match &mut self.mode {
             Mode::Inline(w) => {
                 let r = w.finish(now);
@@ -357,7 +391,9 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
     tx: ReportTx,
 ) {
     // The dispatcher already counted decode results and checksums.
-    let opts = DecodeOptions { verify_checksums: false };
+    let opts = DecodeOptions {
+        verify_checksums: false,
+    };
     let mut backoff = Backoff::default();
     loop {
         let msg = match ring.pop() {
@@ -375,7 +411,9 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
         match msg {
             Msg::Batch(mut b) => {
                 for &(ts, link, start, len) in &b.frames {
-                    let Some(frame) = b.data.get(start as usize..(start + len) as usize) else { continue };
+                    let Some(frame) = b.data.get(start as usize..(start + len) as usize) else {
+                        continue;
+                    };
                     if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
                         w.packet(&p);
                     }
@@ -399,6 +437,10 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
 /// The dispatcher's own final counts, in the collector's shape.
 impl From<DispatchCounts> for FinalCounts {
     fn from(d: DispatchCounts) -> Self {
-        FinalCounts { packets: d.packets, flows: Default::default(), anomalies: d.anomalies }
+        FinalCounts {
+            packets: d.packets,
+            flows: Default::default(),
+            anomalies: d.anomalies,
+        }
     }
 }

@@ -8,21 +8,17 @@
 
 pub mod collector;
 pub mod dispatch;
+pub mod live;
 pub mod smtp_flow;
 pub mod summary;
 pub mod worker;
-
-// TEMPORARY until `capture` (live capture, another helper's module) compiles
-// and is registered in lib.rs: then this becomes `crate::capture::pcap`.
-#[path = "../capture/pcap.rs"]
-pub mod pcap_input;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::anomaly::CaptureAnomaly;
-use pcap_input::{PcapReadError, PcapReader};
+use crate::capture::pcap::{PcapReadError, PcapReader};
 use crate::config::Config;
 use crate::decode::DecodeOptions;
 use crate::detect::{DetectError, Detection};
@@ -92,21 +88,32 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     let pool: Vec<_> = (0..workers)
         .map(|id| Worker::new(id, flow.clone(), detection.clone(), factory.clone()))
         .collect();
-    let mut dispatcher = Dispatcher::new(pool, ReportTx::new(tx, true), cfg.inspect_period_us(), opts.decode);
+    let mut dispatcher = Dispatcher::new(
+        pool,
+        ReportTx::new(tx, true),
+        cfg.inspect_period_us(),
+        opts.decode,
+    );
     let read = reader.for_each(|f| dispatcher.feed(f.ts, f.link, f.data));
     dispatcher.finish();
     let mut counts = std::mem::take(&mut dispatcher.counts);
     drop(dispatcher);
     let collected = match collector.join() {
         Ok(r) => r?,
-        Err(_) => return Err(RunError::Thread(std::io::Error::other("collector thread panicked"))),
+        Err(_) => {
+            return Err(RunError::Thread(std::io::Error::other(
+                "collector thread panicked",
+            )));
+        }
     };
     // A capture error after some records: the logs are written; report it.
     let read = read?;
     if read.truncated_tail {
         counts.anomalies.add(CaptureAnomaly::TruncatedRecord);
     }
-    counts.anomalies.add_n(CaptureAnomaly::UnknownInterface, read.unknown_interface);
+    counts
+        .anomalies
+        .add_n(CaptureAnomaly::UnknownInterface, read.unknown_interface);
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
     summary.truncated_tail = read.truncated_tail;
     Ok(summary)

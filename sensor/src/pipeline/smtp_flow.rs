@@ -28,7 +28,8 @@ pub fn smtp_config(cfg: &Config) -> SmtpConfig {
             max_mime_depth: cfg.max_mime_depth,
             max_pending_commands: cfg.max_pending_commands,
             max_reply_len: cfg.max_reply_len,
-            max_invalid_transactions: u32::try_from(cfg.max_invalid_transactions).unwrap_or(u32::MAX),
+            max_invalid_transactions: u32::try_from(cfg.max_invalid_transactions)
+                .unwrap_or(u32::MAX),
         },
         mail_path_capture: match cfg.mail_path_capture {
             MailPathCapture::Local => PathCapture::Local,

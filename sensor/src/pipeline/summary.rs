@@ -46,8 +46,16 @@ impl RunSummary {
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        let gbps = if secs > 0.0 { self.packets.bytes as f64 * 8.0 / secs / 1e9 } else { 0.0 };
-        let pps = if secs > 0.0 { self.packets.packets as f64 / secs } else { 0.0 };
+        let gbps = if secs > 0.0 {
+            self.packets.bytes as f64 * 8.0 / secs / 1e9
+        } else {
+            0.0
+        };
+        let pps = if secs > 0.0 {
+            self.packets.packets as f64 / secs
+        } else {
+            0.0
+        };
         writeln!(
             f,
             "smtp-sensor: {} packets, {} bytes in {:.3} s ({:.2} Gbit/s, {:.0} packets/s)",
@@ -72,7 +80,11 @@ impl fmt::Display for RunSummary {
         if self.anomalies.is_empty() {
             writeln!(f, "smtp-sensor: no anomalies")
         } else {
-            let list: Vec<String> = self.anomalies.iter().map(|(n, c)| format!("{n}={c}")).collect();
+            let list: Vec<String> = self
+                .anomalies
+                .iter()
+                .map(|(n, c)| format!("{n}={c}"))
+                .collect();
             writeln!(f, "smtp-sensor: anomalies: {}", list.join(" "))
         }
     }

@@ -32,7 +32,10 @@ impl SmtpSink for WorkerSink {
 
     fn record(&mut self, conn: &ConnInfo, record: MessageRecord) {
         self.detector.on_record(self.now, conn, &record);
-        self.records.push(ConnRecord { conn: conn.clone(), record });
+        self.records.push(ConnRecord {
+            conn: conn.clone(),
+            record,
+        });
     }
 
     fn anomaly(&mut self, _conn: &ConnInfo, anomaly: SmtpAnomaly) {
@@ -107,7 +110,12 @@ pub struct Worker<P> {
 }
 
 impl<P: StreamParser<WorkerSink>> Worker<P> {
-    pub fn new(id: usize, flow: FlowConfig, detection: Arc<Detection>, factory: ParserFactory<P>) -> Self {
+    pub fn new(
+        id: usize,
+        flow: FlowConfig,
+        detection: Arc<Detection>,
+        factory: ParserFactory<P>,
+    ) -> Self {
         let smtp_ports = flow.smtp_ports.clone();
         Worker {
             id,

@@ -43,11 +43,14 @@ pub enum SmtpAnomaly {
     BadReplyLine,
     /// A continuation line of a multi-line reply with another code.
     ReplyCodeMismatch,
+    /// Reply text longer than `max_reply_len`; cut there.
+    ReplyTooLong,
     /// Bytes missing from a direction; the session resynchronised.
     ContentGap,
 }
 
 impl SmtpAnomaly {
+    /// The weird-style name counters and logs use.
     pub const fn name(self) -> &'static str {
         match self {
             SmtpAnomaly::TooManyRcptto => "smtp_too_many_rcptto_addresses",
@@ -68,6 +71,7 @@ impl SmtpAnomaly {
             SmtpAnomaly::UnknownCommand => "smtp_unknown_command",
             SmtpAnomaly::BadReplyLine => "smtp_bad_reply_line",
             SmtpAnomaly::ReplyCodeMismatch => "smtp_reply_code_mismatch",
+            SmtpAnomaly::ReplyTooLong => "smtp_reply_too_long",
             SmtpAnomaly::ContentGap => "smtp_content_gap",
         }
     }

@@ -116,7 +116,7 @@ pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
         }
     });
     if let Some(ext) = extended {
-        return Some(decode_rfc2231(&ext, true));
+        return Some(decode_rfc2231(&ext));
     }
     if !sections.is_empty() {
         sections.sort_by_key(|s| s.0);
@@ -186,12 +186,8 @@ fn bytes_to_string(bytes: &[u8], charset: Option<&[u8]>) -> String {
 }
 
 /// Decodes an RFC 2231 extended value `charset'lang'%xx…`.
-pub fn decode_rfc2231(value: &[u8], with_charset: bool) -> String {
-    let (charset, data) = if with_charset {
-        split_charset(value)
-    } else {
-        (None, value)
-    };
+pub fn decode_rfc2231(value: &[u8]) -> String {
+    let (charset, data) = split_charset(value);
     let mut bytes = Vec::with_capacity(data.len());
     percent_decode_into(data, &mut bytes);
     bytes_to_string(&bytes, charset)
@@ -297,10 +293,6 @@ impl MimeTracker {
         self.top_headers = top_headers;
     }
 
-    pub fn is_active(&self) -> bool {
-        !self.stack.is_empty()
-    }
-
     /// One line of the body (dot-unstuffed, without line end).
     pub fn line(&mut self, line: &[u8], limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
         let mut depth = 0;
@@ -351,7 +343,7 @@ impl MimeTracker {
         sink: &mut dyn HeaderSink,
     ) {
         if line.is_empty() {
-            self.finish_header(depth, limits, sink);
+            self.finish_header(depth, sink);
             self.end_headers(depth, limits, sink);
             return;
         }
@@ -361,7 +353,7 @@ impl MimeTracker {
             }
             return;
         }
-        self.finish_header(depth, limits, sink);
+        self.finish_header(depth, sink);
         let Some(ent) = self.stack.get_mut(depth) else {
             return;
         };
@@ -405,14 +397,14 @@ impl MimeTracker {
     }
 
     /// Completes the header being unfolded, if any.
-    fn finish_header(&mut self, depth: usize, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+    fn finish_header(&mut self, depth: usize, sink: &mut dyn HeaderSink) {
         let keep = self.keep.take();
         if keep != Some(Keep::Keep) {
             return;
         }
         let header = std::mem::take(&mut self.header);
         if let Some((name, value)) = parse_header(&header) {
-            self.structural_header(depth, name, value, limits);
+            self.structural_header(depth, name, value);
             if depth == 0 && self.top_headers {
                 sink.top_header(name, value);
             }
@@ -421,7 +413,7 @@ impl MimeTracker {
         self.header.clear();
     }
 
-    fn structural_header(&mut self, depth: usize, name: &[u8], value: &[u8], _limits: &SmtpLimits) {
+    fn structural_header(&mut self, depth: usize, name: &[u8], value: &[u8]) {
         let Some(ent) = self.stack.get_mut(depth) else {
             return;
         };
@@ -468,7 +460,7 @@ impl MimeTracker {
     /// open entities.
     pub fn finish(&mut self, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
         if let Some(depth) = self.stack.iter().position(|e| e.in_header) {
-            self.finish_header(depth, limits, sink);
+            self.finish_header(depth, sink);
             self.end_headers(depth, limits, sink);
         }
         self.stack.clear();

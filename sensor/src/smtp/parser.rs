@@ -246,7 +246,9 @@ pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(String)) {
                 continue;
             }
         }
-        i += 1;
+        // Every start inside the local-part run fails the same way: skip
+        // it, which keeps the scan linear.
+        i = (i + 1).max(k);
     }
 }
 
@@ -303,10 +305,20 @@ fn is_ip_char(b: u8) -> bool {
 /// Longest textual IP address (IPv6 with an IPv4 tail).
 const MAX_IP_TEXT: usize = 45;
 
+/// Bytes of a header value searched for an unwrapped address (Zeek's
+/// position-by-position search is quadratic in the worst case; real
+/// X-Originating-IP values are a few dozen bytes).
+pub const MAX_IP_SCAN: usize = 256;
+
 /// Calls `f` with every IP address in `s`, in order, like Zeek's
 /// `extract_ip_addresses`: at each position the longest valid address is
 /// taken; with `check_wrapping`, only addresses wrapped in matching `[]`,
 /// `()`, `{}`, blanks, or making up the whole string count.
+///
+/// A wrapped address is always a whole run of address characters
+/// (`[0-9A-Fa-f:.]`), since the wrapping characters are not address
+/// characters; so with `check_wrapping` each run is parsed once, in linear
+/// time. Without it, every position of `s` is tried (use on short input).
 pub fn for_each_ip_addr(s: &[u8], check_wrapping: bool, mut f: impl FnMut(IpAddr)) {
     let n = s.len();
     let mut i = 0;
@@ -316,33 +328,44 @@ pub fn for_each_ip_addr(s: &[u8], check_wrapping: bool, mut f: impl FnMut(IpAddr
             continue;
         }
         let mut run_end = i;
-        while run_end < n
-            && run_end - i < MAX_IP_TEXT
-            && s.get(run_end).is_some_and(|&b| is_ip_char(b))
-        {
+        while s.get(run_end).is_some_and(|&b| is_ip_char(b)) {
             run_end += 1;
         }
-        let found = (i + 1..=run_end).rev().find_map(|end| {
+        if check_wrapping {
+            let ip = (run_end - i <= MAX_IP_TEXT)
+                .then(|| {
+                    std::str::from_utf8(s.get(i..run_end)?)
+                        .ok()?
+                        .parse::<IpAddr>()
+                        .ok()
+                })
+                .flatten();
+            if let Some(ip) = ip {
+                let before = if i == 0 { None } else { s.get(i - 1).copied() };
+                let after = s.get(run_end).copied();
+                let wrapped = matches!(
+                    (before, after),
+                    (None, None)
+                        | (Some(b'['), Some(b']'))
+                        | (Some(b'('), Some(b')'))
+                        | (Some(b'{'), Some(b'}'))
+                        | (Some(b' '), Some(b' '))
+                );
+                if wrapped {
+                    f(ip);
+                }
+            }
+            i = run_end;
+            continue;
+        }
+        let longest = run_end.min(i + MAX_IP_TEXT);
+        let found = (i + 1..=longest).rev().find_map(|end| {
             let text = std::str::from_utf8(s.get(i..end)?).ok()?;
             text.parse::<IpAddr>().ok().map(|ip| (ip, end))
         });
         match found {
             Some((ip, end)) => {
-                let wrapped = !check_wrapping || {
-                    let before = if i == 0 { None } else { s.get(i - 1).copied() };
-                    let after = s.get(end).copied();
-                    matches!(
-                        (before, after),
-                        (None, None)
-                            | (Some(b'['), Some(b']'))
-                            | (Some(b'('), Some(b')'))
-                            | (Some(b'{'), Some(b'}'))
-                            | (Some(b' '), Some(b' '))
-                    )
-                };
-                if wrapped {
-                    f(ip);
-                }
+                f(ip);
                 i = end;
             }
             None => i += 1,
@@ -350,9 +373,10 @@ pub fn for_each_ip_addr(s: &[u8], check_wrapping: bool, mut f: impl FnMut(IpAddr
     }
 }
 
-/// The first IP address in `s` (no wrapping check), as Zeek takes
-/// X-Originating-IP.
+/// The first IP address in the first `MAX_IP_SCAN` bytes of `s` (no
+/// wrapping check), as Zeek takes X-Originating-IP.
 pub fn first_ip_addr(s: &[u8]) -> Option<IpAddr> {
+    let s = s.get(..s.len().min(MAX_IP_SCAN)).unwrap_or_default();
     let mut first = None;
     for_each_ip_addr(s, false, |ip| {
         if first.is_none() {
@@ -596,6 +620,18 @@ mod tests {
             Some("170.253.51.130".into())
         );
         assert_eq!(received_addr(b"by vger.kernel.org via listexpand"), None);
+    }
+
+    #[test]
+    fn scans_stay_linear_on_hostile_input() {
+        // Would take seconds with a quadratic scan.
+        let long = "a".repeat(200_000);
+        assert!(emails(&long).is_empty());
+        let hexes = "12345:".repeat(40_000);
+        assert!(ips(&hexes, true).is_empty());
+        assert_eq!(first_ip_addr(hexes.as_bytes()), None);
+        let padded = format!("{} [192.0.2.1]", "ab".repeat(50_000));
+        assert_eq!(ips(&padded, true), ["192.0.2.1"]);
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub struct SmtpSession {
     anomalies: Vec<SmtpAnomaly>,
 }
 
-fn lossy_into(dst: &mut String, src: &[u8], max: usize) {
+/// Replaces `dst` with `src` as text, cut to at most `max` bytes (at a
+/// character boundary). Returns true if it was cut.
+fn lossy_into(dst: &mut String, src: &[u8], max: usize) -> bool {
     dst.clear();
     let s = String::from_utf8_lossy(src);
     let mut end = s.len().min(max);
@@ -101,6 +103,7 @@ fn lossy_into(dst: &mut String, src: &[u8], max: usize) {
         end -= 1;
     }
     dst.push_str(s.get(..end).unwrap_or_default());
+    end < s.len()
 }
 
 fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
@@ -109,6 +112,8 @@ fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
 }
 
 impl SmtpSession {
+    /// A session for a new connection; the server's greeting is the first
+    /// reply expected.
     pub fn new(conn: ConnInfo, cfg: Arc<SmtpConfig>) -> Self {
         let tx = Transaction::new(&conn, 1, None);
         let mut pending = VecDeque::new();
@@ -136,6 +141,7 @@ impl SmtpSession {
         }
     }
 
+    /// The connection this session analyses.
     pub fn conn(&self) -> &ConnInfo {
         &self.conn
     }
@@ -146,7 +152,7 @@ impl SmtpSession {
         matches!(self.state, State::Tls | State::Disabled)
     }
 
-    /// In-order payload of one direction.
+    /// In-order payload of one direction, any size, cut anywhere.
     pub fn on_data(&mut self, dir: Direction, ts: Ts, data: &[u8], sink: &mut dyn SmtpSink) {
         let max = self.cfg.limits.max_line_len;
         let mut pos = 0;
@@ -192,7 +198,8 @@ impl SmtpSession {
 
     /// `len` bytes of one direction are missing. Like Zeek: the open message
     /// body ends, pending commands are forgotten, client lines are ignored
-    /// until the server's next reply, and the partial line is skipped.
+    /// until the server's next reply (a 354 then re-enters DATA), and the
+    /// partial line before the gap is dropped.
     pub fn on_gap(&mut self, dir: Direction, ts: Ts, len: u64, sink: &mut dyn SmtpSink) {
         if len == 0 || self.is_done_parsing() {
             return;
@@ -503,11 +510,13 @@ impl SmtpSession {
             let cmd = self.new_reply(r.code);
             self.reply = Some((r.code, cmd));
         }
-        lossy_into(&mut self.reply_text, r.text, self.cfg.limits.max_reply_len);
-        if !r.more || self.state == State::Tls {
-            if let Some((code, cmd)) = self.reply.take() {
-                self.complete_reply(ts, code, cmd, sink);
-            }
+        if lossy_into(&mut self.reply_text, r.text, self.cfg.limits.max_reply_len) {
+            self.anomalies.push(SmtpAnomaly::ReplyTooLong);
+        }
+        if (!r.more || self.state == State::Tls)
+            && let Some((code, cmd)) = self.reply.take()
+        {
+            self.complete_reply(ts, code, cmd, sink);
         }
     }
 
@@ -1117,5 +1126,119 @@ mod tests {
         h.close();
         assert_eq!(h.sink.records.len(), 1);
         assert_eq!(h.sink.records[0].subject.as_deref(), Some("cut"));
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    //! Hostile input: random SMTP-ish tokens cut at random places must never
+    //! panic and must leave every buffer within its limit.
+
+    use super::*;
+    use crate::net::{ConnId, Uid};
+    use crate::smtp::record::MessageRecord;
+
+    struct Null(usize);
+
+    impl SmtpSink for Null {
+        fn reply(&mut self, _: &ConnInfo, r: &Reply<'_>) {
+            assert!(r.text.len() <= 512);
+        }
+        fn record(&mut self, _: &ConnInfo, r: MessageRecord) {
+            assert!(r.rcptto.len() <= 1000 && r.path.len() <= 1000);
+            self.0 += 1;
+        }
+        fn anomaly(&mut self, _: &ConnInfo, _: SmtpAnomaly) {}
+    }
+
+    const TOKENS: &[&str] = &[
+        "MAIL FROM:<a@b>",
+        "RCPT TO:<c@d>",
+        "DATA",
+        "BDAT 5",
+        "BDAT 3 LAST",
+        "BDAT 0 LAST",
+        "BDAT x",
+        ".",
+        "..x",
+        "RSET",
+        "QUIT",
+        "STARTTLS",
+        "AUTH LOGIN",
+        "EHLO h",
+        "250 OK",
+        "250-x",
+        "354 go",
+        "334 x",
+        "220 hi",
+        "503 no",
+        "Subject: s",
+        "Received: from a ([1.2.3.4])",
+        "Content-Type: multipart/mixed; boundary=q",
+        "--q",
+        "--q--",
+        "Content-Type: message/rfc822",
+        "",
+        " folded",
+        "\u{0}\u{ff}",
+        "To: a@b, c@d",
+    ];
+
+    #[test]
+    fn random_transcripts_do_not_panic() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 1,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        let conn = ConnInfo {
+            uid: Uid::new(&id, Ts(0)),
+            id,
+            start: Ts(0),
+        };
+        let cfg = Arc::new(SmtpConfig::default());
+        let mut records = 0;
+        for round in 0..300 {
+            let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+            let mut sink = Null(0);
+            let mut stream = Vec::new();
+            for _ in 0..200 {
+                let t = TOKENS[(next() % TOKENS.len() as u64) as usize];
+                stream.extend_from_slice(t.as_bytes());
+                stream.extend_from_slice(if next() % 7 == 0 { b"\n" } else { b"\r\n" });
+            }
+            let mut pos = 0;
+            let mut ts = 0;
+            while pos < stream.len() {
+                let len = (1 + next() % 40) as usize;
+                let end = (pos + len).min(stream.len());
+                let dir = if next() % 2 == 0 {
+                    Direction::Orig
+                } else {
+                    Direction::Resp
+                };
+                ts += 1;
+                if next() % 97 == 0 {
+                    s.on_gap(dir, Ts(ts), 10, &mut sink);
+                }
+                s.on_data(dir, Ts(ts), &stream[pos..end], &mut sink);
+                assert!(
+                    s.pending.len() <= cfg.limits.max_pending_commands + 1,
+                    "round {round}"
+                );
+                pos = end;
+            }
+            s.on_close(Ts(ts + 1), &mut sink);
+            records += sink.0;
+        }
+        assert!(records > 0, "some transcripts complete transactions");
     }
 }

@@ -13,7 +13,9 @@ use sensor_tests::synth::pcap::{PcapWriter, write_pcap};
 use sensor_tests::synth::scenarios;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: synth demo <out.pcap> | synth load <out.pcap> [--connections N] [--seed S] | synth golden <dir>");
+    eprintln!(
+        "usage: synth demo <out.pcap> | synth load <out.pcap> [--connections N] [--seed S] | synth golden <dir>"
+    );
     ExitCode::from(2)
 }
 
@@ -23,7 +25,8 @@ fn main() -> ExitCode {
         Some("demo") => match args.get(1) {
             Some(out) => {
                 let frames = scenarios::demo();
-                write_pcap(out, frames.iter().map(|(t, f)| (*t, f.as_slice()))).map(|n| eprintln!("synth: wrote {n} frames to {out}"))
+                write_pcap(out, frames.iter().map(|(t, f)| (*t, f.as_slice())))
+                    .map(|n| eprintln!("synth: wrote {n} frames to {out}"))
             }
             None => return usage(),
         },
@@ -32,7 +35,9 @@ fn main() -> ExitCode {
                 let mut res = Ok(());
                 for (name, frames) in scenarios::golden() {
                     let path = Path::new(dir).join(format!("{name}.pcap"));
-                    if let Err(e) = write_pcap(&path, frames.iter().map(|(t, f)| (*t, f.as_slice()))) {
+                    if let Err(e) =
+                        write_pcap(&path, frames.iter().map(|(t, f)| (*t, f.as_slice())))
+                    {
                         res = Err(e);
                         break;
                     }
@@ -42,7 +47,9 @@ fn main() -> ExitCode {
             None => return usage(),
         },
         Some("load") => {
-            let Some(out) = args.get(1) else { return usage() };
+            let Some(out) = args.get(1) else {
+                return usage();
+            };
             let mut connections = 10_000usize;
             let mut seed = 1u64;
             let mut it = args.iter().skip(2);
@@ -68,12 +75,17 @@ fn main() -> ExitCode {
 }
 
 /// Streams a load capture in blocks of 64 overlapping connections.
-fn load(out: &str, connections: usize, seed: u64) -> Result<(), sensor_tests::synth::pcap::PcapWriteError> {
+fn load(
+    out: &str,
+    connections: usize,
+    seed: u64,
+) -> Result<(), sensor_tests::synth::pcap::PcapWriteError> {
     let mut w = PcapWriter::create(out)?;
     let mut bytes = 0u64;
     for start in (0..connections).step_by(64) {
         let end = (start + 64).min(connections);
-        let convs = (start..end).map(|i| scenarios::load_conversation(i, seed, 1_700_000_000).frames());
+        let convs =
+            (start..end).map(|i| scenarios::load_conversation(i, seed, 1_700_000_000).frames());
         for (ts, f) in sensor_tests::synth::session::interleave(convs) {
             bytes += f.len() as u64;
             w.write(ts, &f)?;

@@ -262,8 +262,8 @@ impl IpPacket<'_> {
         f.push(0);
         f.extend_from_slice(&total.to_be_bytes());
         f.extend_from_slice(&env.ip_id.to_be_bytes());
-        let frag = (env.ipv4_fragment.offset & 0x1fff)
-            | if env.ipv4_fragment.more { 0x2000 } else { 0 };
+        let frag =
+            (env.ipv4_fragment.offset & 0x1fff) | if env.ipv4_fragment.more { 0x2000 } else { 0 };
         f.extend_from_slice(&frag.to_be_bytes());
         f.push(env.ttl);
         f.push(self.proto);
@@ -280,10 +280,7 @@ impl IpPacket<'_> {
         let env = &self.envelope;
         let mut ext = Vec::new();
         for (i, h) in env.ipv6_ext.iter().enumerate() {
-            let next = env
-                .ipv6_ext
-                .get(i + 1)
-                .map_or(self.proto, |n| n.protocol());
+            let next = env.ipv6_ext.get(i + 1).map_or(self.proto, |n| n.protocol());
             let start = ext.len();
             match *h {
                 Ipv6Ext::HopByHop { len } | Ipv6Ext::DestOpts { len } => {
@@ -429,7 +426,11 @@ mod tests {
                 ..tcp(s, d)
             }
             .build();
-            assert_eq!(classify(f.as_slice(), smtp_port), Verdict::Smtp, "{s} -> {d}");
+            assert_eq!(
+                classify(f.as_slice(), smtp_port),
+                Verdict::Smtp,
+                "{s} -> {d}"
+            );
         }
     }
 
@@ -601,11 +602,14 @@ mod tests {
             Verdict::NonFirstFragment
         );
 
-        let ext_first = [Ipv6Ext::HopByHop { len: 0 }, Ipv6Ext::Fragment {
-            offset: 0,
-            more: true,
-            id: 7,
-        }];
+        let ext_first = [
+            Ipv6Ext::HopByHop { len: 0 },
+            Ipv6Ext::Fragment {
+                offset: 0,
+                more: true,
+                id: 7,
+            },
+        ];
         let f6 = TcpFrame {
             envelope: Envelope {
                 ipv6_ext: &ext_first,
@@ -738,7 +742,12 @@ mod tests {
             let mut broken = f.clone();
             let last = broken.len() - 1;
             broken[last] ^= 0x01;
-            assert!(!checksum_ok(src, dst, IPPROTO_TCP, &broken[loc.l4_offset..]));
+            assert!(!checksum_ok(
+                src,
+                dst,
+                IPPROTO_TCP,
+                &broken[loc.l4_offset..]
+            ));
             if loc.ip_version == 4 {
                 assert_eq!(fold(sum16(0, &f[14..34])), 0xffff, "IPv4 header checksum");
             }

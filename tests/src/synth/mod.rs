@@ -3,6 +3,6 @@
 
 pub mod frame;
 pub mod pcap;
+pub mod scenarios;
 pub mod session;
 pub mod smtp;
-pub mod scenarios;

@@ -83,10 +83,12 @@ impl PcapWriter {
             path: self.path.clone(),
             detail: format!("{e:?}"),
         })?;
-        self.out.write_all(&bytes).map_err(|source| PcapWriteError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.out
+            .write_all(&bytes)
+            .map_err(|source| PcapWriteError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.records += 1;
         Ok(())
     }

@@ -45,7 +45,10 @@ pub fn rich_message(tag: &str) -> Message {
 }
 
 fn base(client: SocketAddr, start: u64) -> super::smtp::ConversationBuilder {
-    SmtpConversation::builder().client(client).server(server()).start(Ts::from_secs(start))
+    SmtpConversation::builder()
+        .client(client)
+        .server(server())
+        .start(Ts::from_secs(start))
 }
 
 fn standard(client: SocketAddr, start: u64, tag: &str) -> SmtpConversation {
@@ -69,15 +72,33 @@ pub fn golden() -> Vec<(&'static str, Frames)> {
             .mail("alice@example.com")
             .rcpt("bob@example.net")
             .rcpt("nobody@example.net")
-            .reject_rcpt_with(550, "5.1.1 <nobody@example.net>: Recipient address rejected")
-            .message(Message::simple("alice@example.com", "bob@example.net", "first"))
+            .reject_rcpt_with(
+                550,
+                "5.1.1 <nobody@example.net>: Recipient address rejected",
+            )
+            .message(Message::simple(
+                "alice@example.com",
+                "bob@example.net",
+                "first",
+            ))
             .mail("alice@example.com")
             .rcpt("carol@example.net")
-            .message(Message::simple("alice@example.com", "carol@example.net", "second"))
+            .message(Message::simple(
+                "alice@example.com",
+                "carol@example.net",
+                "second",
+            ))
             .mail("alice@example.com")
             .rcpt("eve@example.net")
-            .message(Message::simple("alice@example.com", "eve@example.net", "third"))
-            .data_reply(554, "5.7.1 Message rejected as spam, see https://www.spamhaus.org/query/ip/198.18.0.2")
+            .message(Message::simple(
+                "alice@example.com",
+                "eve@example.net",
+                "third",
+            ))
+            .data_reply(
+                554,
+                "5.7.1 Message rejected as spam, see https://www.spamhaus.org/query/ip/198.18.0.2",
+            )
             .build()
             .frames(),
     ));
@@ -95,7 +116,12 @@ pub fn golden() -> Vec<(&'static str, Frames)> {
 
     out.push((
         "starttls",
-        base(v4(0, 4, 40004), T0).starttls().mail("hidden@example.com").rcpt("x@example.net").build().frames(),
+        base(v4(0, 4, 40004), T0)
+            .starttls()
+            .mail("hidden@example.com")
+            .rcpt("x@example.net")
+            .build()
+            .frames(),
     ));
 
     out.push((
@@ -116,26 +142,44 @@ pub fn golden() -> Vec<(&'static str, Frames)> {
     let mut reordered = standard(v4(0, 6, 40006), T0, "reorder");
     reordered.mss = 200;
     reordered.effects = vec![
-        Effect::Reorder { side: Side::Client, n: 5 },
-        Effect::Retransmit { side: Side::Client, n: 7 },
-        Effect::Retransmit { side: Side::Server, n: 2 },
-        Effect::Reorder { side: Side::Client, n: 9 },
+        Effect::Reorder {
+            side: Side::Client,
+            n: 5,
+        },
+        Effect::Retransmit {
+            side: Side::Client,
+            n: 7,
+        },
+        Effect::Retransmit {
+            side: Side::Server,
+            n: 2,
+        },
+        Effect::Reorder {
+            side: Side::Client,
+            n: 9,
+        },
     ];
     out.push(("reorder_retransmit", reordered.frames()));
 
     let mut gap = standard(v4(0, 7, 40007), T0, "gap");
     gap.mss = 200;
     // A segment in the middle of the message body is lost.
-    gap.effects = vec![Effect::Drop { side: Side::Client, n: 8 }];
+    gap.effects = vec![Effect::Drop {
+        side: Side::Client,
+        n: 8,
+    }];
     out.push(("gap", gap.frames()));
 
-    let v6 = base("[2001:db8::10]:40008".parse().unwrap_or(v4(0, 8, 40008)), T0)
-        .server("[2001:db8::25]:587".parse().unwrap_or(server()))
-        .vlans(&[100, 200])
-        .mail("alice@example.com")
-        .rcpt("bob@example.net")
-        .message(rich_message("v6"))
-        .build();
+    let v6 = base(
+        "[2001:db8::10]:40008".parse().unwrap_or(v4(0, 8, 40008)),
+        T0,
+    )
+    .server("[2001:db8::25]:587".parse().unwrap_or(server()))
+    .vlans(&[100, 200])
+    .mail("alice@example.com")
+    .rcpt("bob@example.net")
+    .message(rich_message("v6"))
+    .build();
     out.push(("ipv6_qinq", v6.frames()));
 
     let mut one = standard(v4(0, 9, 40009), T0, "onesided");
@@ -190,7 +234,10 @@ pub fn load(connections: usize, seed: u64, t0: u64) -> Frames {
 pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
     let mix = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
     let host = (i % 97) as u16;
-    let client = SocketAddr::from(([198, 18, 1 + (host >> 8) as u8, (host & 0xff) as u8], 1024 + (i % 60_000) as u16));
+    let client = SocketAddr::from((
+        [198, 18, 1 + (host >> 8) as u8, (host & 0xff) as u8],
+        1024 + (i % 60_000) as u16,
+    ));
     // Connections start 5 ms apart and overlap.
     let start_us = t0 * 1_000_000 + (i as u64) * 5_000;
     let noisy = host % 4 == 0;
@@ -209,14 +256,26 @@ pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
         let to = format!("rcpt{}@example.net", (mix >> 24) % 1000 + m);
         b = b.mail(&from).rcpt(&to);
         if noisy && (mix >> 32) % 3 != 0 {
-            b = b.reject_rcpt_with(550, "5.7.1 blocked, see http://www.spamhaus.org/query/bl?ip=198.18.1.1");
+            b = b.reject_rcpt_with(
+                550,
+                "5.7.1 blocked, see http://www.spamhaus.org/query/bl?ip=198.18.1.1",
+            );
         }
         let mut msg = Message::simple(&from, &to, &format!("load {i} {m}"))
-            .header("Received", &format!("from host{host} ([198.18.1.{host}]) by relay.example.com"))
+            .header(
+                "Received",
+                &format!("from host{host} ([198.18.1.{host}]) by relay.example.com"),
+            )
             .header("X-Mailer", "LoadGen 2")
-            .body(&"Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n".repeat(20 + (mix % 150) as usize));
+            .body(
+                &"Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n"
+                    .repeat(20 + (mix % 150) as usize),
+            );
         if mix % 3 == 0 {
-            msg = msg.attachment(&format!("file{i}.bin"), &"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n".repeat(30));
+            msg = msg.attachment(
+                &format!("file{i}.bin"),
+                &"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n".repeat(30),
+            );
         }
         b = b.message(msg);
     }

@@ -133,8 +133,7 @@ impl TcpSession {
             payload: payload.to_vec(),
         });
         self.now += self.step_us;
-        let used = payload.len() as u32
-            + u32::from(flags & (tcp_flags::SYN | tcp_flags::FIN) != 0);
+        let used = payload.len() as u32 + u32::from(flags & (tcp_flags::SYN | tcp_flags::FIN) != 0);
         match from {
             Side::Client => self.c_next = self.c_next.wrapping_add(used),
             Side::Server => self.s_next = self.s_next.wrapping_add(used),
@@ -174,7 +173,11 @@ impl TcpSession {
 
     /// Orderly close: FIN from `first`, FIN from the other side, last ACK.
     pub fn close(&mut self, first: Side) -> &mut Self {
-        let other = if first == Side::Client { Side::Server } else { Side::Client };
+        let other = if first == Side::Client {
+            Side::Server
+        } else {
+            Side::Client
+        };
         self.push(first, tcp_flags::FIN | tcp_flags::ACK, &[]);
         self.push(other, tcp_flags::FIN | tcp_flags::ACK, &[]);
         self.push(first, tcp_flags::ACK, &[]);
@@ -198,7 +201,10 @@ impl TcpSession {
 
     /// The session as timestamped Ethernet frames.
     pub fn frames(&self) -> Vec<(Ts, Vec<u8>)> {
-        let envelope = Envelope { vlans: &self.vlans, ..Envelope::default() };
+        let envelope = Envelope {
+            vlans: &self.vlans,
+            ..Envelope::default()
+        };
         self.segments()
             .into_iter()
             .map(|s| {
@@ -270,7 +276,11 @@ mod tests {
     use super::*;
 
     fn session() -> TcpSession {
-        TcpSession::new("198.18.0.1:40000".parse().unwrap(), "198.18.0.2:25".parse().unwrap(), Ts::from_secs(100))
+        TcpSession::new(
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:25".parse().unwrap(),
+            Ts::from_secs(100),
+        )
     }
 
     #[test]
@@ -279,13 +289,19 @@ mod tests {
         s.handshake().client(b"abcdefghij").server(b"ok");
         let segs = s.segments();
         let syn = &segs[0];
-        let data: Vec<_> = segs.iter().filter(|s| s.from == Side::Client && !s.payload.is_empty()).collect();
+        let data: Vec<_> = segs
+            .iter()
+            .filter(|s| s.from == Side::Client && !s.payload.is_empty())
+            .collect();
         assert_eq!(data.len(), 3);
         assert_eq!(data[0].seq, syn.seq.wrapping_add(1));
         assert_eq!(data[1].seq, data[0].seq.wrapping_add(4));
         assert_eq!(data[2].payload, b"ij");
         // The server's ACK covers all ten bytes.
-        let ack = segs.iter().find(|s| s.from == Side::Server && s.payload.is_empty() && s.flags == tcp_flags::ACK).unwrap();
+        let ack = segs
+            .iter()
+            .find(|s| s.from == Side::Server && s.payload.is_empty() && s.flags == tcp_flags::ACK)
+            .unwrap();
         assert_eq!(ack.ack, data[2].seq.wrapping_add(2));
         assert!(segs.windows(2).all(|w| w[0].ts < w[1].ts));
     }
@@ -295,27 +311,43 @@ mod tests {
         let mut s = session().with_mss(2);
         s.handshake().client(b"aabbcc");
         let plain = s.segments();
-        s.effect(Effect::Reorder { side: Side::Client, n: 0 });
+        s.effect(Effect::Reorder {
+            side: Side::Client,
+            n: 0,
+        });
         let r = s.segments();
         assert_eq!(r[3].payload, b"bb");
         assert_eq!(r[4].payload, b"aa");
         assert_eq!(r[3].ts, plain[3].ts);
         let mut s = session().with_mss(2);
-        s.handshake().client(b"aabbcc").effect(Effect::Drop { side: Side::Client, n: 1 });
+        s.handshake().client(b"aabbcc").effect(Effect::Drop {
+            side: Side::Client,
+            n: 1,
+        });
         assert_eq!(s.segments().len(), plain.len() - 1);
         let mut s = session().with_mss(2);
-        s.handshake().client(b"aabbcc").effect(Effect::Retransmit { side: Side::Client, n: 0 });
+        s.handshake().client(b"aabbcc").effect(Effect::Retransmit {
+            side: Side::Client,
+            n: 0,
+        });
         let r = s.segments();
         assert_eq!(r.iter().filter(|x| x.payload == b"aa").count(), 2);
         let mut s = session();
-        s.handshake().client(b"x").server(b"y").effect(Effect::OnlySide(Side::Client));
+        s.handshake()
+            .client(b"x")
+            .server(b"y")
+            .effect(Effect::OnlySide(Side::Client));
         assert!(s.segments().iter().all(|x| x.from == Side::Client));
     }
 
     #[test]
     fn frames_are_ipv6_and_tagged_when_asked() {
-        let mut s = TcpSession::new("[2001:db8::1]:40000".parse().unwrap(), "[2001:db8::2]:25".parse().unwrap(), Ts(1))
-            .with_vlans(&[10, 20]);
+        let mut s = TcpSession::new(
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:25".parse().unwrap(),
+            Ts(1),
+        )
+        .with_vlans(&[10, 20]);
         s.handshake();
         let (_, f) = &s.frames()[0];
         // 14 + 2 tags + 40 + 20

@@ -47,7 +47,10 @@ impl Message {
             .header("To", to)
             .header("Subject", subject)
             .header("Date", "Mon, 23 Nov 2026 09:00:00 +0000")
-            .header("Message-ID", &format!("<{}.{}@example.com>", subject.len(), from.len()))
+            .header(
+                "Message-ID",
+                &format!("<{}.{}@example.com>", subject.len(), from.len()),
+            )
             .body("Hello,\r\n\r\nthis is a test message.\r\n")
     }
 
@@ -78,9 +81,19 @@ impl Message {
             return m;
         }
         let b = "=_synth_boundary_42";
-        let _ = write!(m, "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n");
-        let _ = write!(m, "This is a multi-part message in MIME format.\r\n\r\n--{b}\r\n");
-        let _ = write!(m, "Content-Type: text/plain; charset=us-ascii\r\n\r\n{}\r\n", self.body);
+        let _ = write!(
+            m,
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n"
+        );
+        let _ = write!(
+            m,
+            "This is a multi-part message in MIME format.\r\n\r\n--{b}\r\n"
+        );
+        let _ = write!(
+            m,
+            "Content-Type: text/plain; charset=us-ascii\r\n\r\n{}\r\n",
+            self.body
+        );
         for (name, content) in &self.attachments {
             let _ = write!(
                 m,
@@ -119,7 +132,10 @@ pub struct ReplySpec {
 
 impl ReplySpec {
     pub fn new(code: u16, text: &str) -> Self {
-        ReplySpec { code, text: text.to_owned() }
+        ReplySpec {
+            code,
+            text: text.to_owned(),
+        }
     }
     fn line(&self) -> String {
         format!("{} {}\r\n", self.code, self.text)
@@ -229,8 +245,14 @@ impl SmtpConversation {
             s.client("STARTTLS\r\n").server(r.line());
             if r.code == 220 {
                 // Opaque TLS records both ways; nothing after this is SMTP.
-                s.client(b"\x16\x03\x01\x00\x30client hello, encrypted from here on...........".as_slice());
-                s.server(b"\x16\x03\x03\x00\x30server hello, encrypted from here on...........".as_slice());
+                s.client(
+                    b"\x16\x03\x01\x00\x30client hello, encrypted from here on..........."
+                        .as_slice(),
+                );
+                s.server(
+                    b"\x16\x03\x03\x00\x30server hello, encrypted from here on..........."
+                        .as_slice(),
+                );
                 s.close(Side::Client);
                 return s;
             }
@@ -260,11 +282,19 @@ impl SmtpConversation {
             let mut replies = t.mail_reply.line();
             for (r, reply) in &t.rcpts {
                 let _ = write!(cmds, "RCPT TO:<{r}>\r\n");
-                replies.push_str(&if t.mail_reply.ok() { reply.line() } else { "503 5.5.1 need MAIL first\r\n".into() });
+                replies.push_str(&if t.mail_reply.ok() {
+                    reply.line()
+                } else {
+                    "503 5.5.1 need MAIL first\r\n".into()
+                });
             }
             if t.message.is_some() {
                 cmds.push_str("DATA\r\n");
-                replies.push_str(if accepted { "354 go ahead\r\n" } else { "554 5.5.1 no valid recipients\r\n" });
+                replies.push_str(if accepted {
+                    "354 go ahead\r\n"
+                } else {
+                    "554 5.5.1 no valid recipients\r\n"
+                });
             }
             s.client(cmds).server(replies);
             if accepted && let Some(m) = &t.message {
@@ -300,7 +330,11 @@ impl SmtpConversation {
                         format!("BDAT {}\r\n", c.len()).into_bytes()
                     };
                     cmd.extend_from_slice(c);
-                    let reply = if i + 1 == n { t.data_reply.line() } else { format!("250 2.0.0 {} octets received\r\n", c.len()) };
+                    let reply = if i + 1 == n {
+                        t.data_reply.line()
+                    } else {
+                        format!("250 2.0.0 {} octets received\r\n", c.len())
+                    };
                     s.client(cmd).server(reply);
                 }
             }
@@ -409,7 +443,9 @@ impl ConversationBuilder {
     }
     /// Adds an accepted recipient.
     pub fn rcpt(mut self, to: &str) -> Self {
-        self.current().rcpts.push((to.to_owned(), ReplySpec::new(250, "2.1.5 Ok")));
+        self.current()
+            .rcpts
+            .push((to.to_owned(), ReplySpec::new(250, "2.1.5 Ok")));
         self
     }
     /// The reply to the last RCPT TO.
@@ -455,7 +491,9 @@ mod tests {
 
     #[test]
     fn data_is_dot_stuffed_and_terminated() {
-        let m = Message::new().header("Subject", "x").body(".hidden\r\nline\r\n");
+        let m = Message::new()
+            .header("Subject", "x")
+            .body(".hidden\r\nline\r\n");
         let p = String::from_utf8(m.data_payload()).unwrap();
         assert_eq!(p, "Subject: x\r\n\r\n..hidden\r\nline\r\n.\r\n");
     }
@@ -469,7 +507,10 @@ mod tests {
             .message(Message::simple("a@example.com", "b@example.net", "s"))
             .build();
         let text = client_bytes(&c);
-        assert!(text.contains("RCPT TO:<b@example.net>\r\nRSET\r\n"), "{text}");
+        assert!(
+            text.contains("RCPT TO:<b@example.net>\r\nRSET\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("DATA"));
     }
 
@@ -477,11 +518,19 @@ mod tests {
     fn bdat_chunks_carry_exact_sizes() {
         let m = Message::simple("a@example.com", "b@example.net", "chunked");
         let len = m.render().len();
-        let c = SmtpConversation::builder().mail("a@example.com").rcpt("b@example.net").message(m).bdat(50).build();
+        let c = SmtpConversation::builder()
+            .mail("a@example.com")
+            .rcpt("b@example.net")
+            .message(m)
+            .bdat(50)
+            .build();
         let text = client_bytes(&c);
         let last = len % 50;
         assert!(text.contains("BDAT 50\r\n"));
-        assert!(text.contains(&format!("BDAT {} LAST\r\n", if last == 0 { 50 } else { last })));
+        assert!(text.contains(&format!(
+            "BDAT {} LAST\r\n",
+            if last == 0 { 50 } else { last }
+        )));
     }
 
     #[test]
@@ -493,6 +542,9 @@ mod tests {
             .message(Message::simple("a@example.com", "b@example.net", "p"))
             .build();
         let segs = c.session().segments();
-        assert!(segs.iter().any(|s| s.payload.starts_with(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")));
+        assert!(segs.iter().any(|s| {
+            s.payload
+                .starts_with(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        }));
     }
 }

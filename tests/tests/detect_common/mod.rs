@@ -27,7 +27,8 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("smtp-sensor-detect-{tag}-{}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("smtp-sensor-detect-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -62,14 +63,27 @@ pub fn conn(host: &str, port: u16, start_us: u64, rcpts: &[&str], reject: Option
     }
     match reject {
         Some(code) => b = b.reject_rcpt_with(code, "5.7.1 Relaying denied"),
-        None => b = b.message(Message::simple("sender@example.com", rcpts.first().copied().unwrap_or("x@y"), "hi")),
+        None => {
+            b = b.message(Message::simple(
+                "sender@example.com",
+                rcpts.first().copied().unwrap_or("x@y"),
+                "hi",
+            ))
+        }
     }
     b.build().frames()
 }
 
 /// `total` connections from `host`, the first `rejected` of them rejected
 /// with 550, one every `gap_us` from `t_us`; ports from `port0`.
-pub fn host_traffic(host: &str, total: u16, rejected: u16, t_us: u64, gap_us: u64, port0: u16) -> Vec<Frames> {
+pub fn host_traffic(
+    host: &str,
+    total: u16,
+    rejected: u16,
+    t_us: u64,
+    gap_us: u64,
+    port0: u16,
+) -> Vec<Frames> {
     (0..total)
         .map(|i| {
             let start = t_us + u64::from(i) * gap_us;
@@ -111,7 +125,10 @@ pub fn run(dir: &Scratch, pcap: &Path, sets: &[&str], workers: usize) -> String 
 pub fn run_both(dir: &Scratch, pcap: &Path, sets: &[&str]) -> Vec<serde_json::Value> {
     let one = run(dir, pcap, sets, 1);
     let four = run(dir, pcap, sets, 4);
-    assert_eq!(one, four, "notice.log differs between --workers 1 and --workers 4");
+    assert_eq!(
+        one, four,
+        "notice.log differs between --workers 1 and --workers 4"
+    );
     parse(&one)
 }
 

@@ -12,23 +12,41 @@ struct Log(Vec<String>);
 
 impl StreamParser<Log> for Rec {
     fn on_data(&mut self, dir: Direction, _ts: Ts, data: &[u8], log: &mut Log) {
-        log.0.push(format!("{}:{dir:?}:{}", self.conn.id.orig_p, String::from_utf8_lossy(data)));
+        log.0.push(format!(
+            "{}:{dir:?}:{}",
+            self.conn.id.orig_p,
+            String::from_utf8_lossy(data)
+        ));
     }
     fn on_gap(&mut self, dir: Direction, _ts: Ts, len: u64, log: &mut Log) {
-        log.0.push(format!("{}:{dir:?}:gap{len}", self.conn.id.orig_p));
+        log.0
+            .push(format!("{}:{dir:?}:gap{len}", self.conn.id.orig_p));
     }
     fn on_close(&mut self, ts: Ts, log: &mut Log) {
-        log.0.push(format!("{}:close@{}", self.conn.id.orig_p, ts.0));
+        log.0
+            .push(format!("{}:close@{}", self.conn.id.orig_p, ts.0));
     }
 }
 
 const C: &str = "198.18.0.1";
 const S: &str = "198.18.0.2";
 
-fn pkt<'a>(ts: u64, from_client: bool, cport: u16, seq: u32, ack: u32, flags: u8, payload: &'a [u8]) -> Packet<'a> {
+fn pkt<'a>(
+    ts: u64,
+    from_client: bool,
+    cport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &'a [u8],
+) -> Packet<'a> {
     let c: IpAddr = C.parse().unwrap();
     let s: IpAddr = S.parse().unwrap();
-    let (src, dst, sport, dport) = if from_client { (c, s, cport, 25) } else { (s, c, 25, cport) };
+    let (src, dst, sport, dport) = if from_client {
+        (c, s, cport, 25)
+    } else {
+        (s, c, 25, cport)
+    };
     Packet {
         ts: Ts(ts),
         src,
@@ -61,10 +79,17 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: FlowConfig) -> Self {
-        Harness { t: FlowTable::new(cfg), log: Log::default(), an: AnomalyCounts::new() }
+        Harness {
+            t: FlowTable::new(cfg),
+            log: Log::default(),
+            an: AnomalyCounts::new(),
+        }
     }
     fn feed(&mut self, p: Packet<'_>) {
-        self.t.process(&p, &mut self.log, &mut self.an, &mut |c| Rec { conn: c.clone() });
+        self.t
+            .process(&p, &mut self.log, &mut self.an, &mut |c| Rec {
+                conn: c.clone(),
+            });
     }
 }
 
@@ -82,7 +107,12 @@ fn full_session_with_handshake_and_fin() {
     assert_eq!(h.t.len(), 0);
     assert_eq!(
         h.log.0,
-        ["40000:Resp:220 hi\r\n", "40000:Orig:QUIT\r\n", "40000:Resp:221 bye\r\n", "40000:close@7"]
+        [
+            "40000:Resp:220 hi\r\n",
+            "40000:Orig:QUIT\r\n",
+            "40000:Resp:221 bye\r\n",
+            "40000:close@7"
+        ]
     );
     // The last ACK finds no flow and creates none.
     h.feed(pkt(8, false, 40000, 518, 108, ACK, b""));
@@ -128,14 +158,25 @@ fn ack_above_hole_gives_gap_to_parser() {
     // bytes 105..109 lost in capture
     h.feed(pkt(4, true, 40004, 109, 501, ACK, b"CCCC"));
     h.feed(pkt(5, false, 40004, 501, 113, ACK, b"ok"));
-    assert_eq!(h.log.0, ["40004:Orig:AAAA", "40004:Orig:gap4", "40004:Orig:CCCC", "40004:Resp:ok"]);
+    assert_eq!(
+        h.log.0,
+        [
+            "40004:Orig:AAAA",
+            "40004:Orig:gap4",
+            "40004:Orig:CCCC",
+            "40004:Resp:ok"
+        ]
+    );
     assert_eq!(h.an.get("content_gap"), 1);
     assert_eq!(h.t.stats.gap_bytes, 4);
 }
 
 #[test]
 fn idle_timeout_lazily_and_by_scan() {
-    let cfg = FlowConfig { idle_timeout_us: 100, ..FlowConfig::default() };
+    let cfg = FlowConfig {
+        idle_timeout_us: 100,
+        ..FlowConfig::default()
+    };
     let mut h = Harness::new(cfg);
     h.feed(pkt(1, true, 40005, 100, 0, ACK, b"a"));
     h.feed(pkt(2, true, 40006, 100, 0, ACK, b"b"));
@@ -153,7 +194,10 @@ fn idle_timeout_lazily_and_by_scan() {
 
 #[test]
 fn full_table_evicts_least_recently_active() {
-    let cfg = FlowConfig { max_flows: 2, ..FlowConfig::default() };
+    let cfg = FlowConfig {
+        max_flows: 2,
+        ..FlowConfig::default()
+    };
     let mut h = Harness::new(cfg);
     h.feed(pkt(1, true, 41000, 1, 0, ACK, b"a"));
     h.feed(pkt(2, true, 41001, 1, 0, ACK, b"b"));
@@ -173,7 +217,10 @@ fn port_reuse_with_new_syn_starts_new_connection() {
     h.feed(pkt(2, true, 40007, 101, 0, ACK, b"old"));
     h.feed(pkt(3, true, 40007, 9000, 0, SYN, b""));
     h.feed(pkt(4, true, 40007, 9001, 0, ACK, b"new"));
-    assert_eq!(h.log.0, ["40007:Orig:old", "40007:close@3", "40007:Orig:new"]);
+    assert_eq!(
+        h.log.0,
+        ["40007:Orig:old", "40007:close@3", "40007:Orig:new"]
+    );
     assert_eq!(h.an.get("SYN_seq_jump"), 1);
 }
 
