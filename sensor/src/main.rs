@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use smtp_sensor::cli::{Cli, Command};
+use smtp_sensor::capture::CaptureError;
+use smtp_sensor::cli::{Cli, Command, RunArgs};
 use smtp_sensor::config::{Config, check_config};
 use smtp_sensor::decode::DecodeOptions;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
+use smtp_sensor::pipeline::{RunError, RunOptions, run_offline};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -38,8 +39,7 @@ fn main() -> ExitCode {
     };
     let Some(input) = run.read.as_deref() else {
         if let Some(iface) = &run.interface {
-            let code = smtp_sensor::capture::live::run_cli(iface, &run.live, &cfg.smtp_ports);
-            return ExitCode::from(code);
+            return run_live(&cfg, iface, &run);
         } else {
             eprintln!(
                 "smtp-sensor: give a capture to read with -r <pcap|-> (or -i <iface>); see --help"
@@ -71,6 +71,42 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("smtp-sensor: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `-i`: the pipeline on live capture until SIGINT/SIGTERM. Exit 0 after a
+/// clean stop, 2 for a bad option, interface, config or log directory, 1
+/// for any other failure.
+fn run_live(cfg: &Config, iface: &str, run: &RunArgs) -> ExitCode {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .try_init();
+    let opts = RunOptions {
+        log_dir: run.log_dir.clone(),
+        format: run.log_format,
+        workers: 1,
+        // Live frames carry offloaded, unfilled checksums: verify only on request.
+        decode: DecodeOptions {
+            verify_checksums: false,
+        },
+    };
+    match smtp_sensor::pipeline::live::run(cfg, iface, &run.live, &opts) {
+        Ok(summary) => {
+            if !run.quiet {
+                eprint!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtp-sensor: {e}");
+            match e {
+                RunError::Live(CaptureError::Option(_) | CaptureError::InterfaceNotFound(_))
+                | RunError::LogDir(_)
+                | RunError::Detect(_)
+                | RunError::Output(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
         }
     }
 }

@@ -470,6 +470,28 @@ fn live_non_smtp_drop_mode_drops_everything_but_smtp_and_fragments() {
 }
 
 #[test]
+fn live_queue_without_socket_passes_smtp_to_the_kernel() {
+    // One socket (queue 0) on a four-queue veth: SMTP frames that arrive on
+    // queues 1-3 find no socket and must be passed, and counted as such.
+    let (run, exp) = live_run("q", &["--queues", "1"], 10);
+    let s = &run.stats;
+    eprintln!("stats: {s}");
+    let got = num(s, &["rx_frames"]);
+    let failed = num(s, &["xdp", "xdp_redirect_failed"]);
+    assert_eq!(
+        got + failed,
+        exp.smtp_frames,
+        "every SMTP frame redirected or passed"
+    );
+    assert_eq!(num(s, &["xdp", "xdp_redirected"]), got);
+    assert_eq!(
+        run.passed_smtp, failed,
+        "SMTP frames without a socket reach the kernel"
+    );
+    assert_eq!(s["queues"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
 fn live_killed_sensor_leaves_no_xdp_program() {
     require_root();
     let pair = VethPair::create("k", 2);

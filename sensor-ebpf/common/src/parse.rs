@@ -379,3 +379,45 @@ pub fn classify<B: PacketBytes + ?Sized>(p: &B, is_smtp_port: impl Fn(u16) -> bo
         Err(e) => Verdict::Malformed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_reads_are_bounds_checked() {
+        let b: &[u8] = &[0x12, 0x34, 0x56];
+        assert_eq!(b.u8_at(2), Some(0x56));
+        assert_eq!(b.u8_at(3), None);
+        assert_eq!(b.be16_at(1), Some(0x3456));
+        assert_eq!(b.be16_at(2), None);
+        assert_eq!(b.be16_at(usize::MAX), None);
+        assert!(!PacketBytes::is_empty(b));
+    }
+
+    #[test]
+    fn short_frames_are_malformed_not_panics() {
+        for len in 0..14 {
+            let f = [0u8; 14];
+            assert_eq!(
+                classify(&f[..len], |_| true),
+                Verdict::Malformed(ParseError::TruncatedEthernet)
+            );
+        }
+        // An IPv4 EtherType with nothing after it.
+        let mut f = [0u8; 14];
+        f[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+        assert_eq!(
+            classify(&f[..], |_| true),
+            Verdict::Malformed(ParseError::TruncatedIp)
+        );
+    }
+
+    #[test]
+    fn only_header_errors_count_as_malformed() {
+        assert!(!ParseError::NotIp.is_malformed());
+        assert!(!ParseError::TooManyVlanTags.is_malformed());
+        assert!(ParseError::TruncatedTcp.is_malformed());
+        assert_eq!(ParseError::TruncatedTcp.as_str(), "truncated_tcp");
+    }
+}

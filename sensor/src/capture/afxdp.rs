@@ -190,7 +190,12 @@ impl XskSocket {
         sizing.validate()?;
         match Self::open_mode(iface, queue, sizing, CopyMode::ZeroCopy) {
             Ok(s) => Ok(s),
-            Err(_) => Self::open_mode(iface, queue, sizing, CopyMode::Copy),
+            Err(e) => {
+                log::debug!(
+                    "{iface} queue {queue}: zero-copy not available ({e}); using copy mode"
+                );
+                Self::open_mode(iface, queue, sizing, CopyMode::Copy)
+            }
         }
     }
 

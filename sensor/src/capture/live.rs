@@ -222,6 +222,7 @@ fn capture_loop<S: FrameSink>(
     c: &QueueCounters,
 ) -> S {
     let queue = sock.queue;
+    pin_to_cpu(queue);
     let mut invalid = 0u64;
     let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -261,6 +262,29 @@ fn capture_loop<S: FrameSink>(
     c.invalid_descs.store(invalid, Ordering::Relaxed);
     sink.finish();
     sink
+}
+
+/// Pins the calling thread to CPU `queue % CPUs`: with symmetric RSS the
+/// queue's interrupts and its capture thread then share a core's cache.
+/// Best effort: a failure (e.g. a restricted cpuset) is only logged.
+fn pin_to_cpu(queue: u32) {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = queue as usize % cpus;
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is valid; `cpu` is below CPU_SETSIZE.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        log::debug!(
+            "cannot pin the capture thread of queue {queue} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Wall-clock time as network time.

@@ -110,7 +110,10 @@ impl XdpProgram {
         // Take the log ring buffer before loading the program: the reader
         // must exist for the whole run, and only when asked for.
         let logger = if settings.ebpf_log {
-            Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| CaptureError::Logger(Box::new(e)))?)
+            Some(
+                aya_log::EbpfLogger::init(&mut ebpf)
+                    .map_err(|e| CaptureError::Logger(Box::new(e)))?,
+            )
         } else {
             None
         };
@@ -126,7 +129,11 @@ impl XdpProgram {
                 aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
                 _ => None,
             };
-            CaptureError::permission_or(errno, "loading the XDP program", CaptureError::Verifier(Box::new(e)))
+            CaptureError::permission_or(
+                errno,
+                "loading the XDP program",
+                CaptureError::Verifier(Box::new(e)),
+            )
         })?;
         Ok(this)
     }
@@ -150,9 +157,11 @@ impl XdpProgram {
     }
 
     fn fill_maps(&mut self, s: &XdpSettings) -> Result<(), CaptureError> {
-        let map_err = |name| move |source| CaptureError::Map {
-            name,
-            source: Box::new(source),
+        let map_err = |name| {
+            move |source| CaptureError::Map {
+                name,
+                source: Box::new(source),
+            }
         };
         let mut ports: Array<&mut MapData, u8> =
             Array::try_from(self.map_mut(maps::SMTP_PORTS)?).map_err(map_err(maps::SMTP_PORTS))?;

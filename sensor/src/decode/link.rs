@@ -96,9 +96,12 @@ pub fn locate(frame: &[u8], link: LinkType) -> Result<Option<L4Location>, Decode
         LinkType::Ipv4 => (ETH_P_IPV4, 0),
         LinkType::Ipv6 => (ETH_P_IPV6, 0),
         LinkType::Null | LinkType::Loop => {
-            let b = frame.get(0..4).ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
-            let be = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-            let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let b: [u8; 4] = frame
+                .get(0..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(DecodeAnomaly::TruncatedLinkHeader)?;
+            let be = u32::from_be_bytes(b);
+            let le = u32::from_le_bytes(b);
             // NULL is in the capturing host's order; accept either.
             let fam = if link == LinkType::Loop || be < 256 {
                 be

@@ -146,8 +146,8 @@ fn ip_err(e: ParseError) -> Decoded<'static> {
 }
 
 fn be32(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    let s: [u8; 4] = b.get(off..off.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(s))
 }
 
 fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) -> Decoded<'a> {

@@ -50,7 +50,8 @@ impl FlowConfig {
         FlowConfig {
             smtp_ports: c.smtp_ports.clone(),
             idle_timeout_us: c.conn_idle_timeout_us(),
-            max_flows: c.max_flows_per_worker.max(1),
+            // Slots are numbered with u32 (u32::MAX marks "none").
+            max_flows: c.max_flows_per_worker.clamp(1, (u32::MAX - 1) as usize),
             max_ooo_bytes: c.max_ooo_bytes_per_flow,
         }
     }

@@ -47,6 +47,16 @@ impl LogRecord for ConnRecord {
         fn s(o: &Option<String>) -> Value<'_> {
             o.as_deref().map_or(Value::Absent, Value::Str)
         }
+        // rcptto/to/cc are `&optional` sets in Zeek: unset (`-`) when
+        // nothing was seen; `files` (Zeek's `fuids`) is a defaulted vector,
+        // `(empty)` in TSV.
+        fn set(v: &[String]) -> Value<'_> {
+            if v.is_empty() {
+                Value::Absent
+            } else {
+                Value::Strs(v)
+            }
+        }
         f(Value::Time(r.ts));
         f(Value::Str(&self.conn.uid.0));
         f(Value::Addr(id.orig_h));
@@ -56,11 +66,11 @@ impl LogRecord for ConnRecord {
         f(Value::Count(u64::from(r.trans_depth)));
         f(s(&r.helo));
         f(s(&r.mailfrom));
-        f(Value::Strs(&r.rcptto));
+        f(set(&r.rcptto));
         f(s(&r.date));
         f(s(&r.from));
-        f(Value::Strs(&r.to));
-        f(Value::Strs(&r.cc));
+        f(set(&r.to));
+        f(set(&r.cc));
         f(s(&r.reply_to));
         f(s(&r.msg_id));
         f(s(&r.in_reply_to));
@@ -123,6 +133,11 @@ mod tests {
         assert_eq!(fields[9], "b@example.com");
         assert_eq!(fields[23], "198.18.0.2,198.18.0.1");
         assert_eq!(fields[25], "F");
+        // Unset optional sets are `-` (as Zeek writes them), an empty
+        // `files` vector is `(empty)`.
+        assert_eq!(fields[12], "-");
+        assert_eq!(fields[13], "-");
+        assert_eq!(fields[26], "(empty)");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! count; notices are ordered and suppressed by `NoticeQueue` with the
 //! window's end as watermark, which makes notice.log identical too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use std::sync::mpsc::Receiver;
 use crate::anomaly::AnomalyCounts;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
+use crate::net::Ts;
 use crate::output::{LogFormat, LogWriter};
 use crate::smtp::record::ConnRecord;
 
@@ -35,6 +36,8 @@ pub struct FinalCounts {
 /// What a worker sends the collector.
 #[derive(Debug)]
 pub struct Report {
+    /// The dispatcher the worker belongs to (set by its `ReportTx`).
+    pub source: usize,
     pub worker: usize,
     /// The tick window the contents belong to.
     pub window: u64,
@@ -55,6 +58,7 @@ pub enum ToCollector {
     /// The end time of window `window` (the tick's time), sent by the
     /// dispatcher so the collector can release notices up to it.
     Window {
+        source: usize,
         window: u64,
         end: crate::net::Ts,
         period_end: Option<crate::net::Ts>,
@@ -131,7 +135,20 @@ impl Logs {
 pub struct Collector {
     logs: Logs,
     detection: Arc<Detection>,
-    workers: usize,
+    /// Workers reporting for each source (a dispatcher with its own ticks):
+    /// offline one source with every worker; live one per rx queue.
+    sources: Vec<usize>,
+}
+
+/// The collector's running state between windows.
+struct State {
+    queue: NoticeQueue,
+    out: Vec<Notice>,
+    /// Per source: period counters waiting for the other sources'.
+    periods: Vec<VecDeque<(Ts, PeriodCounters)>>,
+    /// Per source: end of its last written window.
+    latest_end: Vec<Option<Ts>>,
+    sum: CollectorSummary,
 }
 
 impl Collector {
@@ -139,36 +156,44 @@ impl Collector {
         dir: &Path,
         format: LogFormat,
         detection: Arc<Detection>,
-        workers: usize,
+        sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
         Ok(Collector {
             logs: Logs::create(dir, format)?,
             detection,
-            workers,
+            sources,
         })
     }
 
-    /// Runs until every worker has sent its final report.
+    /// Runs until every worker of every source has sent its final report.
     pub fn run(mut self, rx: Receiver<ToCollector>) -> Result<CollectorSummary, OutputError> {
-        let mut windows: BTreeMap<u64, Window> = BTreeMap::new();
-        let mut queue = NoticeQueue::new();
-        let mut sum = CollectorSummary::default();
-        let mut finished = 0usize;
-        let mut out_notices = Vec::new();
-        let mut next_window = 0u64;
-        while finished < self.workers {
+        let n = self.sources.len();
+        let total: usize = self.sources.iter().sum();
+        let mut windows: BTreeMap<(usize, u64), Window> = BTreeMap::new();
+        let mut next_window = vec![0u64; n];
+        let mut finished = vec![0usize; n];
+        let mut st = State {
+            queue: NoticeQueue::new(),
+            out: Vec::new(),
+            periods: vec![VecDeque::new(); n],
+            latest_end: vec![None; n],
+            sum: CollectorSummary::default(),
+        };
+        while finished.iter().sum::<usize>() < total {
             let Ok(msg) = rx.recv() else { break };
-            match msg {
+            let source = match msg {
                 ToCollector::Window {
+                    source,
                     window,
                     end,
                     period_end,
                 } => {
-                    windows.entry(window).or_default().end = Some((end, period_end));
+                    windows.entry((source, window)).or_default().end = Some((end, period_end));
+                    source
                 }
                 ToCollector::Report(r) => {
                     let r = *r;
-                    let w = windows.entry(r.window).or_default();
+                    let w = windows.entry((r.source, r.window)).or_default();
                     w.records.extend(r.records);
                     w.notices.extend(r.notices);
                     w.periods.extend(r.period);
@@ -176,32 +201,49 @@ impl Collector {
                         w.closed += 1;
                     }
                     if let Some(f) = r.last {
-                        finished += 1;
-                        sum.finals.push(f);
+                        if let Some(c) = finished.get_mut(r.source) {
+                            *c += 1;
+                        }
+                        st.sum.finals.push(f);
                     }
+                    r.source
                 }
-            }
-            // Write every window that all workers have closed, in order.
-            while let Some(w) = windows.get(&next_window) {
-                let is_final = finished == self.workers;
-                if w.closed < self.workers || (w.end.is_none() && !is_final) {
+            };
+            // Write every window of this source that all its workers have
+            // closed, in order.
+            let (Some(&workers), Some(next)) =
+                (self.sources.get(source), next_window.get_mut(source))
+            else {
+                continue;
+            };
+            while let Some(w) = windows.get(&(source, *next)) {
+                if w.closed < workers || w.end.is_none() {
                     break;
                 }
-                let Some(w) = windows.remove(&next_window) else {
+                let Some(w) = windows.remove(&(source, *next)) else {
                     break;
                 };
-                self.flush_window(w, &mut queue, &mut out_notices, &mut sum)?;
-                next_window += 1;
+                self.flush_window(source, w, &mut st)?;
+                *next += 1;
             }
         }
         // Anything left (a worker died early): write it as it is.
-        let rest: Vec<Window> = std::mem::take(&mut windows).into_values().collect();
-        for w in rest {
-            self.flush_window(w, &mut queue, &mut out_notices, &mut sum)?;
+        let rest: Vec<((usize, u64), Window)> = std::mem::take(&mut windows).into_iter().collect();
+        for ((source, _), w) in rest {
+            self.flush_window(source, w, &mut st)?;
         }
-        queue.finish(&mut out_notices);
-        self.write_notices(&mut out_notices, &mut sum)?;
-        sum.notices_suppressed = queue.suppressed;
+        // Periods some source never completed: merge what there is.
+        let leftover: Vec<(Ts, PeriodCounters)> =
+            st.periods.iter_mut().flat_map(std::mem::take).collect();
+        if let Some(end) = leftover.iter().map(|(e, _)| *e).max() {
+            let merged = spam::merge(leftover.into_iter().map(|(_, p)| p));
+            for notice in self.detection.evaluate_period(&merged, end) {
+                st.queue.push(notice);
+            }
+        }
+        st.queue.finish(&mut st.out);
+        self.write_notices(&mut st.out, &mut st.sum)?;
+        st.sum.notices_suppressed = st.queue.suppressed;
         let Logs {
             mut smtp,
             mut notice,
@@ -216,15 +258,14 @@ impl Collector {
             path: notice_path,
             source,
         })?;
-        Ok(sum)
+        Ok(st.sum)
     }
 
     fn flush_window(
         &mut self,
+        source: usize,
         mut w: Window,
-        queue: &mut NoticeQueue,
-        out_notices: &mut Vec<Notice>,
-        sum: &mut CollectorSummary,
+        st: &mut State,
     ) -> Result<(), OutputError> {
         w.records.sort_by(|a, b| {
             (
@@ -249,24 +290,45 @@ impl Collector {
                     source,
                 })?;
         }
-        sum.records += w.records.len() as u64;
+        st.sum.records += w.records.len() as u64;
         for n in w.notices {
-            queue.push(n);
+            st.queue.push(n);
         }
         if !w.periods.is_empty() {
-            let merged = spam::merge(w.periods);
-            // The final window's period ends at the last packet; ticks carry
-            // their own period end.
+            // A window that ends a period: this source's counters for it
+            // (already merged over its workers) wait for the other sources'.
             let end = w.end.and_then(|(_, p)| p).or_else(|| w.end.map(|(e, _)| e));
-            if let Some(end) = end {
+            if let (Some(end), Some(q)) = (end, st.periods.get_mut(source)) {
+                q.push_back((end, spam::merge(w.periods)));
+            }
+            while st.periods.iter().all(|q| !q.is_empty()) {
+                let parts: Vec<(Ts, PeriodCounters)> = st
+                    .periods
+                    .iter_mut()
+                    .filter_map(VecDeque::pop_front)
+                    .collect();
+                let Some(end) = parts.iter().map(|(e, _)| *e).max() else {
+                    break;
+                };
+                let merged = spam::merge(parts.into_iter().map(|(_, p)| p));
                 for n in self.detection.evaluate_period(&merged, end) {
-                    queue.push(n);
+                    st.queue.push(n);
                 }
             }
         }
         if let Some((end, _)) = w.end {
-            queue.release(end, out_notices);
-            self.write_notices(out_notices, sum)?;
+            if let Some(l) = st.latest_end.get_mut(source) {
+                *l = Some(end);
+            }
+            // Notices are released up to the time every source has passed.
+            let watermark = st
+                .latest_end
+                .iter()
+                .try_fold(Ts(u64::MAX), |m, e| e.map(|e| m.min(e)));
+            if let Some(wm) = watermark {
+                st.queue.release(wm, &mut st.out);
+                self.write_notices(&mut st.out, &mut st.sum)?;
+            }
         }
         Ok(())
     }
@@ -287,5 +349,121 @@ impl Collector {
             sum.notices += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::detect::Detector;
+    use crate::net::{ConnId, ConnInfo, Uid};
+    use crate::smtp::sink::Reply;
+
+    fn conn(port: u16) -> ConnInfo {
+        let id = ConnId {
+            orig_h: std::net::Ipv4Addr::new(198, 18, 0, 9).into(),
+            orig_p: port,
+            resp_h: std::net::Ipv4Addr::new(198, 19, 0, 25).into(),
+            resp_p: 25,
+        };
+        ConnInfo {
+            uid: Uid::new(&id, Ts(port.into())),
+            id,
+            start: Ts(port.into()),
+        }
+    }
+
+    /// One rejected connection of host 198.18.0.9 counted by `d`.
+    fn reject(d: &mut Detector, port: u16) {
+        let reply = Reply {
+            ts: Ts(10),
+            code: 550,
+            text: "no",
+            rcpts: &[],
+        };
+        d.on_reply(&conn(port), &reply);
+    }
+
+    fn report(
+        source: usize,
+        window: u64,
+        period: Option<PeriodCounters>,
+        last: bool,
+    ) -> ToCollector {
+        ToCollector::Report(Box::new(Report {
+            source,
+            worker: source,
+            window,
+            closes: true,
+            records: Vec::new(),
+            notices: Vec::new(),
+            period,
+            last: last.then(FinalCounts::default),
+        }))
+    }
+
+    /// Live capture: two sources (rx queues) with their own windows; a
+    /// period's spam rule sees the sum of both sources' counters.
+    #[test]
+    fn periods_of_independent_sources_are_merged() {
+        let cfg = Config::load(None, &["spam_threshold=2".to_owned()]).unwrap();
+        let det = Arc::new(Detection::from_config(&cfg).unwrap());
+        let dir = std::env::temp_dir().join(format!("collector-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Collector::create(&dir, LogFormat::Json, det.clone(), vec![1, 1]).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let mut a = Detector::new(det.clone());
+        let mut b = Detector::new(det.clone());
+        reject(&mut a, 1000);
+        reject(&mut b, 1001);
+        // Source 0 ends its period first; one connection alone is below the
+        // threshold, so only the merge with source 1 raises the notice.
+        let msgs = vec![
+            ToCollector::Window {
+                source: 0,
+                window: 0,
+                end: Ts(100),
+                period_end: Some(Ts(100)),
+            },
+            report(0, 0, Some(a.take_period(Ts(100))), false),
+            ToCollector::Window {
+                source: 1,
+                window: 0,
+                end: Ts(101),
+                period_end: Some(Ts(101)),
+            },
+            report(1, 0, Some(b.take_period(Ts(101))), false),
+            ToCollector::Window {
+                source: 0,
+                window: 1,
+                end: Ts(150),
+                period_end: Some(Ts(150)),
+            },
+            report(0, 1, Some(a.take_period(Ts(150))), true),
+            ToCollector::Window {
+                source: 1,
+                window: 1,
+                end: Ts(150),
+                period_end: Some(Ts(150)),
+            },
+            report(1, 1, Some(b.take_period(Ts(150))), true),
+        ];
+        for m in msgs {
+            tx.send(m).unwrap();
+        }
+        let sum = c.run(rx).unwrap();
+        assert_eq!(sum.finals.len(), 2);
+        assert_eq!(sum.notices, 1);
+        let notice = std::fs::read_to_string(dir.join("notice.log")).unwrap();
+        assert!(
+            notice.contains("198.18.0.9 - sent: 2 rejected: 100 percent"),
+            "{notice}"
+        );
+        assert!(
+            notice.contains("\"ts\":0.000101"),
+            "raised at the later source's period end: {notice}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -76,15 +76,23 @@ enum Msg {
 pub struct ReportTx {
     tx: SyncSender<ToCollector>,
     blocking: bool,
+    /// The collector's source number of this dispatcher and its workers.
+    source: usize,
     /// Records lost because the collector's channel was full.
     pub dropped_records: Arc<AtomicU64>,
 }
 
 impl ReportTx {
     pub fn new(tx: SyncSender<ToCollector>, blocking: bool) -> Self {
+        Self::for_source(tx, blocking, 0)
+    }
+
+    /// A sender for source `source` (live capture: one per rx queue).
+    pub fn for_source(tx: SyncSender<ToCollector>, blocking: bool, source: usize) -> Self {
         ReportTx {
             tx,
             blocking,
+            source,
             dropped_records: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -109,7 +117,8 @@ impl ReportTx {
         }
     }
 
-    fn report(&self, r: Report) {
+    fn report(&self, mut r: Report) {
+        r.source = self.source;
         self.send(ToCollector::Report(Box::new(r)));
     }
 }
@@ -265,6 +274,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         }
         self.next_tick = Some((now.micros() / TICK_US + 1) * TICK_US);
         self.tx.send(ToCollector::Window {
+            source: self.tx.source,
             window: self.window,
             end: now,
             period_end,
@@ -294,6 +304,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         let now = self.last_ts;
         // The final window ends the last, partial period at the last packet.
         self.tx.send(ToCollector::Window {
+            source: self.tx.source,
             window: self.window,
             end: now,
             period_end: Some(now),
@@ -442,5 +453,93 @@ impl From<DispatchCounts> for FinalCounts {
             flows: Default::default(),
             anomalies: d.anomalies,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ConnId, ConnInfo, Uid};
+    use crate::smtp::record::{ConnRecord, MessageRecord};
+
+    fn report(records: usize, closes: bool) -> Report {
+        let id = ConnId {
+            orig_h: std::net::Ipv4Addr::new(198, 18, 0, 1).into(),
+            orig_p: 1,
+            resp_h: std::net::Ipv4Addr::new(198, 18, 0, 2).into(),
+            resp_p: 25,
+        };
+        let conn = ConnInfo {
+            uid: Uid::new(&id, Ts(0)),
+            id,
+            start: Ts(0),
+        };
+        Report {
+            source: 0,
+            worker: 0,
+            window: 0,
+            closes,
+            records: (0..records)
+                .map(|_| ConnRecord {
+                    conn: conn.clone(),
+                    record: MessageRecord::default(),
+                })
+                .collect(),
+            notices: Vec::new(),
+            period: None,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn live_mode_drops_partial_reports_and_counts_records() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let t = ReportTx::new(tx, false);
+        t.report(report(3, false));
+        // The channel is full: this partial report's records are dropped.
+        t.report(report(5, false));
+        assert_eq!(t.dropped_records.load(Ordering::Relaxed), 5);
+        let Ok(ToCollector::Report(r)) = rx.try_recv() else {
+            panic!("first report lost")
+        };
+        assert_eq!(r.records.len(), 3);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn offline_mode_never_drops() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let t = ReportTx::new(tx, true);
+        let h = std::thread::spawn(move || {
+            for _ in 0..10 {
+                t.report(report(2, false));
+            }
+            t.dropped_records.load(Ordering::Relaxed)
+        });
+        let mut got = 0;
+        for _ in 0..10 {
+            if let Ok(ToCollector::Report(r)) = rx.recv() {
+                got += r.records.len();
+            }
+        }
+        assert_eq!(h.join().ok(), Some(0));
+        assert_eq!(got, 20);
+    }
+
+    #[test]
+    fn batches_hold_frames_back_to_back() {
+        let mut b = Batch::with_capacity();
+        b.push(Ts(1), LinkType::Ethernet, b"abc");
+        b.push(Ts(2), LinkType::RawIp, b"de");
+        assert_eq!(
+            b.frames,
+            [
+                (Ts(1), LinkType::Ethernet, 0, 3),
+                (Ts(2), LinkType::RawIp, 3, 2)
+            ]
+        );
+        assert!(!b.full());
+        b.clear();
+        assert!(b.frames.is_empty() && b.data.is_empty());
     }
 }

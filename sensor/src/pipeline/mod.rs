@@ -4,7 +4,8 @@
 //! worker), `worker` runs flows, SMTP sessions and the detector, `collector`
 //! merges what workers report per tick window and writes smtp.log and
 //! notice.log off the packet path, `summary` is the end-of-run report.
-//! `run_offline` wires it for `-r`; live capture feeds the same `Dispatcher`.
+//! `run_offline` wires it for `-r`; `live::run` feeds the same `Dispatcher`
+//! from AF_XDP capture for `-i` (one dispatcher per rx queue).
 
 pub mod collector;
 pub mod dispatch;
@@ -54,6 +55,8 @@ pub enum RunError {
     Detect(#[from] DetectError),
     #[error("log directory {0} does not exist or is not a directory; create it first")]
     LogDir(PathBuf),
+    #[error(transparent)]
+    Live(#[from] crate::capture::CaptureError),
     #[error("the collector thread could not be started: {0}")]
     Thread(std::io::Error),
 }
@@ -78,7 +81,8 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     let mut reader = PcapReader::open(input)?;
     let detection = Arc::new(Detection::from_config(cfg)?);
     let workers = opts.workers.max(1);
-    let collector = Collector::create(&opts.log_dir, opts.format, detection.clone(), workers)?;
+    let collector =
+        Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?;
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())

@@ -21,6 +21,8 @@ pub struct RunSummary {
     pub notices_suppressed: u64,
     pub anomalies: AnomalyCounts,
     pub truncated_tail: bool,
+    /// Records lost because the collector fell behind (live only).
+    pub dropped_records: u64,
 }
 
 impl RunSummary {
@@ -77,6 +79,13 @@ impl fmt::Display for RunSummary {
             "smtp-sensor: {} smtp.log records, {} notices ({} suppressed)",
             self.records, self.notices, self.notices_suppressed
         )?;
+        if self.dropped_records > 0 {
+            writeln!(
+                f,
+                "smtp-sensor: {} records dropped: the log writer fell behind",
+                self.dropped_records
+            )?;
+        }
         if self.anomalies.is_empty() {
             writeln!(f, "smtp-sensor: no anomalies")
         } else {

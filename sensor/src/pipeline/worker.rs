@@ -194,6 +194,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
     fn report(&mut self, closes: bool, period: Option<PeriodCounters>, last: bool) -> Report {
         let notices: Vec<Notice> = self.sink.detector.take_notices();
         Report {
+            source: 0,
             worker: self.id,
             window: self.window,
             closes,

@@ -45,8 +45,6 @@ pub enum SmtpAnomaly {
     ReplyCodeMismatch,
     /// Reply text longer than `max_reply_len`; cut there.
     ReplyTooLong,
-    /// Bytes missing from a direction; the session resynchronised.
-    ContentGap,
 }
 
 impl SmtpAnomaly {
@@ -72,7 +70,6 @@ impl SmtpAnomaly {
             SmtpAnomaly::BadReplyLine => "smtp_bad_reply_line",
             SmtpAnomaly::ReplyCodeMismatch => "smtp_reply_code_mismatch",
             SmtpAnomaly::ReplyTooLong => "smtp_reply_too_long",
-            SmtpAnomaly::ContentGap => "smtp_content_gap",
         }
     }
 }

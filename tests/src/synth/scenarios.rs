@@ -62,8 +62,8 @@ fn standard(client: SocketAddr, start: u64, tag: &str) -> SmtpConversation {
 
 /// The golden-test scenarios: `(name, frames)`.
 pub fn golden() -> Vec<(&'static str, Frames)> {
-    let mut out: Vec<(&'static str, Frames)> = Vec::new();
-    out.push(("basic", standard(v4(0, 1, 40001), T0, "basic").frames()));
+    let mut out: Vec<(&'static str, Frames)> =
+        vec![("basic", standard(v4(0, 1, 40001), T0, "basic").frames())];
 
     out.push((
         "pipelining",
@@ -240,14 +240,14 @@ pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
     ));
     // Connections start 5 ms apart and overlap.
     let start_us = t0 * 1_000_000 + (i as u64) * 5_000;
-    let noisy = host % 4 == 0;
+    let noisy = host.is_multiple_of(4);
     let mut b = SmtpConversation::builder()
         .client(client)
         .server(server())
         .start(Ts(start_us))
         .step_us(300 + mix % 700)
         .ehlo(&format!("host{host}.example.com"));
-    if mix % 5 == 0 {
+    if mix.is_multiple_of(5) {
         b = b.pipelining();
     }
     let messages = 1 + (mix >> 8) % 2;
@@ -255,7 +255,7 @@ pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
         let from = format!("user{}@example.com", (mix >> 16) % 1000);
         let to = format!("rcpt{}@example.net", (mix >> 24) % 1000 + m);
         b = b.mail(&from).rcpt(&to);
-        if noisy && (mix >> 32) % 3 != 0 {
+        if noisy && !(mix >> 32).is_multiple_of(3) {
             b = b.reject_rcpt_with(
                 550,
                 "5.7.1 blocked, see http://www.spamhaus.org/query/bl?ip=198.18.1.1",
@@ -271,7 +271,7 @@ pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
                 &"Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n"
                     .repeat(20 + (mix % 150) as usize),
             );
-        if mix % 3 == 0 {
+        if mix.is_multiple_of(3) {
             msg = msg.attachment(
                 &format!("file{i}.bin"),
                 &"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n".repeat(30),
