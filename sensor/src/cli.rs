@@ -61,9 +61,18 @@ pub struct RunArgs {
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// Worker threads (flows are sharded by a symmetric hash). Default: 1
-    /// offline.
+    /// offline, one per rx queue live.
     #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// Pin threads to these CPUs (`0-3,6`): live, the capture threads take
+    /// the first ones, then the workers, round robin; offline the workers.
+    /// Default: not pinned.
+    #[arg(long = "cpus", value_name = "LIST")]
+    pub cpus: Option<crate::affinity::CpuList>,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9469`) at
+    /// `/metrics`.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not verify IPv4 and TCP checksums (they are only counted anyway;
     /// this saves the time).
     #[arg(long = "no-checksums")]

@@ -5,6 +5,7 @@
 //! `pipeline`. The same pipeline runs online (AF_XDP) and offline (pcap), so
 //! offline tests exercise the real path.
 
+pub mod affinity;
 pub mod anomaly;
 pub mod capture;
 pub mod cli;
@@ -12,7 +13,9 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod flow;
+pub mod metrics;
 pub mod net;
 pub mod output;
 pub mod pipeline;
 pub mod smtp;
+pub mod telemetry;

@@ -2,6 +2,7 @@
 //! the pipeline. Exit codes (SEMANTICS.md): 0 when the input was read to its
 //! end, 2 with one line on stderr for a bad file, config or usage.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,7 +11,8 @@ use smtp_sensor::capture::CaptureError;
 use smtp_sensor::cli::{Cli, Command, RunArgs};
 use smtp_sensor::config::{Config, check_config};
 use smtp_sensor::decode::DecodeOptions;
-use smtp_sensor::pipeline::{RunError, RunOptions, run_offline};
+use smtp_sensor::pipeline::reload::ConfigSource;
+use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_controlled};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -37,9 +39,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Live: progress and state changes at info; offline: only warnings.
+    let level = if run.interface.is_some() {
+        "info"
+    } else {
+        "warn"
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .target(env_logger::Target::Stderr)
+        .try_init();
+    let ctl = RunControl {
+        cpus: run.cpus.clone().unwrap_or_default(),
+        metrics_addr: run.metrics_addr,
+        config: ConfigSource {
+            file: run.config.config.clone(),
+            sets: run.config.sets.clone(),
+        },
+        progress: !run.quiet && std::io::stderr().is_terminal(),
+        handle_signals: true,
+    };
     let Some(input) = run.read.as_deref() else {
         if let Some(iface) = &run.interface {
-            return run_live(&cfg, iface, &run);
+            return run_live(&cfg, iface, &run, &ctl);
         } else {
             eprintln!(
                 "smtp-sensor: give a capture to read with -r <pcap|-> (or -i <iface>); see --help"
@@ -55,7 +76,7 @@ fn main() -> ExitCode {
             verify_checksums: !run.no_checksums,
         },
     };
-    match run_offline(&cfg, input, &opts) {
+    match run_offline_controlled(&cfg, input, &opts, &ctl) {
         Ok(summary) => {
             if summary.truncated_tail {
                 eprintln!(
@@ -78,20 +99,17 @@ fn main() -> ExitCode {
 /// `-i`: the pipeline on live capture until SIGINT/SIGTERM. Exit 0 after a
 /// clean stop, 2 for a bad option, interface, config or log directory, 1
 /// for any other failure.
-fn run_live(cfg: &Config, iface: &str, run: &RunArgs) -> ExitCode {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .try_init();
+fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitCode {
     let opts = RunOptions {
         log_dir: run.log_dir.clone(),
         format: run.log_format,
-        workers: 1,
+        workers: run.workers.map_or(0, usize::from),
         // Live frames carry offloaded, unfilled checksums: verify only on request.
         decode: DecodeOptions {
             verify_checksums: false,
         },
     };
-    match smtp_sensor::pipeline::live::run(cfg, iface, &run.live, &opts) {
+    match smtp_sensor::pipeline::live::run(cfg, iface, &run.live, &opts, ctl) {
         Ok(summary) => {
             if !run.quiet {
                 eprint!("{summary}");
@@ -104,6 +122,7 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs) -> ExitCode {
                 RunError::Live(CaptureError::Option(_) | CaptureError::InterfaceNotFound(_))
                 | RunError::LogDir(_)
                 | RunError::Detect(_)
+                | RunError::Metrics(_)
                 | RunError::Output(_) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }

@@ -2,45 +2,13 @@
 //! binary: exit 2 and one stderr line naming the file, key and value for
 //! each class of bad value; the effective config printed when valid.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use sensor_tests::mmdb::country_db;
+use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::smtp::SmtpConversation;
-
-/// Builds (if needed) and returns the `smtp-sensor` binary of this target
-/// directory and profile (binaries of other packages are not built for
-/// this package's tests).
-fn sensor_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // <target>/<profile>/deps/<test binary>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "smtp-sensor",
-            "--bin",
-            "smtp-sensor",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "building smtp-sensor failed"
-        );
-        profile_dir.join("smtp-sensor")
-    })
-}
 
 struct Scratch(PathBuf);
 

@@ -4,39 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
+use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
-
-/// Builds (if needed) and returns the `smtp-sensor` binary of this target
-/// directory and profile.
-fn sensor_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // <target>/<profile>/deps/<test binary>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "smtp-sensor",
-            "--bin",
-            "smtp-sensor",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "building smtp-sensor failed");
-        profile_dir.join("smtp-sensor")
-    })
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cli-{}-{name}", std::process::id()));

@@ -5,12 +5,12 @@
 //! from the capture clock). Needs root, like the other live tests.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sensor_tests::netns::{VethPair, require_root};
+use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
 use sensor_tests::synth::session::interleave;
@@ -18,31 +18,6 @@ use smtp_sensor::config::Config;
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::output::LogFormat;
 use smtp_sensor::pipeline::{RunOptions, run_offline};
-
-fn sensor_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "smtp-sensor",
-        "--bin",
-        "smtp-sensor",
-    ])
-    .env("CARGO_TARGET_DIR", &target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().unwrap().success(),
-        "building smtp-sensor failed"
-    );
-    profile_dir.join("smtp-sensor")
-}
 
 /// The fields that do not depend on the capture clock, one string per record.
 fn records(log: &str) -> Vec<String> {

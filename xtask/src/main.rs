@@ -14,6 +14,7 @@
 mod compare_zeek;
 mod demo;
 mod setup;
+mod table;
 mod util;
 
 use std::process::ExitCode;

@@ -20,7 +20,8 @@ use super::FrameSink;
 use super::afxdp::{CopyMode, XskSizing, XskSocket};
 use super::error::CaptureError;
 use super::stats::{LiveStats, QueueCounters};
-use super::xdp::{NonSmtpAction, XdpModeChoice, XdpProgram, XdpSettings};
+use super::xdp::{NonSmtpAction, XdpCounters, XdpModeChoice, XdpProgram, XdpSettings};
+use crate::affinity::{CpuList, pin_current_thread};
 use crate::net::Ts;
 
 /// How often the control loop wakes (stop flag, eBPF log, thread health).
@@ -51,6 +52,12 @@ pub struct LiveOptions {
     pub stats_interval: Option<Duration>,
     /// Where to write the final statistics as JSON.
     pub stats_json: Option<PathBuf>,
+    /// Per-queue counters to fill (shared with the metrics endpoint);
+    /// empty: capture makes its own.
+    pub queue_counters: Vec<Arc<QueueCounters>>,
+    /// CPUs for the capture threads (queue n on the nth CPU, round robin);
+    /// empty: not pinned.
+    pub cpus: CpuList,
 }
 
 impl LiveOptions {
@@ -66,6 +73,8 @@ impl LiveOptions {
             sizing: XskSizing::default(),
             stats_interval: Some(Duration::from_secs(10)),
             stats_json: None,
+            queue_counters: Vec::new(),
+            cpus: CpuList::default(),
         }
     }
 }
@@ -79,11 +88,18 @@ pub struct LiveReport<S> {
 }
 
 /// Runs live capture until SIGINT/SIGTERM. `make_sink(queue)` creates the
-/// consumer of each rx queue.
-pub fn run_live<S, F>(opts: &LiveOptions, mut make_sink: F) -> Result<LiveReport<S>, CaptureError>
+/// consumer of each rx queue; `on_control` runs on the calling thread about
+/// every 100 ms with the XDP program's counters (the control plane's hook:
+/// stats, metrics, reloads).
+pub fn run_live<S, F, C>(
+    opts: &LiveOptions,
+    mut make_sink: F,
+    mut on_control: C,
+) -> Result<LiveReport<S>, CaptureError>
 where
     S: FrameSink,
     F: FnMut(u32) -> S,
+    C: FnMut(Option<XdpCounters>),
 {
     opts.sizing.validate()?;
     if opts.smtp_ports.is_empty() {
@@ -128,7 +144,9 @@ where
     );
 
     let started = Instant::now();
-    let counters: Vec<Arc<QueueCounters>> = (0..queues).map(|_| Arc::default()).collect();
+    let counters: Vec<Arc<QueueCounters>> = (0..queues as usize)
+        .map(|q| opts.queue_counters.get(q).cloned().unwrap_or_default())
+        .collect();
     let snapshot = |program: &XdpProgram| -> LiveStats {
         let qs = counters
             .iter()
@@ -153,9 +171,15 @@ where
             let stop = &stop;
             let c = Arc::clone(c);
             let q = sock.queue;
+            let cpu = opts.cpus.nth(q as usize);
             let h = thread::Builder::new()
                 .name(format!("capture-q{q}"))
-                .spawn_scoped(scope, move || capture_loop(sock, sink, stop, &c));
+                .spawn_scoped(scope, move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu, &format!("the capture thread of queue {q}"));
+                    }
+                    capture_loop(sock, sink, stop, &c)
+                });
             match h {
                 Ok(h) => handles.push((q, h)),
                 Err(e) => {
@@ -168,6 +192,7 @@ where
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(CONTROL_TICK);
             program.flush_log();
+            on_control(program.counters().ok());
             if !stop.load(Ordering::Relaxed) && handles.iter().any(|(_, h)| h.is_finished()) {
                 error!("a capture thread stopped unexpectedly; stopping capture");
                 break;
@@ -222,7 +247,6 @@ fn capture_loop<S: FrameSink>(
     c: &QueueCounters,
 ) -> S {
     let queue = sock.queue;
-    pin_to_cpu(queue);
     let mut invalid = 0u64;
     let mut last_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -264,31 +288,8 @@ fn capture_loop<S: FrameSink>(
     sink
 }
 
-/// Pins the calling thread to CPU `queue % CPUs`: with symmetric RSS the
-/// queue's interrupts and its capture thread then share a core's cache.
-/// Best effort: a failure (e.g. a restricted cpuset) is only logged.
-fn pin_to_cpu(queue: u32) {
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu = queue as usize % cpus;
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return;
-    }
-    // SAFETY: a zeroed cpu_set_t is valid; `cpu` is below CPU_SETSIZE.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        log::debug!(
-            "cannot pin the capture thread of queue {queue} to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// Wall-clock time as network time.
-fn now() -> Ts {
+pub fn now() -> Ts {
     let us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
@@ -345,6 +346,14 @@ pub struct LiveArgs {
     /// Live: write the final capture statistics as JSON to this file.
     #[arg(long = "stats-json", value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Live: the NIC's RSS hash is symmetric (both directions of a
+    /// connection land on the same rx queue; e.g. `ethtool -X <if> hfunc
+    /// toeplitz` with a symmetric key, or `xor`): with as many workers as
+    /// queues each packet is then processed on the thread that received
+    /// it. Without this flag, packets cross to their flow's worker over a
+    /// ring whenever there is more than one queue.
+    #[arg(long = "symmetric-rss")]
+    pub symmetric_rss: bool,
 }
 
 impl LiveArgs {
@@ -364,28 +373,8 @@ impl LiveArgs {
             stats_interval: (self.stats_interval > 0)
                 .then(|| Duration::from_secs(self.stats_interval)),
             stats_json: self.stats_json.clone(),
-        }
-    }
-}
-
-/// `smtp-sensor -i`: sets up logging to stderr (unless the caller already
-/// installed a logger), runs live capture until SIGINT/SIGTERM. Returns the
-/// process exit code: 0 after a clean stop, 2 for a bad option or unknown
-/// interface, 1 for any other failure; the error is printed on stderr.
-pub fn run_cli(iface: &str, args: &LiveArgs, smtp_ports: &[u16]) -> u8 {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .try_init();
-    // Frames are counted per queue in the statistics; the SMTP pipeline is
-    // not yet connected to live capture.
-    match run_live(&args.options(iface, smtp_ports), |_| super::DiscardSink) {
-        Ok(_) => 0,
-        Err(e) => {
-            error!("{e}");
-            match e {
-                CaptureError::Option(_) | CaptureError::InterfaceNotFound(_) => 2,
-                _ => 1,
-            }
+            queue_counters: Vec::new(),
+            cpus: CpuList::default(),
         }
     }
 }

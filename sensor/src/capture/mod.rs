@@ -45,15 +45,3 @@ pub trait FrameSink: Send {
     /// Called once when capture stops, before the capture thread exits.
     fn finish(&mut self);
 }
-
-/// A sink that keeps nothing: live capture still counts frames and bytes
-/// per queue in its statistics. What `smtp-sensor -i` uses until the
-/// processing pipeline is connected to live capture.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DiscardSink;
-
-impl FrameSink for DiscardSink {
-    fn frames(&mut self, _queue: u32, _batch: &[Frame<'_>]) {}
-    fn tick(&mut self, _now: Ts) {}
-    fn finish(&mut self) {}
-}

@@ -151,6 +151,12 @@ impl Detector {
     pub fn shared(&self) -> &Arc<Detection> {
         &self.shared
     }
+
+    /// Switches to a reloaded configuration (SIGHUP). The counters of the
+    /// running period are kept: a reload never loses what was counted.
+    pub fn set_shared(&mut self, shared: Arc<Detection>) {
+        self.shared = shared;
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@
 //! window's end as watermark, which makes notice.log identical too.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use crate::anomaly::AnomalyCounts;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
@@ -23,7 +25,9 @@ use crate::net::Ts;
 use crate::output::{LogFormat, LogWriter};
 use crate::smtp::record::ConnRecord;
 
+use super::reload::DetectionWatch;
 use super::worker::PacketStats;
+use crate::telemetry::Telemetry;
 
 /// A worker's counters at the end of the run.
 #[derive(Debug, Default)]
@@ -85,6 +89,10 @@ pub enum OutputError {
     Write { path: PathBuf, source: io::Error },
 }
 
+/// How long the collector waits for a message before it services
+/// control-plane requests (reopen, reload, flush) anyway.
+const SERVICE_INTERVAL: Duration = Duration::from_millis(200);
+
 /// The collector's totals.
 #[derive(Debug, Default)]
 pub struct CollectorSummary {
@@ -101,11 +109,27 @@ struct Logs {
     notice_path: PathBuf,
 }
 
+/// How log files are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Start empty (offline: a rerun of the same capture gives the same
+    /// files).
+    Truncate,
+    /// Keep what is there (live: a restart or a reopen never destroys
+    /// logs; after logrotate moved the file away a new one is created).
+    Append,
+}
+
 impl Logs {
-    fn create(dir: &Path, format: LogFormat) -> Result<Logs, OutputError> {
+    fn create(dir: &Path, format: LogFormat, mode: OpenMode) -> Result<Logs, OutputError> {
         let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), OutputError> {
             let path = dir.join(name);
-            let f = File::create(&path).map_err(|source| OutputError::Create {
+            let mut o = OpenOptions::new();
+            match mode {
+                OpenMode::Truncate => o.write(true).create(true).truncate(true),
+                OpenMode::Append => o.append(true).create(true),
+            };
+            let f = o.open(&path).map_err(|source| OutputError::Create {
                 path: path.clone(),
                 source,
             })?;
@@ -128,16 +152,54 @@ impl Logs {
             notice_path,
         })
     }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.smtp.flush().map_err(|source| OutputError::Write {
+            path: self.smtp_path.clone(),
+            source,
+        })?;
+        self.notice.flush().map_err(|source| OutputError::Write {
+            path: self.notice_path.clone(),
+            source,
+        })
+    }
+
+    /// Closes both files (Zeek `#close` trailer, flush).
+    fn close(&mut self) -> Result<(), OutputError> {
+        self.smtp.close().map_err(|source| OutputError::Write {
+            path: self.smtp_path.clone(),
+            source,
+        })?;
+        self.notice.close().map_err(|source| OutputError::Write {
+            path: self.notice_path.clone(),
+            source,
+        })
+    }
+}
+
+/// Requests to the collector from the control plane.
+#[derive(Debug, Default)]
+pub struct CollectorControl {
+    /// Close and reopen the log files (SIGHUP after logrotate).
+    pub reopen: AtomicBool,
 }
 
 /// Opens the log files (before any thread starts, so a bad directory is a
 /// startup error).
 pub struct Collector {
     logs: Logs,
+    dir: PathBuf,
+    format: LogFormat,
     detection: Arc<Detection>,
     /// Workers reporting for each source (a dispatcher with its own ticks):
     /// offline one source with every worker; live one per rx queue.
     sources: Vec<usize>,
+    reload: Option<DetectionWatch>,
+    telemetry: Option<Arc<Telemetry>>,
+    control: Option<Arc<CollectorControl>>,
+    /// Live: flush the files at least this often, so `tail -f` and
+    /// shippers see records within about a second.
+    flush_every: Option<Duration>,
 }
 
 /// The collector's running state between windows.
@@ -149,6 +211,7 @@ struct State {
     /// Per source: end of its last written window.
     latest_end: Vec<Option<Ts>>,
     sum: CollectorSummary,
+    last_flush: Instant,
 }
 
 impl Collector {
@@ -158,11 +221,83 @@ impl Collector {
         detection: Arc<Detection>,
         sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
+        Self::open(dir, format, OpenMode::Truncate, detection, sources)
+    }
+
+    pub fn open(
+        dir: &Path,
+        format: LogFormat,
+        mode: OpenMode,
+        detection: Arc<Detection>,
+        sources: Vec<usize>,
+    ) -> Result<Self, OutputError> {
         Ok(Collector {
-            logs: Logs::create(dir, format)?,
+            logs: Logs::create(dir, format, mode)?,
+            dir: dir.to_owned(),
+            format,
             detection,
             sources,
+            reload: None,
+            telemetry: None,
+            control: None,
+            flush_every: None,
         })
+    }
+
+    /// Live operation: reload and reopen requests, periodic flushes,
+    /// published counters.
+    pub fn live(
+        mut self,
+        reload: DetectionWatch,
+        control: Arc<CollectorControl>,
+        flush_every: Duration,
+    ) -> Self {
+        self.reload = Some(reload);
+        self.control = Some(control);
+        self.flush_every = Some(flush_every);
+        self
+    }
+
+    pub fn with_telemetry(mut self, t: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(t);
+        self
+    }
+
+    /// Control-plane requests, checked between messages.
+    fn service(&mut self, st: &mut State) -> Result<(), OutputError> {
+        if let Some(d) = self.reload.as_mut().and_then(DetectionWatch::changed) {
+            self.detection = d;
+        }
+        if self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.reopen.swap(false, Ordering::AcqRel))
+        {
+            self.logs.close()?;
+            self.logs = Logs::create(&self.dir, self.format, OpenMode::Append)?;
+            if let Some(t) = &self.telemetry {
+                t.collector.log_reopens.fetch_add(1, Ordering::Relaxed);
+            }
+            log::info!(
+                "reopened {} and {}",
+                self.logs.smtp_path.display(),
+                self.logs.notice_path.display()
+            );
+        }
+        if let Some(every) = self.flush_every
+            && st.last_flush.elapsed() >= every
+        {
+            st.last_flush = Instant::now();
+            self.logs.flush()?;
+        }
+        if let Some(t) = &self.telemetry {
+            let c = &t.collector;
+            c.records_written.store(st.sum.records, Ordering::Relaxed);
+            c.notices_written.store(st.sum.notices, Ordering::Relaxed);
+            c.notices_suppressed
+                .store(st.queue.suppressed, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Runs until every worker of every source has sent its final report.
@@ -178,9 +313,15 @@ impl Collector {
             periods: vec![VecDeque::new(); n],
             latest_end: vec![None; n],
             sum: CollectorSummary::default(),
+            last_flush: Instant::now(),
         };
         while finished.iter().sum::<usize>() < total {
-            let Ok(msg) = rx.recv() else { break };
+            self.service(&mut st)?;
+            let msg = match rx.recv_timeout(SERVICE_INTERVAL) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let source = match msg {
                 ToCollector::Window {
                     source,
@@ -236,29 +377,27 @@ impl Collector {
         let leftover: Vec<(Ts, PeriodCounters)> =
             st.periods.iter_mut().flat_map(std::mem::take).collect();
         if let Some(end) = leftover.iter().map(|(e, _)| *e).max() {
-            let merged = spam::merge(leftover.into_iter().map(|(_, p)| p));
-            for notice in self.detection.evaluate_period(&merged, end) {
-                st.queue.push(notice);
-            }
+            self.evaluate(leftover.into_iter().map(|(_, p)| p), end, &mut st);
         }
         st.queue.finish(&mut st.out);
         self.write_notices(&mut st.out, &mut st.sum)?;
         st.sum.notices_suppressed = st.queue.suppressed;
-        let Logs {
-            mut smtp,
-            mut notice,
-            smtp_path,
-            notice_path,
-        } = self.logs;
-        smtp.close().map_err(|source| OutputError::Write {
-            path: smtp_path,
-            source,
-        })?;
-        notice.close().map_err(|source| OutputError::Write {
-            path: notice_path,
-            source,
-        })?;
+        self.service(&mut st)?;
+        self.logs.close()?;
         Ok(st.sum)
+    }
+
+    /// Merges one period's counters, runs the spam rules, queues the
+    /// notices; timed for the metrics.
+    fn evaluate(&self, parts: impl IntoIterator<Item = PeriodCounters>, end: Ts, st: &mut State) {
+        let started = Instant::now();
+        let merged = spam::merge(parts);
+        for n in self.detection.evaluate_period(&merged, end) {
+            st.queue.push(n);
+        }
+        if let Some(t) = &self.telemetry {
+            t.collector.period_merged(started.elapsed());
+        }
     }
 
     fn flush_window(
@@ -310,10 +449,7 @@ impl Collector {
                 let Some(end) = parts.iter().map(|(e, _)| *e).max() else {
                     break;
                 };
-                let merged = spam::merge(parts.into_iter().map(|(_, p)| p));
-                for n in self.detection.evaluate_period(&merged, end) {
-                    st.queue.push(n);
-                }
+                self.evaluate(parts.into_iter().map(|(_, p)| p), end, st);
             }
         }
         if let Some((end, _)) = w.end {

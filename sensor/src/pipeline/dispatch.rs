@@ -41,26 +41,38 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn with_capacity() -> Box<Batch> {
+    pub(crate) fn with_capacity() -> Box<Batch> {
         Box::new(Batch {
             data: Vec::with_capacity(BATCH_BYTES + 65_536),
             frames: Vec::with_capacity(BATCH_FRAMES),
         })
     }
 
-    fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
+    pub(crate) fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(frame);
         self.frames.push((ts, link, start, frame.len() as u32));
     }
 
-    fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.frames.len() >= BATCH_FRAMES || self.data.len() >= BATCH_BYTES
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.frames.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The frames, in the order they were pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Ts, LinkType, &[u8])> + '_ {
+        self.frames.iter().filter_map(|&(ts, link, start, len)| {
+            let frame = self.data.get(start as usize..(start + len) as usize)?;
+            Some((ts, link, frame))
+        })
     }
 }
 
@@ -377,10 +389,10 @@ fn push_blocking(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
 
 /// Spin, then yield, then sleep briefly: waiting on a ring without a lock.
 #[derive(Default)]
-struct Backoff(u32);
+pub(crate) struct Backoff(u32);
 
 impl Backoff {
-    fn snooze(&mut self) {
+    pub(crate) fn snooze(&mut self) {
         self.0 = self.0.saturating_add(1);
         if self.0 < 64 {
             std::hint::spin_loop();
@@ -390,7 +402,7 @@ impl Backoff {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = 0;
     }
 }
@@ -405,6 +417,9 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
     let opts = DecodeOptions {
         verify_checksums: false,
     };
+    if let Some(cpu) = w.cpu {
+        crate::affinity::pin_current_thread(cpu, &format!("worker {}", w.id));
+    }
     let mut backoff = Backoff::default();
     loop {
         let msg = match ring.pop() {
@@ -421,10 +436,7 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
         backoff.reset();
         match msg {
             Msg::Batch(mut b) => {
-                for &(ts, link, start, len) in &b.frames {
-                    let Some(frame) = b.data.get(start as usize..(start + len) as usize) else {
-                        continue;
-                    };
+                for (ts, link, frame) in b.iter() {
                     if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
                         w.packet(&p);
                     }

@@ -1,22 +1,43 @@
-//! The live-capture entry: a `Dispatcher` is a `capture::FrameSink`, so the
-//! AF_XDP capture loop feeds the same pipeline `-r` uses (Ethernet frames,
-//! stamped with the capture clock; `tick` drives timeouts and periods while
-//! no traffic arrives).
+//! The live-capture entry: the AF_XDP capture loop feeds the same pipeline
+//! `-r` uses (Ethernet frames stamped with the capture clock; `tick` drives
+//! timeouts and periods while no traffic arrives).
+//!
+//! Two shapes. Receive-side: a `Dispatcher` with one inline worker is the
+//! `FrameSink` of each rx queue, so a packet is processed on the thread
+//! that received it with no hop; right when the NIC's RSS is symmetric
+//! (`--symmetric-rss`) and workers == queues, or with a single queue.
+//! Sharded (otherwise): capture threads hash each frame's connection and
+//! hand it over an SPSC ring to its worker thread (`shard`).
+//!
+//! The calling thread is the control plane: every ~100 ms it stores the
+//! XDP counters, handles SIGHUP (reopen logs, reload the configuration)
+//! and prints the stats line.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::capture::live::{LiveArgs, run_live, rx_queue_count};
+use crate::capture::live::{LiveArgs, now, run_live, rx_queue_count};
 use crate::capture::{Frame, FrameSink};
 use crate::config::Config;
 use crate::decode::LinkType;
 use crate::detect::Detection;
 use crate::flow::{FlowConfig, StreamParser};
 use crate::net::Ts;
+use crate::telemetry::Telemetry;
 
-use super::collector::Collector;
+use super::collector::{Collector, CollectorControl, OpenMode};
 use super::dispatch::{DispatchCounts, Dispatcher, ReportTx};
+use super::reload::{DetectionWatch, SharedDetection, reload};
+use super::stats_line::StatsLine;
 use super::worker::{Worker, WorkerSink};
-use super::{COLLECTOR_CHANNEL, RunError, RunOptions, RunSummary, smtp_flow};
+use super::{
+    COLLECTOR_CHANNEL, RunControl, RunError, RunOptions, RunSummary, metrics, shard, smtp_flow,
+};
+
+/// How often the live logs are flushed to disk.
+const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 impl<P: StreamParser<WorkerSink> + Send + 'static> FrameSink for Dispatcher<P> {
     fn frames(&mut self, _queue: u32, batch: &[Frame<'_>]) {
@@ -34,18 +55,18 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> FrameSink for Dispatcher<P> {
     }
 }
 
-/// Runs the pipeline on live capture until SIGINT/SIGTERM: one dispatcher
-/// with its worker per rx queue (the NIC's RSS already keeps both
-/// directions of a flow on one queue), all reporting to one collector that
-/// writes smtp.log and notice.log. Reports are dropped, and counted, when
-/// the collector falls behind, so capture never stalls.
+/// Runs the pipeline on live capture until SIGINT/SIGTERM; see the module
+/// doc for the two shapes. Records and notices reach the collector over a
+/// bounded channel; when it falls behind, records are dropped and counted,
+/// so capture never stalls on the disk.
 pub fn run(
     cfg: &Config,
     iface: &str,
     args: &LiveArgs,
     opts: &RunOptions,
+    ctl: &RunControl,
 ) -> Result<RunSummary, RunError> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     if !opts.log_dir.is_dir() {
         return Err(RunError::LogDir(opts.log_dir.clone()));
     }
@@ -55,13 +76,48 @@ pub fn run(
         _ => rx_queue_count(iface)?,
     };
     live.queues = Some(queues);
+    let queues = queues as usize;
+    let workers = if opts.workers == 0 {
+        queues
+    } else {
+        opts.workers
+    };
+    let receive_side = workers == queues && (queues == 1 || args.symmetric_rss);
+    log::info!(
+        "{queues} rx queue(s), {workers} worker(s): {}",
+        if receive_side {
+            "each packet is processed on the thread that received it"
+        } else {
+            "packets cross to their connection's worker over SPSC rings"
+        }
+    );
+
+    let telemetry = Telemetry::live(iface, queues, workers);
+    live.queue_counters = telemetry.queues.clone();
+    live.cpus = ctl.cpus.clone();
+    let stats_every = live.stats_interval.take();
+
     let detection = Arc::new(Detection::from_config(cfg)?);
-    let collector = Collector::create(
+    let shared = SharedDetection::new(detection.clone());
+    let control = Arc::new(CollectorControl::default());
+    let collector = Collector::open(
         &opts.log_dir,
         opts.format,
+        OpenMode::Append,
         detection.clone(),
-        vec![1; queues as usize],
-    )?;
+        vec![1; workers],
+    )?
+    .live(
+        DetectionWatch::new(shared.clone()),
+        control.clone(),
+        LOG_FLUSH,
+    )
+    .with_telemetry(telemetry.clone());
+    let _metrics = metrics(ctl, &telemetry)?;
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(RunError::Signal)?;
+
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())
@@ -71,34 +127,131 @@ pub fn run(
     let factory = smtp_flow::factory(cfg);
     let period = cfg.inspect_period_us();
     let decode = opts.decode;
-    let result = run_live(&live, |q| {
-        let worker = Worker::new(q as usize, flow.clone(), detection.clone(), factory.clone());
+    let dispatcher = |id: usize, cpu: Option<usize>| {
+        let worker = Worker::new(id, flow.clone(), detection.clone(), factory.clone())
+            .with_reload(DetectionWatch::new(shared.clone()))
+            .with_telemetry(telemetry.clone())
+            .with_cpu(cpu);
         Dispatcher::new(
             vec![worker],
-            ReportTx::for_source(tx.clone(), false, q as usize),
+            ReportTx::for_source(tx.clone(), false, id),
             period,
             decode,
         )
-    });
-    drop(tx);
-    let (counts, dropped) = match result {
-        Ok(report) => {
-            let mut counts = DispatchCounts::default();
-            let mut dropped = 0;
-            for mut d in report.sinks {
-                let c = std::mem::take(&mut d.counts);
-                counts.packets.merge(&c.packets);
-                counts.anomalies.merge(&c.anomalies);
-                dropped += d.dropped_records();
-            }
-            (counts, dropped)
+    };
+
+    let mut running = cfg.clone();
+    let mut stats = StatsLine::new(&telemetry);
+    let mut last_line = Instant::now();
+    let on_control = |xdp: Option<crate::capture::xdp::XdpCounters>| {
+        if let Some(x) = xdp {
+            telemetry.set_xdp(x);
         }
-        Err(e) => {
-            // The collector ends once every sender is gone.
-            let _ = collector.join();
-            return Err(e.into());
+        if hup.swap(false, Ordering::AcqRel) {
+            log::info!("SIGHUP: reopening the logs and reloading the configuration");
+            control.reopen.store(true, Ordering::Release);
+            match reload(&ctl.config, &running) {
+                Ok((det, cfg, restart)) => {
+                    if !restart.is_empty() {
+                        log::warn!(
+                            "configuration reloaded; these keys changed but need a restart: {}",
+                            restart.join(", ")
+                        );
+                    }
+                    shared.replace(det);
+                    running = cfg;
+                    telemetry
+                        .collector
+                        .config_reloads
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::info!("configuration reloaded");
+                }
+                Err(e) => {
+                    telemetry
+                        .collector
+                        .config_reload_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::error!("{e}; the running configuration stays");
+                }
+            }
+        }
+        if let Some(every) = stats_every
+            && last_line.elapsed() >= every
+        {
+            last_line = Instant::now();
+            log::info!("{}", stats.next(&telemetry));
         }
     };
+
+    let (counts, dropped_records) = if receive_side {
+        let result = run_live(&live, |q| dispatcher(q as usize, None), on_control);
+        match result {
+            Ok(report) => totals(report.sinks),
+            Err(e) => {
+                drop(tx);
+                let _ = collector.join();
+                return Err(e.into());
+            }
+        }
+    } else {
+        // Capture threads take the first CPUs of the list, workers the next.
+        let (by_queue, by_worker) = shard::rings(queues, workers);
+        let mut handles: Vec<JoinHandle<Dispatcher<_>>> = Vec::with_capacity(workers);
+        let mut spawn_error = None;
+        for (w, inputs) in by_worker.into_iter().enumerate() {
+            let d = dispatcher(w, ctl.cpus.nth(queues + w));
+            let cpu = ctl.cpus.nth(queues + w);
+            let h = std::thread::Builder::new()
+                .name(format!("worker-{w}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        crate::affinity::pin_current_thread(cpu, &format!("worker {w}"));
+                    }
+                    shard::worker_loop(d, inputs, now)
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut by_queue: Vec<Option<Vec<shard::LaneSet>>> =
+            by_queue.into_iter().map(Some).collect();
+        let result = match spawn_error {
+            Some(e) => Err(RunError::Thread(e)),
+            None => run_live(
+                &live,
+                |q| {
+                    let lanes = by_queue
+                        .get_mut(q as usize)
+                        .and_then(Option::take)
+                        .unwrap_or_default();
+                    shard::ShardSink::new(q as usize, lanes, telemetry.clone())
+                },
+                on_control,
+            )
+            .map_err(RunError::from),
+        };
+        // Lanes of queues that never started: the workers must not wait.
+        drop(by_queue);
+        let mut sinks = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.join() {
+                Ok(d) => sinks.push(d),
+                Err(_) => log::error!("a worker thread panicked; its flows are lost"),
+            }
+        }
+        if let Err(e) = result {
+            drop(sinks);
+            drop(tx);
+            let _ = collector.join();
+            return Err(e);
+        }
+        totals(sinks)
+    };
+    drop(tx);
     let collected = match collector.join() {
         Ok(r) => r?,
         Err(_) => {
@@ -108,6 +261,26 @@ pub fn run(
         }
     };
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
-    summary.dropped_records = dropped;
+    summary.dropped_records = dropped_records;
+    summary.dropped_frames = telemetry
+        .hops
+        .iter()
+        .map(|h| h.ring_full_drops.load(Ordering::Relaxed))
+        .sum();
     Ok(summary)
+}
+
+/// Sums the dispatchers' frame counters and dropped records.
+fn totals<P: StreamParser<WorkerSink> + Send + 'static>(
+    dispatchers: Vec<Dispatcher<P>>,
+) -> (DispatchCounts, u64) {
+    let mut counts = DispatchCounts::default();
+    let mut dropped = 0;
+    for mut d in dispatchers {
+        let c = std::mem::take(&mut d.counts);
+        counts.packets.merge(&c.packets);
+        counts.anomalies.merge(&c.anomalies);
+        dropped += d.dropped_records();
+    }
+    (counts, dropped)
 }

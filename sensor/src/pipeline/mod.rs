@@ -9,17 +9,28 @@
 
 pub mod collector;
 pub mod dispatch;
+pub mod input;
 pub mod live;
+pub mod reload;
+pub mod shard;
 pub mod smtp_flow;
+pub mod stats_line;
 pub mod summary;
 pub mod worker;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::affinity::CpuList;
+use crate::metrics::{MetricsError, MetricsServer};
+use crate::telemetry::Telemetry;
+use reload::ConfigSource;
+
 use crate::anomaly::CaptureAnomaly;
-use crate::capture::pcap::{PcapReadError, PcapReader};
+use crate::capture::pcap::PcapReadError;
 use crate::config::Config;
 use crate::decode::DecodeOptions;
 use crate::detect::{DetectError, Detection};
@@ -40,8 +51,26 @@ pub const COLLECTOR_CHANNEL: usize = 1024;
 pub struct RunOptions {
     pub log_dir: PathBuf,
     pub format: LogFormat,
+    /// Worker threads; 0: the default (1 offline, one per rx queue live).
     pub workers: usize,
     pub decode: DecodeOptions,
+}
+
+/// How the run is operated: pinning, metrics, reloads, progress. The
+/// default runs quietly with none of them (what tests use).
+#[derive(Clone, Debug, Default)]
+pub struct RunControl {
+    /// CPUs to pin threads to (`--cpus`); empty: no pinning.
+    pub cpus: CpuList,
+    /// Serve Prometheus metrics here (`--metrics-addr`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where the configuration came from, for SIGHUP reloads.
+    pub config: ConfigSource,
+    /// Offline: draw a progress bar (stderr is a terminal).
+    pub progress: bool,
+    /// Stop on SIGINT/SIGTERM (flushing everything) instead of dying:
+    /// the binary sets it, library callers usually not.
+    pub handle_signals: bool,
 }
 
 /// Why a run could not complete.
@@ -59,12 +88,50 @@ pub enum RunError {
     Live(#[from] crate::capture::CaptureError),
     #[error("the collector thread could not be started: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot install the signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Starts the metrics endpoint when asked for.
+fn metrics(
+    ctl: &RunControl,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<MetricsServer>, RunError> {
+    let Some(addr) = ctl.metrics_addr else {
+        return Ok(None);
+    };
+    let server = crate::metrics::spawn(addr, telemetry.clone())?;
+    log::info!("metrics on http://{}/metrics", server.local_addr());
+    Ok(Some(server))
+}
+
+/// Registers SIGINT and SIGTERM to raise the returned flag (a second
+/// signal while stopping still stops: signal-hook keeps the flag set).
+fn stop_flag() -> Result<Arc<AtomicBool>, RunError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signal)?;
+    }
+    Ok(stop)
 }
 
 /// Reads `input` to its end through the full pipeline with the SMTP parser.
 pub fn run_offline(cfg: &Config, input: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let factory = smtp_flow::factory(cfg);
     run_offline_with(cfg, input, opts, factory)
+}
+
+/// `run_offline` as the binary runs it: signals, progress, metrics, pinning.
+pub fn run_offline_controlled(
+    cfg: &Config,
+    input: &Path,
+    opts: &RunOptions,
+    ctl: &RunControl,
+) -> Result<RunSummary, RunError> {
+    let factory = smtp_flow::factory(cfg);
+    run_offline_full(cfg, input, opts, ctl, factory)
 }
 
 /// `run_offline` with any stream parser (tests use simpler ones).
@@ -74,15 +141,33 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     opts: &RunOptions,
     factory: ParserFactory<P>,
 ) -> Result<RunSummary, RunError> {
+    run_offline_full(cfg, input, opts, &RunControl::default(), factory)
+}
+
+fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
+    cfg: &Config,
+    input: &Path,
+    opts: &RunOptions,
+    ctl: &RunControl,
+    factory: ParserFactory<P>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     if !opts.log_dir.is_dir() {
         return Err(RunError::LogDir(opts.log_dir.clone()));
     }
-    let mut reader = PcapReader::open(input)?;
+    let stop = if ctl.handle_signals {
+        stop_flag()?
+    } else {
+        Arc::new(AtomicBool::new(false))
+    };
+    let (mut reader, progress) = input::open(input, stop.clone(), ctl.progress)?;
     let detection = Arc::new(Detection::from_config(cfg)?);
     let workers = opts.workers.max(1);
+    let telemetry = Telemetry::offline(workers);
+    let _metrics = metrics(ctl, &telemetry)?;
     let collector =
-        Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?;
+        Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?
+            .with_telemetry(telemetry.clone());
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())
@@ -90,7 +175,11 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
         .map_err(RunError::Thread)?;
     let flow = FlowConfig::from_config(cfg);
     let pool: Vec<_> = (0..workers)
-        .map(|id| Worker::new(id, flow.clone(), detection.clone(), factory.clone()))
+        .map(|id| {
+            Worker::new(id, flow.clone(), detection.clone(), factory.clone())
+                .with_telemetry(telemetry.clone())
+                .with_cpu(ctl.cpus.nth(id))
+        })
         .collect();
     let mut dispatcher = Dispatcher::new(
         pool,
@@ -99,6 +188,7 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
         opts.decode,
     );
     let read = reader.for_each(|f| dispatcher.feed(f.ts, f.link, f.data));
+    progress.finish();
     dispatcher.finish();
     let mut counts = std::mem::take(&mut dispatcher.counts);
     drop(dispatcher);
@@ -112,13 +202,15 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     };
     // A capture error after some records: the logs are written; report it.
     let read = read?;
-    if read.truncated_tail {
+    let stopped = stop.load(Ordering::Relaxed);
+    if read.truncated_tail && !stopped {
         counts.anomalies.add(CaptureAnomaly::TruncatedRecord);
     }
     counts
         .anomalies
         .add_n(CaptureAnomaly::UnknownInterface, read.unknown_interface);
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
-    summary.truncated_tail = read.truncated_tail;
+    summary.truncated_tail = read.truncated_tail && !stopped;
+    summary.stopped_early = stopped;
     Ok(summary)
 }

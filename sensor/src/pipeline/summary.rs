@@ -23,6 +23,10 @@ pub struct RunSummary {
     pub truncated_tail: bool,
     /// Records lost because the collector fell behind (live only).
     pub dropped_records: u64,
+    /// Frames dropped because a worker's ring was full (live, sharded).
+    pub dropped_frames: u64,
+    /// SIGINT/SIGTERM ended the run before the end of the input.
+    pub stopped_early: bool,
 }
 
 impl RunSummary {
@@ -79,6 +83,19 @@ impl fmt::Display for RunSummary {
             "smtp-sensor: {} smtp.log records, {} notices ({} suppressed)",
             self.records, self.notices, self.notices_suppressed
         )?;
+        if self.stopped_early {
+            writeln!(
+                f,
+                "smtp-sensor: stopped by a signal before the end of the input; everything read was logged"
+            )?;
+        }
+        if self.dropped_frames > 0 {
+            writeln!(
+                f,
+                "smtp-sensor: {} frames dropped: a worker fell behind",
+                self.dropped_frames
+            )?;
+        }
         if self.dropped_records > 0 {
             writeln!(
                 f,

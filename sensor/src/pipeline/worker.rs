@@ -14,6 +14,8 @@ use crate::smtp::record::{ConnRecord, MessageRecord};
 use crate::smtp::sink::{Reply, SmtpSink};
 
 use super::collector::Report;
+use super::reload::DetectionWatch;
+use crate::telemetry::{Telemetry, WorkerSnapshot};
 
 /// Where a worker's parsers report: the detector, the finished records of
 /// the current window, the anomaly counters.
@@ -53,7 +55,9 @@ impl WorkerSink {
 /// Makes the parser of a new connection.
 pub type ParserFactory<P> = Arc<dyn Fn(&ConnInfo) -> P + Send + Sync>;
 
-/// Packet counters of one worker (or of the dispatcher's decode step).
+/// Packet counters of the dispatcher's decode step (every frame), or of one
+/// worker (`packets`: TCP segments it was handed, `tcp`: those on an SMTP
+/// port, `bytes`: their payload bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketStats {
     pub packets: u64,
@@ -107,6 +111,15 @@ pub struct Worker<P> {
     /// Ticks seen: the window the worker is in.
     window: u64,
     last_ts: Ts,
+    /// smtp.log records and notices produced so far (for telemetry).
+    records: u64,
+    notices: u64,
+    /// Where a reloaded configuration appears (SIGHUP).
+    reload: Option<DetectionWatch>,
+    /// Where the worker publishes its counters at each tick.
+    telemetry: Option<Arc<Telemetry>>,
+    /// The CPU its thread is pinned to (`--cpus`).
+    pub cpu: Option<usize>,
 }
 
 impl<P: StreamParser<WorkerSink>> Worker<P> {
@@ -131,7 +144,30 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
             stats: PacketStats::default(),
             window: 0,
             last_ts: Ts(0),
+            records: 0,
+            notices: 0,
+            reload: None,
+            telemetry: None,
+            cpu: None,
         }
+    }
+
+    /// Pins the worker's thread to `cpu` when it runs on a thread of its own.
+    pub fn with_cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Follows configuration reloads published in `watch`.
+    pub fn with_reload(mut self, watch: DetectionWatch) -> Self {
+        self.reload = Some(watch);
+        self
+    }
+
+    /// Publishes counters into `telemetry.workers[self.id]` at each tick.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Whether a segment is on a watched port (either side).
@@ -141,10 +177,13 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
 
     /// Processes one decoded TCP segment.
     pub fn packet(&mut self, p: &Packet<'_>) {
+        self.stats.packets += 1;
         if !self.is_smtp(p) {
             self.stats.other_ports += 1;
             return;
         }
+        self.stats.tcp += 1;
+        self.stats.bytes += p.payload.len() as u64;
         self.sink.now = p.ts;
         self.last_ts = self.last_ts.max(p.ts);
         let factory = &self.factory;
@@ -166,6 +205,12 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         let period = period_end.map(|end| self.sink.detector.take_period(end));
         let report = self.report(true, period, false);
         self.window += 1;
+        // A reload applies from the next window on, after this window's
+        // period was handed over under the old rules.
+        if let Some(d) = self.reload.as_mut().and_then(DetectionWatch::changed) {
+            self.sink.detector.set_shared(d);
+        }
+        self.publish();
         report
     }
 
@@ -179,7 +224,24 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         table.flush_all(now, sink, &mut anomalies);
         sink.anomalies = anomalies;
         let period = Some(self.sink.detector.take_period(now));
+        self.publish();
         self.report(true, period, true)
+    }
+
+    /// Copies the counters into the shared telemetry (once per tick).
+    fn publish(&self) {
+        let Some(t) = &self.telemetry else { return };
+        let Some(slot) = t.workers.get(self.id) else {
+            return;
+        };
+        slot.publish(WorkerSnapshot {
+            packets: self.stats,
+            flows: self.table.stats,
+            live_flows: self.table.len() as u64,
+            records: self.records + self.sink.records.len() as u64,
+            notices: self.notices,
+            anomalies: self.sink.anomalies.clone(),
+        });
     }
 
     /// Records and notices so far, without closing the window (sent when a
@@ -193,6 +255,8 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
 
     fn report(&mut self, closes: bool, period: Option<PeriodCounters>, last: bool) -> Report {
         let notices: Vec<Notice> = self.sink.detector.take_notices();
+        self.records += self.sink.records.len() as u64;
+        self.notices += notices.len() as u64;
         Report {
             source: 0,
             worker: self.id,

@@ -1240,4 +1240,85 @@ mod robustness {
         }
         assert!(records > 0, "some transcripts complete transactions");
     }
+
+    /// Arbitrary bytes in arbitrary chunks, both directions, with gaps and
+    /// tiny limits: biased towards the bytes that move the state machine
+    /// (line ends, dots, digits, command letters) so every state is
+    /// reached, but any byte may come.
+    #[test]
+    fn arbitrary_byte_chunks_do_not_panic() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 1,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        let conn = ConnInfo {
+            uid: Uid::new(&id, Ts(0)),
+            id,
+            start: Ts(0),
+        };
+        let tiny = SmtpConfig {
+            limits: super::super::limits::SmtpLimits {
+                max_line_len: 16,
+                max_header_len: 24,
+                max_headers: 3,
+                max_rcptto: 2,
+                max_to: 2,
+                max_cc: 2,
+                max_path: 2,
+                max_files: 1,
+                max_mime_depth: 2,
+                max_pending_commands: 4,
+                max_reply_len: 8,
+                max_invalid_transactions: 3,
+            },
+            ..SmtpConfig::default()
+        };
+        const ALPHABET: &[u8] = b"\r\n\r\n.. 0123456789-:<>@=;\"BDATLSMRCPOFHEQUIT";
+        for (c, cfg) in [SmtpConfig::default(), tiny].into_iter().enumerate() {
+            let cfg = Arc::new(cfg);
+            for round in 0..200 {
+                let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+                let mut sink = Null(0);
+                let mut ts = 0;
+                for _ in 0..60 {
+                    let len = (next() % 64) as usize;
+                    let chunk: Vec<u8> = (0..len)
+                        .map(|_| match next() % 4 {
+                            0 => next() as u8,
+                            _ => ALPHABET[(next() % ALPHABET.len() as u64) as usize],
+                        })
+                        .collect();
+                    let dir = if next() % 2 == 0 {
+                        Direction::Orig
+                    } else {
+                        Direction::Resp
+                    };
+                    ts += next() % 3;
+                    match next() % 50 {
+                        0 => s.on_gap(dir, Ts(ts), next() % 100_000, &mut sink),
+                        1 => s.on_gap(dir, Ts(ts), u64::MAX, &mut sink),
+                        _ => {}
+                    }
+                    s.on_data(dir, Ts(ts), &chunk, &mut sink);
+                    assert!(
+                        s.pending.len() <= cfg.limits.max_pending_commands + 1,
+                        "cfg {c} round {round}"
+                    );
+                    assert!(s.reply_text.len() <= cfg.limits.max_reply_len);
+                }
+                s.on_close(Ts(ts + 1), &mut sink);
+                // Closing twice (end of input after a FIN) is harmless.
+                s.on_close(Ts(ts + 2), &mut sink);
+            }
+        }
+    }
 }

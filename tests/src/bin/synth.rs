@@ -1,6 +1,7 @@
 //! `synth`: writes synthetic SMTP captures.
 //!
-//! - `synth demo <out.pcap>`: every golden scenario in one capture.
+//! - `synth demo <out.pcap>`: the demo capture (ordinary mail, a spamming
+//!   host, a block-listed host; see `synth::demo`).
 //! - `synth load <out.pcap> [--connections N] [--seed S]`: N interleaved
 //!   connections (delivered mail, rejects, block-list replies), streamed to
 //!   disk so large captures need little memory.
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use sensor_tests::synth::pcap::{PcapWriter, write_pcap};
-use sensor_tests::synth::scenarios;
+use sensor_tests::synth::{demo, scenarios};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => match args.get(1) {
             Some(out) => {
-                let frames = scenarios::demo();
+                let frames = demo::capture();
                 write_pcap(out, frames.iter().map(|(t, f)| (*t, f.as_slice())))
                     .map(|n| eprintln!("synth: wrote {n} frames to {out}"))
             }

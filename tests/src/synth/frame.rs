@@ -526,6 +526,34 @@ mod tests {
     }
 
     #[test]
+    fn every_ipv4_header_length_is_walked() {
+        let opts = [1u8; 40];
+        for words in 5..=15usize {
+            let extra = (words - 5) * 4;
+            for (s, d) in [
+                ("198.18.0.1:40000", "198.18.0.2:25"),
+                ("198.18.0.2:587", "198.18.0.1:40000"),
+            ] {
+                let f = TcpFrame {
+                    payload: b"RCPT TO:<a@b>\r\n",
+                    envelope: Envelope {
+                        ipv4_options: &opts[..extra],
+                        vlans: if words % 2 == 0 { &[7] } else { &[] },
+                        ..Envelope::default()
+                    },
+                    ..tcp(s, d)
+                }
+                .build();
+                let loc = locate_l4_from_ethernet(f.as_slice()).unwrap();
+                assert_eq!(loc.l4_offset, loc.l3_offset + words * 4, "IHL {words}");
+                assert_eq!(classify(f.as_slice(), smtp_port), Verdict::Smtp, "IHL {words}");
+                // Moved off the SMTP ports, the same header is not SMTP.
+                assert_eq!(classify(f.as_slice(), |p| p == 2525), Verdict::NotSmtp);
+            }
+        }
+    }
+
+    #[test]
     fn ipv6_extension_headers_are_skipped() {
         let ext = [
             Ipv6Ext::HopByHop { len: 0 },

@@ -186,6 +186,18 @@ pub fn golden() -> Vec<(&'static str, Frames)> {
     one.effects = vec![Effect::OnlySide(Side::Client)];
     out.push(("one_sided", one.frames()));
 
+    // Mid-stream pickup on a VLAN: the capture starts after the handshake
+    // and the greeting, at the client's EHLO (no SYN: the originator is the
+    // side not on port 25; the first reply answers EHLO, not a greeting).
+    let mut late = base(v4(0, 11, 40011), T0)
+        .vlans(&[42])
+        .mail("alice@example.com")
+        .rcpt("bob@example.net")
+        .message(rich_message("midstream"))
+        .build();
+    late.effects = vec![Effect::StartLate(5)];
+    out.push(("midstream_vlan", late.frames()));
+
     // Both sides' sequence numbers cross 2^32 during the message.
     let mut w = super::session::TcpSession::new(v4(0, 10, 40010), server(), Ts::from_secs(T0))
         .with_isns(u32::MAX - 500, u32::MAX - 20)

@@ -45,6 +45,9 @@ pub enum Effect {
     Drop { side: Side, n: usize },
     /// Keep only the segments sent by `side`.
     OnlySide(Side),
+    /// The capture starts late: the first `n` segments of the connection
+    /// (handshake included) were never seen (mid-stream pickup).
+    StartLate(usize),
 }
 
 /// Builds one TCP connection's segments.
@@ -260,6 +263,9 @@ fn apply(segs: &mut Vec<Segment>, e: Effect) {
             }
         }
         Effect::OnlySide(side) => segs.retain(|s| s.from == side),
+        Effect::StartLate(n) => {
+            segs.drain(..n.min(segs.len()));
+        }
     }
 }
 

@@ -1,0 +1,182 @@
+//! `smtp-sensor -i` running in a test's sensor namespace: start it, wait
+//! for lines it logs, replay captures into the peer end, signal it, and
+//! read its logs. The process is killed on drop, so a failing test leaves
+//! nothing running (the namespaces go with the `VethPair`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use crate::netns::VethPair;
+use crate::sensor_bin::sensor_bin;
+
+/// A live sensor process and the lines it wrote on stderr.
+pub struct LiveSensor {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stderr line seen so far.
+    pub log: Vec<String>,
+    pub logdir: PathBuf,
+}
+
+impl LiveSensor {
+    /// Starts the sensor on the pair's sensor end (generic XDP mode, which
+    /// veth always supports) with `extra` arguments, and waits until it
+    /// captures.
+    pub fn start(pair: &VethPair, logdir: &Path, extra: &[&str]) -> LiveSensor {
+        let mut child = pair
+            .sensor_cmd(sensor_bin().to_str().expect("UTF-8 path"))
+            .args(["-i", &pair.sensor_if, "-l"])
+            .arg(logdir)
+            .args(["--xdp-mode", "skb"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smtp-sensor");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[sensor] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = LiveSensor {
+            child,
+            lines,
+            log: Vec::new(),
+            logdir: logdir.to_owned(),
+        };
+        s.wait_for("live capture started", Duration::from_secs(60));
+        s
+    }
+
+    /// Waits until a stderr line contains `needle`; panics (killing the
+    /// sensor on drop) when it does not come within `limit`.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    self.log.push(l.clone());
+                    if hit {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("sensor never logged {needle:?}; it logged {:?}", self.log),
+            }
+        }
+    }
+
+    /// Sends `signal` to the sensor.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// SIGTERM, then waits for the exit and collects the remaining lines.
+    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "sensor did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        (status, std::mem::take(&mut self.log))
+    }
+
+    /// Lines of `<logdir>/<name>` now (empty when it does not exist).
+    pub fn log_lines(&self, name: &str) -> Vec<String> {
+        read_lines(&self.logdir.join(name))
+    }
+
+    /// Waits until `<logdir>/<name>` holds at least `n` lines.
+    pub fn wait_for_lines(&self, name: &str, n: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lines = self.log_lines(name);
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} has {} lines, expected {n}: {lines:?}",
+                lines.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LiveSensor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Replays `pcap` into the pair's peer end at `pps` frames per second.
+pub fn replay(pair: &VethPair, pcap: &Path, pps: u32) {
+    let out = pair
+        .peer_cmd("tcpreplay")
+        .args(["-i", &pair.peer_if, "--pps", &pps.to_string(), "-q"])
+        .arg(pcap)
+        .output()
+        .expect("run tcpreplay");
+    assert!(
+        out.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Non-empty lines of a file (none when it does not exist).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
