@@ -105,6 +105,14 @@ impl AnomalyCounts {
         }
     }
 
+    /// Adds `n` under a name of its own: counters of layers that keep
+    /// their own names (detection's table overflows).
+    pub fn add_named(&mut self, name: &'static str, n: u64) {
+        if n > 0 {
+            *self.counts.entry(name).or_insert(0) += n;
+        }
+    }
+
     /// Adds every count of `other` (merging workers' counters).
     pub fn merge(&mut self, other: &AnomalyCounts) {
         for (name, n) in &other.counts {

@@ -437,7 +437,6 @@ fn mutated_golden_and_corpus_captures_never_panic() {
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(s.packets.packets, capture.len() as u64, "{what}");
                 assert!(s.anomalies.total() > 0, "{what}: damage must be counted");
-                if round == 0 { eprintln!("DBG {what} records={} {:?}", s.records, s.anomalies); }
                 logs_are_json(&scratch.0, &what);
                 runs += 1;
             }

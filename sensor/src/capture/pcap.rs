@@ -193,7 +193,11 @@ impl PcapReader {
                                 Some(ifc) => {
                                     let raw =
                                         (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                                    let secs = (raw / ifc.resolution) as i64 + ifc.offset;
+                                    // Saturating: a corrupt block may hold any
+                                    // timestamp and any interface offset.
+                                    let secs = i64::try_from(raw / ifc.resolution)
+                                        .unwrap_or(i64::MAX)
+                                        .saturating_add(ifc.offset);
                                     let frac = raw % ifc.resolution;
                                     let us = (u128::from(frac) * 1_000_000
                                         / u128::from(ifc.resolution))
@@ -333,6 +337,14 @@ mod tests {
         Ok((out, sum))
     }
 
+    /// Frames of any link type in `bytes`.
+    fn count_any(bytes: Vec<u8>) -> Result<usize, PcapReadError> {
+        let mut r = PcapReader::from_reader(Box::new(io::Cursor::new(bytes)), Path::new("t.pcap"))?;
+        let mut n = 0;
+        r.for_each(|_| n += 1)?;
+        Ok(n)
+    }
+
     #[test]
     fn reads_records_and_timestamps() {
         let (frames, sum) =
@@ -386,28 +398,33 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/x.pcap"));
     }
 
-    #[test]
-    fn pcapng_with_resolution() {
-        fn block(t: u32, body: &[u8]) -> Vec<u8> {
-            let len = (12 + body.len()) as u32;
-            let mut v = t.to_le_bytes().to_vec();
-            v.extend_from_slice(&len.to_le_bytes());
-            v.extend_from_slice(body);
-            v.extend_from_slice(&len.to_le_bytes());
-            v
-        }
+    fn block(t: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut v = t.to_le_bytes().to_vec();
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(body);
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    }
+
+    /// A pcapng file: section header, one Ethernet interface with
+    /// `if_tsresol` and optionally `if_tsoffset`, one 4-byte packet at `ts`.
+    fn pcapng(tsresol: u8, tsoffset: Option<i64>, ts: u64) -> Vec<u8> {
         let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
         shb.extend_from_slice(&[1, 0, 0, 0]);
         shb.extend_from_slice(&(-1i64).to_le_bytes());
         let mut idb = 1u16.to_le_bytes().to_vec();
         idb.extend_from_slice(&[0, 0]);
         idb.extend_from_slice(&0u32.to_le_bytes());
-        // if_tsresol = 9 (nanoseconds)
         idb.extend_from_slice(&9u16.to_le_bytes());
         idb.extend_from_slice(&1u16.to_le_bytes());
-        idb.extend_from_slice(&[9, 0, 0, 0]);
+        idb.extend_from_slice(&[tsresol, 0, 0, 0]);
+        if let Some(off) = tsoffset {
+            idb.extend_from_slice(&14u16.to_le_bytes());
+            idb.extend_from_slice(&8u16.to_le_bytes());
+            idb.extend_from_slice(&off.to_le_bytes());
+        }
         idb.extend_from_slice(&[0, 0, 0, 0]);
-        let ts: u64 = 1_500_000_000_123_456_789;
         let mut epb = 0u32.to_le_bytes().to_vec();
         epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
         epb.extend_from_slice(&(ts as u32).to_le_bytes());
@@ -417,8 +434,50 @@ mod tests {
         let mut bytes = block(0x0a0d_0d0a, &shb);
         bytes.extend(block(1, &idb));
         bytes.extend(block(6, &epb));
-        let (frames, sum) = read_all(bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn pcapng_with_resolution() {
+        // if_tsresol = 9 (nanoseconds)
+        let (frames, sum) = read_all(pcapng(9, None, 1_500_000_000_123_456_789)).unwrap();
         assert_eq!(frames, [(Ts(1_500_000_000_123_456), b"wxyz".to_vec())]);
         assert_eq!(sum.unknown_interface, 0);
+        // if_tsoffset shifts by whole seconds.
+        let (frames, _) = read_all(pcapng(6, Some(-100), 1_000_000_000_000_000)).unwrap();
+        assert_eq!(frames[0].0, Ts(999_999_900_000_000));
+    }
+
+    #[test]
+    fn pcapng_extreme_timestamps_saturate() {
+        for (resol, off, ts) in [
+            (0, Some(-1), 1u64 << 63),
+            (0, Some(i64::MAX), u64::MAX),
+            (0, Some(i64::MIN), u64::MAX),
+            (0x80, Some(i64::MIN), 0),
+            (9, Some(i64::MIN), u64::MAX),
+        ] {
+            let (frames, _) = read_all(pcapng(resol, off, ts)).unwrap();
+            assert_eq!(frames.len(), 1, "{resol} {off:?} {ts}");
+        }
+    }
+
+    /// Every byte of a small pcapng file set to a few hostile values in
+    /// turn: the reader returns frames or an error, never panics.
+    #[test]
+    fn pcapng_byte_corruption_never_panics() {
+        let good = pcapng(9, Some(5), 1_500_000_000_123_456_789);
+        for i in 0..good.len() {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = v;
+                if let Ok(n) = count_any(bad) {
+                    assert!(n <= 1);
+                }
+            }
+        }
+        for cut in 0..good.len() {
+            let _ = count_any(good[..cut].to_vec());
+        }
     }
 }

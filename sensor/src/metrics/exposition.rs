@@ -116,27 +116,21 @@ const HOP_COUNTERS: &[Spec<HopCounters>] = &[
 const WORKER_COUNTERS: &[Spec<WorkerSnapshot>] = &[
     Spec {
         name: "smtp_sensor_worker_packets",
-        help: "Frames the worker decoded.",
+        help: "TCP segments the worker was handed.",
         unit: None,
         value: |w| w.packets.packets,
     },
     Spec {
         name: "smtp_sensor_worker",
-        help: "Bytes of the frames the worker decoded.",
+        help: "TCP payload bytes of the worker's segments on an SMTP port.",
         unit: Some(Unit::Bytes),
         value: |w| w.packets.bytes,
     },
     Spec {
         name: "smtp_sensor_worker_tcp_segments",
-        help: "TCP segments the worker decoded.",
+        help: "The worker's TCP segments on an SMTP port.",
         unit: None,
         value: |w| w.packets.tcp,
-    },
-    Spec {
-        name: "smtp_sensor_worker_ignored_frames",
-        help: "Valid frames that were not TCP/IP (ARP, UDP, ...).",
-        unit: None,
-        value: |w| w.packets.ignored,
     },
     Spec {
         name: "smtp_sensor_worker_other_port_segments",

@@ -100,6 +100,9 @@ pub struct CollectorSummary {
     pub notices: u64,
     pub notices_suppressed: u64,
     pub finals: Vec<FinalCounts>,
+    /// Detection's own limits that were hit (host table full, notice
+    /// buffer released early, …), by name.
+    pub detect_anomalies: AnomalyCounts,
 }
 
 struct Logs {
@@ -382,6 +385,13 @@ impl Collector {
         st.queue.finish(&mut st.out);
         self.write_notices(&mut st.out, &mut st.sum)?;
         st.sum.notices_suppressed = st.queue.suppressed;
+        st.sum
+            .detect_anomalies
+            .add_named("notice_buffer_released_early", st.queue.early_releases);
+        st.sum.detect_anomalies.add_named(
+            "notice_suppression_table_full",
+            st.queue.suppression_table_full(),
+        );
         self.service(&mut st)?;
         self.logs.close()?;
         Ok(st.sum)
@@ -392,6 +402,9 @@ impl Collector {
     fn evaluate(&self, parts: impl IntoIterator<Item = PeriodCounters>, end: Ts, st: &mut State) {
         let started = Instant::now();
         let merged = spam::merge(parts);
+        for (name, n) in merged.overflows() {
+            st.sum.detect_anomalies.add_named(name, n);
+        }
         for n in self.detection.evaluate_period(&merged, end) {
             st.queue.push(n);
         }

@@ -92,6 +92,8 @@ pub struct ReportTx {
     source: usize,
     /// Records lost because the collector's channel was full.
     pub dropped_records: Arc<AtomicU64>,
+    /// Where the drops are also counted for the metrics.
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl ReportTx {
@@ -106,7 +108,14 @@ impl ReportTx {
             blocking,
             source,
             dropped_records: Arc::new(AtomicU64::new(0)),
+            telemetry: None,
         }
+    }
+
+    /// Also counts dropped records in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     fn send(&self, msg: ToCollector) {
@@ -118,8 +127,11 @@ impl ReportTx {
             // Window markers and final reports must arrive; data may drop.
             match m {
                 ToCollector::Report(mut r) if r.last.is_none() && !r.closes => {
-                    self.dropped_records
-                        .fetch_add(r.records.len() as u64, Ordering::Relaxed);
+                    let n = r.records.len() as u64;
+                    self.dropped_records.fetch_add(n, Ordering::Relaxed);
+                    if let Some(t) = &self.telemetry {
+                        t.collector.records_dropped.fetch_add(n, Ordering::Relaxed);
+                    }
                     r.records.clear();
                 }
                 other => {

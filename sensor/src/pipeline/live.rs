@@ -134,7 +134,7 @@ pub fn run(
             .with_cpu(cpu);
         Dispatcher::new(
             vec![worker],
-            ReportTx::for_source(tx.clone(), false, id),
+            ReportTx::for_source(tx.clone(), false, id).with_telemetry(telemetry.clone()),
             period,
             decode,
         )

@@ -40,6 +40,7 @@ impl RunSummary {
             anomalies: dispatch.anomalies,
             ..RunSummary::default()
         };
+        s.anomalies.merge(&collected.detect_anomalies);
         for f in &collected.finals {
             s.packets.other_ports += f.packets.other_ports;
             s.flows.merge(&f.flows);

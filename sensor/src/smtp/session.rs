@@ -798,11 +798,23 @@ mod tests {
     }
 
     #[test]
-    fn dot_unstuffed_header_line_is_read() {
-        // A header line starting with "." is sent as "..": unstuffed first.
+    fn dot_stuffed_lines_are_data_not_the_end() {
+        // A data line "." is sent as "..", and ".x" as "..x": neither ends
+        // DATA (only a bare "." does), so nothing after them is taken for a
+        // command and the 250 answers the real end.
         let mut h = Harness::new();
-        one_mail(&mut h, "a@x", "b@y", "X-A: 1\r\nSubject: s\r\n\r\n");
-        assert_eq!(h.sink.records[0].subject.as_deref(), Some("s"));
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "Subject: s\r\n\r\n..\r\n...\r\n..QUIT\r\nRSET\r\n",
+        );
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert_eq!(r.subject.as_deref(), Some("s"));
+        assert_eq!(r.last_reply.as_deref(), Some("250 OK queued"));
+        assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
     }
 
     #[test]
