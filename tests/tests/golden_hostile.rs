@@ -1,14 +1,23 @@
 //! Hostile input: garbage frames, random TCP segments on port 25 with
-//! SMTP-ish junk, random flags and sequence numbers, tiny limits. The run
-//! must finish, count what it saw, and stay within its limits — never panic.
+//! SMTP-ish junk, random flags and sequence numbers, tiny limits; and the
+//! golden and Zeek-corpus captures mutated (bit flips, cuts, random bytes in
+//! SMTP payloads, shuffled, duplicated and lost segments, time jumps,
+//! damaged pcap files) through the library and the binary. The run must
+//! finish, count what it saw, and stay within its limits — never panic.
 
+use std::path::{Path, PathBuf};
+
+use sensor_common::parse::locate_l4_from_ethernet;
+use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::frame::TcpFrame;
 use sensor_tests::synth::pcap::write_pcap;
+use sensor_tests::synth::scenarios;
+use smtp_sensor::capture::pcap::PcapReader;
 use smtp_sensor::config::Config;
-use smtp_sensor::decode::DecodeOptions;
+use smtp_sensor::decode::{DecodeOptions, LinkType};
 use smtp_sensor::net::Ts;
 use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
+use smtp_sensor::pipeline::{RunError, RunOptions, run_offline};
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -142,15 +151,6 @@ fn random_traffic_never_breaks_the_pipeline() {
 // in every way a broken capture or a hostile peer can bend them, through the
 // full offline pipeline. Deterministic (seeded PRNG), a few seconds in debug.
 // ---------------------------------------------------------------------------
-
-use std::path::{Path, PathBuf};
-
-use sensor_common::parse::locate_l4_from_ethernet;
-use sensor_tests::sensor_bin::sensor_bin;
-use sensor_tests::synth::scenarios;
-use smtp_sensor::capture::pcap::PcapReader;
-use smtp_sensor::decode::LinkType;
-use smtp_sensor::pipeline::RunError;
 
 type Frames = Vec<(Ts, Vec<u8>)>;
 
@@ -350,7 +350,24 @@ fn configs() -> Vec<Config> {
     ]
 }
 
-/// Runs the pipeline; on a panic, keeps the capture and names it.
+/// Panics seen in any thread of this test process. The pipeline survives a
+/// worker thread's panic (its flows are lost, the run goes on), so the
+/// result of `run_offline` alone would not show one; a panic hook does.
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            default(info);
+        }));
+    });
+}
+
+/// Runs the pipeline; on a panic in any of its threads, keeps the capture
+/// and names it.
 fn run_kept(
     cfg: &Config,
     pcap: &Path,
@@ -364,10 +381,20 @@ fn run_kept(
         workers,
         decode: DecodeOptions::default(),
     };
+    count_panics();
+    let before = PANICS.load(std::sync::atomic::Ordering::SeqCst);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_offline(cfg, pcap, &opts)
     })) {
         Ok(r) => {
+            if PANICS.load(std::sync::atomic::Ordering::SeqCst) != before {
+                let kept = std::env::temp_dir().join(format!("panicking-{what}.pcap"));
+                let _ = std::fs::copy(pcap, &kept);
+                panic!(
+                    "{what}: a pipeline thread panicked; capture kept at {}",
+                    kept.display()
+                );
+            }
             if let Err(RunError::Thread(e)) = &r {
                 let kept = std::env::temp_dir().join(format!("panicking-{what}.pcap"));
                 let _ = std::fs::copy(pcap, &kept);
@@ -413,7 +440,7 @@ fn mutated_golden_and_corpus_captures_never_panic() {
     let scratch = Scratch::new("frames");
     let originals = originals();
     let configs = configs();
-    let mut r = Rng(0x5eed_0f_5eed);
+    let mut r = Rng(0x5eed_0f5e);
     let mut runs = 0;
     for round in 0..ROUNDS {
         // One capture per round: every original, mutated, back to back in
@@ -547,7 +574,7 @@ fn mutated_capture_files_end_cleanly_or_with_an_error() {
 fn binary_exits_0_or_2_on_mutated_captures() {
     let scratch = Scratch::new("binary");
     let clean = clean_files(&scratch);
-    let mut r = Rng(0xb1a5_eed);
+    let mut r = Rng(0x0b1a_5eed);
     let (mut zero, mut two) = (0, 0);
     for round in 0..24usize {
         let mut bytes = clean[round % clean.len()].clone();

@@ -262,7 +262,15 @@ fn stats_summary(json: &str, replayed: u64) -> String {
             }
             serde_json::Value::Array(items) => {
                 for item in items {
-                    out.push_str(&format!("  {k}: {item}\n"));
+                    let text = match item {
+                        serde_json::Value::Object(o) => o
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        other => other.to_string(),
+                    };
+                    out.push_str(&format!("  {k}: {text}\n"));
                 }
             }
             other => out.push_str(&format!("  {k}: {other}\n")),
@@ -322,7 +330,7 @@ mod tests {
         );
         assert!(s.contains("  rx_frames: 10\n"), "{s}");
         assert!(s.contains("  xdp: xdp_seen=12\n"), "{s}");
-        assert!(s.contains("  queues: {\"queue\":0}\n"), "{s}");
+        assert!(s.contains("  queues: queue=0\n"), "{s}");
         assert_eq!(stats_summary("oops", 1), "oops");
     }
 }

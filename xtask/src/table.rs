@@ -139,10 +139,10 @@ pub fn smtp_table(log: &str) -> Result<String> {
         ("uid", 18),
         ("client", 22),
         ("from", 28),
-        ("to", 32),
+        ("to", 36),
         ("subject", 30),
         ("attachments", 36),
-        ("last error", 40),
+        ("last error", 36),
     ]);
     for r in &rows {
         t.push(vec![
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn clock_is_utc_time_of_day() {
         assert_eq!(clock(1_795_424_400.0), "09:00:00.000");
-        assert_eq!(clock(1_795_424_461.2345), "09:01:01.235");
+        assert_eq!(clock(1_795_424_461.234_5), "09:01:01.235");
         assert_eq!(clock(f64::NAN), "?");
     }
 

@@ -16,7 +16,7 @@ pub enum CaptureError {
     InterfaceNotFound(String),
 
     #[error(
-        "{what}: permission denied; live capture needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_NET_RAW)"
+        "{what}: permission denied; live capture needs root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_NET_RAW"
     )]
     PermissionDenied { what: String },
 

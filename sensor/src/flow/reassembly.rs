@@ -22,6 +22,14 @@ pub enum Chunk<'a> {
 /// of lost data: no real window is that large.
 const MAX_ACK_JUMP: i64 = 1 << 30;
 
+/// Buffered out-of-order segments are also limited in number: one per this
+/// many bytes of the byte limit. Without it, a peer sending thousands of
+/// one-byte segments in descending order would make every insertion (and
+/// every delivery) shift the whole buffer: quadratic work per flow within
+/// the byte limit. Each segment really costs about this much (its vector
+/// and allocation), so the byte limit stays an honest memory bound too.
+pub const OOO_BYTES_PER_SEGMENT: usize = 64;
+
 /// What happened to a segment, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegmentEvents {
@@ -95,6 +103,23 @@ impl Reassembler {
 
     pub fn buffered_bytes(&self) -> usize {
         self.ooo_bytes
+    }
+
+    /// Out-of-order segments buffered.
+    pub fn buffered_segments(&self) -> usize {
+        self.ooo.len()
+    }
+
+    /// Most out-of-order segments buffered at once (see
+    /// [`OOO_BYTES_PER_SEGMENT`]).
+    pub fn max_segments(&self) -> usize {
+        (self.ooo_cap / OOO_BYTES_PER_SEGMENT).max(1)
+    }
+
+    /// Whether buffering `extra` more bytes (as a new segment) would go
+    /// over the byte or the segment limit.
+    fn is_full(&self, extra: usize) -> bool {
+        self.ooo_bytes + extra > self.ooo_cap || self.ooo.len() >= self.max_segments()
     }
 
     /// True once every byte up to the FIN has been delivered.
@@ -196,9 +221,9 @@ impl Reassembler {
         out: &mut F,
         ev: &mut SegmentEvents,
     ) {
-        if self.ooo_bytes + payload.len() > self.ooo_cap {
+        if self.is_full(payload.len()) {
             ev.ooo_limit = true;
-            while !self.ooo.is_empty() && self.ooo_bytes + payload.len() > self.ooo_cap {
+            while !self.ooo.is_empty() && self.is_full(payload.len()) {
                 self.skip_hole(out);
             }
             // Progress may have reached or passed this segment.
@@ -421,6 +446,30 @@ mod tests {
         r.flush(&mut s.cb());
         assert_eq!(r.buffered_bytes(), 0);
         assert_eq!(s.data.len(), 200);
+    }
+
+    #[test]
+    fn tiny_segments_are_limited_in_number_too() {
+        // One-byte segments in descending order, every other byte: within
+        // the byte limit, but each would be inserted at the front.
+        let cap = 4096;
+        let (mut r, mut s) = (Reassembler::new(cap), Sink::default());
+        syn(&mut r, &mut s);
+        assert_eq!(r.max_segments(), cap / OOO_BYTES_PER_SEGMENT);
+        let mut limited = false;
+        for k in (1..2000u32).rev() {
+            let ev = seg(&mut r, &mut s, 2 * k, b"x");
+            limited |= ev.ooo_limit;
+            assert!(r.buffered_segments() <= r.max_segments());
+            assert!(r.buffered_bytes() <= cap);
+        }
+        assert!(limited, "the segment limit forced gaps");
+        // The stream still adds up: every offset was delivered once or
+        // reported as a gap (bytes arriving behind a given-up hole are old).
+        r.flush(&mut s.cb());
+        assert_eq!(r.buffered_segments(), 0);
+        assert!(s.data.len() >= r.max_segments());
+        assert_eq!(s.data.len() as u64 + s.gaps.iter().sum::<u64>(), r.offset());
     }
 
     #[test]

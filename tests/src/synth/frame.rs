@@ -546,7 +546,11 @@ mod tests {
                 .build();
                 let loc = locate_l4_from_ethernet(f.as_slice()).unwrap();
                 assert_eq!(loc.l4_offset, loc.l3_offset + words * 4, "IHL {words}");
-                assert_eq!(classify(f.as_slice(), smtp_port), Verdict::Smtp, "IHL {words}");
+                assert_eq!(
+                    classify(f.as_slice(), smtp_port),
+                    Verdict::Smtp,
+                    "IHL {words}"
+                );
                 // Moved off the SMTP ports, the same header is not SMTP.
                 assert_eq!(classify(f.as_slice(), |p| p == 2525), Verdict::NotSmtp);
             }

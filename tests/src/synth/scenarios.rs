@@ -114,6 +114,26 @@ pub fn golden() -> Vec<(&'static str, Frames)> {
             .frames(),
     ));
 
+    // RFC 3030's empty last chunk, then a DATA transaction on the same
+    // connection (BDAT must hand the client side back to commands).
+    out.push((
+        "bdat_zero_last",
+        base(v4(0, 12, 40012), T0)
+            .mail("alice@example.com")
+            .rcpt("bob@example.net")
+            .message(rich_message("bdat0"))
+            .bdat_then_zero_last(512)
+            .mail("alice@example.com")
+            .rcpt("carol@example.net")
+            .message(Message::simple(
+                "alice@example.com",
+                "carol@example.net",
+                "after bdat",
+            ))
+            .build()
+            .frames(),
+    ));
+
     out.push((
         "starttls",
         base(v4(0, 4, 40004), T0)

@@ -156,6 +156,8 @@ pub struct Transaction {
     pub data_reply: ReplySpec,
     /// Send the message with BDAT in chunks of this size instead of DATA.
     pub bdat_chunk: Option<usize>,
+    /// With BDAT: no chunk carries LAST; an empty `BDAT 0 LAST` ends it.
+    pub bdat_zero_last: bool,
 }
 
 /// How the connection ends.
@@ -322,7 +324,8 @@ impl SmtpConversation {
             Some(size) => {
                 let body = m.render().into_bytes();
                 let chunks: Vec<&[u8]> = body.chunks(size.max(1)).collect();
-                let n = chunks.len();
+                // With `bdat_zero_last` no data chunk is the last one.
+                let n = chunks.len() + usize::from(t.bdat_zero_last);
                 for (i, c) in chunks.into_iter().enumerate() {
                     let mut cmd = if i + 1 == n {
                         format!("BDAT {} LAST\r\n", c.len()).into_bytes()
@@ -336,6 +339,9 @@ impl SmtpConversation {
                         format!("250 2.0.0 {} octets received\r\n", c.len())
                     };
                     s.client(cmd).server(reply);
+                }
+                if t.bdat_zero_last {
+                    s.client("BDAT 0 LAST\r\n").server(t.data_reply.line());
                 }
             }
         }
@@ -418,6 +424,7 @@ impl ConversationBuilder {
                 message: None,
                 data_reply: ReplySpec::new(250, "2.0.0 Ok: queued"),
                 bdat_chunk: None,
+                bdat_zero_last: false,
             });
         }
         let last = self.c.transactions.len() - 1;
@@ -433,6 +440,7 @@ impl ConversationBuilder {
             message: None,
             data_reply: ReplySpec::new(250, "2.0.0 Ok: queued"),
             bdat_chunk: None,
+            bdat_zero_last: false,
         });
         self
     }
@@ -463,6 +471,14 @@ impl ConversationBuilder {
     /// Send the current message with BDAT in chunks of `size` bytes.
     pub fn bdat(mut self, size: usize) -> Self {
         self.current().bdat_chunk = Some(size);
+        self
+    }
+    /// Send the current message with BDAT in chunks of `size` bytes, none
+    /// marked LAST, then end it with an empty `BDAT 0 LAST`.
+    pub fn bdat_then_zero_last(mut self, size: usize) -> Self {
+        let t = self.current();
+        t.bdat_chunk = Some(size);
+        t.bdat_zero_last = true;
         self
     }
     /// The reply to the end of the current message.
@@ -531,6 +547,21 @@ mod tests {
             "BDAT {} LAST\r\n",
             if last == 0 { 50 } else { last }
         )));
+    }
+
+    #[test]
+    fn bdat_zero_last_ends_with_an_empty_chunk() {
+        let m = Message::simple("a@example.com", "b@example.net", "chunked");
+        let c = SmtpConversation::builder()
+            .mail("a@example.com")
+            .rcpt("b@example.net")
+            .message(m)
+            .bdat_then_zero_last(50)
+            .build();
+        let text = client_bytes(&c);
+        assert_eq!(text.matches(" LAST\r\n").count(), 1);
+        assert!(text.contains("BDAT 50\r\n"));
+        assert!(text.ends_with("BDAT 0 LAST\r\nQUIT\r\n"), "{text}");
     }
 
     #[test]
