@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             if !run.quiet {
                 eprint!("{summary}");
             }
-            ExitCode::SUCCESS
+            exit_after(&summary, ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("smtp-sensor: {e}");
@@ -114,7 +114,7 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
             if !run.quiet {
                 eprint!("{summary}");
             }
-            ExitCode::SUCCESS
+            exit_after(&summary, ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("smtp-sensor: {e}");
@@ -128,4 +128,17 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
             }
         }
     }
+}
+
+/// A run whose worker panicked lost flows: it fails (exit 1) even though
+/// the logs hold everything else.
+fn exit_after(summary: &smtp_sensor::pipeline::RunSummary, ok: ExitCode) -> ExitCode {
+    if summary.worker_panics > 0 {
+        eprintln!(
+            "smtp-sensor: {} worker thread(s) panicked; their connections are missing from the logs (a bug: please report it)",
+            summary.worker_panics
+        );
+        return ExitCode::from(1);
+    }
+    ok
 }

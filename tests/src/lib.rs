@@ -1,6 +1,7 @@
 //! Test support: synthetic SMTP traffic and pcap writing.
-pub mod mmdb;
 pub mod live_sensor;
+pub mod mmdb;
 pub mod netns;
+pub mod scratch;
 pub mod sensor_bin;
 pub mod synth;

@@ -22,15 +22,13 @@ pub struct LiveSensor {
 }
 
 impl LiveSensor {
-    /// Starts the sensor on the pair's sensor end (generic XDP mode, which
-    /// veth always supports) with `extra` arguments, and waits until it
-    /// captures.
+    /// Starts the sensor on the pair's sensor end with `extra` arguments,
+    /// and waits until it captures.
     pub fn start(pair: &VethPair, logdir: &Path, extra: &[&str]) -> LiveSensor {
         let mut child = pair
             .sensor_cmd(sensor_bin().to_str().expect("UTF-8 path"))
             .args(["-i", &pair.sensor_if, "-l"])
             .arg(logdir)
-            .args(["--xdp-mode", "skb"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -86,8 +84,14 @@ impl LiveSensor {
     }
 
     /// SIGTERM, then waits for the exit and collects the remaining lines.
-    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
-        self.signal(libc::SIGTERM);
+    pub fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGINT or SIGTERM), then waits for the exit and
+    /// collects the remaining lines.
+    pub fn stop_with(mut self, signal: i32) -> (ExitStatus, Vec<String>) {
+        self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
@@ -157,26 +161,4 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

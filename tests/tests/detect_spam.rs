@@ -203,13 +203,21 @@ fn full_host_table_drops_new_hosts_instead_of_growing() {
         ));
     }
     let p = pcap(&dir, "o.pcap", sessions);
-    let text = run(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=2"], 1);
+    // One worker: the table limit is per worker and period.
+    let (text, summary) = run_summary(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=2"], 1);
     let got: Vec<String> = parse(&text)
         .iter()
         .map(|n| n["src"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(got, ["198.19.8.1", "198.19.8.2"]);
-    // With room for all three, all three are reported.
-    let text = run(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=3"], 1);
+    // The third host's replies were not counted, and the run reports it.
+    assert!(
+        summary.anomalies.get("spam_host_table_full") > 0,
+        "{:?}",
+        summary.anomalies
+    );
+    // With room for all three, all three are reported and nothing overflows.
+    let (text, summary) = run_summary(&dir, &p, &["spam_threshold=3", "max_hosts_per_period=3"], 1);
     assert_eq!(parse(&text).len(), 3);
+    assert_eq!(summary.anomalies.get("spam_host_table_full"), 0);
 }

@@ -164,3 +164,38 @@ fn gap_keeps_envelope() {
         serde_json::json!(["bob@example.net", "carol@example.net"])
     );
 }
+
+/// Anomalies the SMTP parser reports reach the run summary, next to the
+/// flow layer's, with one worker and with several.
+#[test]
+fn smtp_and_flow_anomalies_reach_the_summary() {
+    let frames: Vec<_> = scenarios::golden()
+        .into_iter()
+        .filter(|(n, _)| ["basic", "gap"].contains(n))
+        .flat_map(|(_, f)| f)
+        .collect();
+    let dir = sensor_tests::scratch::Scratch::new("golden-anomalies");
+    let pcap = dir.join("in.pcap");
+    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    // Lines longer than 40 bytes are cut and counted.
+    let cfg = Config::load(None, &["max_line_len=40".to_owned()]).unwrap();
+    for workers in [1, 2] {
+        let opts = RunOptions {
+            log_dir: dir.dir(&format!("w{workers}")),
+            format: LogFormat::Json,
+            workers,
+            decode: DecodeOptions::default(),
+        };
+        let s = run_offline(&cfg, &pcap, &opts).unwrap();
+        assert!(
+            s.anomalies.get("line_too_long") > 0,
+            "workers {workers}: {:?}",
+            s.anomalies
+        );
+        assert!(
+            s.anomalies.get("content_gap") > 0,
+            "workers {workers}: {:?}",
+            s.anomalies
+        );
+    }
+}

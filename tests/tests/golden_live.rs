@@ -4,13 +4,11 @@
 //! pipeline writes for the same capture (apart from `ts`/`uid`, which come
 //! from the capture clock). Needs root, like the other live tests.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use sensor_tests::live_sensor::{LiveSensor, replay};
 use sensor_tests::netns::{VethPair, require_root};
-use sensor_tests::sensor_bin::sensor_bin;
+use sensor_tests::scratch::Scratch;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
 use sensor_tests::synth::session::interleave;
@@ -39,8 +37,7 @@ fn records(log: &str) -> Vec<String> {
 #[test]
 fn live_capture_writes_the_offline_records() {
     require_root();
-    let dir = std::env::temp_dir().join(format!("golden-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("golden-live");
     let pcap = dir.join("in.pcap");
     let picked = ["basic", "pipelining", "rejected", "bdat"];
     let frames = interleave(
@@ -51,8 +48,7 @@ fn live_capture_writes_the_offline_records() {
     );
     write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
 
-    let offline_dir = dir.join("offline");
-    std::fs::create_dir_all(&offline_dir).unwrap();
+    let offline_dir = dir.dir("offline");
     let opts = RunOptions {
         log_dir: offline_dir.clone(),
         format: LogFormat::Json,
@@ -63,60 +59,19 @@ fn live_capture_writes_the_offline_records() {
     let want = records(&std::fs::read_to_string(offline_dir.join("smtp.log")).unwrap());
     assert_eq!(want.len(), 6);
 
-    let live_dir = dir.join("live");
-    std::fs::create_dir_all(&live_dir).unwrap();
+    let live_dir = dir.dir("live");
     let pair = VethPair::create("gl", 1);
-    let bin = sensor_bin();
-    let mut child = pair
-        .sensor_cmd(bin.to_str().unwrap())
-        .args(["-i", &pair.sensor_if, "-l"])
-        .arg(&live_dir)
-        .args(["--xdp-mode", "skb", "--stats-interval", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[sensor] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = Vec::new();
-    while !log
-        .iter()
-        .any(|l: &String| l.contains("live capture started"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => log.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sensor did not start: {log:?}");
-            }
-        }
-    }
-    let out = pair
-        .peer_cmd("tcpreplay")
-        .args(["-i", &pair.peer_if, "--pps", "2000", "-q"])
-        .arg(&pcap)
-        .output()
-        .expect("tcpreplay");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // Generic (SKB) mode here; the demo tests run the driver mode of veth.
+    let sensor = LiveSensor::start(
+        &pair,
+        &live_dir,
+        &["--xdp-mode", "skb", "--stats-interval", "0"],
     );
+    replay(&pair, &pcap, 2000);
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    let (status, _) = sensor.stop_with(libc::SIGINT);
     assert!(status.success(), "sensor exited with {status}");
     drop(pair);
     let got = records(&std::fs::read_to_string(live_dir.join("smtp.log")).unwrap());
     assert_eq!(got, want);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -90,3 +90,49 @@ fn one_two_four_workers_agree() {
     assert_eq!(stable(&z1.notice), stable(&z4.notice));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A parser with a bug: panics on the first payload byte.
+struct Panicking;
+
+impl smtp_sensor::flow::StreamParser<smtp_sensor::pipeline::WorkerSink> for Panicking {
+    fn on_data(
+        &mut self,
+        _: smtp_sensor::net::Direction,
+        _: smtp_sensor::net::Ts,
+        _: &[u8],
+        _: &mut smtp_sensor::pipeline::WorkerSink,
+    ) {
+        panic!("injected parser bug");
+    }
+    fn on_gap(
+        &mut self,
+        _: smtp_sensor::net::Direction,
+        _: smtp_sensor::net::Ts,
+        _: u64,
+        _: &mut smtp_sensor::pipeline::WorkerSink,
+    ) {
+    }
+    fn on_close(&mut self, _: smtp_sensor::net::Ts, _: &mut smtp_sensor::pipeline::WorkerSink) {}
+}
+
+/// A worker thread that dies is not a clean run: the summary says so (the
+/// binary then exits 1) instead of the run looking complete.
+#[test]
+fn a_panicking_worker_is_counted_not_hidden() {
+    let d = dir("panic");
+    let pcap = d.join("in.pcap");
+    let frames = scenarios::load(20, 3, 1_700_000_000);
+    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let opts = RunOptions {
+        log_dir: d.clone(),
+        format: LogFormat::Json,
+        workers: 2,
+        decode: DecodeOptions::default(),
+    };
+    let factory: smtp_sensor::pipeline::ParserFactory<Panicking> =
+        std::sync::Arc::new(|_: &smtp_sensor::net::ConnInfo| Panicking);
+    let s =
+        smtp_sensor::pipeline::run_offline_with(&Config::default(), &pcap, &opts, factory).unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+    assert_eq!(s.worker_panics, 2, "both workers had connections");
+}

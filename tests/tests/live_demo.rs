@@ -11,15 +11,15 @@
 //!
 //! Needs root, like the other live tests.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use sensor_tests::live_sensor::{LiveSensor, replay};
 use sensor_tests::netns::{VethPair, require_root};
+use sensor_tests::scratch::Scratch;
 use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::demo;
 use sensor_tests::synth::pcap::write_pcap;
@@ -29,39 +29,13 @@ const CLOCK_FIELDS: [&str; 2] = ["ts", "uid"];
 /// Veth queues, as in `cargo xtask demo`.
 const QUEUES: u32 = 4;
 /// Replay rate: far below what a veth and a debug-build sensor handle.
-const REPLAY_PPS: &str = "3000";
+const REPLAY_PPS: u32 = 3000;
 /// Time for the last frames to get through before the stop.
 const SETTLE: Duration = Duration::from_secs(2);
-/// Against hanging only: start, replay and stop take seconds.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 /// One live run at a time: the runs share two cores with tcpreplay, and a
 /// starved sensor would drop frames for reasons this test is not about.
 static LIVE: Mutex<()> = Mutex::new(());
-
-/// A directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("live-demo-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        let d = self.0.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// smtp.log and notice.log of one run, as JSON objects.
 #[derive(Debug)]
@@ -87,7 +61,7 @@ fn read_logs(dir: &Path) -> Logs {
 
 /// Writes the demo capture; returns its path and frame count.
 fn demo_pcap(s: &Scratch) -> (PathBuf, u64) {
-    let pcap = s.0.join("demo.pcap");
+    let pcap = s.join("demo.pcap");
     let frames = demo::capture();
     let n = write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     (pcap, n)
@@ -213,70 +187,17 @@ fn live(tag: &str, extra: &[&str], pcap: &Path, s: &Scratch) -> LiveRun {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = s.dir(tag);
-    let stats = s.0.join(format!("{tag}-stats.json"));
+    let stats = s.join(format!("{tag}-stats.json"));
     let pair = VethPair::create(tag, QUEUES);
-    let mut child = pair
-        .sensor_cmd(sensor_bin().to_str().unwrap())
-        .args(["-i", &pair.sensor_if, "-l"])
-        .arg(&dir)
-        .arg("--stats-json")
-        .arg(&stats)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[sensor {}] {line}", all.len());
-            let _ = tx.send(line.clone());
-            all.push(line);
-        }
-        all
-    });
-    let started = Instant::now();
-    loop {
-        let left = DEADLINE.saturating_sub(started.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains("live capture started") => break,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the sensor did not start: {:?}", reader.join());
-            }
-        }
-    }
-    let out = pair
-        .peer_cmd("tcpreplay")
-        .args(["-i", &pair.peer_if, "--pps", REPLAY_PPS, "-q"])
-        .arg(pcap)
-        .output()
-        .expect("cannot run tcpreplay; install it (`cargo xtask setup`)");
-    assert!(
-        out.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stats_arg = stats.to_str().expect("UTF-8 path");
+    let args: Vec<&str> = ["--stats-json", stats_arg]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let sensor = LiveSensor::start(&pair, &dir, &args);
+    replay(&pair, pcap, REPLAY_PPS);
     std::thread::sleep(SETTLE);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let asked = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if asked.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the sensor did not stop after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = reader.join().unwrap();
+    let (status, stderr) = sensor.stop_with(libc::SIGINT);
     assert!(status.success(), "the sensor exited with {status}");
     assert!(!pair.xdp_attached(), "XDP still attached after the stop");
     drop(pair);
@@ -326,7 +247,7 @@ fn notice_keys(logs: &Logs) -> Vec<(String, String, String)> {
 
 fn check_live_run(tag: &str, extra: &[&str]) {
     require_root();
-    let s = Scratch::new(tag);
+    let s = Scratch::new(&format!("live-demo-{tag}"));
     let (pcap, frames) = demo_pcap(&s);
     let want = offline(&pcap, &s);
     let run = live(tag, extra, &pcap, &s);
@@ -343,7 +264,7 @@ fn check_live_run(tag: &str, extra: &[&str]) {
 /// the reference the live runs are compared with.
 #[test]
 fn demo_capture_raises_its_notices_offline() {
-    let s = Scratch::new("off");
+    let s = Scratch::new("live-demo-offline");
     let (pcap, _) = demo_pcap(&s);
     let logs = offline(&pcap, &s);
     assert_eq!(logs.records.len(), demo::RECORDS, "{:#?}", logs.records);

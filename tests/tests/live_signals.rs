@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use sensor_tests::live_sensor::{LiveSensor, TempDir, read_lines, replay};
+use sensor_tests::live_sensor::{LiveSensor, read_lines, replay};
 use sensor_tests::netns::{VethPair, require_root};
+use sensor_tests::scratch::Scratch;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::smtp::{Ending, Message, SmtpConversation};
 use smtp_sensor::net::Ts;
@@ -39,7 +40,7 @@ fn field(line: &str, key: &str) -> serde_json::Value {
 #[test]
 fn sigterm_flushes_a_connection_still_open() {
     require_root();
-    let dir = TempDir::new("live-sigterm");
+    let dir = Scratch::new("live-sigterm");
     // MAIL and RCPT accepted, then nothing: no DATA, no QUIT, no FIN.
     let open = conversation(40100, "open@example.com")
         .ending(Ending::Open)
@@ -70,7 +71,7 @@ fn sigterm_flushes_a_connection_still_open() {
 #[test]
 fn sighup_reopens_rotated_logs() {
     require_root();
-    let dir = TempDir::new("live-sighup-logs");
+    let dir = Scratch::new("live-sighup-logs");
     let first = write(
         dir.path(),
         "first.pcap",
@@ -124,7 +125,7 @@ fn sighup_reopens_rotated_logs() {
 #[test]
 fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
     require_root();
-    let dir = TempDir::new("live-sighup-config");
+    let dir = Scratch::new("live-sighup-config");
     // The same block-list reply in two connections.
     let listed = |port, from: &str| {
         conversation(port, from)

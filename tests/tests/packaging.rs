@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use sensor_tests::netns::{VethPair, require_root};
+use sensor_tests::scratch::Scratch;
 use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::demo;
 use sensor_tests::synth::pcap::write_pcap;
@@ -65,23 +66,6 @@ fn unit_caps() -> Vec<String> {
         .collect();
     assert!(!caps.is_empty(), "no AmbientCapabilities in the unit");
     caps
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("packaging-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -180,8 +164,8 @@ fn systemd_unit_is_valid_and_least_privileged() {
     assert!(v.status.success());
     // verify checks that ExecStart's binary exists: point it at the one
     // built here instead of /usr/local/bin.
-    let s = Scratch::new("unit");
-    let copy = s.0.join("smtp-sensor@.service");
+    let s = Scratch::new("packaging-unit");
+    let copy = s.join("smtp-sensor@.service");
     std::fs::write(
         &copy,
         u.replace("/usr/local/bin/smtp-sensor", sensor_bin().to_str().unwrap()),
@@ -212,11 +196,11 @@ fn logrotate_snippet_reloads_the_sensor() {
     match Command::new("logrotate").arg("--version").output() {
         Err(_) => println!("note: logrotate is not installed; `logrotate -d` skipped"),
         Ok(_) => {
-            let s = Scratch::new("logrotate");
+            let s = Scratch::new("packaging-logrotate");
             let out = Command::new("logrotate")
                 .arg("-d")
                 .arg("-s")
-                .arg(s.0.join("state"))
+                .arg(s.join("state"))
                 .arg(packaging("smtp-sensor.logrotate"))
                 .output()
                 .unwrap();
@@ -330,11 +314,11 @@ fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
 fn sensor_runs_live_with_only_the_units_capabilities() {
     require_root();
     let caps = unit_caps();
-    let s = Scratch::new("caps");
-    let logs = s.0.join("logs");
+    let s = Scratch::new("packaging-caps");
+    let logs = s.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     std::os::unix::fs::chown(&logs, Some(UNPRIVILEGED), Some(UNPRIVILEGED)).unwrap();
-    let pcap = s.0.join("demo.pcap");
+    let pcap = s.join("demo.pcap");
     let capture = demo::capture();
     write_pcap(&pcap, capture.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     let queues = 2;

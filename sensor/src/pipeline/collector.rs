@@ -35,6 +35,8 @@ pub struct FinalCounts {
     pub packets: PacketStats,
     pub flows: FlowStats,
     pub anomalies: AnomalyCounts,
+    /// Worker threads that panicked (dispatcher counts only).
+    pub worker_panics: u64,
 }
 
 /// What a worker sends the collector.

@@ -166,6 +166,8 @@ enum Mode<P> {
 pub struct DispatchCounts {
     pub packets: PacketStats,
     pub anomalies: AnomalyCounts,
+    /// Worker threads that panicked (a bug: the run must not look clean).
+    pub worker_panics: u64,
 }
 
 /// Feeds frames into the workers. The same entry serves `-r` and live
@@ -346,6 +348,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 for h in handles.drain(..) {
                     if h.join().is_err() {
                         eprintln!("smtp-sensor: a worker thread panicked; its flows are lost");
+                        self.counts.worker_panics += 1;
                     }
                 }
             }
@@ -476,6 +479,7 @@ impl From<DispatchCounts> for FinalCounts {
             packets: d.packets,
             flows: Default::default(),
             anomalies: d.anomalies,
+            worker_panics: d.worker_panics,
         }
     }
 }

@@ -195,6 +195,7 @@ pub fn run(
         }
     } else {
         // Capture threads take the first CPUs of the list, workers the next.
+        let mut panics = 0u64;
         let (by_queue, by_worker) = shard::rings(queues, workers);
         let mut handles: Vec<JoinHandle<Dispatcher<_>>> = Vec::with_capacity(workers);
         let mut spawn_error = None;
@@ -240,7 +241,10 @@ pub fn run(
         for h in handles {
             match h.join() {
                 Ok(d) => sinks.push(d),
-                Err(_) => log::error!("a worker thread panicked; its flows are lost"),
+                Err(_) => {
+                    log::error!("a worker thread panicked; its flows are lost");
+                    panics += 1;
+                }
             }
         }
         if let Err(e) = result {
@@ -249,7 +253,9 @@ pub fn run(
             let _ = collector.join();
             return Err(e);
         }
-        totals(sinks)
+        let (mut counts, dropped) = totals(sinks);
+        counts.worker_panics += panics;
+        (counts, dropped)
     };
     drop(tx);
     let collected = match collector.join() {
@@ -280,6 +286,7 @@ fn totals<P: StreamParser<WorkerSink> + Send + 'static>(
         let c = std::mem::take(&mut d.counts);
         counts.packets.merge(&c.packets);
         counts.anomalies.merge(&c.anomalies);
+        counts.worker_panics += c.worker_panics;
         dropped += d.dropped_records();
     }
     (counts, dropped)

@@ -27,6 +27,8 @@ pub struct RunSummary {
     pub dropped_frames: u64,
     /// SIGINT/SIGTERM ended the run before the end of the input.
     pub stopped_early: bool,
+    /// Worker threads that panicked: their flows were lost; the run fails.
+    pub worker_panics: u64,
 }
 
 impl RunSummary {
@@ -38,6 +40,7 @@ impl RunSummary {
             notices: collected.notices,
             notices_suppressed: collected.notices_suppressed,
             anomalies: dispatch.anomalies,
+            worker_panics: dispatch.worker_panics,
             ..RunSummary::default()
         };
         s.anomalies.merge(&collected.detect_anomalies);

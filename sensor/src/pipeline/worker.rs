@@ -188,9 +188,9 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         self.last_ts = self.last_ts.max(p.ts);
         let factory = &self.factory;
         let Worker { table, sink, .. } = self;
-        let mut anomalies = std::mem::take(&mut sink.anomalies);
-        table.process(p, sink, &mut anomalies, &mut |c| factory(c));
-        sink.anomalies = anomalies;
+        with_flow_anomalies(sink, |sink, flow| {
+            table.process(p, sink, flow, &mut |c| factory(c));
+        });
     }
 
     /// A tick at network time `now`: idle flows end, and the window's
@@ -199,9 +199,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
     pub fn tick(&mut self, now: Ts, period_end: Option<Ts>) -> Report {
         self.sink.now = now;
         let Worker { table, sink, .. } = self;
-        let mut anomalies = std::mem::take(&mut sink.anomalies);
-        table.expire(now, sink, &mut anomalies);
-        sink.anomalies = anomalies;
+        with_flow_anomalies(sink, |sink, flow| table.expire(now, sink, flow));
         let period = period_end.map(|end| self.sink.detector.take_period(end));
         let report = self.report(true, period, false);
         self.window += 1;
@@ -220,9 +218,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         let now = now.max(self.last_ts);
         self.sink.now = now;
         let Worker { table, sink, .. } = self;
-        let mut anomalies = std::mem::take(&mut sink.anomalies);
-        table.flush_all(now, sink, &mut anomalies);
-        sink.anomalies = anomalies;
+        with_flow_anomalies(sink, |sink, flow| table.flush_all(now, sink, flow));
         let period = Some(self.sink.detector.take_period(now));
         self.publish();
         self.report(true, period, true)
@@ -269,12 +265,29 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
                 packets: self.stats,
                 flows: self.table.stats,
                 anomalies: std::mem::take(&mut self.sink.anomalies),
+                worker_panics: 0,
             }),
         }
     }
 
     pub fn flow_stats(&self) -> FlowStats {
         self.table.stats
+    }
+}
+
+/// Runs a flow-table operation that needs the sink (where the parsers
+/// report, SMTP anomalies included) and, at the same time, a counter for the
+/// flow layer's own anomalies; folds the latter into the sink's afterwards.
+/// An empty counter does not allocate, so the packet path pays nothing
+/// when nothing is wrong.
+fn with_flow_anomalies(
+    sink: &mut WorkerSink,
+    op: impl FnOnce(&mut WorkerSink, &mut AnomalyCounts),
+) {
+    let mut flow = AnomalyCounts::new();
+    op(sink, &mut flow);
+    if !flow.is_empty() {
+        sink.anomalies.merge(&flow);
     }
 }
 

@@ -13,7 +13,7 @@ use smtp_sensor::config::Config;
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::net::Ts;
 use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
+use smtp_sensor::pipeline::{RunOptions, RunSummary, run_offline};
 
 pub type Frames = Vec<(Ts, Vec<u8>)>;
 
@@ -105,6 +105,16 @@ pub fn pcap(dir: &Scratch, name: &str, sessions: Vec<Frames>) -> PathBuf {
 /// Runs the offline pipeline on `pcap` with `sets` and `workers`, returns
 /// notice.log's text.
 pub fn run(dir: &Scratch, pcap: &Path, sets: &[&str], workers: usize) -> String {
+    run_summary(dir, pcap, sets, workers).0
+}
+
+/// `run`, also returning the run's summary (counters, anomalies).
+pub fn run_summary(
+    dir: &Scratch,
+    pcap: &Path,
+    sets: &[&str],
+    workers: usize,
+) -> (String, RunSummary) {
     let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
     let cfg = Config::load(None, &sets).unwrap();
     let out = dir.path(&format!("logs-{workers}"));
@@ -116,8 +126,9 @@ pub fn run(dir: &Scratch, pcap: &Path, sets: &[&str], workers: usize) -> String 
         workers,
         decode: DecodeOptions::default(),
     };
-    run_offline(&cfg, pcap, &opts).unwrap();
-    std::fs::read_to_string(out.join("notice.log")).unwrap_or_default()
+    let summary = run_offline(&cfg, pcap, &opts).unwrap();
+    let notices = std::fs::read_to_string(out.join("notice.log")).unwrap_or_default();
+    (notices, summary)
 }
 
 /// Runs with 1 and with 4 workers, asserts notice.log is byte-for-byte the
