@@ -76,6 +76,11 @@ impl LiveSensor {
         }
     }
 
+    /// The sensor's process id (`ip netns exec` execs into it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` to the sensor.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.

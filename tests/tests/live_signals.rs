@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_tests::live_sensor::{LiveSensor, read_lines, replay};
+use sensor_tests::mmdb::country_db;
 use sensor_tests::netns::{VethPair, require_root};
 use sensor_tests::scratch::Scratch;
 use sensor_tests::synth::pcap::write_pcap;
@@ -173,4 +174,70 @@ fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert_eq!(field(&notices[0], "note"), "SMTP::SMTP_BL_Blocked_Host");
     assert_eq!(field(&notices[0], "id.orig_p"), 40301);
+}
+
+#[test]
+fn sighup_reloads_the_geoip_database() {
+    require_root();
+    let dir = Scratch::new("live-sighup-geoip");
+    let from_origin = |port, from: &str| {
+        conversation(port, from)
+            .message(
+                Message::simple(from, "bob@example.net", "hello")
+                    .header("X-Originating-IP", "[198.18.200.1]"),
+            )
+            .build()
+    };
+    let before = write(
+        dir.path(),
+        "before.pcap",
+        from_origin(40400, "a@example.com"),
+    );
+    let after = write(
+        dir.path(),
+        "after.pcap",
+        from_origin(40401, "b@example.com"),
+    );
+    let logs = dir.dir("logs");
+    let db = dir.join("country.mmdb");
+    let install = |iso: &str| {
+        // As an operator's updater does: write aside, rename into place.
+        let tmp = dir.join("country.mmdb.new");
+        let bytes = country_db("GeoLite2-Country", &[("198.18.200.0/24", iso)]);
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &db).unwrap();
+    };
+    install("DE");
+    let config = dir.join("sensor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "geoip_db = {:?}\nsuspicious_countries = [\"KP\"]\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let pair = VethPair::create("shg", 1);
+    let cfg = config.to_str().unwrap();
+    let mut sensor = LiveSensor::start(&pair, &logs, &["-c", cfg, "--stats-interval", "0"]);
+    replay(&pair, &before, 1000);
+    sensor.wait_for_lines("smtp.log", 1, WAIT);
+    // The database now places the origin in a suspicious country.
+    install("KP");
+    sensor.signal(libc::SIGHUP);
+    sensor.wait_for("configuration reloaded", WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    replay(&pair, &after, 1000);
+    sensor.wait_for_lines("smtp.log", 2, WAIT);
+    let (status, _) = sensor.stop();
+    assert!(status.success(), "sensor exited with {status}");
+
+    let notices = read_lines(&logs.join("notice.log"));
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(
+        field(&notices[0], "note"),
+        "SMTP::SMTP_Suspicious_Origination"
+    );
+    assert_eq!(field(&notices[0], "id.orig_p"), 40401);
 }

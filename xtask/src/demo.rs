@@ -7,91 +7,30 @@
 //! stops the sensor with SIGINT and prints the capture statistics, then
 //! smtp.log and notice.log as tables.
 //!
-//! The namespaces are removed on every exit path: errors and panics drop
-//! the guard, and SIGINT/SIGTERM (Ctrl-C) only set a flag here — the
-//! terminal's SIGINT stops the sensor and tcpreplay themselves — so the
-//! demo winds down and cleans up instead of dying with the namespaces left
-//! behind.
+//! The namespaces are removed on every exit path (see `netns`: a drop
+//! guard, and Ctrl-C only sets a flag here, so the demo winds down and
+//! cleans up instead of dying with the namespaces left behind).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::netns::{LiveSensor, VethNs, interrupt_flag};
 use crate::table::{notice_table, smtp_table};
 use crate::util::{cargo, is_root, status, target_dir};
 
 /// Veth queues: the sensor runs one capture thread per rx queue.
-const QUEUES: &str = "4";
+const QUEUES: u32 = 4;
 /// Replay rate: a few seconds for the demo capture, far below what loses
 /// frames on a veth.
 const REPLAY_PPS: &str = "2000";
 /// Time for the last replayed frames to reach the logs before the stop.
 const SETTLE: Duration = Duration::from_secs(2);
-/// The sensor must start (load and attach XDP) and stop within this.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Namespaces and the veth pair; deleted on drop.
-struct Netns {
-    sensor_ns: String,
-    peer_ns: String,
-}
-
-impl Netns {
-    fn create() -> Result<Self> {
-        let id = std::process::id();
-        // Built before anything exists, so a failure half-way is cleaned
-        // up by drop too.
-        let ns = Netns {
-            sensor_ns: format!("smtp-demo-{id}-s"),
-            peer_ns: format!("smtp-demo-{id}-p"),
-        };
-        let ip = |args: &[&str]| status(Command::new("ip").args(args));
-        ip(&["netns", "add", &ns.sensor_ns])?;
-        ip(&["netns", "add", &ns.peer_ns])?;
-        ip(&[
-            "link",
-            "add",
-            "demo0",
-            "numrxqueues",
-            QUEUES,
-            "numtxqueues",
-            QUEUES,
-            "netns",
-            &ns.sensor_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "demo1",
-            "numrxqueues",
-            QUEUES,
-            "numtxqueues",
-            QUEUES,
-            "netns",
-            &ns.peer_ns,
-        ])?;
-        ip(&["-n", &ns.sensor_ns, "link", "set", "demo0", "up"])?;
-        ip(&["-n", &ns.peer_ns, "link", "set", "demo1", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.sensor_ns, &self.peer_ns] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-        println!("xtask: removed the demo namespaces");
-    }
-}
+/// The replay of the demo capture takes seconds; past this it is stopped.
+const REPLAY_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The demo's scratch directory; removed on drop.
 struct Scratch(PathBuf);
@@ -122,14 +61,10 @@ pub fn run() -> Result<()> {
     let logs = work.0.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let pcap = work.0.join("demo.pcap");
-    status(Command::new(bin_dir.join("synth")).arg("demo").arg(&pcap))?;
+    status(std::process::Command::new(bin_dir.join("synth")).arg("demo").arg(&pcap))?;
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&interrupted))
-            .context("cannot install the signal handler")?;
-    }
-    let ns = Netns::create()?;
+    let interrupted = interrupt_flag()?;
+    let ns = VethNs::create("demo", QUEUES)?;
     let result = capture(&ns, &bin_dir, &pcap, &work.0, &interrupted);
     drop(ns);
     if interrupted.load(Ordering::Relaxed) {
@@ -143,108 +78,46 @@ pub fn run() -> Result<()> {
 /// Runs the sensor on the veth, replays the capture, stops the sensor;
 /// returns the capture statistics as text.
 fn capture(
-    ns: &Netns,
+    ns: &VethNs,
     bin_dir: &Path,
     pcap: &Path,
     work: &Path,
     interrupted: &AtomicBool,
 ) -> Result<String> {
     let stats = work.join("stats.json");
-    let mut sensor = Command::new("ip")
-        .args(["netns", "exec", &ns.sensor_ns])
-        .arg(bin_dir.join("smtp-sensor"))
-        .args(["-i", "demo0", "-l"])
-        .arg(work.join("logs"))
-        .arg("--stats-json")
-        .arg(&stats)
-        .args(["--stats-interval", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start smtp-sensor")?;
-    let stderr = sensor.stderr.take().context("no stderr pipe")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  sensor | {line}");
-            if line.contains("live capture started") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let started = Instant::now();
-    while rx.recv_timeout(Duration::from_millis(100)).is_err() {
-        if sensor.try_wait()?.is_some()
-            || started.elapsed() > DEADLINE
-            || interrupted.load(Ordering::Relaxed)
-        {
-            let _ = stop(&mut sensor);
-            let _ = reader.join();
-            bail!("smtp-sensor did not start; see its messages above");
-        }
-    }
-    let frames = pcap_records(pcap)?;
+    let mut sensor = LiveSensor::spawn(
+        ns.sensor_cmd(bin_dir.join("smtp-sensor"))
+            .args(["-i", &ns.sensor_if, "-l"])
+            .arg(work.join("logs"))
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--stats-interval", "1"]),
+        true,
+    )?;
+    sensor.wait_started(interrupted)?;
+    let frames = crate::pcap::records(pcap)?;
     println!("xtask: replaying {frames} frames at {REPLAY_PPS} packets/s into the veth");
-    let replay = status(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.peer_ns,
-                "tcpreplay",
-                "-q",
-                "-i",
-                "demo1",
-                "--pps",
-                REPLAY_PPS,
-            ])
-            .arg(pcap),
-    );
+    let replay = crate::netns::Proc::spawn(
+        ns.peer_cmd("tcpreplay")
+            .args(["-q", "-i", &ns.peer_if, "--pps", REPLAY_PPS])
+            .arg(pcap)
+            .stdout(Stdio::null()),
+    )
+    .and_then(|mut p| p.wait_interruptible(interrupted, REPLAY_DEADLINE));
     if !interrupted.load(Ordering::Relaxed) {
         std::thread::sleep(SETTLE);
     }
-    // SIGINT: the sensor flushes open connections and the current spam
-    // period, closes its logs and detaches its XDP program.
-    let st = stop(&mut sensor);
-    let _ = reader.join();
-    replay?;
-    let st = st?;
+    let stopped = sensor.stop();
+    let (replayed, cut) = replay?;
+    if !cut && !replayed.status.success() {
+        bail!("tcpreplay failed ({})", replayed.status);
+    }
+    let st = stopped?.usage.status;
     if !st.success() {
         bail!("smtp-sensor exited with {st}");
     }
     let text = std::fs::read_to_string(&stats).context("the sensor wrote no statistics")?;
     Ok(stats_summary(&text, frames))
-}
-
-/// SIGINT to the sensor, then waits for it (SIGKILL after the deadline).
-fn stop(sensor: &mut Child) -> Result<std::process::ExitStatus> {
-    let _ = Command::new("kill")
-        .args(["-INT", &sensor.id().to_string()])
-        .status();
-    let asked = Instant::now();
-    loop {
-        if let Some(st) = sensor.try_wait()? {
-            return Ok(st);
-        }
-        if asked.elapsed() > DEADLINE {
-            let _ = sensor.kill();
-            let st = sensor.wait()?;
-            bail!("smtp-sensor did not stop within {DEADLINE:?} of SIGINT ({st})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Records in a classic pcap file (what tcpreplay sends).
-fn pcap_records(path: &Path) -> Result<u64> {
-    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut at = 24;
-    let mut n = 0;
-    while let Some(len) = data.get(at + 8..at + 12) {
-        let incl = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        at += 16 + incl;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// The final statistics, totals first, one `key: value` a line; the raw
@@ -306,21 +179,6 @@ fn show(logs: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_pcap_records() {
-        let mut f = vec![0u8; 24];
-        for len in [60u32, 1514] {
-            f.extend_from_slice(&[0; 8]);
-            f.extend_from_slice(&len.to_le_bytes());
-            f.extend_from_slice(&len.to_le_bytes());
-            f.extend(std::iter::repeat_n(0u8, len as usize));
-        }
-        let p = std::env::temp_dir().join(format!("xtask-pcap-{}", std::process::id()));
-        std::fs::write(&p, &f).unwrap();
-        assert_eq!(pcap_records(&p).unwrap(), 2);
-        let _ = std::fs::remove_file(&p);
-    }
 
     #[test]
     fn stats_are_listed_by_key() {

@@ -10,9 +10,17 @@
 //! - `demo`: setup, build, then the sensor live on a veth pair in network
 //!   namespaces, fed with generated SMTP traffic; prints what it captured.
 //! - `compare-zeek [<dir>]`: smtp.log field by field against Zeek's.
+//! - `bench [-- <criterion args>]`: the criterion benches in `bench/`.
+//! - `loadtest [options] [-- <sensor args>]`: the sensor live on a veth
+//!   pair under tcpreplay load at several rates; a table of what it took,
+//!   dropped and logged (see `loadtest.rs`).
 
+mod bench;
 mod compare_zeek;
 mod demo;
+mod loadtest;
+mod netns;
+mod pcap;
 mod setup;
 mod table;
 mod util;
@@ -23,8 +31,9 @@ use anyhow::{Context, Result, bail};
 
 use util::{cargo, root_dir};
 
-const USAGE: &str =
-    "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]>";
+const USAGE: &str = "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
+                    | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]>
+       cargo xtask loadtest --help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +44,8 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("demo") => demo::run(),
         Some("compare-zeek") => compare_zeek::run(&args[1..]).map_err(anyhow::Error::msg),
+        Some("bench") => bench::run(&args[1..]),
+        Some("loadtest") => loadtest::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
