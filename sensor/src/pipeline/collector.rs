@@ -25,6 +25,7 @@ use crate::net::Ts;
 use crate::output::{LogFormat, LogWriter};
 use crate::smtp::record::ConnRecord;
 
+use super::dispatch::RecordBudget;
 use super::reload::DetectionWatch;
 use super::worker::PacketStats;
 use crate::telemetry::Telemetry;
@@ -205,6 +206,8 @@ pub struct Collector {
     /// Live: flush the files at least this often, so `tail -f` and
     /// shippers see records within about a second.
     flush_every: Option<Duration>,
+    /// Live: records admitted and not written yet (released as written).
+    budget: Option<Arc<RecordBudget>>,
 }
 
 /// The collector's running state between windows.
@@ -246,6 +249,7 @@ impl Collector {
             telemetry: None,
             control: None,
             flush_every: None,
+            budget: None,
         })
     }
 
@@ -255,10 +259,12 @@ impl Collector {
         mut self,
         reload: DetectionWatch,
         control: Arc<CollectorControl>,
+        budget: Arc<RecordBudget>,
         flush_every: Duration,
     ) -> Self {
         self.reload = Some(reload);
         self.control = Some(control);
+        self.budget = Some(budget);
         self.flush_every = Some(flush_every);
         self
     }
@@ -445,6 +451,9 @@ impl Collector {
                 })?;
         }
         st.sum.records += w.records.len() as u64;
+        if let Some(b) = &self.budget {
+            b.release(w.records.len() as u64);
+        }
         for n in w.notices {
             st.queue.push(n);
         }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Sender, SyncSender};
 use std::thread::JoinHandle;
 
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
@@ -82,30 +82,84 @@ enum Msg {
     Finish { now: Ts },
 }
 
-/// How reports reach the collector: blocking (offline: complete output) or
-/// dropping when the collector falls behind (live: never stall capture).
+/// How reports reach the collector.
+#[derive(Clone)]
+enum Channel {
+    /// Offline: a bounded channel; senders wait, so the output is complete.
+    Blocking(SyncSender<ToCollector>),
+    /// Live: never wait. Records are admitted against a shared budget of
+    /// records the collector has not written yet; beyond it they are
+    /// dropped and counted. What remains (window ends, period counters,
+    /// notices, final counts) is small, about one message per worker and
+    /// second, so the channel itself is unbounded: a stalled disk costs
+    /// dropped records, never a stalled capture thread or unbounded memory.
+    Budgeted {
+        tx: Sender<ToCollector>,
+        budget: Arc<RecordBudget>,
+    },
+}
+
+/// Records handed to the collector and not written yet (live).
+#[derive(Debug)]
+pub struct RecordBudget {
+    in_flight: AtomicU64,
+    limit: u64,
+}
+
+impl RecordBudget {
+    pub fn new(limit: u64) -> Arc<RecordBudget> {
+        Arc::new(RecordBudget {
+            in_flight: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Admits `n` records, or none when that would pass the limit.
+    fn try_take(&self, n: u64) -> bool {
+        let before = self.in_flight.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.limit {
+            self.in_flight.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// `n` records were written.
+    pub fn release(&self, n: u64) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Records waiting for the collector at most, live (about 1 KB each).
+pub const LIVE_RECORD_BUDGET: u64 = 65_536;
+
+/// A dispatcher's (and its workers') way to the collector.
 #[derive(Clone)]
 pub struct ReportTx {
-    tx: SyncSender<ToCollector>,
-    blocking: bool,
+    channel: Channel,
     /// The collector's source number of this dispatcher and its workers.
     source: usize,
-    /// Records lost because the collector's channel was full.
+    /// Records lost because the collector fell behind.
     pub dropped_records: Arc<AtomicU64>,
     /// Where the drops are also counted for the metrics.
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl ReportTx {
-    pub fn new(tx: SyncSender<ToCollector>, blocking: bool) -> Self {
-        Self::for_source(tx, blocking, 0)
+    /// Offline: waits when the collector is behind.
+    pub fn blocking(tx: SyncSender<ToCollector>) -> Self {
+        Self::with(Channel::Blocking(tx), 0)
     }
 
-    /// A sender for source `source` (live capture: one per rx queue).
-    pub fn for_source(tx: SyncSender<ToCollector>, blocking: bool, source: usize) -> Self {
+    /// Live, for source `source` (a worker with its own clock): never
+    /// waits; records beyond `budget` are dropped and counted.
+    pub fn budgeted(tx: Sender<ToCollector>, budget: Arc<RecordBudget>, source: usize) -> Self {
+        Self::with(Channel::Budgeted { tx, budget }, source)
+    }
+
+    fn with(channel: Channel, source: usize) -> Self {
         ReportTx {
-            tx,
-            blocking,
+            channel,
             source,
             dropped_records: Arc::new(AtomicU64::new(0)),
             telemetry: None,
@@ -119,30 +173,30 @@ impl ReportTx {
     }
 
     fn send(&self, msg: ToCollector) {
-        if self.blocking {
-            let _ = self.tx.send(msg);
-            return;
-        }
-        if let Err(std::sync::mpsc::TrySendError::Full(m)) = self.tx.try_send(msg) {
-            // Window markers and final reports must arrive; data may drop.
-            match m {
-                ToCollector::Report(mut r) if r.last.is_none() && !r.closes => {
-                    let n = r.records.len() as u64;
-                    self.dropped_records.fetch_add(n, Ordering::Relaxed);
-                    if let Some(t) = &self.telemetry {
-                        t.collector.records_dropped.fetch_add(n, Ordering::Relaxed);
-                    }
-                    r.records.clear();
-                }
-                other => {
-                    let _ = self.tx.send(other);
-                }
+        // A send fails only when the collector is gone (it failed and
+        // reported why); there is nobody left to tell.
+        match &self.channel {
+            Channel::Blocking(tx) => {
+                let _ = tx.send(msg);
+            }
+            Channel::Budgeted { tx, .. } => {
+                let _ = tx.send(msg);
             }
         }
     }
 
     fn report(&self, mut r: Report) {
         r.source = self.source;
+        if let Channel::Budgeted { budget, .. } = &self.channel {
+            let n = r.records.len() as u64;
+            if n > 0 && !budget.try_take(n) {
+                self.dropped_records.fetch_add(n, Ordering::Relaxed);
+                if let Some(t) = &self.telemetry {
+                    t.collector.records_dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                r.records.clear();
+            }
+        }
         self.send(ToCollector::Report(Box::new(r)));
     }
 }
@@ -520,24 +574,33 @@ mod tests {
     }
 
     #[test]
-    fn live_mode_drops_partial_reports_and_counts_records() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let t = ReportTx::new(tx, false);
+    fn live_mode_drops_records_beyond_the_budget_and_counts_them() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let budget = RecordBudget::new(4);
+        let t = ReportTx::budgeted(tx, budget.clone(), 3);
         t.report(report(3, false));
-        // The channel is full: this partial report's records are dropped.
-        t.report(report(5, false));
+        // Only one more record fits: this report's five are dropped, the
+        // report itself (its window close) still goes.
+        t.report(report(5, true));
         assert_eq!(t.dropped_records.load(Ordering::Relaxed), 5);
-        let Ok(ToCollector::Report(r)) = rx.try_recv() else {
-            panic!("first report lost")
-        };
-        assert_eq!(r.records.len(), 3);
-        assert!(rx.try_recv().is_err());
+        let got: Vec<(usize, usize, bool)> = rx
+            .try_iter()
+            .filter_map(|m| match m {
+                ToCollector::Report(r) => Some((r.source, r.records.len(), r.closes)),
+                ToCollector::Window { .. } => None,
+            })
+            .collect();
+        assert_eq!(got, [(3, 3, false), (3, 0, true)]);
+        // The collector wrote the first three: there is room again.
+        budget.release(3);
+        t.report(report(4, false));
+        assert_eq!(t.dropped_records.load(Ordering::Relaxed), 5);
     }
 
     #[test]
     fn offline_mode_never_drops() {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let t = ReportTx::new(tx, true);
+        let t = ReportTx::blocking(tx);
         let h = std::thread::spawn(move || {
             for _ in 0..10 {
                 t.report(report(2, false));

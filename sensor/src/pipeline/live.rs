@@ -28,13 +28,11 @@ use crate::net::Ts;
 use crate::telemetry::Telemetry;
 
 use super::collector::{Collector, CollectorControl, OpenMode};
-use super::dispatch::{DispatchCounts, Dispatcher, ReportTx};
+use super::dispatch::{DispatchCounts, Dispatcher, LIVE_RECORD_BUDGET, RecordBudget, ReportTx};
 use super::reload::{DetectionWatch, SharedDetection, reload};
 use super::stats_line::StatsLine;
 use super::worker::{Worker, WorkerSink};
-use super::{
-    COLLECTOR_CHANNEL, RunControl, RunError, RunOptions, RunSummary, metrics, shard, smtp_flow,
-};
+use super::{RunControl, RunError, RunOptions, RunSummary, metrics, shard, smtp_flow};
 
 /// How often the live logs are flushed to disk.
 const LOG_FLUSH: Duration = Duration::from_secs(1);
@@ -100,6 +98,7 @@ pub fn run(
     let detection = Arc::new(Detection::from_config(cfg)?);
     let shared = SharedDetection::new(detection.clone());
     let control = Arc::new(CollectorControl::default());
+    let budget = RecordBudget::new(LIVE_RECORD_BUDGET);
     let collector = Collector::open(
         &opts.log_dir,
         opts.format,
@@ -110,6 +109,7 @@ pub fn run(
     .live(
         DetectionWatch::new(shared.clone()),
         control.clone(),
+        budget.clone(),
         LOG_FLUSH,
     )
     .with_telemetry(telemetry.clone());
@@ -118,7 +118,7 @@ pub fn run(
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(RunError::Signal)?;
 
-    let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
+    let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || collector.run(rx))
@@ -134,7 +134,7 @@ pub fn run(
             .with_cpu(cpu);
         Dispatcher::new(
             vec![worker],
-            ReportTx::for_source(tx.clone(), false, id).with_telemetry(telemetry.clone()),
+            ReportTx::budgeted(tx.clone(), budget.clone(), id).with_telemetry(telemetry.clone()),
             period,
             decode,
         )

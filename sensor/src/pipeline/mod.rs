@@ -38,12 +38,11 @@ use crate::flow::{FlowConfig, StreamParser};
 use crate::output::LogFormat;
 
 pub use collector::{Collector, OutputError};
-pub use dispatch::{Dispatcher, ReportTx};
+pub use dispatch::{Dispatcher, RecordBudget, ReportTx};
 pub use summary::RunSummary;
 pub use worker::{ParserFactory, Worker, WorkerSink};
 
-/// Reports the collector's channel holds before senders wait (offline) or
-/// drop (live).
+/// Reports the collector's channel holds before senders wait (offline).
 pub const COLLECTOR_CHANNEL: usize = 1024;
 
 /// How to run.
@@ -183,7 +182,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         .collect();
     let mut dispatcher = Dispatcher::new(
         pool,
-        ReportTx::new(tx, true),
+        ReportTx::blocking(tx),
         cfg.inspect_period_us(),
         opts.decode,
     );
