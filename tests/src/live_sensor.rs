@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::netns::VethPair;
@@ -55,24 +55,63 @@ impl LiveSensor {
     }
 
     /// Waits until a stderr line contains `needle`; panics (killing the
-    /// sensor on drop) when it does not come within `limit`.
+    /// sensor on drop) when it does not come within `limit` or the sensor
+    /// exits first, showing everything it logged.
     pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
-        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
         let deadline = Instant::now() + limit;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    self.log.push(l.clone());
-                    if hit {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("sensor never logged {needle:?}; it logged {:?}", self.log),
+            if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+                return l.clone();
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(l) => self.log.push(l),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(st)) = self.child.try_wait() {
+                        self.drain();
+                        panic!(
+                            "smtp-sensor exited ({st}) before logging {needle:?}:\n{}",
+                            self.log.join("\n")
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "smtp-sensor did not log {needle:?} within {limit:?}:\n{}",
+                        self.log.join("\n")
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "smtp-sensor closed stderr before logging {needle:?}:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) for the sensor to exit; collects the rest of
+    /// its lines into `log`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait for smtp-sensor") {
+                self.drain();
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sensor did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn drain(&mut self) {
+        // The reader thread ends at EOF; collect what it read.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
         }
     }
 
@@ -97,17 +136,7 @@ impl LiveSensor {
     /// collects the remaining lines.
     pub fn stop_with(mut self, signal: i32) -> (ExitStatus, Vec<String>) {
         self.signal(signal);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "sensor did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.log.push(l);
-        }
+        let status = self.wait(Duration::from_secs(60));
         (status, std::mem::take(&mut self.log))
     }
 

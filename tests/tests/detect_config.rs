@@ -2,36 +2,13 @@
 //! binary: exit 2 and one stderr line naming the file, key and value for
 //! each class of bad value; the effective config printed when valid.
 
-use std::path::PathBuf;
+use sensor_tests::scratch::Scratch;
 use std::process::{Command, Output, Stdio};
 
 use sensor_tests::mmdb::country_db;
 use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::smtp::SmtpConversation;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("smtp-sensor-cfg-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn write(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(sensor_bin())
@@ -54,7 +31,7 @@ fn assert_one_line_error(o: &Output, needles: &[&str]) {
 
 #[test]
 fn check_config_prints_the_effective_config() {
-    let d = Scratch::new("ok");
+    let d = Scratch::new("detect-config-ok");
     let cfg = d.write(
         "c.toml",
         "spam_threshold = 120\nlocal_nets = [\"10.0.0.0/8\"]\ninspect_period = \"30m\"\nsuspicious_countries = [\"CN\"]\n",
@@ -104,7 +81,7 @@ fn check_config_prints_the_effective_config() {
 
 #[test]
 fn each_class_of_bad_value_is_exit_2_with_one_line() {
-    let d = Scratch::new("bad");
+    let d = Scratch::new("detect-config-bad");
     let cases: &[(&str, &[&str])] = &[
         (
             "spam_treshold = 5",
@@ -166,7 +143,7 @@ fn each_class_of_bad_value_is_exit_2_with_one_line() {
 
 #[test]
 fn bad_geoip_database_fails_check_config_and_a_run() {
-    let d = Scratch::new("geo");
+    let d = Scratch::new("detect-config-geo");
     let garbage = d.write("garbage.mmdb", b"definitely not maxmind");
     for db in [
         garbage.to_str().unwrap(),
@@ -176,9 +153,9 @@ fn bad_geoip_database_fails_check_config_and_a_run() {
         let o = run(&["check-config", "--set", &set]);
         assert_one_line_error(&o, &[db]);
         // A run stops before reading the capture.
-        let logs = d.0.join("logs");
+        let logs = d.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let pcap = d.0.join("one.pcap");
+        let pcap = d.join("one.pcap");
         let frames = SmtpConversation::builder()
             .mail("a@example.com")
             .rcpt("b@example.net")

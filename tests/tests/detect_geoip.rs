@@ -2,37 +2,13 @@
 //! itself (so it runs without `../shared`), plus the startup errors for
 //! missing, corrupt and wrong-kind databases.
 
-use std::path::PathBuf;
+use sensor_tests::scratch::Scratch;
 
 use sensor_tests::mmdb::{METADATA_MARKER, MmdbWriter, Value, country_db};
 use smtp_sensor::config::Config;
 use smtp_sensor::detect::{Detection, GeoIp, GeoIpError, Note};
 use smtp_sensor::net::{ConnId, ConnInfo, Ts, Uid};
 use smtp_sensor::smtp::record::MessageRecord;
-
-/// A scratch directory removed on drop, even when the test fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("smtp-sensor-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn entries() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -50,8 +26,8 @@ fn cc(db: &GeoIp, ip: &str) -> Option<String> {
 
 #[test]
 fn self_written_country_and_city_databases_work() {
-    let dir = TempDir::new("geoip-own");
-    let country = dir.write("c.mmdb", &country_db("GeoIP2-Country", &entries()));
+    let dir = Scratch::new("detect-geoip-own");
+    let country = dir.write("c.mmdb", country_db("GeoIP2-Country", &entries()));
     let mut city = MmdbWriter::new("GeoLite2-City");
     for (cidr, iso) in entries() {
         let rec = Value::map(vec![
@@ -70,7 +46,7 @@ fn self_written_country_and_city_databases_work() {
         ]);
         city.insert(cidr, &rec);
     }
-    let city = dir.write("city.mmdb", &city.to_bytes());
+    let city = dir.write("city.mmdb", city.to_bytes());
     for path in [country, city] {
         let db = GeoIp::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cc(&db, "198.18.0.1").as_deref(), Some("SE"));
@@ -87,8 +63,8 @@ fn self_written_country_and_city_databases_work() {
 
 #[test]
 fn origination_notices_with_a_self_written_database() {
-    let dir = TempDir::new("geoip-orig");
-    let db = dir.write("c.mmdb", &country_db("GeoLite2-Country", &entries()));
+    let dir = Scratch::new("detect-geoip-orig");
+    let db = dir.write("c.mmdb", country_db("GeoLite2-Country", &entries()));
     let cfg = Config::load(
         None,
         &[
@@ -142,14 +118,14 @@ fn origination_notices_with_a_self_written_database() {
     assert!(check(Some("198.18.0.9"), Some("203.0.113.1")).is_empty());
 }
 
-fn open_err(bytes: &[u8], dir: &TempDir, name: &str) -> GeoIpError {
+fn open_err(bytes: &[u8], dir: &Scratch, name: &str) -> GeoIpError {
     let p = dir.write(name, bytes);
     GeoIp::open(&p).expect_err("a broken database must not open")
 }
 
 #[test]
 fn corrupt_and_wrong_databases_fail_at_startup_naming_the_file() {
-    let dir = TempDir::new("geoip-bad");
+    let dir = Scratch::new("detect-geoip-bad");
     let good = country_db("GeoIP2-Country", &entries());
     let meta_at = good
         .windows(METADATA_MARKER.len())
@@ -195,7 +171,7 @@ fn corrupt_and_wrong_databases_fail_at_startup_naming_the_file() {
     // Missing file, through the config path a run takes.
     let cfg = Config::load(
         None,
-        &[format!("geoip_db={}", dir.0.join("nope.mmdb").display())],
+        &[format!("geoip_db={}", dir.join("nope.mmdb").display())],
     )
     .unwrap();
     let e = Detection::from_config(&cfg).unwrap_err().to_string();

@@ -26,7 +26,7 @@ fn reply_conn(host: &str, port: u16, start_us: u64, code: u16, text: &str) -> Fr
 }
 
 fn uid_of(dir: &Scratch, orig_h: &str, orig_p: u16) -> String {
-    let smtp = std::fs::read_to_string(dir.path("logs-1").join("smtp.log")).unwrap();
+    let smtp = std::fs::read_to_string(dir.join("logs-1").join("smtp.log")).unwrap();
     parse(&smtp)
         .into_iter()
         .find(|r| r["id.orig_h"] == orig_h && r["id.orig_p"] == orig_p)
@@ -124,7 +124,7 @@ fn mail_conn(
 #[test]
 fn suspicious_origination_by_country_and_by_network() {
     let dir = Scratch::new("origination");
-    let db = dir.path("country.mmdb");
+    let db = dir.join("country.mmdb");
     std::fs::write(
         &db,
         country_db(

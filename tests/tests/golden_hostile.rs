@@ -5,6 +5,7 @@
 //! damaged pcap files) through the library and the binary. The run must
 //! finish, count what it saw, and stay within its limits — never panic.
 
+use sensor_tests::scratch::Scratch;
 use std::path::{Path, PathBuf};
 
 use sensor_common::parse::locate_l4_from_ethernet;
@@ -153,24 +154,6 @@ fn random_traffic_never_breaks_the_pipeline() {
 // ---------------------------------------------------------------------------
 
 type Frames = Vec<(Ts, Vec<u8>)>;
-
-/// A scratch directory removed when the test ends, even when it fails.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mutated-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Ethernet frames of every corpus capture (none when `../shared` is not
 /// there: the golden scenarios alone still exercise every mutation).
@@ -437,7 +420,7 @@ const ROUNDS: u64 = 12;
 /// must read them all, write well-formed logs and count the damage.
 #[test]
 fn mutated_golden_and_corpus_captures_never_panic() {
-    let scratch = Scratch::new("frames");
+    let scratch = Scratch::new("hostile-frames");
     let originals = originals();
     let configs = configs();
     let mut r = Rng(0x5eed_0f5e);
@@ -455,16 +438,16 @@ fn mutated_golden_and_corpus_captures_never_panic() {
         }
         // Pcap records cannot exceed the snaplen.
         capture.retain(|(_, f)| f.len() <= 65_535);
-        let pcap = scratch.0.join("in.pcap");
+        let pcap = scratch.join("in.pcap");
         write_pcap(&pcap, capture.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
         for (c, cfg) in configs.iter().enumerate() {
             for workers in [1, 3] {
                 let what = format!("round{round}-cfg{c}-w{workers}");
-                let s = run_kept(cfg, &pcap, &scratch.0, workers, &what)
+                let s = run_kept(cfg, &pcap, scratch.path(), workers, &what)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(s.packets.packets, capture.len() as u64, "{what}");
                 assert!(s.anomalies.total() > 0, "{what}: damage must be counted");
-                logs_are_json(&scratch.0, &what);
+                logs_are_json(scratch.path(), &what);
                 runs += 1;
             }
         }
@@ -480,7 +463,7 @@ fn mutated_golden_and_corpus_captures_never_panic() {
 fn clean_files(scratch: &Scratch) -> Vec<Vec<u8>> {
     let mut clean = Vec::new();
     for (k, orig) in originals().iter().enumerate().step_by(2) {
-        let p = scratch.0.join(format!("clean{k}.pcap"));
+        let p = scratch.join(format!("clean{k}.pcap"));
         write_pcap(&p, orig.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
         clean.push(std::fs::read(&p).unwrap());
     }
@@ -529,7 +512,7 @@ fn damage_file(r: &mut Rng, bytes: &mut Vec<u8>, kind: usize) {
 /// naming the file; never a panic.
 #[test]
 fn mutated_capture_files_end_cleanly_or_with_an_error() {
-    let scratch = Scratch::new("files");
+    let scratch = Scratch::new("hostile-files");
     let cfg = Config::default();
     let clean = clean_files(&scratch);
     let mut r = Rng(0xf11e_5eed);
@@ -538,13 +521,13 @@ fn mutated_capture_files_end_cleanly_or_with_an_error() {
     for round in 0..FILES {
         let mut bytes = clean[round % clean.len()].clone();
         damage_file(&mut r, &mut bytes, round % 4);
-        let pcap = scratch.0.join("in.pcap");
+        let pcap = scratch.join("in.pcap");
         std::fs::write(&pcap, &bytes).unwrap();
         let what = format!("file-round{round}");
-        match run_kept(&cfg, &pcap, &scratch.0, 1 + round % 2, &what) {
+        match run_kept(&cfg, &pcap, scratch.path(), 1 + round % 2, &what) {
             Ok(_) => {
                 ok += 1;
-                logs_are_json(&scratch.0, &what);
+                logs_are_json(scratch.path(), &what);
             }
             Err(e) => {
                 err += 1;
@@ -572,7 +555,7 @@ fn mutated_capture_files_end_cleanly_or_with_an_error() {
 /// never 101 (a Rust panic) or a signal.
 #[test]
 fn binary_exits_0_or_2_on_mutated_captures() {
-    let scratch = Scratch::new("binary");
+    let scratch = Scratch::new("hostile-binary");
     let clean = clean_files(&scratch);
     let mut r = Rng(0x0b1a_5eed);
     let (mut zero, mut two) = (0, 0);
@@ -583,9 +566,9 @@ fn binary_exits_0_or_2_on_mutated_captures() {
             // A file that is not a capture at all (broken magic).
             bytes[0] ^= 0xff;
         }
-        let pcap = scratch.0.join(format!("bin{round}.pcap"));
+        let pcap = scratch.join(format!("bin{round}.pcap"));
         std::fs::write(&pcap, &bytes).unwrap();
-        let logs = scratch.0.join(format!("logs{round}"));
+        let logs = scratch.join(format!("logs{round}"));
         std::fs::create_dir_all(&logs).unwrap();
         let mut cmd = std::process::Command::new(sensor_bin());
         cmd.arg("-r").arg(&pcap).arg("-l").arg(&logs);

@@ -5,15 +5,16 @@
 //! binary with the XDP program embedded; every missing piece fails the test
 //! with a message saying what to do.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sensor_common::parse::IPPROTO_TCP;
+use sensor_tests::live_sensor::LiveSensor;
 use sensor_tests::netns::{VethPair, require_root};
+use sensor_tests::scratch::Scratch;
+use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::frame::{
     Envelope, IpPacket, Ipv4Fragment, Ipv6Ext, TcpFrame, UdpFrame, tcp_flags,
 };
@@ -23,27 +24,6 @@ use smtp_sensor::net::Ts;
 const SMTP_MARK: &[u8] = b"SSTMARK-SMTP";
 const OTHER_MARK: &[u8] = b"SSTMARK-OTHER";
 const QUEUES: u32 = 4;
-
-/// The `smtp-sensor` binary next to this test's build (`target/<profile>/`),
-/// or `$SMTP_SENSOR_BIN`.
-fn sensor_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SMTP_SENSOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/live_capture-… → target/<profile>/smtp-sensor
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("smtp-sensor"))
-        .expect("target directory");
-    assert!(
-        bin.is_file(),
-        "{} not found: build it first (`cargo build -p smtp-sensor`; `cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
 
 /// What the generated capture holds, to compare with what arrived.
 #[derive(Debug, Default)]
@@ -210,117 +190,14 @@ fn write_capture(path: &Path, rounds: u16) -> Expected {
     exp
 }
 
-/// A running sensor; killed (and reaped) on drop if still running.
-struct Sensor {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Sensor {
-    fn start(pair: &VethPair, extra: &[&str], stats: &Path, logdir: &Path) -> Sensor {
-        let bin = sensor_bin();
-        let mut cmd = pair.sensor_cmd(bin.to_str().expect("utf-8 path"));
-        cmd.args(["-i", &pair.sensor_if, "-l"])
-            .arg(logdir)
-            .arg("--stats-json")
-            .arg(stats)
-            .args(["--stats-interval", "1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn smtp-sensor");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[sensor] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Sensor {
-            child,
-            lines: rx,
-            log: Vec::new(),
-        };
-        s.wait_for_line("live capture started", Duration::from_secs(60));
-        s
-    }
-
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log.iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(l) => self.log.push(l),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(st)) = self.child.try_wait() {
-                        self.drain();
-                        panic!(
-                            "smtp-sensor exited ({st}) before `{needle}`:\n{}",
-                            self.log.join("\n")
-                        );
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "no `{needle}` from smtp-sensor within {timeout:?}:\n{}",
-                        self.log.join("\n")
-                    );
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "smtp-sensor closed stderr before `{needle}`:\n{}",
-                        self.log.join("\n")
-                    )
-                }
-            }
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, sig) };
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait smtp-sensor") {
-                self.drain();
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "smtp-sensor did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn drain(&mut self) {
-        // The reader thread ends at EOF; collect what it read.
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.log.push(l);
-        }
-    }
-}
-
-impl Drop for Sensor {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts the sensor with the stats flags this file's tests read.
+fn start_sensor(pair: &VethPair, extra: &[&str], stats: &Path, logdir: &Path) -> LiveSensor {
+    let stats = stats.to_str().expect("UTF-8 path");
+    let args: Vec<&str> = ["--stats-json", stats, "--stats-interval", "1"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    LiveSensor::start(pair, logdir, &args)
 }
 
 fn replay(pair: &VethPair, pcap: &Path) {
@@ -365,13 +242,13 @@ struct Run {
 fn live_run(tag: &str, extra: &[&str], rounds: u16) -> (Run, Expected) {
     require_root();
     let pair = VethPair::create(tag, QUEUES);
-    let dir = std::env::temp_dir().join(format!("sst-live-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scratch = Scratch::new(&format!("sst-live-{tag}"));
+    let dir = scratch.path();
     let pcap = dir.join("traffic.pcap");
     let exp = write_capture(&pcap, rounds);
     let stats_path = dir.join("stats.json");
 
-    let mut sensor = Sensor::start(&pair, extra, &stats_path, &dir);
+    let mut sensor = start_sensor(&pair, extra, &stats_path, dir);
     assert!(
         pair.xdp_attached(),
         "no XDP program on {} while the sensor runs",
@@ -396,7 +273,6 @@ fn live_run(tag: &str, extra: &[&str], rounds: u16) -> (Run, Expected) {
         pair.sensor_if
     );
     let stats = read_stats(&stats_path);
-    let _ = std::fs::remove_dir_all(&dir);
     (
         Run {
             stats,
@@ -495,9 +371,9 @@ fn live_queue_without_socket_passes_smtp_to_the_kernel() {
 fn live_killed_sensor_leaves_no_xdp_program() {
     require_root();
     let pair = VethPair::create("k", 2);
-    let dir = std::env::temp_dir().join(format!("sst-live-k-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut sensor = Sensor::start(&pair, &[], &dir.join("stats.json"), &dir);
+    let scratch = Scratch::new("sst-live-k");
+    let dir = scratch.path();
+    let mut sensor = start_sensor(&pair, &[], &dir.join("stats.json"), dir);
     assert!(pair.xdp_attached());
     sensor.signal(libc::SIGKILL);
     let st = sensor.wait(Duration::from_secs(10));
@@ -513,7 +389,6 @@ fn live_killed_sensor_leaves_no_xdp_program() {
         "XDP program left on {} after SIGKILL",
         pair.sensor_if
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -8,8 +8,8 @@
 #[path = "../../xtask/src/compare_zeek.rs"]
 mod compare_zeek;
 
+use sensor_tests::scratch::Scratch;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::sync::{Arc, Mutex};
 
@@ -31,41 +31,20 @@ fn corpus_dir() -> PathBuf {
         .join(compare_zeek::DEFAULT_DIR)
 }
 
-/// A log directory removed when the test ends, even when it fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        // Tests run in parallel in one process: a counter keeps dirs apart.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("zeek-corpus-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp log dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn our_log(cap: &compare_zeek::Capture, workers: usize) -> String {
     let mut cfg = Config::default();
     for s in compare_zeek::SENSOR_SETS {
         cfg.apply_set(s).expect("corpus setting applies");
     }
-    let dir = TempDir::new(&format!("{}-{workers}", cap.name));
+    let dir = Scratch::new(&format!("zeek-corpus-{}-{workers}", cap.name));
     let opts = RunOptions {
-        log_dir: dir.0.clone(),
+        log_dir: dir.path().to_path_buf(),
         format: LogFormat::Zeek,
         workers,
         decode: DecodeOptions::default(),
     };
     run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
-    std::fs::read_to_string(dir.0.join("smtp.log")).unwrap_or_default()
+    std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default()
 }
 
 fn compare_all(workers: usize) -> compare_zeek::Report {
@@ -165,9 +144,9 @@ fn smtp_anomalies(cap: &compare_zeek::Capture) -> Vec<(&'static str, u64)> {
         session: SmtpSession::new(conn.clone(), smtp.clone()),
         counts: shared.clone(),
     });
-    let dir = TempDir::new(&format!("anomalies-{}", cap.name));
+    let dir = Scratch::new(&format!("zeek-corpus-anomalies-{}", cap.name));
     let opts = RunOptions {
-        log_dir: dir.0.clone(),
+        log_dir: dir.path().to_path_buf(),
         format: LogFormat::Json,
         workers: 1,
         decode: DecodeOptions::default(),

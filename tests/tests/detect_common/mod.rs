@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a subset
 
+pub use sensor_tests::scratch::Scratch;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,29 +22,6 @@ pub type Frames = Vec<(Ts, Vec<u8>)>;
 pub const T0: u64 = 1_700_000_000;
 
 pub const SERVER: &str = "198.19.0.25:25";
-
-/// A scratch directory removed on drop, even when the test fails.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        let p =
-            std::env::temp_dir().join(format!("smtp-sensor-detect-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub fn addr(host: &str, port: u16) -> SocketAddr {
     SocketAddr::new(host.parse().unwrap(), port)
@@ -97,7 +75,7 @@ pub fn host_traffic(
 /// Writes `sessions` as one time-ordered pcap.
 pub fn pcap(dir: &Scratch, name: &str, sessions: Vec<Frames>) -> PathBuf {
     let frames = interleave(sessions);
-    let p = dir.path(name);
+    let p = dir.join(name);
     write_pcap(&p, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     p
 }
@@ -117,7 +95,7 @@ pub fn run_summary(
 ) -> (String, RunSummary) {
     let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
     let cfg = Config::load(None, &sets).unwrap();
-    let out = dir.path(&format!("logs-{workers}"));
+    let out = dir.join(format!("logs-{workers}"));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let opts = RunOptions {
