@@ -11,14 +11,14 @@
 //! guard, and Ctrl-C only sets a flag here, so the demo winds down and
 //! cleans up instead of dying with the namespaces left behind).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::netns::{LiveSensor, VethNs, interrupt_flag};
+use crate::netns::{LiveSensor, Proc, Scratch, VethNs, interrupt_flag};
 use crate::table::{notice_table, smtp_table};
 use crate::util::{cargo, is_root, status, target_dir};
 
@@ -32,19 +32,13 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// The replay of the demo capture takes seconds; past this it is stopped.
 const REPLAY_DEADLINE: Duration = Duration::from_secs(300);
 
-/// The demo's scratch directory; removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn run() -> Result<()> {
     if !is_root() {
         bail!("the demo attaches XDP and creates network namespaces: run it as root");
     }
+    // From here on Ctrl-C winds down (the scratch directory and the
+    // namespaces are removed) instead of killing xtask.
+    let interrupted = interrupt_flag()?;
     crate::setup::run()?;
     cargo(&[
         "build",
@@ -56,14 +50,16 @@ pub fn run() -> Result<()> {
         "--bins",
     ])?;
     let bin_dir = target_dir().join("release");
-    let work =
-        Scratch(std::env::temp_dir().join(format!("smtp-sensor-demo-{}", std::process::id())));
+    let work = Scratch::create("demo")?;
     let logs = work.0.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let pcap = work.0.join("demo.pcap");
-    status(std::process::Command::new(bin_dir.join("synth")).arg("demo").arg(&pcap))?;
+    status(
+        std::process::Command::new(bin_dir.join("synth"))
+            .arg("demo")
+            .arg(&pcap),
+    )?;
 
-    let interrupted = interrupt_flag()?;
     let ns = VethNs::create("demo", QUEUES)?;
     let result = capture(&ns, &bin_dir, &pcap, &work.0, &interrupted);
     drop(ns);
@@ -97,7 +93,7 @@ fn capture(
     sensor.wait_started(interrupted)?;
     let frames = crate::pcap::records(pcap)?;
     println!("xtask: replaying {frames} frames at {REPLAY_PPS} packets/s into the veth");
-    let replay = crate::netns::Proc::spawn(
+    let replay = Proc::spawn(
         ns.peer_cmd("tcpreplay")
             .args(["-q", "-i", &ns.peer_if, "--pps", REPLAY_PPS])
             .arg(pcap)

@@ -31,7 +31,8 @@ use anyhow::{Context, Result, bail};
 
 use util::{cargo, root_dir};
 
-const USAGE: &str = "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
+const USAGE: &str =
+    "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
                     | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]>
        cargo xtask loadtest --help";
 

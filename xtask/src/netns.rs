@@ -2,13 +2,13 @@
 //! tasks (`demo`, `loadtest`) run in them: the sensor on one end, tcpreplay
 //! on the other.
 //!
-//! Everything is removed on every exit path: the namespaces by a drop
-//! guard (errors and panics unwind through it), a sensor still running by
-//! its own guard (SIGINT, then SIGKILL), and SIGINT/SIGTERM to xtask only
-//! set a flag ([`interrupt_flag`]) so the task winds down and cleans up
-//! instead of dying with the namespaces left behind. A terminal's Ctrl-C
-//! also reaches the sensor and tcpreplay themselves (same process group),
-//! which stop on their own.
+//! Everything is removed on every exit path: the namespaces and the
+//! scratch directory by drop guards (errors and panics unwind through
+//! them), a process still running by its own guard (SIGINT, then SIGKILL),
+//! and SIGINT/SIGTERM to xtask only set a flag ([`interrupt_flag`]) so the
+//! task winds down and cleans up instead of dying with the namespaces left
+//! behind. A terminal's Ctrl-C also reaches the sensor and tcpreplay
+//! themselves (same process group), which stop on their own.
 //!
 //! Children are reaped with `wait4`, which also gives their CPU time and
 //! peak RSS (`ip netns exec` execs the program, so the child is the program
@@ -17,6 +17,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,6 +123,26 @@ impl Drop for VethNs {
     }
 }
 
+/// A task's scratch directory (captures, logs); removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// `<tmp>/smtp-sensor-<name>-<pid>`, created empty.
+    pub fn create(name: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("smtp-sensor-{name}-{}", std::process::id()));
+        let s = Scratch(dir);
+        std::fs::create_dir_all(&s.0)
+            .with_context(|| format!("cannot create {}", s.0.display()))?;
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A flag set by SIGINT or SIGTERM, in place of dying.
 pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -180,6 +201,18 @@ impl Proc {
                 unsafe { libc::kill(pid, sig) };
             }
         }
+    }
+
+    /// CPU time (user + system) used so far, from `/proc/<pid>/stat`;
+    /// `None` once reaped or when it cannot be read.
+    pub fn cpu_so_far(&self) -> Option<Duration> {
+        if self.usage.is_some() {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+        cpu_from_stat(&stat, hz)
     }
 
     /// Reaps the child if it has exited.
@@ -264,6 +297,15 @@ impl Drop for Proc {
     }
 }
 
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15, counted
+/// after the parenthesised command name, which may contain blanks).
+fn cpu_from_stat(stat: &str, hz: u64) -> Option<Duration> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    (hz > 0).then(|| Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
 /// Reads a pipe to the end on a thread (so the child never blocks on a
 /// full pipe); the text comes back from `join`.
 pub fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
@@ -335,8 +377,9 @@ impl LiveSensor {
         Ok(())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
+    /// The sensor's CPU time so far (see [`Proc::cpu_so_far`]).
+    pub fn cpu_so_far(&self) -> Option<Duration> {
+        self.proc.cpu_so_far()
     }
 
     /// SIGINT: the sensor drains its rings, flushes open connections and
@@ -373,8 +416,17 @@ mod tests {
     }
 
     #[test]
+    fn cpu_time_from_proc_stat() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(cpu_from_stat(line, 100), Some(Duration::from_millis(3_000)));
+        assert_eq!(cpu_from_stat("garbage", 100), None);
+        let p = Proc::spawn(Command::new("sleep").arg("5")).unwrap();
+        assert!(p.cpu_so_far().is_some());
+    }
+
+    #[test]
     fn interrupt_stops_the_child() {
-        let mut p = Proc::spawn(&mut Command::new("sleep").arg("30")).unwrap();
+        let mut p = Proc::spawn(Command::new("sleep").arg("30")).unwrap();
         let flag = AtomicBool::new(true);
         let (u, cut) = p
             .wait_interruptible(&flag, Duration::from_secs(60))
