@@ -456,21 +456,31 @@ fn push_blocking(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
     }
 }
 
-/// Spin, then yield, then sleep briefly: waiting on a ring without a lock.
+/// Spin, then yield, then sleep ever longer (50 µs doubling to 1.6 ms):
+/// waiting on a ring without a lock, and without burning a core when the
+/// ring stays empty (a worker of a quiet link sleeps nearly all the time).
 #[derive(Default)]
 pub(crate) struct Backoff(u32);
+
+/// Spins, then yields, before the first sleep.
+const SPINS: u32 = 16;
+const YIELDS: u32 = 32;
+/// Longest sleep: 50 µs << 5.
+const MAX_SLEEP_SHIFT: u32 = 5;
 
 impl Backoff {
     pub(crate) fn snooze(&mut self) {
         self.0 = self.0.saturating_add(1);
-        if self.0 < 64 {
+        if self.0 < SPINS {
             std::hint::spin_loop();
-        } else if self.0 < 256 {
+        } else if self.0 < YIELDS {
             std::thread::yield_now();
         } else {
-            std::thread::sleep(std::time::Duration::from_micros(50));
+            let shift = (self.0 - YIELDS).min(MAX_SLEEP_SHIFT);
+            std::thread::sleep(std::time::Duration::from_micros(50 << shift));
         }
     }
+
     pub(crate) fn reset(&mut self) {
         self.0 = 0;
     }
