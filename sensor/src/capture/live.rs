@@ -32,7 +32,7 @@ const IDLE_POLL_MS: i32 = 100;
 /// (an idle one wakes from poll() at least this often too).
 const TICK_EVERY: Duration = Duration::from_millis(100);
 /// Empty receives before a capture thread sleeps in poll().
-const SPINS_BEFORE_POLL: u32 = 64;
+const SPINS_BEFORE_POLL: u32 = 8;
 
 /// Everything `smtp-sensor -i` needs to capture.
 #[derive(Clone, Debug)]
