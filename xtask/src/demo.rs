@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::netns::{LiveSensor, Proc, Scratch, VethNs, interrupt_flag};
+use crate::netns::{LiveSensor, Proc, Scratch, VethNs, prepare_live_task};
 use crate::table::{notice_table, smtp_table};
-use crate::util::{cargo, is_root, status, target_dir};
+use crate::util::status;
 
 /// Veth queues: the sensor runs one capture thread per rx queue.
 const QUEUES: u32 = 4;
@@ -33,23 +33,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 const REPLAY_DEADLINE: Duration = Duration::from_secs(300);
 
 pub fn run() -> Result<()> {
-    if !is_root() {
-        bail!("the demo attaches XDP and creates network namespaces: run it as root");
-    }
-    // From here on Ctrl-C winds down (the scratch directory and the
-    // namespaces are removed) instead of killing xtask.
-    let interrupted = interrupt_flag()?;
-    crate::setup::run()?;
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "smtp-sensor",
-        "-p",
-        "sensor-tests",
-        "--bins",
-    ])?;
-    let bin_dir = target_dir().join("release");
+    let (interrupted, bin_dir) = prepare_live_task("demo")?;
     let work = Scratch::create("demo")?;
     let logs = work.0.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::netns::{LiveSensor, Proc, Scratch, VethNs, collect, interrupt_flag};
-use crate::util::{cargo, is_root, status, target_dir};
+use crate::netns::{LiveSensor, Proc, Scratch, VethNs, collect, prepare_live_task};
+use crate::util::status;
 use args::{Options, Rate};
 use report::Row;
 
@@ -50,23 +50,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         println!("{}", args::HELP);
         return Ok(());
     };
-    if !is_root() {
-        bail!("the load test attaches XDP and creates network namespaces: run it as root");
-    }
-    // From here on Ctrl-C winds down (the namespaces and the scratch
-    // directory are removed) instead of killing xtask.
-    let interrupted = interrupt_flag()?;
-    crate::setup::run()?;
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "smtp-sensor",
-        "-p",
-        "sensor-tests",
-        "--bins",
-    ])?;
-    let bin_dir = target_dir().join("release");
+    let (interrupted, bin_dir) = prepare_live_task("load test")?;
     let work = Scratch::create("loadtest")?;
     let pcap = work.0.join("load.pcap");
     status(

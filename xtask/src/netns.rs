@@ -143,6 +143,28 @@ impl Drop for Scratch {
     }
 }
 
+/// What a live task (`demo`, `loadtest`) needs before it starts: root, the
+/// interrupt flag (from here on Ctrl-C winds down and cleans up instead of
+/// killing xtask), the toolchain, and release builds of `smtp-sensor` and
+/// `synth`. Returns the flag and the directory of those binaries.
+pub fn prepare_live_task(what: &str) -> Result<(Arc<AtomicBool>, PathBuf)> {
+    if !crate::util::is_root() {
+        bail!("the {what} attaches XDP and creates network namespaces: run it as root");
+    }
+    let interrupted = interrupt_flag()?;
+    crate::setup::run()?;
+    crate::util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "smtp-sensor",
+        "-p",
+        "sensor-tests",
+        "--bins",
+    ])?;
+    Ok((interrupted, crate::util::target_dir().join("release")))
+}
+
 /// A flag set by SIGINT or SIGTERM, in place of dying.
 pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));

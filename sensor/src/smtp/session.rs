@@ -1149,6 +1149,30 @@ mod robustness {
     use crate::net::{ConnId, Uid};
     use crate::smtp::record::MessageRecord;
 
+    /// A deterministic xorshift64 generator: the same inputs every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
+    fn test_conn() -> ConnInfo {
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 1,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        ConnInfo {
+            uid: Uid::new(&id, Ts(0)),
+            id,
+            start: Ts(0),
+        }
+    }
+
     struct Null(usize);
 
     impl SmtpSink for Null {
@@ -1197,24 +1221,8 @@ mod robustness {
 
     #[test]
     fn random_transcripts_do_not_panic() {
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let id = ConnId {
-            orig_h: "198.18.0.1".parse().unwrap(),
-            orig_p: 1,
-            resp_h: "198.18.0.2".parse().unwrap(),
-            resp_p: 25,
-        };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, Ts(0)),
-            id,
-            start: Ts(0),
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let conn = test_conn();
         let cfg = Arc::new(SmtpConfig::default());
         let mut records = 0;
         for round in 0..300 {
@@ -1224,20 +1232,24 @@ mod robustness {
             for _ in 0..200 {
                 let t = TOKENS[(next() % TOKENS.len() as u64) as usize];
                 stream.extend_from_slice(t.as_bytes());
-                stream.extend_from_slice(if next() % 7 == 0 { b"\n" } else { b"\r\n" });
+                stream.extend_from_slice(if next().is_multiple_of(7) {
+                    b"\n"
+                } else {
+                    b"\r\n"
+                });
             }
             let mut pos = 0;
             let mut ts = 0;
             while pos < stream.len() {
                 let len = (1 + next() % 40) as usize;
                 let end = (pos + len).min(stream.len());
-                let dir = if next() % 2 == 0 {
+                let dir = if next().is_multiple_of(2) {
                     Direction::Orig
                 } else {
                     Direction::Resp
                 };
                 ts += 1;
-                if next() % 97 == 0 {
+                if next().is_multiple_of(97) {
                     s.on_gap(dir, Ts(ts), 10, &mut sink);
                 }
                 s.on_data(dir, Ts(ts), &stream[pos..end], &mut sink);
@@ -1259,24 +1271,8 @@ mod robustness {
     /// reached, but any byte may come.
     #[test]
     fn arbitrary_byte_chunks_do_not_panic() {
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let id = ConnId {
-            orig_h: "198.18.0.1".parse().unwrap(),
-            orig_p: 1,
-            resp_h: "198.18.0.2".parse().unwrap(),
-            resp_p: 25,
-        };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, Ts(0)),
-            id,
-            start: Ts(0),
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let conn = test_conn();
         let tiny = SmtpConfig {
             limits: super::super::limits::SmtpLimits {
                 max_line_len: 16,
@@ -1309,7 +1305,7 @@ mod robustness {
                             _ => ALPHABET[(next() % ALPHABET.len() as u64) as usize],
                         })
                         .collect();
-                    let dir = if next() % 2 == 0 {
+                    let dir = if next().is_multiple_of(2) {
                         Direction::Orig
                     } else {
                         Direction::Resp
