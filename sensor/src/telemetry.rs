@@ -90,9 +90,20 @@ pub struct CollectorTelemetry {
     pub config_reloads: AtomicU64,
     /// Reloads refused because the new configuration was invalid.
     pub config_reload_errors: AtomicU64,
+    /// Detection's own limits that were hit (host table full, notice
+    /// buffer released early, …), by name; published at each period.
+    detect_anomalies: Mutex<AnomalyCounts>,
 }
 
 impl CollectorTelemetry {
+    pub fn set_detect_anomalies(&self, a: &AnomalyCounts) {
+        *lock(&self.detect_anomalies) = a.clone();
+    }
+
+    pub fn detect_anomalies(&self) -> AnomalyCounts {
+        lock(&self.detect_anomalies).clone()
+    }
+
     /// One period merged and evaluated in `took`.
     pub fn period_merged(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);

@@ -215,7 +215,7 @@ const COLLECTOR_COUNTERS: &[Spec<CollectorTelemetry>] = &[
     },
     Spec {
         name: "smtp_sensor_records_dropped",
-        help: "Records dropped because the collector's queue was full.",
+        help: "Records dropped because too many were already waiting for the log writer (slow disk).",
         unit: None,
         value: |c| load(&c.records_dropped),
     },
@@ -307,8 +307,28 @@ impl Collector for TelemetryCollector {
             )?;
             m.encode_counter::<NoLabelSet, _, u64>(&(spec.value)(&t.collector), None)?;
         }
+        encode_detect_anomalies(&mut enc, &t.collector)?;
         encode_period_merge(&mut enc, &t.collector)
     }
+}
+
+/// Detection's limits that were hit, by name (none: no family).
+fn encode_detect_anomalies(enc: &mut DescriptorEncoder, c: &CollectorTelemetry) -> fmt::Result {
+    let counts = c.detect_anomalies();
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(
+        "smtp_sensor_detect_anomalies",
+        "Detection limits that were hit (host table full, notice buffer released early), by name.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (name, n) in counts.iter() {
+        m.encode_family(&[("name", name)])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    Ok(())
 }
 
 /// One counter family with a sample per item, labelled `key="<index>"`.
@@ -576,6 +596,19 @@ mod tests {
         ] {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
+    }
+
+    #[test]
+    fn detection_limits_are_exposed_by_name() {
+        let t = Telemetry::offline(1);
+        let mut a = crate::anomaly::AnomalyCounts::new();
+        a.add_named("spam_host_table_full", 7);
+        t.collector.set_detect_anomalies(&a);
+        let text = render(&t);
+        assert_lines(
+            &text,
+            &[r#"smtp_sensor_detect_anomalies_total{name="spam_host_table_full"} 7"#],
+        );
     }
 
     #[test]

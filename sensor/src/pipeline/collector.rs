@@ -400,6 +400,9 @@ impl Collector {
             "notice_suppression_table_full",
             st.queue.suppression_table_full(),
         );
+        if let Some(t) = &self.telemetry {
+            t.collector.set_detect_anomalies(&st.sum.detect_anomalies);
+        }
         self.service(&mut st)?;
         self.logs.close()?;
         Ok(st.sum)
@@ -418,6 +421,7 @@ impl Collector {
         }
         if let Some(t) = &self.telemetry {
             t.collector.period_merged(started.elapsed());
+            t.collector.set_detect_anomalies(&st.sum.detect_anomalies);
         }
     }
 
