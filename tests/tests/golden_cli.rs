@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use sensor_tests::scratch::Scratch;
 use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory for one test, removed when the test ends.
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("cli-{name}"))
 }
 
 fn run(args: &[&str]) -> Output {
@@ -43,7 +43,12 @@ fn basic_pcap(dir: &Path) -> PathBuf {
 #[test]
 fn missing_file_is_exit_2_naming_it() {
     let d = scratch("missing");
-    let o = run(&["-r", "/nonexistent/dir/x.pcap", "-l", d.to_str().unwrap()]);
+    let o = run(&[
+        "-r",
+        "/nonexistent/dir/x.pcap",
+        "-l",
+        d.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let lines = stderr_lines(&o);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -58,7 +63,7 @@ fn not_a_capture_and_empty_file_are_exit_2() {
     let empty = d.join("empty.pcap");
     std::fs::write(&empty, b"").unwrap();
     for f in [&text, &empty] {
-        let o = run(&["-r", f.to_str().unwrap(), "-l", d.to_str().unwrap()]);
+        let o = run(&["-r", f.to_str().unwrap(), "-l", d.path().to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2));
         let lines = stderr_lines(&o);
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -69,12 +74,12 @@ fn not_a_capture_and_empty_file_are_exit_2() {
 #[test]
 fn bad_config_value_is_exit_2() {
     let d = scratch("badcfg");
-    let p = basic_pcap(&d);
+    let p = basic_pcap(d.path());
     let o = run(&[
         "-r",
         p.to_str().unwrap(),
         "-l",
-        d.to_str().unwrap(),
+        d.path().to_str().unwrap(),
         "--set",
         "spam_threshold=lots",
     ]);
@@ -90,12 +95,18 @@ fn bad_config_value_is_exit_2() {
 #[test]
 fn truncated_capture_keeps_complete_messages_and_exits_0() {
     let d = scratch("trunc");
-    let p = basic_pcap(&d);
+    let p = basic_pcap(d.path());
     let full = std::fs::read(&p).unwrap();
     let cut = d.join("cut.pcap");
     // Cut inside the last record (the final ACK of the close).
     std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
-    let o = run(&["-r", cut.to_str().unwrap(), "-l", d.to_str().unwrap(), "-q"]);
+    let o = run(&[
+        "-r",
+        cut.to_str().unwrap(),
+        "-l",
+        d.path().to_str().unwrap(),
+        "-q",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
     let lines = stderr_lines(&o);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -111,7 +122,7 @@ fn truncated_capture_keeps_complete_messages_and_exits_0() {
 #[test]
 fn every_cut_of_a_capture_is_handled() {
     let d = scratch("cuts");
-    let p = basic_pcap(&d);
+    let p = basic_pcap(d.path());
     let full = std::fs::read(&p).unwrap();
     let cut = d.join("cut.pcap");
     let step = full.len() / 25;
@@ -120,7 +131,13 @@ fn every_cut_of_a_capture_is_handled() {
         .chain([1, 23, 24, 25, 39, 40])
     {
         std::fs::write(&cut, &full[..n]).unwrap();
-        let o = run(&["-r", cut.to_str().unwrap(), "-l", d.to_str().unwrap(), "-q"]);
+        let o = run(&[
+            "-r",
+            cut.to_str().unwrap(),
+            "-l",
+            d.path().to_str().unwrap(),
+            "-q",
+        ]);
         let code = o.status.code();
         // Up to the file header: not a capture. After: exit 0.
         let want = if n < 24 { 2 } else { 0 };
@@ -131,13 +148,13 @@ fn every_cut_of_a_capture_is_handled() {
 #[test]
 fn stdin_and_zeek_format() {
     let d = scratch("stdin");
-    let p = basic_pcap(&d);
+    let p = basic_pcap(d.path());
     let o = Command::new(sensor_bin())
         .args([
             "-r",
             "-",
             "-l",
-            d.to_str().unwrap(),
+            d.path().to_str().unwrap(),
             "--log-format",
             "zeek",
             "-q",
@@ -165,12 +182,12 @@ fn stdin_and_zeek_format() {
 #[test]
 fn summary_names_anomalies() {
     let d = scratch("summary");
-    let p = basic_pcap(&d);
+    let p = basic_pcap(d.path());
     let o = run(&[
         "-r",
         p.to_str().unwrap(),
         "-l",
-        d.to_str().unwrap(),
+        d.path().to_str().unwrap(),
         "--workers",
         "2",
     ]);
@@ -178,4 +195,75 @@ fn summary_names_anomalies() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("packets"), "{err}");
     assert!(err.contains("3 smtp.log records"), "{err}");
+}
+
+/// SIGTERM ends a run reading a pipe that stays open without data (a
+/// capture tool feeding `-r -` on a quiet link): exit 0, and every
+/// connection read so far is in smtp.log, the one still open included.
+#[test]
+fn sigterm_ends_a_run_on_an_idle_pipe_and_flushes() {
+    use sensor_tests::synth::smtp::{Ending, SmtpConversation};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let dir = scratch("sigterm-pipe");
+    let conv = |port: u16, ending| {
+        SmtpConversation::builder()
+            .client(std::net::SocketAddr::from(([198, 18, 0, 2], port)))
+            .server(std::net::SocketAddr::from(([198, 19, 0, 25], 25)))
+            .start(smtp_sensor::net::Ts::from_secs(1_700_000_000))
+            .mail("a@example.com")
+            .rcpt("b@example.net")
+            .ending(ending)
+            .build()
+            .frames()
+    };
+    let mut frames = conv(40500, Ending::Quit);
+    frames.extend(conv(40501, Ending::Open));
+    let pcap = dir.write("in.pcap", []);
+    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let bytes = std::fs::read(&pcap).unwrap();
+
+    let mut child = Command::new(sensor_bin())
+        .args(["-r", "-", "-l"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes).unwrap();
+    stdin.flush().unwrap();
+    // The pipe stays open: without the signal the run would never end.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("smtp-sensor -r - did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "exit {status}: {err}");
+    assert!(err.contains("stopped by a signal"), "{err}");
+    let log = std::fs::read_to_string(dir.join("smtp.log")).unwrap();
+    let mut ports: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id.orig_p"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [40500, 40501], "{log}");
 }

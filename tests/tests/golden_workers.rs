@@ -2,8 +2,7 @@
 //! gives byte-identical smtp.log and notice.log (the collector writes each
 //! tick window in a fixed order, so not even line order differs).
 
-use std::path::PathBuf;
-
+use sensor_tests::scratch::Scratch;
 use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios;
 use smtp_sensor::config::Config;
@@ -11,10 +10,8 @@ use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::output::LogFormat;
 use smtp_sensor::pipeline::{RunOptions, run_offline};
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("workers-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(tag: &str) -> Scratch {
+    Scratch::new(&format!("workers-{tag}"))
 }
 
 struct Out {
@@ -27,20 +24,18 @@ struct Out {
 fn run(pcap: &std::path::Path, workers: usize, cfg: &Config, format: LogFormat) -> Out {
     let d = dir(&format!("{workers}-{format:?}"));
     let opts = RunOptions {
-        log_dir: d.clone(),
+        log_dir: d.path().to_path_buf(),
         format,
         workers,
         decode: DecodeOptions::default(),
     };
     let s = run_offline(cfg, pcap, &opts).unwrap();
-    let out = Out {
+    Out {
         smtp: std::fs::read_to_string(d.join("smtp.log")).unwrap(),
         notice: std::fs::read_to_string(d.join("notice.log")).unwrap(),
         records: s.records,
         notices: s.notices,
-    };
-    let _ = std::fs::remove_dir_all(&d);
-    out
+    }
 }
 
 /// Drops the wall-clock `#open`/`#close` lines of Zeek TSV.
@@ -88,7 +83,6 @@ fn one_two_four_workers_agree() {
     let z4 = run(&pcap, 4, &cfg, LogFormat::Zeek);
     assert_eq!(stable(&z1.smtp), stable(&z4.smtp));
     assert_eq!(stable(&z1.notice), stable(&z4.notice));
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A parser with a bug: panics on the first payload byte.
@@ -124,7 +118,7 @@ fn a_panicking_worker_is_counted_not_hidden() {
     let frames = scenarios::load(20, 3, 1_700_000_000);
     write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
     let opts = RunOptions {
-        log_dir: d.clone(),
+        log_dir: d.path().to_path_buf(),
         format: LogFormat::Json,
         workers: 2,
         decode: DecodeOptions::default(),
@@ -133,6 +127,5 @@ fn a_panicking_worker_is_counted_not_hidden() {
         std::sync::Arc::new(|_: &smtp_sensor::net::ConnInfo| Panicking);
     let s =
         smtp_sensor::pipeline::run_offline_with(&Config::default(), &pcap, &opts, factory).unwrap();
-    let _ = std::fs::remove_dir_all(&d);
     assert_eq!(s.worker_panics, 2, "both workers had connections");
 }

@@ -48,6 +48,50 @@ impl<R: Read> Read for Tracked<R> {
     }
 }
 
+/// Standard input that gives up waiting when `stop` is raised: a pipe that
+/// stays open without data (`tcpdump -w - | smtp-sensor -r -` on a quiet
+/// link) must not keep SIGTERM from ending the run.
+struct StdinUntil {
+    stop: Arc<AtomicBool>,
+}
+
+/// How long one wait for input lasts before the stop flag is looked at.
+const STDIN_POLL_MS: i32 = 200;
+
+impl Read for StdinUntil {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(0);
+            }
+            let mut pfd = libc::pollfd {
+                fd: libc::STDIN_FILENO,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(&mut pfd, 1, STDIN_POLL_MS) };
+            if rc > 0 {
+                // Readable, at end of file, or in error: read says which.
+                // Straight from the descriptor: std's buffered stdin could
+                // hold bytes poll() does not see.
+                // SAFETY: fd 0 stays open for the process's life; the
+                // ManuallyDrop keeps this File from closing it.
+                let mut fd0 = std::mem::ManuallyDrop::new(unsafe {
+                    <File as std::os::fd::FromRawFd>::from_raw_fd(libc::STDIN_FILENO)
+                });
+                return fd0.read(buf);
+            }
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Opens `path` (`-`: standard input) for the pipeline. `progress`: draw a
 /// bar of bytes read on stderr (only when stderr is a terminal).
 pub fn open(
@@ -60,7 +104,7 @@ pub fn open(
         source,
     };
     let (input, len): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(io::stdin()), None)
+        (Box::new(StdinUntil { stop: stop.clone() }), None)
     } else {
         let f = File::open(path).map_err(open_err)?;
         let meta = f.metadata().map_err(open_err)?;
