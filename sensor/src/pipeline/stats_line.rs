@@ -2,13 +2,16 @@
 //! and every drop, in one place an operator can grep.
 //!
 //! ```text
-//! stats: iface=eth1 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0) flows=118 records=4410 notices=3
+//! stats: iface=eth1 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0) flows=118 records=4410 notices=3 xdp_seen=… xdp_redirected=… xdp_passed=… xdp_dropped=… xdp_malformed=… xdp_redirect_failed=…
 //! ```
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use sensor_common::maps::Counter;
+
+use crate::capture::xdp::XdpCounters;
 use crate::telemetry::Telemetry;
 
 /// Everything the line reports, summed over queues and workers.
@@ -24,6 +27,8 @@ pub struct Totals {
     pub live_flows: u64,
     pub records: u64,
     pub notices: u64,
+    /// The XDP program's counters (summed over CPUs), when it runs.
+    pub xdp: Option<XdpCounters>,
 }
 
 impl Totals {
@@ -45,6 +50,7 @@ impl Totals {
         s.records = c.records_written.load(Ordering::Relaxed);
         s.notices = c.notices_written.load(Ordering::Relaxed);
         s.records_dropped = c.records_dropped.load(Ordering::Relaxed);
+        s.xdp = t.xdp();
         s
     }
 
@@ -116,6 +122,11 @@ pub fn format_line(iface: &str, uptime: u64, prev: &Totals, cur: &Totals, secs: 
         cur.records,
         cur.notices,
     );
+    if let Some(x) = &cur.xdp {
+        for c in Counter::ALL {
+            let _ = write!(s, " {}={}", c.name(), x.get(c));
+        }
+    }
     s
 }
 
@@ -144,6 +155,19 @@ mod tests {
         assert_eq!(
             line,
             "stats: iface=veth0 uptime=12s pps=1000 mbps=10.0 drops=7 (socket=0 ring_full=2 fill_empty=0 worker_rings=5 records=0) flows=7 records=9 notices=1"
+        );
+        let mut xdp = XdpCounters::default();
+        xdp.0[Counter::Redirected.index() as usize] = 3000;
+        let with_xdp = Totals {
+            xdp: Some(xdp),
+            ..cur
+        };
+        let line = format_line("veth0", 12, &prev, &with_xdp, 2.0);
+        assert!(
+            line.ends_with(
+                " xdp_seen=0 xdp_redirected=3000 xdp_passed=0 xdp_dropped=0 xdp_malformed=0 xdp_redirect_failed=0"
+            ),
+            "{line}"
         );
     }
 
