@@ -156,8 +156,13 @@ fn metrics_account_for_what_was_replayed() {
             .any(|k| k.starts_with("smtp_sensor_live_flows{worker=\"1\"}"))
     );
 
-    // The periodic stats line (every second here) reports no loss either.
-    let line = sensor.wait_for("stats: iface=", Duration::from_secs(30));
+    // The periodic stats line (every second here) counts every frame the
+    // XDP program redirected, and no loss.
+    let line = sensor.wait_for(
+        &format!(" xdp_redirected={n_frames} "),
+        Duration::from_secs(30),
+    );
+    assert!(line.contains("stats: iface="), "{line}");
     assert!(line.contains(" drops=0 "), "{line}");
     let (status, _) = sensor.stop();
     assert!(status.success(), "sensor exited with {status}");
