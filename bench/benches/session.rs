@@ -5,7 +5,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sensor_bench::transcript;
 use smtp_sensor::config::Config;
-use smtp_sensor::net::{ConnId, ConnInfo, Ts, Uid};
+use smtp_sensor::net::{ConnId, ConnInfo, Ts};
 use smtp_sensor::pipeline::smtp_flow::smtp_config;
 use smtp_sensor::smtp::anomaly::SmtpAnomaly;
 use smtp_sensor::smtp::record::MessageRecord;
@@ -43,11 +43,7 @@ fn bench(c: &mut Criterion) {
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
         resp_p: 25,
     };
-    let conn = ConnInfo {
-        uid: Uid::new(&id, Ts(1)),
-        id,
-        start: Ts(1),
-    };
+    let conn = ConnInfo::new(id, Ts(1));
     let mut g = c.benchmark_group("smtp_session");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("transcript_3_messages", |b| {

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod net;
 pub mod output;
 pub mod pipeline;
+pub mod signals;
 pub mod smtp;
 pub mod telemetry;

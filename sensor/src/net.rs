@@ -120,6 +120,17 @@ pub struct ConnInfo {
     pub start: Ts,
 }
 
+impl ConnInfo {
+    /// The connection `id` first seen at `start`; its uid derives from both.
+    pub fn new(id: ConnId, start: Ts) -> Self {
+        ConnInfo {
+            uid: Uid::new(&id, start),
+            id,
+            start,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

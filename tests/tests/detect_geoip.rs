@@ -7,7 +7,7 @@ use sensor_tests::scratch::Scratch;
 use sensor_tests::mmdb::{METADATA_MARKER, MmdbWriter, Value, country_db};
 use smtp_sensor::config::Config;
 use smtp_sensor::detect::{Detection, GeoIp, GeoIpError, Note};
-use smtp_sensor::net::{ConnId, ConnInfo, Ts, Uid};
+use smtp_sensor::net::{ConnId, ConnInfo, Ts};
 use smtp_sensor::smtp::record::MessageRecord;
 
 fn entries() -> Vec<(&'static str, &'static str)> {
@@ -81,11 +81,7 @@ fn origination_notices_with_a_self_written_database() {
         resp_h: "198.18.0.25".parse().unwrap(),
         resp_p: 25,
     };
-    let conn = ConnInfo {
-        uid: Uid::new(&id, Ts(5)),
-        id,
-        start: Ts(5),
-    };
+    let conn = ConnInfo::new(id, Ts(5));
     let check = |x: Option<&str>, recv: Option<&str>| {
         let rec = MessageRecord {
             subject: Some("quarterly figures".into()),

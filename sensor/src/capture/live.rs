@@ -1,6 +1,7 @@
 //! Live capture on one interface: loads and attaches the XDP program, opens
 //! an AF_XDP socket per rx queue, runs one capture thread per queue that
-//! feeds its [`FrameSink`], prints a periodic stats line, and on
+//! feeds its [`FrameSink`], hands the control plane its hook about every
+//! 100 ms (the pipeline prints the stats line from there), and on
 //! SIGINT/SIGTERM (or a failing capture thread) stops every thread and
 //! detaches the program.
 //!
@@ -51,8 +52,6 @@ pub struct LiveOptions {
     pub queues: Option<u32>,
     /// UMEM and batch sizing per queue.
     pub sizing: XskSizing,
-    /// Period of the stats line; `None`: only the final line.
-    pub stats_interval: Option<Duration>,
     /// Where to write the final statistics as JSON.
     pub stats_json: Option<PathBuf>,
     /// Per-queue counters to fill (shared with the metrics endpoint);
@@ -74,7 +73,6 @@ impl LiveOptions {
             ebpf_log: false,
             queues: None,
             sizing: XskSizing::default(),
-            stats_interval: Some(Duration::from_secs(10)),
             stats_json: None,
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
@@ -110,10 +108,7 @@ where
             "no SMTP ports configured (smtp_ports is empty)".into(),
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(CaptureError::Signal)?;
-    }
+    let stop = crate::signals::stop_flag().map_err(CaptureError::Signal)?;
     let queues = match opts.queues {
         Some(n) if n > 0 => n,
         Some(_) => return Err(CaptureError::Option("--queues must be at least 1".into())),
@@ -191,7 +186,6 @@ where
                 }
             }
         }
-        let mut last_line = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(CONTROL_TICK);
             program.flush_log();
@@ -199,12 +193,6 @@ where
             if !stop.load(Ordering::Relaxed) && handles.iter().any(|(_, h)| h.is_finished()) {
                 error!("a capture thread stopped unexpectedly; stopping capture");
                 break;
-            }
-            if let Some(every) = opts.stats_interval
-                && last_line.elapsed() >= every
-            {
-                last_line = Instant::now();
-                info!("stats: {}", snapshot(&program).line());
             }
         }
         if stop.load(Ordering::Relaxed) {
@@ -373,6 +361,11 @@ pub struct LiveArgs {
 }
 
 impl LiveArgs {
+    /// Period of the stats line; `None`: only the final line.
+    pub fn stats_every(&self) -> Option<Duration> {
+        (self.stats_interval > 0).then(|| Duration::from_secs(self.stats_interval))
+    }
+
     /// Capture options for `iface`, watching `smtp_ports` (from the config).
     pub fn options(&self, iface: &str, smtp_ports: &[u16]) -> LiveOptions {
         LiveOptions {
@@ -386,8 +379,6 @@ impl LiveArgs {
                 umem_frames: self.umem_frames,
                 batch: self.batch,
             },
-            stats_interval: (self.stats_interval > 0)
-                .then(|| Duration::from_secs(self.stats_interval)),
             stats_json: self.stats_json.clone(),
             queue_counters: Vec::new(),
             cpus: CpuList::default(),

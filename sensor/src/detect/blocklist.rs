@@ -189,7 +189,7 @@ fn ends_with_ignore_case(hay: &[u8], suffix: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::config::DEFAULT_BLOCKLIST_PATTERNS;
-    use crate::net::{ConnId, Ts, Uid};
+    use crate::net::{ConnId, Ts};
 
     fn defaults() -> Blocklist {
         Blocklist::new(&DEFAULT_BLOCKLIST_PATTERNS).unwrap()
@@ -202,11 +202,7 @@ mod tests {
             resp_h: "198.18.0.25".parse().unwrap(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(1)),
-            id,
-            start: Ts(1),
-        }
+        ConnInfo::new(id, Ts(1))
     }
 
     fn reply(code: u16, text: &str) -> Reply<'_> {

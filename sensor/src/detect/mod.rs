@@ -162,7 +162,7 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, Uid};
+    use crate::net::ConnId;
 
     #[test]
     fn countries_without_database_is_a_startup_error() {
@@ -189,11 +189,7 @@ mod tests {
             resp_h: "198.18.0.25".parse().unwrap(),
             resp_p: 25,
         };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, Ts(1)),
-            id,
-            start: Ts(1),
-        };
+        let conn = ConnInfo::new(id, Ts(1));
         let r = |code, text| Reply {
             ts: Ts(2),
             code,

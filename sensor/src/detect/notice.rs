@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::net::{ConnId, ConnInfo, Ts, Uid};
-use crate::output::{Column, LogRecord, Value};
+use crate::output::{Column, LogRecord, Value, col};
 
 /// How long an identical notice is suppressed (SEMANTICS: one hour).
 pub const SUPPRESS_FOR_SECS: u64 = 3600;
@@ -94,10 +94,6 @@ impl Notice {
             &self.msg,
         )
     }
-}
-
-const fn col(name: &'static str, zeek_type: &'static str) -> Column {
-    Column { name, zeek_type }
 }
 
 impl LogRecord for Notice {

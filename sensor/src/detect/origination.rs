@@ -87,7 +87,7 @@ impl Origination {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, Uid};
+    use crate::net::ConnId;
     use std::path::Path;
 
     fn conn() -> ConnInfo {
@@ -97,11 +97,7 @@ mod tests {
             resp_h: "198.18.0.25".parse().unwrap(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(1)),
-            id,
-            start: Ts(1),
-        }
+        ConnInfo::new(id, Ts(1))
     }
 
     fn rec(xoip: Option<&str>, received: Option<&str>) -> MessageRecord {

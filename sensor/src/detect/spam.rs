@@ -465,7 +465,6 @@ impl PeriodClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::Uid;
 
     fn rules() -> SpamRules {
         SpamRules {
@@ -482,11 +481,7 @@ mod tests {
             resp_h: "203.0.113.25".parse().unwrap(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(start)),
-            id,
-            start: Ts(start),
-        }
+        ConnInfo::new(id, Ts(start))
     }
 
     fn reply<'a>(ts: u64, code: u16, rcpts: &'a [String]) -> Reply<'a> {

@@ -19,7 +19,7 @@ use super::reassembly::{Chunk, Reassembler, SegmentEvents};
 use super::{FlowAnomaly, StreamParser};
 use crate::anomaly::AnomalyCounts;
 use crate::decode::Packet;
-use crate::net::{ConnId, ConnInfo, Direction, Ts, Uid};
+use crate::net::{ConnId, ConnInfo, Direction, Ts};
 
 /// Limits and timing of a flow table.
 #[derive(Clone, Debug)]
@@ -321,11 +321,7 @@ impl<P> FlowTable<P> {
             resp_h: resp.0,
             resp_p: resp.1,
         };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, pkt.ts),
-            id,
-            start: pkt.ts,
-        };
+        let conn = ConnInfo::new(id, pkt.ts);
         let parser = new_parser(&conn);
         let flow = Flow {
             key,

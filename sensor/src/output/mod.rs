@@ -16,6 +16,11 @@ pub struct Column {
     pub zeek_type: &'static str,
 }
 
+/// A column, short enough for the schema tables of each log.
+pub const fn col(name: &'static str, zeek_type: &'static str) -> Column {
+    Column { name, zeek_type }
+}
+
 /// A field value, borrowed from the record being written.
 #[derive(Clone, Copy, Debug)]
 pub enum Value<'a> {

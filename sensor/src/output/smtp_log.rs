@@ -2,12 +2,8 @@
 //! (Zeek's `fuids` is replaced by `files`, and `last_error` follows
 //! `last_reply`, as SEMANTICS.md defines).
 
-use super::{Column, LogRecord, Value};
+use super::{Column, LogRecord, Value, col};
 use crate::smtp::record::ConnRecord;
-
-const fn col(name: &'static str, zeek_type: &'static str) -> Column {
-    Column { name, zeek_type }
-}
 
 impl LogRecord for ConnRecord {
     const PATH: &'static str = "smtp";
@@ -90,7 +86,7 @@ impl LogRecord for ConnRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, ConnInfo, Ts, Uid};
+    use crate::net::{ConnId, ConnInfo, Ts};
     use crate::output::writer::{format_json, format_tsv};
     use crate::smtp::record::MessageRecord;
 
@@ -101,11 +97,7 @@ mod tests {
             resp_h: "198.18.0.2".parse().unwrap(),
             resp_p: 25,
         };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, Ts(5)),
-            id,
-            start: Ts(5),
-        };
+        let conn = ConnInfo::new(id, Ts(5));
         let record = MessageRecord {
             ts: Ts(1_000_000),
             trans_depth: 1,

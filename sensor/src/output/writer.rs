@@ -169,29 +169,24 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
-    let mut tmp = String::new();
+    // Writing into a Vec cannot fail: the io::Result is always Ok.
     match v {
         Value::Absent => out.extend_from_slice(b"null"),
         Value::Time(ts) => {
-            let _ = write!(tmp, "{ts}");
-            out.extend_from_slice(tmp.as_bytes());
+            let _ = write!(out, "{ts}");
         }
         Value::Interval(f) => {
-            let _ = write!(tmp, "{f:.6}");
-            out.extend_from_slice(tmp.as_bytes());
+            let _ = write!(out, "{f:.6}");
         }
         Value::Str(s) => json_str(out, s),
         Value::Count(n) => {
-            let _ = write!(tmp, "{n}");
-            out.extend_from_slice(tmp.as_bytes());
+            let _ = write!(out, "{n}");
         }
         Value::Port(p) => {
-            let _ = write!(tmp, "{p}");
-            out.extend_from_slice(tmp.as_bytes());
+            let _ = write!(out, "{p}");
         }
         Value::Addr(a) => {
-            let _ = write!(tmp, "\"{a}\"");
-            out.extend_from_slice(tmp.as_bytes());
+            let _ = write!(out, "\"{a}\"");
         }
         Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Value::Strs(list) => {
@@ -210,9 +205,7 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                tmp.clear();
-                let _ = write!(tmp, "\"{a}\"");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "\"{a}\"");
             }
             out.push(b']');
         }
@@ -222,35 +215,29 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
 /// Formats one record as a Zeek TSV line into `out`.
 pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
     let mut first = true;
-    let mut tmp = String::new();
     record.visit(&mut |v| {
         if !first {
             out.push(b'\t');
         }
         first = false;
-        tmp.clear();
+        // Writing into a Vec cannot fail: the io::Result is always Ok.
         match v {
             Value::Absent => out.push(b'-'),
             Value::Time(ts) => {
-                let _ = write!(tmp, "{ts}");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "{ts}");
             }
             Value::Interval(f) => {
-                let _ = write!(tmp, "{f:.6}");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "{f:.6}");
             }
             Value::Str(s) => tsv_str(out, s, false),
             Value::Count(n) => {
-                let _ = write!(tmp, "{n}");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "{n}");
             }
             Value::Port(p) => {
-                let _ = write!(tmp, "{p}");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "{p}");
             }
             Value::Addr(a) => {
-                let _ = write!(tmp, "{a}");
-                out.extend_from_slice(tmp.as_bytes());
+                let _ = write!(out, "{a}");
             }
             Value::Bool(b) => out.push(if b { b'T' } else { b'F' }),
             Value::Strs(list) => {
@@ -272,9 +259,7 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
                     if i > 0 {
                         out.push(b',');
                     }
-                    let _ = write!(tmp, "{a}");
-                    out.extend_from_slice(tmp.as_bytes());
-                    tmp.clear();
+                    let _ = write!(out, "{a}");
                 }
             }
         }

@@ -521,7 +521,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::detect::Detector;
-    use crate::net::{ConnId, ConnInfo, Uid};
+    use crate::net::{ConnId, ConnInfo};
     use crate::smtp::sink::Reply;
 
     fn conn(port: u16) -> ConnInfo {
@@ -531,11 +531,7 @@ mod tests {
             resp_h: std::net::Ipv4Addr::new(198, 19, 0, 25).into(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(port.into())),
-            id,
-            start: Ts(port.into()),
-        }
+        ConnInfo::new(id, Ts(port.into()))
     }
 
     /// One rejected connection of host 198.18.0.9 counted by `d`.

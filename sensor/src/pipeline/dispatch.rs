@@ -551,7 +551,7 @@ impl From<DispatchCounts> for FinalCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, ConnInfo, Uid};
+    use crate::net::{ConnId, ConnInfo};
     use crate::smtp::record::{ConnRecord, MessageRecord};
 
     fn report(records: usize, closes: bool) -> Report {
@@ -561,11 +561,7 @@ mod tests {
             resp_h: std::net::Ipv4Addr::new(198, 18, 0, 2).into(),
             resp_p: 25,
         };
-        let conn = ConnInfo {
-            uid: Uid::new(&id, Ts(0)),
-            id,
-            start: Ts(0),
-        };
+        let conn = ConnInfo::new(id, Ts(0));
         Report {
             source: 0,
             worker: 0,

@@ -14,7 +14,7 @@
 //! and prints the stats line.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -93,7 +93,7 @@ pub fn run(
     let telemetry = Telemetry::live(iface, queues, workers);
     live.queue_counters = telemetry.queues.clone();
     live.cpus = ctl.cpus.clone();
-    let stats_every = live.stats_interval.take();
+    let stats_every = args.stats_every();
 
     let detection = Arc::new(Detection::from_config(cfg)?);
     let shared = SharedDetection::new(detection.clone());
@@ -114,9 +114,7 @@ pub fn run(
     )
     .with_telemetry(telemetry.clone());
     let _metrics = metrics(ctl, &telemetry)?;
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .map_err(RunError::Signal)?;
+    let hup = crate::signals::hup_flag().map_err(RunError::Signal)?;
 
     let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::Builder::new()
@@ -127,11 +125,13 @@ pub fn run(
     let factory = smtp_flow::factory(cfg);
     let period = cfg.inspect_period_us();
     let decode = opts.decode;
-    let dispatcher = |id: usize, cpu: Option<usize>| {
+    // Each dispatcher here runs its worker inline, on a thread this
+    // function pins itself (`Worker::with_cpu` is for threads the
+    // dispatcher spawns).
+    let dispatcher = |id: usize| {
         let worker = Worker::new(id, flow.clone(), detection.clone(), factory.clone())
             .with_reload(DetectionWatch::new(shared.clone()))
-            .with_telemetry(telemetry.clone())
-            .with_cpu(cpu);
+            .with_telemetry(telemetry.clone());
         Dispatcher::new(
             vec![worker],
             ReportTx::budgeted(tx.clone(), budget.clone(), id).with_telemetry(telemetry.clone()),
@@ -184,7 +184,7 @@ pub fn run(
     };
 
     let (counts, dropped_records) = if receive_side {
-        let result = run_live(&live, |q| dispatcher(q as usize, None), on_control);
+        let result = run_live(&live, |q| dispatcher(q as usize), on_control);
         match result {
             Ok(report) => totals(report.sinks),
             Err(e) => {
@@ -200,7 +200,7 @@ pub fn run(
         let mut handles: Vec<JoinHandle<Dispatcher<_>>> = Vec::with_capacity(workers);
         let mut spawn_error = None;
         for (w, inputs) in by_worker.into_iter().enumerate() {
-            let d = dispatcher(w, ctl.cpus.nth(queues + w));
+            let d = dispatcher(w);
             let cpu = ctl.cpus.nth(queues + w);
             let h = std::thread::Builder::new()
                 .name(format!("worker-{w}"))

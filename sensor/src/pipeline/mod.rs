@@ -106,16 +106,6 @@ fn metrics(
     Ok(Some(server))
 }
 
-/// Registers SIGINT and SIGTERM to raise the returned flag (a second
-/// signal while stopping still stops: signal-hook keeps the flag set).
-fn stop_flag() -> Result<Arc<AtomicBool>, RunError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signal)?;
-    }
-    Ok(stop)
-}
-
 /// Reads `input` to its end through the full pipeline with the SMTP parser.
 pub fn run_offline(cfg: &Config, input: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let factory = smtp_flow::factory(cfg);
@@ -155,7 +145,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         return Err(RunError::LogDir(opts.log_dir.clone()));
     }
     let stop = if ctl.handle_signals {
-        stop_flag()?
+        crate::signals::stop_flag().map_err(RunError::Signal)?
     } else {
         Arc::new(AtomicBool::new(false))
     };

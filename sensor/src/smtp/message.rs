@@ -193,7 +193,7 @@ impl HeaderSink for HeaderApplier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, Uid};
+    use crate::net::ConnId;
     use crate::smtp::config::PathCapture;
 
     fn conn() -> ConnInfo {
@@ -203,11 +203,7 @@ mod tests {
             resp_h: "74.53.140.153".parse().unwrap(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(1)),
-            id,
-            start: Ts(1),
-        }
+        ConnInfo::new(id, Ts(1))
     }
 
     #[test]

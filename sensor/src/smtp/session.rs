@@ -637,7 +637,7 @@ impl SmtpSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{ConnId, Uid};
+    use crate::net::ConnId;
     use crate::smtp::record::MessageRecord;
 
     #[derive(Default)]
@@ -660,18 +660,14 @@ mod tests {
         }
     }
 
-    fn conn() -> ConnInfo {
+    pub(super) fn conn() -> ConnInfo {
         let id = ConnId {
             orig_h: "198.18.0.1".parse().unwrap(),
             orig_p: 40000,
             resp_h: "198.18.0.2".parse().unwrap(),
             resp_p: 25,
         };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(1)),
-            id,
-            start: Ts(1),
-        }
+        ConnInfo::new(id, Ts(1))
     }
 
     /// Drives a session with a transcript: `C:` lines from the client,
@@ -1146,7 +1142,6 @@ mod robustness {
     //! panic and must leave every buffer within its limit.
 
     use super::*;
-    use crate::net::{ConnId, Uid};
     use crate::smtp::record::MessageRecord;
 
     /// A deterministic xorshift64 generator: the same inputs every run.
@@ -1156,20 +1151,6 @@ mod robustness {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        }
-    }
-
-    fn test_conn() -> ConnInfo {
-        let id = ConnId {
-            orig_h: "198.18.0.1".parse().unwrap(),
-            orig_p: 1,
-            resp_h: "198.18.0.2".parse().unwrap(),
-            resp_p: 25,
-        };
-        ConnInfo {
-            uid: Uid::new(&id, Ts(0)),
-            id,
-            start: Ts(0),
         }
     }
 
@@ -1222,7 +1203,7 @@ mod robustness {
     #[test]
     fn random_transcripts_do_not_panic() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-        let conn = test_conn();
+        let conn = super::tests::conn();
         let cfg = Arc::new(SmtpConfig::default());
         let mut records = 0;
         for round in 0..300 {
@@ -1272,7 +1253,7 @@ mod robustness {
     #[test]
     fn arbitrary_byte_chunks_do_not_panic() {
         let mut next = xorshift(0x2545_f491_4f6c_dd1d);
-        let conn = test_conn();
+        let conn = super::tests::conn();
         let tiny = SmtpConfig {
             limits: super::super::limits::SmtpLimits {
                 max_line_len: 16,
