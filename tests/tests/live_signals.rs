@@ -51,7 +51,7 @@ fn sigterm_flushes_a_connection_still_open() {
     std::fs::create_dir_all(&logs).unwrap();
 
     let pair = VethPair::create("sgt", 1);
-    let mut sensor = LiveSensor::start(&pair, &logs, &["--stats-interval", "0"]);
+    let sensor = LiveSensor::start(&pair, &logs, &["--stats-interval", "0"]);
     replay(&pair, &pcap, 1000);
     // The logs are flushed every second; the open connection is not due.
     std::thread::sleep(Duration::from_secs(2));
@@ -59,7 +59,6 @@ fn sigterm_flushes_a_connection_still_open() {
         sensor.log_lines("smtp.log").is_empty(),
         "record written before the connection ended"
     );
-    sensor.wait_for("live capture started", WAIT);
     let (status, _) = sensor.stop();
     assert!(status.success(), "sensor exited with {status}");
     let records = read_lines(&logs.join("smtp.log"));
@@ -67,6 +66,13 @@ fn sigterm_flushes_a_connection_still_open() {
     assert_eq!(field(&records[0], "mailfrom"), "open@example.com");
     assert_eq!(field(&records[0], "rcptto")[0], "bob@example.net");
     assert!(!pair.xdp_attached(), "XDP program left on the interface");
+
+    // A restart appends: the first run's record is still there.
+    let sensor = LiveSensor::start(&pair, &logs, &["--stats-interval", "0"]);
+    replay(&pair, &pcap, 1000);
+    let (status, _) = sensor.stop();
+    assert!(status.success(), "sensor exited with {status}");
+    assert_eq!(read_lines(&logs.join("smtp.log")).len(), 2);
 }
 
 #[test]
