@@ -9,8 +9,6 @@
 //! of the `CONFIG` map.
 #![no_std]
 #![no_main]
-// `asm!` on the BPF target (an optimisation barrier in `ptr_at`).
-#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -23,8 +21,9 @@ use sensor_common::{
     maps::{
         ConfigSlot, Counter, NON_SMTP_DROP, PORT_WATCHED, SMTP_PORTS_ENTRIES, XSKS_MAX_ENTRIES,
     },
-    parse::{PacketBytes, Verdict, classify},
+    parse::{Verdict, classify},
 };
+use sensor_ebpf::XdpBytes;
 
 // Map statics are named exactly as the constants in `sensor_common::maps`:
 // aya names a map after its static.
@@ -129,57 +128,6 @@ fn count(c: Counter) {
         // Per-CPU slot: no other writer while this program runs here.
         unsafe { *p += 1 };
     }
-}
-
-/// The frame of an XDP context as `PacketBytes`; every read goes through
-/// `ptr_at`, the single bounds check the verifier sees.
-struct XdpBytes<'a>(&'a XdpContext);
-
-impl PacketBytes for XdpBytes<'_> {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.data_end() - self.0.data()
-    }
-
-    #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        let p = ptr_at::<u8>(self.0, off)?;
-        Some(unsafe { *p })
-    }
-
-    #[inline(always)]
-    fn be16_at(&self, off: usize) -> Option<u16> {
-        let p = ptr_at::<[u8; 2]>(self.0, off)?;
-        Some(u16::from_be_bytes(unsafe { *p }))
-    }
-}
-
-/// Pointer to a `T` at `offset` in the frame, if all of it is in the frame.
-///
-/// The end pointer `p + size_of::<T>()` goes through a no-op `asm!` so
-/// LLVM cannot rewrite the check (`p + 1 > end` into `p >= end`, which the
-/// verifier cannot use) nor drop it as implied by another check made on a
-/// different register: the verifier sees exactly one comparison of this
-/// pointer with `data_end` before each access.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    let p = start + offset;
-    let mut last = p + core::mem::size_of::<T>();
-    // SAFETY: a register move to itself; it only makes `last` opaque to
-    // the optimiser.
-    unsafe { core::arch::asm!("{0} = {0}", inout(reg) last, options(pure, nomem, nostack)) };
-    if last > end {
-        return None;
-    }
-    Some(p as *const T)
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }
 
 #[unsafe(link_section = "license")]

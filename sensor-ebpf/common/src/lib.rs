@@ -9,6 +9,7 @@
 
 pub mod maps;
 pub mod parse;
+pub mod replay;
 
 pub use maps::{ConfigSlot, Counter};
 pub use parse::{

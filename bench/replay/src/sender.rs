@@ -1,0 +1,288 @@
+//! The replayer's XDP program in the kernel: loaded with the frame table in
+//! its maps, and run with `BPF_PROG_RUN` + `BPF_F_TEST_XDP_LIVE_FRAMES` on
+//! the sending interface, `repeat` frames of one lane per call.
+//!
+//! Facts this relies on (kernel ≥ 5.18, see ../shared/LIVE-FRAMES.md): the
+//! context is an `xdp_md` with `data_end = data_size_in` and
+//! `ingress_ifindex` (and here `rx_queue_index`, the lane) set; `XDP_TX`
+//! hands the frame to the veth peer, which must run an XDP program of its
+//! own (the sensor's); the peer queue is the sending CPU modulo the peer's
+//! queue count, so a lane's calls run on the CPU of its queue; each call
+//! sets up a page pool (tens of milliseconds), so calls are large.
+
+use std::ffi::CString;
+
+use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use sensor_common::replay::{
+    self, CHUNK_BYTES, Chunk, FrameRef, GLOBAL_BASE_LEN, GLOBAL_SHIFT, Lane, MAX_LANES,
+    ReplayCounter,
+};
+
+use crate::table::FrameTable;
+
+/// The program object built by `build.rs` (empty without the eBPF
+/// toolchain).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/replay-xdp"));
+
+/// Frames per kernel batch inside one call by default. The peer veth
+/// queue holds 256 frames; batches of 64 leave the receiving NAPI room
+/// between batches, where the kernel's maximum (256) overflows it now and
+/// then (`tx_queue_*_xdp_xmit_errors` in `ethtool -S`).
+pub const KERNEL_BATCH: u32 = 64;
+
+/// What can go wrong in the kernel part.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(
+        "this smtp-replay was built without the eBPF toolchain; run `cargo xtask setup` and rebuild"
+    )]
+    NotBuilt,
+    #[error(
+        "loading the replay program: {0} (needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)"
+    )]
+    Load(Box<aya::EbpfError>),
+    #[error("the replay program or its map {0} is missing from the object")]
+    Missing(&'static str),
+    #[error("the verifier refused the replay program: {0}")]
+    Verifier(Box<ProgramError>),
+    #[error("filling map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("no interface {0} (in this network namespace)")]
+    Interface(String),
+    #[error(
+        "BPF_PROG_RUN failed: {0} (live-frame runs need kernel >= 5.18 and an XDP program on the peer end)"
+    )]
+    Run(Box<ProgramError>),
+    #[error("cannot pin the sender to CPU {cpu}: {source}")]
+    Pin { cpu: usize, source: std::io::Error },
+}
+
+/// How one call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallEnd {
+    /// All `repeat` frames were run.
+    Done,
+    /// A signal interrupted the call (SIGINT): stop.
+    Interrupted,
+}
+
+/// The loaded program and its maps.
+pub struct Sender {
+    ebpf: Ebpf,
+    ifindex: u32,
+    base_len: u32,
+    lanes: u32,
+    batch: u32,
+}
+
+impl Sender {
+    /// Loads the program for sending `table` out of `iface`; `shift`: new
+    /// addresses on every pass after the first.
+    pub fn load(
+        table: &FrameTable,
+        iface: &str,
+        shift: bool,
+        batch: u32,
+    ) -> Result<Sender, SendError> {
+        if OBJECT.is_empty() {
+            return Err(SendError::NotBuilt);
+        }
+        let ifindex = ifindex(iface)?;
+        // Every run starts from a frame of the longest frame's length, cut
+        // down per frame.
+        let base_len = table.longest.max(64);
+        let chunks = u32::try_from(table.chunks().max(1)).unwrap_or(u32::MAX);
+        let frames = u32::try_from(table.frames.len().max(1)).unwrap_or(u32::MAX);
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(replay::CHUNKS, chunks)
+            .map_max_entries(replay::FRAMES, frames)
+            .override_global(GLOBAL_BASE_LEN, &base_len, true)
+            .override_global(GLOBAL_SHIFT, &u32::from(shift), true)
+            .load(OBJECT)
+            .map_err(|e| SendError::Load(Box::new(e)))?;
+        let mut s = Sender {
+            ebpf,
+            ifindex,
+            base_len,
+            lanes: table.lanes.len() as u32,
+            batch,
+        };
+        s.fill(table)?;
+        let prog: &mut Xdp = s
+            .ebpf
+            .program_mut(replay::PROGRAM_NAME)
+            .ok_or(SendError::Missing(replay::PROGRAM_NAME))?
+            .try_into()
+            .map_err(|_| SendError::Missing(replay::PROGRAM_NAME))?;
+        prog.load().map_err(|e| SendError::Verifier(Box::new(e)))?;
+        Ok(s)
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, SendError> {
+        self.ebpf.map_mut(name).ok_or(SendError::Missing(name))
+    }
+
+    fn fill(&mut self, table: &FrameTable) -> Result<(), SendError> {
+        let err = |map| {
+            move |e| SendError::Map {
+                map,
+                source: Box::new(e),
+            }
+        };
+        let mut chunks: Array<&mut MapData, Chunk> =
+            Array::try_from(self.map(replay::CHUNKS)?).map_err(err(replay::CHUNKS))?;
+        for i in 0..table.chunks() {
+            let Some(bytes) = table.chunk(i) else { break };
+            // SAFETY: `Chunk` is `#[repr(C)]` around `[u8; CHUNK_BYTES]`:
+            // same size, alignment 1, any bit pattern valid.
+            let chunk: &Chunk = unsafe { &*(bytes as *const [u8; CHUNK_BYTES]).cast::<Chunk>() };
+            chunks
+                .set(i as u32, chunk, 0)
+                .map_err(err(replay::CHUNKS))?;
+        }
+        let mut frames: Array<&mut MapData, FrameRef> =
+            Array::try_from(self.map(replay::FRAMES)?).map_err(err(replay::FRAMES))?;
+        for (i, f) in table.frames.iter().enumerate() {
+            frames.set(i as u32, f, 0).map_err(err(replay::FRAMES))?;
+        }
+        let mut lanes: Array<&mut MapData, Lane> =
+            Array::try_from(self.map(replay::LANES)?).map_err(err(replay::LANES))?;
+        for (i, &(first, count)) in table.lanes.iter().enumerate().take(MAX_LANES as usize) {
+            let lane = Lane {
+                first,
+                count,
+                sent: 0,
+            };
+            lanes.set(i as u32, lane, 0).map_err(err(replay::LANES))?;
+        }
+        Ok(())
+    }
+
+    /// Number of lanes.
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// Runs the program `repeat` times on `lane`: its next `repeat` frames
+    /// go out. The calling thread must run on the lane's CPU.
+    pub fn send(&self, lane: u32, repeat: u32) -> Result<CallEnd, SendError> {
+        if repeat == 0 {
+            return Ok(CallEnd::Done);
+        }
+        let prog: &Xdp = self
+            .ebpf
+            .program(replay::PROGRAM_NAME)
+            .ok_or(SendError::Missing(replay::PROGRAM_NAME))?
+            .try_into()
+            .map_err(|_| SendError::Missing(replay::PROGRAM_NAME))?;
+        let data = vec![0u8; self.base_len as usize];
+        let ctx = xdp_md(self.base_len, self.ifindex, lane);
+        let opts = TestRunOptions {
+            data_in: Some(&data),
+            ctx_in: Some(&ctx),
+            repeat,
+            attrs: TestRunAttrs::new().xdp_live_frames(self.batch),
+            ..TestRunOptions::new()
+        };
+        match prog.test_run(opts) {
+            Ok(_) => Ok(CallEnd::Done),
+            Err(e) if is_eintr(&e) => Ok(CallEnd::Interrupted),
+            Err(e) => Err(SendError::Run(Box::new(e))),
+        }
+    }
+
+    /// Frames produced so far on each lane (the program's positions).
+    pub fn lane_sent(&self) -> Result<Vec<u64>, SendError> {
+        let map = self
+            .ebpf
+            .map(replay::LANES)
+            .ok_or(SendError::Missing(replay::LANES))?;
+        let lanes: Array<&MapData, Lane> = Array::try_from(map).map_err(|e| SendError::Map {
+            map: replay::LANES,
+            source: Box::new(e),
+        })?;
+        (0..self.lanes)
+            .map(|i| {
+                lanes
+                    .get(&i, 0)
+                    .map(|l| l.sent)
+                    .map_err(|e| SendError::Map {
+                        map: replay::LANES,
+                        source: Box::new(e),
+                    })
+            })
+            .collect()
+    }
+
+    /// The program's counters, summed over CPUs, in [`ReplayCounter::ALL`]
+    /// order.
+    pub fn counters(&self) -> Result<[u64; ReplayCounter::COUNT as usize], SendError> {
+        let err = |e| SendError::Map {
+            map: replay::COUNTERS,
+            source: Box::new(e),
+        };
+        let map = self
+            .ebpf
+            .map(replay::COUNTERS)
+            .ok_or(SendError::Missing(replay::COUNTERS))?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        let mut out = [0u64; ReplayCounter::COUNT as usize];
+        for (slot, c) in out.iter_mut().zip(ReplayCounter::ALL) {
+            let per_cpu = arr.get(&c.index(), 0).map_err(err)?;
+            *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(out)
+    }
+}
+
+/// `struct xdp_md` for `ctx_in`: data 0, data_end = frame length, no
+/// metadata, the sending interface and the lane as rx queue.
+fn xdp_md(len: u32, ifindex: u32, queue: u32) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    let fields = [0, len, 0, ifindex, queue, 0];
+    for (dst, v) in b.chunks_exact_mut(4).zip(fields) {
+        dst.copy_from_slice(&v.to_ne_bytes());
+    }
+    b
+}
+
+fn is_eintr(e: &ProgramError) -> bool {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::EINTR),
+        _ => false,
+    }
+}
+
+/// The index of `iface` in this network namespace.
+pub fn ifindex(iface: &str) -> Result<u32, SendError> {
+    let name = CString::new(iface).map_err(|_| SendError::Interface(iface.to_owned()))?;
+    // SAFETY: a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if i == 0 {
+        return Err(SendError::Interface(iface.to_owned()));
+    }
+    Ok(i)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to(cpu: usize) -> Result<(), SendError> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only touch it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(SendError::Pin {
+            cpu,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
