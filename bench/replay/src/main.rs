@@ -146,6 +146,12 @@ fn replay(args: &Args) -> Result<Report, Failure> {
     let sender = Sender::load(&table, &args.iface, args.unique_ip, args.kernel_batch)?;
     let cpus = lane_cpus(args.lanes)?;
     let load_seconds = started.elapsed().as_secs_f64();
+    // Harnesses wait for this line to open their measuring window.
+    eprintln!(
+        "smtp-replay: {} frames in {} lanes loaded in {load_seconds:.2} s; sending",
+        table.len(),
+        table.lanes.len()
+    );
 
     let lanes: Vec<u64> = table.lanes.iter().map(|&(_, n)| u64::from(n)).collect();
     let plan = Plan {
