@@ -12,16 +12,18 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::generated::bpf_xdp_adjust_meta,
     macros::{map, xdp},
     maps::{Array, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use aya_log_ebpf::{info, warn};
 use sensor_common::{
+    flowhash::{FlowHashKey, FrameMeta, frame_flow_hash},
     maps::{
         ConfigSlot, Counter, NON_SMTP_DROP, PORT_WATCHED, SMTP_PORTS_ENTRIES, XSKS_MAX_ENTRIES,
     },
-    parse::{Verdict, classify},
+    parse::{SmtpSegment, Verdict, smtp_segment},
 };
 use sensor_ebpf::XdpBytes;
 
@@ -44,6 +46,14 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 #[map]
 static CONFIG: Array<u32> = Array::with_max_entries(ConfigSlot::COUNT, 0);
 
+/// The flow hash's per-run key (set by the loader).
+#[unsafe(no_mangle)]
+static FLOW_HASH_KEY: FlowHashKey = FlowHashKey([0, 0]);
+
+/// Non-zero: put the flow hash in front of SMTP frames (set by the loader).
+#[unsafe(no_mangle)]
+static WRITE_FLOW_HASH: u32 = 0;
+
 #[xdp]
 pub fn smtp_sensor(ctx: XdpContext) -> u32 {
     match try_smtp_sensor(&ctx) {
@@ -55,12 +65,18 @@ pub fn smtp_sensor(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_smtp_sensor(ctx: &XdpContext) -> Result<u32, ()> {
     count(Counter::Seen);
-    let action = match classify(&XdpBytes(ctx), is_smtp_port) {
-        Verdict::Smtp => redirect(ctx),
-        Verdict::NotSmtp => not_smtp(),
+    let action = match smtp_segment(&XdpBytes(ctx), is_smtp_port) {
+        Ok(seg) => {
+            // SAFETY: reading a global the loader may have set.
+            if unsafe { core::ptr::read_volatile(&WRITE_FLOW_HASH) } != 0 {
+                put_flow_hash(ctx, &seg);
+            }
+            redirect(ctx)
+        }
+        Err(Verdict::Smtp | Verdict::NotSmtp) => not_smtp(),
         // No ports in a later fragment: the kernel reassembles it.
-        Verdict::NonFirstFragment => pass(),
-        Verdict::Malformed(e) => {
+        Err(Verdict::NonFirstFragment) => pass(),
+        Err(Verdict::Malformed(e)) => {
             count(Counter::Malformed);
             if config(ConfigSlot::Log) != 0 {
                 info!(ctx, "malformed frame: {}", e.as_str());
@@ -69,6 +85,36 @@ fn try_smtp_sensor(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
     Ok(action)
+}
+
+/// Puts the connection's flow hash in front of the frame (metadata), so
+/// the capture thread routes it without decoding; counts a driver that has
+/// no room for it.
+#[inline(always)]
+fn put_flow_hash(ctx: &XdpContext, seg: &SmtpSegment) {
+    // SAFETY: reading a global the loader set before attaching.
+    let key = unsafe { core::ptr::read_volatile(&FLOW_HASH_KEY) };
+    let Some(hash) = frame_flow_hash(&key, &XdpBytes(ctx), &seg.loc, seg.sport, seg.dport) else {
+        return;
+    };
+    // SAFETY: helper call on this program's context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(FrameMeta::LEN as i32)) } != 0 {
+        count(Counter::MetaFailed);
+        return;
+    }
+    let meta = ctx.metadata();
+    // The verifier wants the metadata checked against the start of data.
+    if meta + FrameMeta::LEN > ctx.data() {
+        count(Counter::MetaFailed);
+        return;
+    }
+    let p = meta as *mut FrameMeta;
+    // SAFETY: `FrameMeta::LEN` bytes at `meta` lie before `data`, inside
+    // the metadata area the helper just made.
+    unsafe {
+        (*p).hash = hash;
+        (*p).magic = FrameMeta::MAGIC;
+    }
 }
 
 /// Redirects to the queue's AF_XDP socket; passes when there is none.

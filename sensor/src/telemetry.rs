@@ -25,6 +25,10 @@ pub struct HopCounters {
     /// Frames dropped because the worker's ring was full (the worker fell
     /// behind; capture never waits).
     pub ring_full_drops: AtomicU64,
+    /// Frames the capture thread decoded to find their worker, because the
+    /// XDP program's flow hash was not in front of them (a driver without
+    /// metadata support): the slow path, zero in normal operation.
+    pub unhashed: AtomicU64,
 }
 
 impl HopCounters {
@@ -34,6 +38,10 @@ impl HopCounters {
 
     pub fn add_drops(&self, n: u64) {
         self.ring_full_drops.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_unhashed(&self, n: u64) {
+        self.unhashed.fetch_add(n, Ordering::Relaxed);
     }
 }
 

@@ -143,7 +143,7 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         )));
     }
     let table = read_table(args)?;
-    let sender = Sender::load(&table, &args.iface, args.unique_ip, args.kernel_batch)?;
+    let mut sender = Sender::load(&table, &args.iface, args.unique_ip, args.kernel_batch)?;
     let cpus = lane_cpus(args.lanes)?;
     let load_seconds = started.elapsed().as_secs_f64();
     // Harnesses wait for this line to open their measuring window.
@@ -160,7 +160,7 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         seconds,
     };
     let mut wire = KernelWire {
-        sender: &sender,
+        sender: &mut sender,
         cpus,
         pinned: None,
     };
@@ -244,7 +244,7 @@ fn lane_cpus(lanes: u32) -> Result<Option<Vec<usize>>, Failure> {
 
 /// The kernel as the run's wire: pins to the lane's CPU, then sends.
 struct KernelWire<'a> {
-    sender: &'a Sender,
+    sender: &'a mut Sender,
     cpus: Option<Vec<usize>>,
     pinned: Option<usize>,
 }

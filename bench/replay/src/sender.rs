@@ -4,7 +4,8 @@
 //!
 //! Facts this relies on (kernel ≥ 5.18, see ../shared/LIVE-FRAMES.md): the
 //! context is an `xdp_md` with `data_end = data_size_in` and
-//! `ingress_ifindex` (and here `rx_queue_index`, the lane) set; `XDP_TX`
+//! `ingress_ifindex` set (live-frame runs see `rx_queue_index` 0 whatever
+//! is passed, so the lane of a call is set in a map first); `XDP_TX`
 //! hands the frame to the veth peer, which must run an XDP program of its
 //! own (the sensor's); the peer queue is the sending CPU modulo the peer's
 //! queue count, so a lane's calls run on the CPU of its queue; each call
@@ -170,10 +171,19 @@ impl Sender {
 
     /// Runs the program `repeat` times on `lane`: its next `repeat` frames
     /// go out. The calling thread must run on the lane's CPU.
-    pub fn send(&self, lane: u32, repeat: u32) -> Result<CallEnd, SendError> {
+    pub fn send(&mut self, lane: u32, repeat: u32) -> Result<CallEnd, SendError> {
         if repeat == 0 {
             return Ok(CallEnd::Done);
         }
+        let mut current: Array<&mut MapData, u32> =
+            Array::try_from(self.map(replay::CURRENT_LANE)?).map_err(|e| SendError::Map {
+                map: replay::CURRENT_LANE,
+                source: Box::new(e),
+            })?;
+        current.set(0, lane, 0).map_err(|e| SendError::Map {
+            map: replay::CURRENT_LANE,
+            source: Box::new(e),
+        })?;
         let prog: &Xdp = self
             .ebpf
             .program(replay::PROGRAM_NAME)
@@ -181,7 +191,7 @@ impl Sender {
             .try_into()
             .map_err(|_| SendError::Missing(replay::PROGRAM_NAME))?;
         let data = vec![0u8; self.base_len as usize];
-        let ctx = xdp_md(self.base_len, self.ifindex, lane);
+        let ctx = xdp_md(self.base_len, self.ifindex);
         let opts = TestRunOptions {
             data_in: Some(&data),
             ctx_in: Some(&ctx),
@@ -241,10 +251,10 @@ impl Sender {
 }
 
 /// `struct xdp_md` for `ctx_in`: data 0, data_end = frame length, no
-/// metadata, the sending interface and the lane as rx queue.
-fn xdp_md(len: u32, ifindex: u32, queue: u32) -> [u8; 24] {
+/// metadata, the sending interface, rx queue 0.
+fn xdp_md(len: u32, ifindex: u32) -> [u8; 24] {
     let mut b = [0u8; 24];
-    let fields = [0, len, 0, ifindex, queue, 0];
+    let fields = [0, len, 0, ifindex, 0, 0];
     for (dst, v) in b.chunks_exact_mut(4).zip(fields) {
         dst.copy_from_slice(&v.to_ne_bytes());
     }

@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use sensor_common::flowhash::FlowHashKey;
 use sensor_common::parse::{Fragment, IPPROTO_TCP, IPPROTO_UDP, locate_l4_from_ethernet};
 use sensor_common::replay::{
     CHUNK_BYTES, CHUNK_SPAN, FrameRef, IpKind, MAX_FRAME, MAX_L3_OFFSET, MAX_LANES,
@@ -255,7 +256,14 @@ struct FrameInfo {
 impl Split {
     fn hash(self, f: &FrameInfo) -> u64 {
         match self {
-            Split::Flow => smtp_sensor::flow::symmetric_hash(f.src, f.sport, f.dst, f.dport),
+            // Any fixed key spreads lanes; the sensor's key is its own.
+            Split::Flow => u64::from(smtp_sensor::flow::flow_hash(
+                &FlowHashKey([0x5eed, 0x1a4e]),
+                f.src,
+                f.sport,
+                f.dst,
+                f.dport,
+            )),
             Split::Tuple => {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();

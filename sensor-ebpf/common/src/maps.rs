@@ -54,11 +54,14 @@ pub enum Counter {
     Malformed = 4,
     /// SMTP frames whose rx queue had no AF_XDP socket (then passed).
     RedirectFailed = 5,
+    /// SMTP frames the flow hash could not be put in front of (the driver
+    /// has no room for metadata); the capture thread hashes them itself.
+    MetaFailed = 6,
 }
 
 impl Counter {
     /// Number of counters (entries of the [`COUNTERS`] map).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::Seen,
@@ -67,6 +70,7 @@ impl Counter {
         Counter::Dropped,
         Counter::Malformed,
         Counter::RedirectFailed,
+        Counter::MetaFailed,
     ];
 
     /// Map index of this counter.
@@ -84,9 +88,18 @@ impl Counter {
             Counter::Dropped => "xdp_dropped",
             Counter::Malformed => "xdp_malformed",
             Counter::RedirectFailed => "xdp_redirect_failed",
+            Counter::MetaFailed => "xdp_meta_failed",
         }
     }
 }
+
+/// Global (`EbpfLoader::override_global`): the per-run key of the flow
+/// hash (`crate::flowhash::FlowHashKey`).
+pub const GLOBAL_FLOW_HASH_KEY: &str = "FLOW_HASH_KEY";
+/// Global: non-zero to put the flow hash in front of every SMTP frame
+/// (`crate::flowhash::FrameMeta`), for capture threads that hand frames to
+/// other workers. Zero (receive-side processing): the program skips it.
+pub const GLOBAL_WRITE_FLOW_HASH: &str = "WRITE_FLOW_HASH";
 
 /// Slots of the [`CONFIG`] map.
 #[repr(u32)]

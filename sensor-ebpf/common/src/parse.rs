@@ -358,25 +358,49 @@ pub fn tcp_ports<B: PacketBytes + ?Sized>(
     Ok((src, dst))
 }
 
+/// A TCP segment from or to a watched port, as the walk found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmtpSegment {
+    pub loc: L4Location,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The walk of the XDP program: the segment when the frame is a TCP
+/// segment whose source or destination port `is_smtp_port` accepts, else
+/// what to do with the frame.
+#[inline(always)]
+pub fn smtp_segment<B: PacketBytes + ?Sized>(
+    p: &B,
+    is_smtp_port: impl Fn(u16) -> bool,
+) -> Result<SmtpSegment, Verdict> {
+    let loc = match locate_l4_from_ethernet(p) {
+        Ok(loc) => loc,
+        Err(e) if e.is_malformed() => return Err(Verdict::Malformed(e)),
+        Err(_) => return Err(Verdict::NotSmtp),
+    };
+    if loc.fragment == Fragment::NonFirst {
+        return Err(Verdict::NonFirstFragment);
+    }
+    if loc.l4_proto != IPPROTO_TCP {
+        return Err(Verdict::NotSmtp);
+    }
+    match tcp_ports(p, loc.l4_offset) {
+        Ok((sport, dport)) if is_smtp_port(sport) || is_smtp_port(dport) => {
+            Ok(SmtpSegment { loc, sport, dport })
+        }
+        Ok(_) => Err(Verdict::NotSmtp),
+        Err(e) => Err(Verdict::Malformed(e)),
+    }
+}
+
 /// What the XDP program does with an Ethernet frame: SMTP when it is a TCP
 /// segment whose source or destination port `is_smtp_port` accepts.
 #[inline(always)]
 pub fn classify<B: PacketBytes + ?Sized>(p: &B, is_smtp_port: impl Fn(u16) -> bool) -> Verdict {
-    let loc = match locate_l4_from_ethernet(p) {
-        Ok(loc) => loc,
-        Err(e) if e.is_malformed() => return Verdict::Malformed(e),
-        Err(_) => return Verdict::NotSmtp,
-    };
-    if loc.fragment == Fragment::NonFirst {
-        return Verdict::NonFirstFragment;
-    }
-    if loc.l4_proto != IPPROTO_TCP {
-        return Verdict::NotSmtp;
-    }
-    match tcp_ports(p, loc.l4_offset) {
-        Ok((src, dst)) if is_smtp_port(src) || is_smtp_port(dst) => Verdict::Smtp,
-        Ok(_) => Verdict::NotSmtp,
-        Err(e) => Verdict::Malformed(e),
+    match smtp_segment(p, is_smtp_port) {
+        Ok(_) => Verdict::Smtp,
+        Err(v) => v,
     }
 }
 

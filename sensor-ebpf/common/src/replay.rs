@@ -16,9 +16,11 @@
 //! - [`FRAMES`]: one [`FrameRef`] per frame, in capture order, grouped by
 //!   lane (one lane per rx queue of the receiver).
 //!
-//! [`LANES`] holds, per lane, where its frames are and how many were sent;
-//! the program picks the lane from the context's `rx_queue_index`, so one
-//! map serves every queue and the position persists across runs.
+//! [`LANES`] holds, per lane, where its frames are and how many were sent,
+//! so the position persists across runs; [`CURRENT_LANE`] says which lane
+//! the runs of the current call are for (the loader sets it before each
+//! call: live-frame runs always see `rx_queue_index` 0, whatever the
+//! context passed in says).
 
 /// Name of the replayer's XDP program function.
 pub const PROGRAM_NAME: &str = "smtp_replay";
@@ -29,6 +31,8 @@ pub const CHUNKS: &str = "REPLAY_CHUNKS";
 pub const FRAMES: &str = "REPLAY_FRAMES";
 /// `Array<Lane>`: per lane, its frames and its send position.
 pub const LANES: &str = "REPLAY_LANES";
+/// `Array<u32>` of one entry: the lane the current call sends.
+pub const CURRENT_LANE: &str = "REPLAY_CURRENT_LANE";
 /// `PerCpuArray<u64>` indexed by [`ReplayCounter`].
 pub const COUNTERS: &str = "REPLAY_COUNTERS";
 
@@ -105,7 +109,7 @@ pub enum ReplayCounter {
     Sent = 0,
     /// Their bytes.
     Bytes = 1,
-    /// Runs on a lane with no frames (a queue index the loader did not fill).
+    /// Runs on a lane with no frames (a lane the loader did not fill).
     NoLane = 2,
     /// Frames the program could not build (bad table entry, helper error).
     Failed = 3,

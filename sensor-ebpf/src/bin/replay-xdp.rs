@@ -4,8 +4,8 @@
 //! puts the next `n` frames of a lane on the wire of a veth pair.
 //!
 //! The capture is in maps filled by `smtp-replay` (layout in
-//! `sensor_common::replay`). The lane is the context's `rx_queue_index`:
-//! the loader runs each lane's calls with its own queue index. On every
+//! `sensor_common::replay`). The loader says which lane a call is for in
+//! `REPLAY_CURRENT_LANE` before the call. On every
 //! pass after the first the addresses are shifted (inside the benchmark
 //! ranges) and the checksums updated, so each pass is a set of new
 //! connections.
@@ -38,6 +38,9 @@ static REPLAY_FRAMES: Array<FrameRef> = Array::with_max_entries(1, 0);
 static REPLAY_LANES: Array<Lane> = Array::with_max_entries(MAX_LANES, 0);
 
 #[map]
+static REPLAY_CURRENT_LANE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
 static REPLAY_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ReplayCounter::COUNT, 0);
 
 /// `data_size_in` of the runs (set by the loader).
@@ -66,8 +69,9 @@ pub fn smtp_replay(ctx: XdpContext) -> u32 {
 /// Builds the lane's next frame in place; returns its length.
 #[inline(always)]
 fn try_smtp_replay(ctx: &XdpContext) -> Result<u32, ReplayCounter> {
+    let current = *REPLAY_CURRENT_LANE.get(0).ok_or(ReplayCounter::NoLane)?;
     let lane = REPLAY_LANES
-        .get_ptr_mut(ctx.rx_queue_index())
+        .get_ptr_mut(current)
         .ok_or(ReplayCounter::NoLane)?;
     // SAFETY: a valid map value; the loader's calls are the only runs of
     // this program, one at a time, so nothing else writes it meanwhile.

@@ -14,6 +14,8 @@ use std::ptr::NonNull;
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig, User};
 
+use sensor_common::flowhash::FrameMeta;
+
 use super::Frame;
 use super::error::CaptureError;
 use crate::net::Ts;
@@ -128,6 +130,33 @@ impl MmapArea {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
     }
 
+    /// The flow hash the XDP program put in front of the frame at `addr`,
+    /// if it did; clears the marker so a later frame in the same chunk
+    /// never finds a stale one.
+    ///
+    /// Same rule as [`MmapArea::frame`]: only for a descriptor userspace
+    /// owns.
+    fn take_meta(&self, addr: u64) -> Option<u32> {
+        let start = usize::try_from(addr).ok()?;
+        // The metadata sits right before the data, inside the same chunk.
+        let in_chunk = start % (FRAME_SIZE as usize);
+        if in_chunk < FrameMeta::LEN || start > self.len {
+            return None;
+        }
+        let at = start - FrameMeta::LEN;
+        // SAFETY: `[at, start)` lies inside the mapping (checked above) and
+        // in a chunk userspace owns; unaligned reads and writes are fine.
+        unsafe {
+            let p = self.ptr.as_ptr().add(at).cast::<FrameMeta>();
+            let meta = p.read_unaligned();
+            if meta.magic != FrameMeta::MAGIC {
+                return None;
+            }
+            p.write_unaligned(FrameMeta::default());
+            Some(meta.hash)
+        }
+    }
+
     /// The bytes `[addr, addr + len)` of the area, if inside it.
     ///
     /// Only call for descriptors taken from the rx ring and not yet given
@@ -163,6 +192,8 @@ pub struct XskRings {
     free: Vec<u64>,
     descs: Vec<XdpDesc>,
     batch: u32,
+    /// The XDP program puts the flow hash in front of frames: read it.
+    meta: bool,
 }
 
 /// One AF_XDP socket bound to `queue`.
@@ -280,9 +311,16 @@ impl XskSocket {
                 free,
                 descs: Vec::with_capacity(sizing.batch as usize),
                 batch: sizing.batch,
+                meta: false,
             },
             area,
         })
+    }
+
+    /// Reads the flow hash the XDP program puts in front of frames (when it
+    /// was loaded with one).
+    pub fn read_flow_hash(&mut self, on: bool) {
+        self.rings.meta = on;
     }
 
     /// The socket's file descriptor, for the XSKS map.
@@ -314,12 +352,21 @@ impl XskSocket {
             return 0;
         }
         // A fixed array on the stack: no allocation per batch.
-        let mut buf = [Frame { ts, data: &[] }; MAX_BATCH as usize];
+        let mut buf = [Frame {
+            ts,
+            data: &[],
+            flow_hash: None,
+        }; MAX_BATCH as usize];
         let mut n = 0;
         for d in &rings.descs {
             match (area.frame(d.addr, d.len), buf.get_mut(n)) {
                 (Some(data), Some(slot)) => {
                     slot.data = data;
+                    slot.flow_hash = if rings.meta {
+                        area.take_meta(d.addr)
+                    } else {
+                        None
+                    };
                     n += 1;
                 }
                 _ => *invalid += 1,

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{error, info};
 
+use sensor_common::flowhash::FlowHashKey;
+
 use super::FrameSink;
 use super::afxdp::{CopyMode, XskSizing, XskSocket};
 use super::error::CaptureError;
@@ -60,6 +62,9 @@ pub struct LiveOptions {
     /// CPUs for the capture threads (queue n on the nth CPU, round robin);
     /// empty: not pinned.
     pub cpus: CpuList,
+    /// Have the XDP program put the flow hash with this key in front of
+    /// every SMTP frame (capture threads then route without decoding).
+    pub flow_hash: Option<FlowHashKey>,
 }
 
 impl LiveOptions {
@@ -76,6 +81,7 @@ impl LiveOptions {
             stats_json: None,
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
+            flow_hash: None,
         }
     }
 }
@@ -119,12 +125,14 @@ where
         smtp_ports: opts.smtp_ports.clone(),
         non_smtp: opts.non_smtp,
         ebpf_log: opts.ebpf_log,
+        flow_hash: opts.flow_hash,
     })?;
     // Sockets first, then attach: no SMTP frame is passed for lack of a
     // socket once the program runs.
     let mut sockets = Vec::with_capacity(queues as usize);
     for q in 0..queues {
-        let s = XskSocket::open(&opts.iface, q, opts.sizing)?;
+        let mut s = XskSocket::open(&opts.iface, q, opts.sizing)?;
+        s.read_flow_hash(opts.flow_hash.is_some());
         program.register_socket(q, &s.fd())?;
         sockets.push(s);
     }
@@ -382,6 +390,7 @@ impl LiveArgs {
             stats_json: self.stats_json.clone(),
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
+            flow_hash: None,
         }
     }
 }

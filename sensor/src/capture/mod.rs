@@ -26,6 +26,10 @@ pub struct Frame<'a> {
     pub ts: Ts,
     /// The frame, starting at the Ethernet header.
     pub data: &'a [u8],
+    /// The connection's flow hash (`sensor_common::flowhash`) when the XDP
+    /// program computed it (sharded live capture), from the frame's
+    /// metadata; `None` otherwise.
+    pub flow_hash: Option<u32>,
 }
 
 /// Consumer of captured frames. Live capture creates one per rx queue and

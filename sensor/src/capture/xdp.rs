@@ -12,8 +12,10 @@ use aya::maps::{Array, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use log::{info, warn};
+use sensor_common::flowhash::FlowHashKey;
 use sensor_common::maps::{
-    self, ConfigSlot, Counter, NON_SMTP_DROP, NON_SMTP_PASS, PORT_WATCHED, PROGRAM_NAME,
+    self, ConfigSlot, Counter, GLOBAL_FLOW_HASH_KEY, GLOBAL_WRITE_FLOW_HASH, NON_SMTP_DROP,
+    NON_SMTP_PASS, PORT_WATCHED, PROGRAM_NAME,
 };
 
 use super::error::CaptureError;
@@ -72,6 +74,9 @@ pub struct XdpSettings {
     pub smtp_ports: Vec<u16>,
     pub non_smtp: NonSmtpAction,
     pub ebpf_log: bool,
+    /// Put the flow hash with this key in front of every SMTP frame (for
+    /// capture threads that hand frames to other workers); `None`: skip it.
+    pub flow_hash: Option<FlowHashKey>,
 }
 
 /// Per-CPU XDP counters summed over CPUs, in [`Counter::ALL`] order.
@@ -98,15 +103,25 @@ impl XdpProgram {
         if !program_embedded() {
             return Err(CaptureError::ProgramNotBuilt);
         }
-        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(|e| {
-            let errno = match &e {
-                aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
-                    io_error.raw_os_error()
-                }
-                _ => None,
-            };
-            CaptureError::permission_or(errno, "creating BPF maps", CaptureError::Load(Box::new(e)))
-        })?;
+        let key = settings.flow_hash.unwrap_or_default();
+        let write_hash = u32::from(settings.flow_hash.is_some());
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_FLOW_HASH_KEY, &key, true)
+            .override_global(GLOBAL_WRITE_FLOW_HASH, &write_hash, true)
+            .load(XDP_OBJECT)
+            .map_err(|e| {
+                let errno = match &e {
+                    aya::EbpfError::MapError(aya::maps::MapError::CreateError {
+                        io_error, ..
+                    }) => io_error.raw_os_error(),
+                    _ => None,
+                };
+                CaptureError::permission_or(
+                    errno,
+                    "creating BPF maps",
+                    CaptureError::Load(Box::new(e)),
+                )
+            })?;
         // Take the log ring buffer before loading the program: the reader
         // must exist for the whole run, and only when asked for.
         let logger = if settings.ebpf_log {

@@ -10,7 +10,7 @@ pub mod key;
 pub mod reassembly;
 pub mod table;
 
-pub use key::{FlowKey, symmetric_hash};
+pub use key::{FlowKey, flow_hash, packet_flow_hash, random_flow_key};
 pub use reassembly::{Chunk, Reassembler};
 pub use table::{FlowConfig, FlowStats, FlowTable};
 

@@ -111,6 +111,12 @@ const HOP_COUNTERS: &[Spec<HopCounters>] = &[
         unit: None,
         value: |h| load(&h.ring_full_drops),
     },
+    Spec {
+        name: "smtp_sensor_ring_unhashed",
+        help: "Frames the capture thread decoded to find their worker (no flow hash from XDP).",
+        unit: None,
+        value: |h| load(&h.unhashed),
+    },
 ];
 
 const WORKER_COUNTERS: &[Spec<WorkerSnapshot>] = &[
@@ -261,6 +267,9 @@ fn xdp_help(c: Counter) -> &'static str {
         Counter::Dropped => "Non-SMTP frames the XDP program dropped (--non-smtp drop).",
         Counter::Malformed => "Frames whose VLAN/IP/TCP headers were truncated or invalid.",
         Counter::RedirectFailed => "SMTP frames whose rx queue had no AF_XDP socket (passed).",
+        Counter::MetaFailed => {
+            "SMTP frames without room for the flow-hash metadata (hashed in userspace)."
+        }
     }
 }
 
@@ -539,6 +548,7 @@ mod tests {
                 "smtp_sensor_xdp_passed_total 90",
                 "smtp_sensor_xdp_dropped_total 0",
                 "smtp_sensor_xdp_redirect_failed_total 0",
+                "smtp_sensor_xdp_meta_failed_total 0",
                 r#"smtp_sensor_worker_packets_total{worker="0"} 40"#,
                 r#"smtp_sensor_worker_packets_total{worker="1"} 2"#,
                 r#"smtp_sensor_worker_bytes_total{worker="0"} 4096"#,

@@ -1,86 +1,30 @@
 //! The dispatcher: decodes each frame once, keeps global network time, and
 //! drives the workers — inline on its own thread with one worker, or over
-//! lock-free SPSC rings (rtrb) to worker threads, sharded by the symmetric
-//! flow hash so both directions of a connection reach the same worker.
-//!
-//! Frames cross to workers copied into batches; emptied batches come back on
-//! a return ring and are reused, so steady state allocates nothing per
-//! packet. Ticks (idle expiry, window ends, period ends) travel in-band on
-//! the same rings, so each worker sees them in packet order.
+//! the [`transport`](super::transport) to worker threads, sharded by the
+//! keyed symmetric flow hash so both directions of a connection reach the
+//! same worker. Ticks (idle expiry, window ends, period ends) travel
+//! in-band on the same rings, so each worker sees them in packet order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, SyncSender};
 use std::thread::JoinHandle;
 
+use sensor_common::flowhash::FlowHashKey;
+
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
 use crate::decode::{DecodeOptions, Decoded, LinkType, decode};
 use crate::detect::PeriodClock;
-use crate::flow::StreamParser;
-use crate::flow::symmetric_hash;
+use crate::flow::{StreamParser, packet_flow_hash, random_flow_key};
 use crate::net::Ts;
 
 use super::collector::{FinalCounts, Report, ToCollector};
+use super::transport::{self, Event, Inbox, Lane, Msg, WhenFull};
 use super::worker::{PacketStats, Worker, WorkerSink, count_decoded};
 
 /// Network time between ticks: how often idle flows are expired and the
 /// collector gets a complete window.
 pub const TICK_US: u64 = 1_000_000;
-/// Frames per batch crossing to a worker.
-pub const BATCH_FRAMES: usize = 256;
-/// Bytes per batch crossing to a worker.
-pub const BATCH_BYTES: usize = 256 * 1024;
-/// Messages a dispatcher→worker ring holds.
-pub const RING_SLOTS: usize = 64;
-
-/// Frames copied for one worker.
-#[derive(Default)]
-pub struct Batch {
-    data: Vec<u8>,
-    frames: Vec<(Ts, LinkType, u32, u32)>,
-}
-
-impl Batch {
-    pub(crate) fn with_capacity() -> Box<Batch> {
-        Box::new(Batch {
-            data: Vec::with_capacity(BATCH_BYTES + 65_536),
-            frames: Vec::with_capacity(BATCH_FRAMES),
-        })
-    }
-
-    pub(crate) fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
-        let start = self.data.len() as u32;
-        self.data.extend_from_slice(frame);
-        self.frames.push((ts, link, start, frame.len() as u32));
-    }
-
-    pub(crate) fn full(&self) -> bool {
-        self.frames.len() >= BATCH_FRAMES || self.data.len() >= BATCH_BYTES
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.data.clear();
-        self.frames.clear();
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// The frames, in the order they were pushed.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Ts, LinkType, &[u8])> + '_ {
-        self.frames.iter().filter_map(|&(ts, link, start, len)| {
-            let frame = self.data.get(start as usize..(start + len) as usize)?;
-            Some((ts, link, frame))
-        })
-    }
-}
-
-enum Msg {
-    Batch(Box<Batch>),
-    Tick { now: Ts, period_end: Option<Ts> },
-    Finish { now: Ts },
-}
 
 /// How reports reach the collector.
 #[derive(Clone)]
@@ -201,17 +145,13 @@ impl ReportTx {
     }
 }
 
-struct Lane {
-    ring: rtrb::Producer<Msg>,
-    returns: rtrb::Consumer<Box<Batch>>,
-    current: Option<Box<Batch>>,
-}
-
 enum Mode<P> {
     Inline(Box<Worker<P>>),
     Threads {
         lanes: Vec<Lane>,
         handles: Vec<JoinHandle<()>>,
+        /// Picks a frame's worker (per run, random).
+        key: FlowHashKey,
     },
 }
 
@@ -253,33 +193,33 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 None => Mode::Threads {
                     lanes: Vec::new(),
                     handles: Vec::new(),
+                    key: FlowHashKey::default(),
                 },
             }
         } else {
-            let mut lanes = Vec::new();
+            let (lanes, inboxes) = transport::mesh(1, workers.len(), WhenFull::Wait);
+            let mut lanes = lanes.into_iter().next().unwrap_or_default();
             let mut handles = Vec::new();
-            for w in workers {
-                let (ring, ring_rx) = rtrb::RingBuffer::new(RING_SLOTS);
-                let (ret_tx, returns) = rtrb::RingBuffer::new(RING_SLOTS + 2);
+            let mut kept = Vec::new();
+            for ((w, inbox), lane) in workers.into_iter().zip(inboxes).zip(lanes.drain(..)) {
                 let tx = tx.clone();
                 let name = format!("worker-{}", w.id);
                 let handle = std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || worker_loop(w, ring_rx, ret_tx, tx));
+                    .spawn(move || worker_thread(w, inbox, tx));
                 match handle {
-                    Ok(h) => handles.push(h),
-                    Err(e) => {
-                        eprintln!("smtp-sensor: cannot start a worker thread: {e}");
-                        continue;
+                    Ok(h) => {
+                        handles.push(h);
+                        kept.push(lane);
                     }
+                    Err(e) => eprintln!("smtp-sensor: cannot start a worker thread: {e}"),
                 }
-                lanes.push(Lane {
-                    ring,
-                    returns,
-                    current: None,
-                });
             }
-            Mode::Threads { lanes, handles }
+            Mode::Threads {
+                lanes: kept,
+                handles,
+                key: random_flow_key(),
+            }
         };
         Dispatcher {
             mode,
@@ -316,19 +256,11 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                     self.tx.report(r);
                 }
             }
-            Mode::Threads { lanes, .. } => {
-                let n = lanes.len() as u64;
-                let idx = (symmetric_hash(p.src, p.sport, p.dst, p.dport) % n.max(1)) as usize;
+            Mode::Threads { lanes, key, .. } => {
+                let n = lanes.len().max(1) as u32;
+                let idx = (packet_flow_hash(key, &p) % n) as usize;
                 if let Some(lane) = lanes.get_mut(idx) {
-                    let batch = lane.current.get_or_insert_with(|| {
-                        lane.returns
-                            .pop()
-                            .unwrap_or_else(|_| Batch::with_capacity())
-                    });
-                    batch.push(ts, link, frame);
-                    if batch.full() {
-                        flush_lane(lane);
-                    }
+                    lane.push(ts, link, frame);
                 }
             }
         }
@@ -367,8 +299,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             }
             Mode::Threads { lanes, .. } => {
                 for lane in lanes {
-                    flush_lane(lane);
-                    push_blocking(&mut lane.ring, Msg::Tick { now, period_end });
+                    lane.control(Msg::Tick { now, period_end });
                 }
             }
         }
@@ -394,10 +325,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 let r = w.finish(now);
                 self.tx.report(r);
             }
-            Mode::Threads { lanes, handles } => {
+            Mode::Threads { lanes, handles, .. } => {
                 for lane in lanes.iter_mut() {
-                    flush_lane(lane);
-                    push_blocking(&mut lane.ring, Msg::Finish { now });
+                    lane.control(Msg::Finish { now });
                 }
                 for h in handles.drain(..) {
                     if h.join().is_err() {
@@ -418,9 +348,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
 impl<P> Drop for Dispatcher<P> {
     fn drop(&mut self) {
         // Unblock worker threads if `finish` was never called.
-        if let Mode::Threads { lanes, handles } = &mut self.mode {
+        if let Mode::Threads { lanes, handles, .. } = &mut self.mode {
             for lane in lanes.iter_mut() {
-                let _ = lane.ring.push(Msg::Finish { now: self.last_ts });
+                lane.try_control(Msg::Finish { now: self.last_ts });
             }
             for h in handles.drain(..) {
                 let _ = h.join();
@@ -429,67 +359,11 @@ impl<P> Drop for Dispatcher<P> {
     }
 }
 
-fn flush_lane(lane: &mut Lane) {
-    if let Some(b) = lane.current.take() {
-        if b.frames.is_empty() {
-            lane.current = Some(b);
-            return;
-        }
-        push_blocking(&mut lane.ring, Msg::Batch(b));
-    }
-}
-
-/// Pushes onto a ring, waiting while it is full (workers drain it).
-fn push_blocking(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
-    let mut backoff = Backoff::default();
-    loop {
-        match ring.push(msg) {
-            Ok(()) => return,
-            Err(rtrb::PushError::Full(m)) => {
-                if ring.is_abandoned() {
-                    return;
-                }
-                msg = m;
-                backoff.snooze();
-            }
-        }
-    }
-}
-
-/// Spin, then yield, then sleep ever longer (50 µs doubling to 1.6 ms):
-/// waiting on a ring without a lock, and without burning a core when the
-/// ring stays empty (a worker of a quiet link sleeps nearly all the time).
-#[derive(Default)]
-pub(crate) struct Backoff(u32);
-
-/// Spins, then yields, before the first sleep.
-const SPINS: u32 = 16;
-const YIELDS: u32 = 32;
-/// Longest sleep: 50 µs << 5.
-const MAX_SLEEP_SHIFT: u32 = 5;
-
-impl Backoff {
-    pub(crate) fn snooze(&mut self) {
-        self.0 = self.0.saturating_add(1);
-        if self.0 < SPINS {
-            std::hint::spin_loop();
-        } else if self.0 < YIELDS {
-            std::thread::yield_now();
-        } else {
-            let shift = (self.0 - YIELDS).min(MAX_SLEEP_SHIFT);
-            std::thread::sleep(std::time::Duration::from_micros(50 << shift));
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0 = 0;
-    }
-}
-
-fn worker_loop<P: StreamParser<WorkerSink>>(
+/// Body of a worker thread: frames, ticks and the finish from the
+/// dispatcher's ring, reports to the collector.
+fn worker_thread<P: StreamParser<WorkerSink>>(
     mut w: Worker<P>,
-    mut ring: rtrb::Consumer<Msg>,
-    mut returns: rtrb::Producer<Box<Batch>>,
+    mut inbox: Vec<Inbox>,
     tx: ReportTx,
 ) {
     // The dispatcher already counted decode results and checksums.
@@ -499,41 +373,21 @@ fn worker_loop<P: StreamParser<WorkerSink>>(
     if let Some(cpu) = w.cpu {
         crate::affinity::pin_current_thread(cpu, &format!("worker {}", w.id));
     }
-    let mut backoff = Backoff::default();
-    loop {
-        let msg = match ring.pop() {
-            Ok(m) => m,
-            Err(_) => {
-                if ring.is_abandoned() {
-                    // The dispatcher went away without finishing.
-                    return;
-                }
-                backoff.snooze();
-                continue;
-            }
-        };
-        backoff.reset();
-        match msg {
-            Msg::Batch(mut b) => {
-                for (ts, link, frame) in b.iter() {
-                    if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
-                        w.packet(&p);
-                    }
-                }
-                if let Some(r) = w.partial() {
-                    tx.report(r);
-                }
-                b.clear();
-                // A full return ring means the dispatcher has spares.
-                let _ = returns.push(b);
-            }
-            Msg::Tick { now, period_end } => tx.report(w.tick(now, period_end)),
-            Msg::Finish { now } => {
-                tx.report(w.finish(now));
-                return;
+    transport::drain(&mut inbox, |e| match e {
+        Event::Frame(ts, link, frame) => {
+            if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
+                w.packet(&p);
             }
         }
-    }
+        Event::BatchEnd => {
+            if let Some(r) = w.partial() {
+                tx.report(r);
+            }
+        }
+        Event::Tick { now, period_end } => tx.report(w.tick(now, period_end)),
+        Event::Finish { now } => tx.report(w.finish(now)),
+        Event::Idle => {}
+    });
 }
 
 /// The dispatcher's own final counts, in the collector's shape.
@@ -621,22 +475,5 @@ mod tests {
         }
         assert_eq!(h.join().ok(), Some(0));
         assert_eq!(got, 20);
-    }
-
-    #[test]
-    fn batches_hold_frames_back_to_back() {
-        let mut b = Batch::with_capacity();
-        b.push(Ts(1), LinkType::Ethernet, b"abc");
-        b.push(Ts(2), LinkType::RawIp, b"de");
-        assert_eq!(
-            b.frames,
-            [
-                (Ts(1), LinkType::Ethernet, 0, 3),
-                (Ts(2), LinkType::RawIp, 3, 2)
-            ]
-        );
-        assert!(!b.full());
-        b.clear();
-        assert!(b.frames.is_empty() && b.data.is_empty());
     }
 }

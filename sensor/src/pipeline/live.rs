@@ -23,7 +23,7 @@ use crate::capture::{Frame, FrameSink};
 use crate::config::Config;
 use crate::decode::LinkType;
 use crate::detect::Detection;
-use crate::flow::{FlowConfig, StreamParser};
+use crate::flow::{FlowConfig, StreamParser, random_flow_key};
 use crate::net::Ts;
 use crate::telemetry::Telemetry;
 
@@ -31,6 +31,7 @@ use super::collector::{Collector, CollectorControl, OpenMode};
 use super::dispatch::{DispatchCounts, Dispatcher, LIVE_RECORD_BUDGET, RecordBudget, ReportTx};
 use super::reload::{DetectionWatch, SharedDetection, reload};
 use super::stats_line::StatsLine;
+use super::transport::{self, WhenFull};
 use super::worker::{Worker, WorkerSink};
 use super::{RunControl, RunError, RunOptions, RunSummary, metrics, shard, smtp_flow};
 
@@ -89,6 +90,13 @@ pub fn run(
             "packets cross to their connection's worker over SPSC rings"
         }
     );
+
+    // Sharded: the XDP program hashes each frame's connection, so capture
+    // threads route without decoding.
+    let flow_key = random_flow_key();
+    if !receive_side {
+        live.flow_hash = Some(flow_key);
+    }
 
     let telemetry = Telemetry::live(iface, queues, workers);
     live.queue_counters = telemetry.queues.clone();
@@ -196,7 +204,7 @@ pub fn run(
     } else {
         // Capture threads take the first CPUs of the list, workers the next.
         let mut panics = 0u64;
-        let (by_queue, by_worker) = shard::rings(queues, workers);
+        let (by_queue, by_worker) = transport::mesh(queues, workers, WhenFull::Drop);
         let mut handles: Vec<JoinHandle<Dispatcher<_>>> = Vec::with_capacity(workers);
         let mut spawn_error = None;
         for (w, inputs) in by_worker.into_iter().enumerate() {
@@ -218,7 +226,7 @@ pub fn run(
                 }
             }
         }
-        let mut by_queue: Vec<Option<Vec<shard::LaneSet>>> =
+        let mut by_queue: Vec<Option<Vec<transport::Lane>>> =
             by_queue.into_iter().map(Some).collect();
         let result = match spawn_error {
             Some(e) => Err(RunError::Thread(e)),
@@ -229,7 +237,7 @@ pub fn run(
                         .get_mut(q as usize)
                         .and_then(Option::take)
                         .unwrap_or_default();
-                    shard::ShardSink::new(q as usize, lanes, telemetry.clone())
+                    shard::ShardSink::new(q as usize, lanes, flow_key, telemetry.clone())
                 },
                 on_control,
             )
@@ -272,6 +280,11 @@ pub fn run(
         .hops
         .iter()
         .map(|h| h.ring_full_drops.load(Ordering::Relaxed))
+        .sum();
+    summary.unhashed_frames = telemetry
+        .hops
+        .iter()
+        .map(|h| h.unhashed.load(Ordering::Relaxed))
         .sum();
     Ok(summary)
 }

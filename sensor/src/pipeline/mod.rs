@@ -16,6 +16,7 @@ pub mod shard;
 pub mod smtp_flow;
 pub mod stats_line;
 pub mod summary;
+pub mod transport;
 pub mod worker;
 
 use std::net::SocketAddr;

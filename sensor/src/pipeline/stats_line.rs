@@ -2,7 +2,7 @@
 //! and every drop, in one place an operator can grep.
 //!
 //! ```text
-//! stats: iface=eth1 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0) flows=118 records=4410 notices=3 xdp_seen=… xdp_redirected=… xdp_passed=… xdp_dropped=… xdp_malformed=… xdp_redirect_failed=…
+//! stats: iface=eth1 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0) flows=118 records=4410 notices=3 xdp_seen=… xdp_redirected=… xdp_passed=… xdp_dropped=… xdp_malformed=… xdp_redirect_failed=… xdp_meta_failed=…
 //! ```
 
 use std::fmt::Write as _;
@@ -165,7 +165,7 @@ mod tests {
         let line = format_line("veth0", 12, &prev, &with_xdp, 2.0);
         assert!(
             line.ends_with(
-                " xdp_seen=0 xdp_redirected=3000 xdp_passed=0 xdp_dropped=0 xdp_malformed=0 xdp_redirect_failed=0"
+                " xdp_seen=0 xdp_redirected=3000 xdp_passed=0 xdp_dropped=0 xdp_malformed=0 xdp_redirect_failed=0 xdp_meta_failed=0"
             ),
             "{line}"
         );

@@ -25,6 +25,9 @@ pub struct RunSummary {
     pub dropped_records: u64,
     /// Frames dropped because a worker's ring was full (live, sharded).
     pub dropped_frames: u64,
+    /// Frames capture threads decoded to route them, for want of the XDP
+    /// program's flow hash (live, sharded).
+    pub unhashed_frames: u64,
     /// SIGINT/SIGTERM ended the run before the end of the input.
     pub stopped_early: bool,
     /// Worker threads that panicked: their flows were lost; the run fails.
@@ -98,6 +101,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "smtp-sensor: {} frames dropped: a worker fell behind",
                 self.dropped_frames
+            )?;
+        }
+        if self.unhashed_frames > 0 {
+            writeln!(
+                f,
+                "smtp-sensor: {} frames routed without the XDP flow hash (the driver keeps no metadata): capture threads decoded them",
+                self.unhashed_frames
             )?;
         }
         if self.dropped_records > 0 {
