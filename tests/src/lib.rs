@@ -1,5 +1,6 @@
 //! Test support: synthetic SMTP traffic and pcap writing.
 pub mod live_sensor;
+pub mod logs;
 pub mod mmdb;
 pub mod netns;
 pub mod scratch;

@@ -25,8 +25,13 @@ impl LiveSensor {
     /// Starts the sensor on the pair's sensor end with `extra` arguments,
     /// and waits until it captures.
     pub fn start(pair: &VethPair, logdir: &Path, extra: &[&str]) -> LiveSensor {
+        Self::start_bin(sensor_bin(), pair, logdir, extra)
+    }
+
+    /// [`LiveSensor::start`] with another build of the sensor (`bin`).
+    pub fn start_bin(bin: &Path, pair: &VethPair, logdir: &Path, extra: &[&str]) -> LiveSensor {
         let mut child = pair
-            .sensor_cmd(sensor_bin().to_str().expect("UTF-8 path"))
+            .sensor_cmd(bin.to_str().expect("UTF-8 path"))
             .args(["-i", &pair.sensor_if, "-l"])
             .arg(logdir)
             .args(extra)

@@ -18,14 +18,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use sensor_tests::live_sensor::{LiveSensor, replay};
+use sensor_tests::logs::{Logs, assert_same, read_logs};
 use sensor_tests::netns::{VethPair, require_root};
 use sensor_tests::scratch::Scratch;
 use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::demo;
 use sensor_tests::synth::pcap::write_pcap;
 
-/// Fields that depend on the capture clock or the run, not the traffic.
-const CLOCK_FIELDS: [&str; 2] = ["ts", "uid"];
 /// Veth queues, as in `cargo xtask demo`.
 const QUEUES: u32 = 4;
 /// Replay rate: far below what a veth and a debug-build sensor handle.
@@ -36,28 +35,6 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// One live run at a time: the runs share two cores with tcpreplay, and a
 /// starved sensor would drop frames for reasons this test is not about.
 static LIVE: Mutex<()> = Mutex::new(());
-
-/// smtp.log and notice.log of one run, as JSON objects.
-#[derive(Debug)]
-struct Logs {
-    records: Vec<Value>,
-    notices: Vec<Value>,
-}
-
-fn read_log(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
-}
-
-fn read_logs(dir: &Path) -> Logs {
-    Logs {
-        records: read_log(&dir.join("smtp.log")),
-        notices: read_log(&dir.join("notice.log")),
-    }
-}
 
 /// Writes the demo capture; returns its path and frame count.
 fn demo_pcap(s: &Scratch) -> (PathBuf, u64) {
@@ -83,50 +60,6 @@ fn offline(pcap: &Path, s: &Scratch) -> Logs {
         String::from_utf8_lossy(&out.stderr)
     );
     read_logs(&dir)
-}
-
-/// A record or notice without its clock-derived fields, as canonical JSON
-/// (keys sorted).
-fn canonical(v: &Value) -> String {
-    let mut v = v.clone();
-    if let Some(m) = v.as_object_mut() {
-        for f in CLOCK_FIELDS {
-            m.remove(f);
-        }
-    }
-    v.to_string()
-}
-
-/// Asserts `live` and `offline` hold the same entries (any order), and
-/// names the entries found on one side only when they do not.
-fn assert_same(kind: &str, live: &[Value], offline: &[Value]) {
-    let mut l: Vec<String> = live.iter().map(canonical).collect();
-    let mut o: Vec<String> = offline.iter().map(canonical).collect();
-    l.sort();
-    o.sort();
-    if l == o {
-        return;
-    }
-    let only = |a: &[String], b: &[String]| -> Vec<String> {
-        let mut b = b.to_vec();
-        a.iter()
-            .filter(|x| match b.iter().position(|y| y == *x) {
-                Some(i) => {
-                    b.swap_remove(i);
-                    false
-                }
-                None => true,
-            })
-            .cloned()
-            .collect()
-    };
-    panic!(
-        "{kind}: live {} vs offline {} entries\nonly live:\n  {}\nonly offline:\n  {}",
-        l.len(),
-        o.len(),
-        only(&l, &o).join("\n  "),
-        only(&o, &l).join("\n  ")
-    );
 }
 
 /// Within one run, a notice tied to a connection carries the uid of that

@@ -29,7 +29,7 @@ struct Args {
     /// Interface to send from (the veth end whose peer the sensor watches).
     #[arg(short = 'i', long = "iface")]
     iface: String,
-    /// Frames per second (sent in bursts every 100 ms); default: top speed.
+    /// Frames per second, evenly spaced by the program; default: top speed.
     #[arg(long, conflicts_with = "topspeed")]
     pps: Option<u64>,
     /// As fast as possible (the default).
@@ -176,6 +176,7 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         bytes: get(ReplayCounter::Bytes),
         lane_frames: sender.lane_sent()?,
         failed: get(ReplayCounter::Failed) + get(ReplayCounter::NoLane),
+        idle_runs: get(ReplayCounter::Idle),
         seconds: sent.elapsed.as_secs_f64(),
         calls: sent.calls,
         load_seconds,
@@ -250,13 +251,17 @@ struct KernelWire<'a> {
 }
 
 impl Wire for KernelWire<'_> {
-    fn send(&mut self, lane: usize, n: u32) -> Result<CallEnd, SendError> {
+    fn pace(&mut self, lane: usize, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError> {
+        self.sender.pace(lane as u32, interval_ns, max_lag_ns)
+    }
+
+    fn send(&mut self, lane: usize, budget: u64, runs: u32) -> Result<(CallEnd, u64), SendError> {
         if let Some(cpu) = self.cpus.as_ref().and_then(|c| c.get(lane)).copied()
             && self.pinned != Some(cpu)
         {
             sender::pin_to(cpu)?;
             self.pinned = Some(cpu);
         }
-        self.sender.send(lane as u32, n)
+        self.sender.send(lane as u32, budget, runs)
     }
 }

@@ -27,6 +27,8 @@ pub struct Report {
     /// Runs that found no frames for their lane, or failed to build a
     /// frame (a bug if ever non-zero).
     pub failed: u64,
+    /// Runs of the program that waited for the pace (sent nothing).
+    pub idle_runs: u64,
     /// Seconds from the first call to the end of the last.
     pub seconds: f64,
     /// Offered rate.

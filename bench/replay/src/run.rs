@@ -1,12 +1,18 @@
-//! The send loop: how many frames each lane sends per call, when, and when
-//! to stop.
+//! The send loop: how many frames each lane sends per call, and when to
+//! stop.
 //!
-//! A call costs a page-pool setup in the kernel (tens of milliseconds), so
-//! frames go out in large calls: paced (`--pps`) as one burst per lane
-//! every [`ROUND`] (the frames due by the round's end), or at top speed in
-//! calls of about [`TOP_CALL`] worth of frames at the rate measured so far.
-//! Lanes advance in proportion to their share of the capture, so they end
-//! their passes together.
+//! A call costs a page-pool setup and teardown in the kernel (about 20 ms),
+//! so calls are long: [`ROUND`] each. At top speed a call sends as many
+//! frames as the rate measured so far fits in a round, back to back. Paced
+//! (`--pps`), the program itself spaces the frames by the kernel's clock
+//! (see `sensor_common::replay::Lane`): a call gets the frames due by the end
+//! of its round as a budget, and enough runs to last about a round (idle
+//! runs cost little and are how the program waits). Frames therefore leave
+//! evenly spaced, not in one burst per call; between calls the program
+//! falls behind by the call overhead and catches up at the next call's
+//! start. Lanes advance in proportion to their share of the capture, so
+//! they end their passes together; with several lanes the calls alternate,
+//! so each lane sends in bursts of a round (one sender thread).
 //!
 //! Passes are whole: a run stops at the end of a pass, after `--loop` passes
 //! or the first pass boundary after `--seconds`. The frames sent are then
@@ -18,17 +24,18 @@ use std::time::{Duration, Instant};
 
 use crate::sender::{CallEnd, SendError};
 
-/// Interval between paced bursts.
-pub const ROUND: Duration = Duration::from_millis(100);
-/// Aimed duration of one call at top speed.
-pub const TOP_CALL: Duration = Duration::from_millis(250);
+/// Aimed duration of one call.
+pub const ROUND: Duration = Duration::from_millis(250);
 /// Frames of the first call at top speed, before a rate is known.
 const FIRST_TOP_CALL: u64 = 1 << 18;
+/// Runs per budgeted frame of the first paced call, before the cost of a
+/// run is known.
+const FIRST_RUNS_PER_FRAME: u64 = 4;
 
 /// How fast to send.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Rate {
-    /// Frames per second, in bursts of one [`ROUND`].
+    /// Frames per second, spaced evenly by the program.
     Pps(u64),
     /// As fast as the kernel runs the program.
     Top,
@@ -47,8 +54,14 @@ pub struct Plan {
 /// Where frames go: the kernel ([`crate::sender::Sender`]), or a test's
 /// recorder.
 pub trait Wire {
-    /// Sends the next `n` frames of `lane`.
-    fn send(&mut self, lane: usize, n: u32) -> Result<CallEnd, SendError>;
+    /// Paces `lane` at one frame every `interval_ns` from now on, catching
+    /// up at most `max_lag_ns`.
+    fn pace(&mut self, lane: usize, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError>;
+
+    /// Runs the program `runs` times on `lane`, sending at most `budget`
+    /// frames (all of them when the lane is not paced, where `runs ==
+    /// budget`). Returns how the call ended and the frames it sent.
+    fn send(&mut self, lane: usize, budget: u64, runs: u32) -> Result<(CallEnd, u64), SendError>;
 }
 
 /// What a run did.
@@ -86,18 +99,26 @@ pub fn run(
     if total == 0 {
         return Ok(sent);
     }
+    let shares: Vec<f64> = lanes.iter().map(|&n| n as f64 / total as f64).collect();
+    if let Rate::Pps(r) = plan.rate {
+        // A lane waits while the others send: it may catch up that much.
+        let max_lag = ROUND * (lanes.len() as u32 + 1);
+        for (lane, share) in shares.iter().enumerate() {
+            let interval = (1e9 / (r as f64 * share).max(1e-9)).max(1.0) as u64;
+            wire.pace(lane, interval, max_lag.as_nanos() as u64)?;
+        }
+    }
     let max_passes = plan.passes.unwrap_or(u64::MAX);
     // Per lane: the frame it stops at, one pass further each time a pass
     // ends while passes and time are left.
     let mut goal: Vec<u64> = lanes.to_vec();
+    // Runs per call of each paced lane, tuned so a call lasts a round.
+    let mut runs: Vec<u64> = vec![0; lanes.len()];
     let start = Instant::now();
-    let mut round = 0u32;
     let mut top_call = FIRST_TOP_CALL;
     'run: loop {
         let elapsed = start.elapsed();
         let time_up = plan.seconds.is_some_and(|s| elapsed >= s);
-        // Lanes whose pass ended: another pass, unless time is up or the
-        // pass count is reached.
         for (g, (&n, &s)) in goal.iter_mut().zip(lanes.iter().zip(&sent.per_lane)) {
             if s >= *g && n > 0 && !time_up && *g / n < max_passes {
                 *g = g.saturating_add(n);
@@ -111,49 +132,56 @@ pub fn run(
                 sent.interrupted = true;
                 break 'run;
             }
-            let share = lanes[lane] as f64 / total as f64;
-            let due = match plan.rate {
-                Rate::Pps(r) => {
-                    // Frames due by the end of this round, minus those sent.
-                    let per_round = r as f64 * share * ROUND.as_secs_f64();
-                    let by = (f64::from(round) + 1.0) * per_round;
-                    // A wire slower than the rate catches up by at most one
-                    // round per round.
-                    (by as u64)
-                        .saturating_sub(sent.per_lane[lane])
-                        .min((2.0 * per_round).ceil() as u64)
-                }
-                Rate::Top => ((top_call as f64 * share).ceil() as u64).max(1),
-            };
             let left = goal[lane].saturating_sub(sent.per_lane[lane]);
-            let n = due.min(left).min(u64::from(u32::MAX)) as u32;
-            if n == 0 {
+            let (budget, call_runs) = match plan.rate {
+                Rate::Pps(r) => {
+                    // Frames due by the end of this call, minus those sent
+                    // (wall time: a call overhead is made up for).
+                    let by = (start.elapsed() + ROUND).as_secs_f64();
+                    let due = (r as f64 * shares[lane] * by) as u64;
+                    let budget = due.saturating_sub(sent.per_lane[lane]).min(left);
+                    if runs[lane] == 0 {
+                        runs[lane] = budget.saturating_mul(FIRST_RUNS_PER_FRAME);
+                    }
+                    // The end of a pass needs less than a round: no idle
+                    // tail after its last frame.
+                    let per_round = (r as f64 * shares[lane] * ROUND.as_secs_f64()).max(1.0);
+                    let part = (budget as f64 / per_round).min(1.0);
+                    let call_runs = (runs[lane] as f64 * part * 1.1) as u64;
+                    (budget, call_runs.max(budget))
+                }
+                Rate::Top => {
+                    let n = ((top_call as f64 * shares[lane]).ceil() as u64).clamp(1, left);
+                    (n, n)
+                }
+            };
+            if budget == 0 {
                 continue;
             }
+            let call_runs = call_runs.min(u64::from(u32::MAX)) as u32;
+            let t = Instant::now();
             sent.calls += 1;
-            let end = wire.send(lane, n)?;
+            let (end, n) = wire.send(lane, budget, call_runs)?;
+            sent.per_lane[lane] += n;
             if end == CallEnd::Interrupted {
-                // The kernel stopped somewhere inside the call: the caller
-                // reads the real positions back from the program.
                 sent.interrupted = true;
                 break 'run;
             }
-            sent.per_lane[lane] += u64::from(n);
-        }
-        match plan.rate {
-            Rate::Pps(_) => {
-                round += 1;
-                let next = ROUND * round;
-                if let Some(wait) = next.checked_sub(start.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+            if matches!(plan.rate, Rate::Pps(_)) && n == budget {
+                // Aim the next call of this lane at one round.
+                let took = t.elapsed().as_secs_f64().max(1e-6);
+                let per_run = took / f64::from(call_runs);
+                runs[lane] = ((ROUND.as_secs_f64() / per_run) as u64).clamp(1, u64::from(u32::MAX));
+            } else if n < budget {
+                // Too few runs to send the budget in time: more next call.
+                runs[lane] = runs[lane].saturating_mul(2);
             }
-            Rate::Top => {
-                let secs = start.elapsed().as_secs_f64();
-                if secs > 0.0 {
-                    let rate = sent.frames() as f64 / secs;
-                    top_call = ((rate * TOP_CALL.as_secs_f64()) as u64).max(1 << 14);
-                }
+        }
+        if let Rate::Top = plan.rate {
+            let secs = start.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                let rate = sent.frames() as f64 / secs;
+                top_call = ((rate * ROUND.as_secs_f64()) as u64).max(1 << 14);
             }
         }
     }
@@ -165,82 +193,116 @@ pub fn run(
 mod tests {
     use super::*;
 
-    /// Records every call.
+    /// Sends every budgeted frame (a wire as fast as asked), records calls.
     #[derive(Default)]
     struct Recorder {
-        calls: Vec<(usize, u32)>,
+        calls: Vec<(usize, u64, u32)>,
+        paced: Vec<(usize, u64)>,
         interrupt_after: Option<usize>,
+        /// Sleep per call, for the time-based tests.
+        call_time: Duration,
     }
 
     impl Wire for Recorder {
-        fn send(&mut self, lane: usize, n: u32) -> Result<CallEnd, SendError> {
+        fn pace(&mut self, lane: usize, interval: u64, _lag: u64) -> Result<(), SendError> {
+            self.paced.push((lane, interval));
+            Ok(())
+        }
+
+        fn send(
+            &mut self,
+            lane: usize,
+            budget: u64,
+            runs: u32,
+        ) -> Result<(CallEnd, u64), SendError> {
             if self.interrupt_after == Some(self.calls.len()) {
-                return Ok(CallEnd::Interrupted);
+                return Ok((CallEnd::Interrupted, budget / 2));
             }
-            self.calls.push((lane, n));
-            Ok(CallEnd::Done)
+            std::thread::sleep(self.call_time);
+            self.calls.push((lane, budget, runs));
+            Ok((CallEnd::Done, budget))
         }
     }
 
-    fn go(lanes: &[u64], plan: Plan) -> (Sent, Recorder) {
-        let mut w = Recorder::default();
-        let s = run(&mut w, lanes, &plan, &AtomicBool::new(false)).unwrap();
-        (s, w)
+    fn go(lanes: &[u64], plan: Plan, w: &mut Recorder) -> Sent {
+        run(w, lanes, &plan, &AtomicBool::new(false)).unwrap()
     }
 
     #[test]
     fn loops_send_whole_passes_on_every_lane() {
-        let (s, w) = go(
+        let mut w = Recorder::default();
+        let s = go(
             &[300_000, 100_000],
             Plan {
                 rate: Rate::Top,
                 passes: Some(3),
                 seconds: None,
             },
+            &mut w,
         );
         assert_eq!(s.per_lane, [900_000, 300_000]);
         assert!(!s.interrupted);
-        let per: u64 = w.calls.iter().map(|&(_, n)| u64::from(n)).sum();
-        assert_eq!(per, 1_200_000);
-        assert!(w.calls.iter().any(|&(l, _)| l == 1));
+        assert!(w.paced.is_empty());
+        // Top speed: every run sends.
+        assert!(w.calls.iter().all(|&(_, b, r)| u64::from(r) == b));
+        assert!(w.calls.iter().any(|&(l, _, _)| l == 1));
     }
 
     #[test]
-    fn paced_runs_send_bursts_at_the_rate() {
-        let started = Instant::now();
-        let (s, w) = go(
-            &[20_000],
+    fn paced_runs_space_frames_and_budget_each_round() {
+        let mut w = Recorder {
+            call_time: Duration::from_millis(5),
+            ..Recorder::default()
+        };
+        let s = go(
+            &[300_000, 100_000],
             Plan {
-                rate: Rate::Pps(100_000),
+                rate: Rate::Pps(1_000_000),
                 passes: Some(1),
                 seconds: None,
             },
+            &mut w,
         );
-        assert_eq!(s.frames(), 20_000);
-        // 100 kpps in 100 ms rounds: bursts of 10 000.
-        assert_eq!(w.calls, [(0, 10_000), (0, 10_000)]);
-        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(s.per_lane, [300_000, 100_000]);
+        // One frame per µs over the capture, shared 3:1 between the lanes.
+        assert_eq!(w.paced.len(), 2);
+        let (i0, i1) = (w.paced[0].1, w.paced[1].1);
+        assert!(
+            (1300..1350).contains(&i0) && (3950..4050).contains(&i1),
+            "{i0} {i1}"
+        );
+        // The first round's budget: what is due by its end (250 ms).
+        assert!(
+            (187_500..190_000).contains(&w.calls[0].1),
+            "{:?}",
+            w.calls[0]
+        );
+        // Paced calls get more runs than frames (idle runs wait).
+        assert!(w.calls.iter().all(|&(_, b, r)| u64::from(r) >= b));
     }
 
     #[test]
     fn time_limits_end_at_a_pass_boundary() {
-        let (s, _) = go(
+        let mut w = Recorder {
+            call_time: Duration::from_millis(100),
+            ..Recorder::default()
+        };
+        let s = go(
             &[1000, 500],
             Plan {
-                rate: Rate::Pps(30_000),
+                rate: Rate::Top,
                 passes: None,
                 seconds: Some(Duration::from_millis(150)),
             },
+            &mut w,
         );
-        // 3000 frames per 100 ms: the first pass (1500) ends in round 1,
-        // the second in round 1 too, the third after 150 ms: whole passes.
         let passes = s.per_lane[0] / 1000;
-        assert!(passes >= 2, "{s:?}");
+        assert!(passes >= 1, "{s:?}");
         assert_eq!(s.per_lane, [passes * 1000, passes * 500]);
     }
 
     #[test]
-    fn an_interrupted_call_stops_the_run() {
+    fn an_interrupted_call_stops_the_run_and_keeps_its_frames() {
         let mut w = Recorder {
             interrupt_after: Some(1),
             ..Recorder::default()
@@ -253,6 +315,7 @@ mod tests {
         let s = run(&mut w, &[1 << 20], &plan, &AtomicBool::new(false)).unwrap();
         assert!(s.interrupted);
         assert_eq!(w.calls.len(), 1);
+        assert!(s.frames() > w.calls[0].1, "{s:?}");
         let stop = AtomicBool::new(true);
         let s = run(&mut Recorder::default(), &[10], &plan, &stop).unwrap();
         assert!(s.interrupted);

@@ -157,7 +157,7 @@ impl Sender {
             let lane = Lane {
                 first,
                 count,
-                sent: 0,
+                ..Lane::default()
             };
             lanes.set(i as u32, lane, 0).map_err(err(replay::LANES))?;
         }
@@ -169,21 +169,47 @@ impl Sender {
         self.lanes
     }
 
-    /// Runs the program `repeat` times on `lane`: its next `repeat` frames
-    /// go out. The calling thread must run on the lane's CPU.
-    pub fn send(&mut self, lane: u32, repeat: u32) -> Result<CallEnd, SendError> {
-        if repeat == 0 {
-            return Ok(CallEnd::Done);
+    fn lane(&mut self, lane: u32) -> Result<Lane, SendError> {
+        let lanes: Array<&mut MapData, Lane> =
+            Array::try_from(self.map(replay::LANES)?).map_err(map_err(replay::LANES))?;
+        lanes.get(&lane, 0).map_err(map_err(replay::LANES))
+    }
+
+    fn set_lane(&mut self, i: u32, lane: Lane) -> Result<(), SendError> {
+        let mut lanes: Array<&mut MapData, Lane> =
+            Array::try_from(self.map(replay::LANES)?).map_err(map_err(replay::LANES))?;
+        lanes.set(i, lane, 0).map_err(map_err(replay::LANES))
+    }
+
+    /// Paces `lane` at one frame per `interval_ns` from now on, catching up
+    /// at most `max_lag_ns` behind the schedule.
+    pub fn pace(&mut self, lane: u32, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError> {
+        let mut l = self.lane(lane)?;
+        l.interval_ns = interval_ns;
+        l.max_lag_ns = max_lag_ns;
+        l.next_ns = monotonic_ns();
+        self.set_lane(lane, l)
+    }
+
+    /// Runs the program `runs` times on `lane`, which sends at most
+    /// `budget` frames (a lane that is not paced sends on every run).
+    /// Returns how the call ended and the frames it sent (read back from
+    /// the program: right also when a signal cut the call short). The
+    /// calling thread must run on the lane's CPU.
+    pub fn send(&mut self, lane: u32, budget: u64, runs: u32) -> Result<(CallEnd, u64), SendError> {
+        if runs == 0 {
+            return Ok((CallEnd::Done, 0));
         }
+        let mut l = self.lane(lane)?;
+        let before = l.sent;
+        l.budget = budget;
+        self.set_lane(lane, l)?;
         let mut current: Array<&mut MapData, u32> =
-            Array::try_from(self.map(replay::CURRENT_LANE)?).map_err(|e| SendError::Map {
-                map: replay::CURRENT_LANE,
-                source: Box::new(e),
-            })?;
-        current.set(0, lane, 0).map_err(|e| SendError::Map {
-            map: replay::CURRENT_LANE,
-            source: Box::new(e),
-        })?;
+            Array::try_from(self.map(replay::CURRENT_LANE)?)
+                .map_err(map_err(replay::CURRENT_LANE))?;
+        current
+            .set(0, lane, 0)
+            .map_err(map_err(replay::CURRENT_LANE))?;
         let prog: &Xdp = self
             .ebpf
             .program(replay::PROGRAM_NAME)
@@ -195,15 +221,17 @@ impl Sender {
         let opts = TestRunOptions {
             data_in: Some(&data),
             ctx_in: Some(&ctx),
-            repeat,
+            repeat: runs,
             attrs: TestRunAttrs::new().xdp_live_frames(self.batch),
             ..TestRunOptions::new()
         };
-        match prog.test_run(opts) {
-            Ok(_) => Ok(CallEnd::Done),
-            Err(e) if is_eintr(&e) => Ok(CallEnd::Interrupted),
-            Err(e) => Err(SendError::Run(Box::new(e))),
-        }
+        let end = match prog.test_run(opts) {
+            Ok(_) => CallEnd::Done,
+            Err(e) if is_eintr(&e) => CallEnd::Interrupted,
+            Err(e) => return Err(SendError::Run(Box::new(e))),
+        };
+        let after = self.lane(lane)?.sent;
+        Ok((end, after.saturating_sub(before)))
     }
 
     /// Frames produced so far on each lane (the program's positions).
@@ -248,6 +276,24 @@ impl Sender {
         }
         Ok(out)
     }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> SendError {
+    move |e| SendError::Map {
+        map,
+        source: Box::new(e),
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
 /// `struct xdp_md` for `ctx_in`: data 0, data_end = frame length, no

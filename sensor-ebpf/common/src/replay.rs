@@ -93,12 +93,28 @@ pub enum IpKind {
 /// One lane: its frames are `FRAMES[first .. first + count]`; `sent` is the
 /// number of frames the program has produced on it so far (frame
 /// `sent % count` of pass `sent / count` comes next).
+///
+/// Pacing happens in the program, against the kernel's monotonic clock
+/// (`bpf_ktime_get_ns`, the same clock as userspace's `CLOCK_MONOTONIC`):
+/// with `interval_ns` set, a run sends only when `next_ns` has come, and
+/// otherwise drops the test frame at once ([`ReplayCounter::Idle`]), so
+/// frames leave evenly spaced within a call instead of in one burst per
+/// call. A late program (between calls, or slower than the rate) catches up
+/// by at most `max_lag_ns`. `budget` is what the current call may still send.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lane {
     pub first: u32,
     pub count: u32,
     pub sent: u64,
+    /// Nanoseconds between frames; 0: as fast as possible.
+    pub interval_ns: u64,
+    /// When the next frame is due (monotonic clock, ns).
+    pub next_ns: u64,
+    /// Lag behind the schedule the program catches up at most.
+    pub max_lag_ns: u64,
+    /// Frames the current call may still send (paced lanes only).
+    pub budget: u64,
 }
 
 /// Per-CPU counters of the replayer's program.
@@ -113,17 +129,21 @@ pub enum ReplayCounter {
     NoLane = 2,
     /// Frames the program could not build (bad table entry, helper error).
     Failed = 3,
+    /// Runs of a paced lane that sent nothing (not due yet, or the call's
+    /// budget spent): the program's way of waiting.
+    Idle = 4,
 }
 
 impl ReplayCounter {
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// Every counter, in index order.
     pub const ALL: [ReplayCounter; ReplayCounter::COUNT as usize] = [
         ReplayCounter::Sent,
         ReplayCounter::Bytes,
         ReplayCounter::NoLane,
         ReplayCounter::Failed,
+        ReplayCounter::Idle,
     ];
 
     /// Map index of this counter.
@@ -170,7 +190,7 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` data without padding holes the kernel
     // could leak (explicit `_pad`), valid for any bit pattern.
     unsafe impl aya::Pod for super::FrameRef {}
-    // SAFETY: as above; a `u32`, a `u32` and a `u64` have no padding.
+    // SAFETY: as above; two `u32`s and five `u64`s have no padding.
     unsafe impl aya::Pod for super::Lane {}
     // SAFETY: a byte array.
     unsafe impl aya::Pod for super::Chunk {}
@@ -241,7 +261,7 @@ mod tests {
     #[test]
     fn layout_is_what_the_program_indexes() {
         assert_eq!(core::mem::size_of::<FrameRef>(), 16);
-        assert_eq!(core::mem::size_of::<Lane>(), 16);
+        assert_eq!(core::mem::size_of::<Lane>(), 48);
         assert!(CHUNK_SPAN as usize + MAX_FRAME as usize <= CHUNK_BYTES);
         for (i, c) in ReplayCounter::ALL.iter().enumerate() {
             assert_eq!(c.index() as usize, i);

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -59,6 +59,8 @@ pub fn smtp_replay(ctx: XdpContext) -> u32 {
             add(ReplayCounter::Bytes, u64::from(len));
             xdp_action::XDP_TX
         }
+        // Not sent: dropped at once (an idle run of a paced lane, or a
+        // failure, counted apart).
         Err(c) => {
             add(c, 1);
             xdp_action::XDP_DROP
@@ -75,14 +77,32 @@ fn try_smtp_replay(ctx: &XdpContext) -> Result<u32, ReplayCounter> {
         .ok_or(ReplayCounter::NoLane)?;
     // SAFETY: a valid map value; the loader's calls are the only runs of
     // this program, one at a time, so nothing else writes it meanwhile.
-    let (first, count, sent) = unsafe { ((*lane).first, (*lane).count, (*lane).sent) };
+    let l = unsafe { &mut *lane };
+    let count = u64::from(l.count);
     if count == 0 {
         return Err(ReplayCounter::NoLane);
     }
-    // SAFETY: as above.
-    unsafe { (*lane).sent = sent + 1 };
-    let pass = sent / u64::from(count);
-    let index = first.wrapping_add((sent % u64::from(count)) as u32);
+    if l.interval_ns != 0 {
+        if l.budget == 0 {
+            return Err(ReplayCounter::Idle);
+        }
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now < l.next_ns {
+            return Err(ReplayCounter::Idle);
+        }
+        let next = l.next_ns + l.interval_ns;
+        let floor = now.saturating_sub(l.max_lag_ns);
+        l.next_ns = if next < floor { floor } else { next };
+        l.budget -= 1;
+    }
+    let sent = l.sent;
+    l.sent = sent + 1;
+    // `count` is not zero; checked all the same, so no panic path is left
+    // for the verifier to refuse.
+    let pass = sent.checked_div(count).ok_or(ReplayCounter::NoLane)?;
+    let nth = sent.checked_rem(count).ok_or(ReplayCounter::NoLane)?;
+    let index = l.first.wrapping_add(nth as u32);
     let f = REPLAY_FRAMES.get(index).ok_or(ReplayCounter::Failed)?;
     let chunk = REPLAY_CHUNKS
         .get_ptr(f.chunk)

@@ -18,16 +18,9 @@ use sensor_common::flowhash::FrameMeta;
 
 use super::Frame;
 use super::error::CaptureError;
+pub use super::sizing::{MAX_BATCH, XskSizing};
 use crate::net::Ts;
 
-/// Default UMEM frames per queue (16 MiB with 4 KiB frames).
-pub const DEFAULT_UMEM_FRAMES: u32 = 4096;
-/// Size of one UMEM frame: one page, the largest frame the sensor takes.
-pub const FRAME_SIZE: u32 = 4096;
-/// Default number of frames read from the rx ring at once.
-pub const DEFAULT_BATCH: u32 = 64;
-/// Largest batch (`--batch`).
-pub const MAX_BATCH: u32 = 256;
 /// Completion ring entries (the sensor never transmits; the kernel still
 /// requires the ring).
 const COMPLETION_ENTRIES: u32 = 64;
@@ -49,43 +42,6 @@ impl CopyMode {
     }
 }
 
-/// Sizing of one socket.
-#[derive(Clone, Copy, Debug)]
-pub struct XskSizing {
-    /// UMEM frames; also the fill and rx ring sizes. A power of two.
-    pub umem_frames: u32,
-    /// Frames read per batch.
-    pub batch: u32,
-}
-
-impl Default for XskSizing {
-    fn default() -> Self {
-        XskSizing {
-            umem_frames: DEFAULT_UMEM_FRAMES,
-            batch: DEFAULT_BATCH,
-        }
-    }
-}
-
-impl XskSizing {
-    /// Checks the values the kernel would reject, with a readable message.
-    pub fn validate(&self) -> Result<(), CaptureError> {
-        if !self.umem_frames.is_power_of_two() || !(64..=1 << 20).contains(&self.umem_frames) {
-            return Err(CaptureError::Option(format!(
-                "--umem-frames {} must be a power of two between 64 and 1048576",
-                self.umem_frames
-            )));
-        }
-        if self.batch == 0 || self.batch > MAX_BATCH || self.batch > self.umem_frames / 2 {
-            return Err(CaptureError::Option(format!(
-                "--batch {} must be between 1 and {MAX_BATCH}, and at most half of --umem-frames",
-                self.batch
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Socket statistics (`XDP_STATISTICS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketStats {
@@ -103,10 +59,12 @@ pub struct SocketStats {
 struct MmapArea {
     ptr: NonNull<u8>,
     len: usize,
+    /// Bytes per UMEM frame (chunk).
+    frame_size: usize,
 }
 
 impl MmapArea {
-    fn new(len: usize) -> io::Result<Self> {
+    fn new(len: usize, frame_size: usize) -> io::Result<Self> {
         // SAFETY: anonymous private mapping, no file; checked for failure.
         let p = unsafe {
             libc::mmap(
@@ -123,7 +81,11 @@ impl MmapArea {
         }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        Ok(MmapArea { ptr, len })
+        Ok(MmapArea {
+            ptr,
+            len,
+            frame_size,
+        })
     }
 
     fn as_slice_ptr(&self) -> NonNull<[u8]> {
@@ -139,7 +101,7 @@ impl MmapArea {
     fn take_meta(&self, addr: u64) -> Option<u32> {
         let start = usize::try_from(addr).ok()?;
         // The metadata sits right before the data, inside the same chunk.
-        let in_chunk = start % (FRAME_SIZE as usize);
+        let in_chunk = start % self.frame_size;
         if in_chunk < FrameMeta::LEN || start > self.len {
             return None;
         }
@@ -194,6 +156,8 @@ pub struct XskRings {
     batch: u32,
     /// The XDP program puts the flow hash in front of frames: read it.
     meta: bool,
+    /// Preferred busy polling is on ([`XskSocket::set_busy_poll`]).
+    busy_poll: bool,
 }
 
 /// One AF_XDP socket bound to `queue`.
@@ -250,22 +214,23 @@ impl XskSocket {
             }
         };
         let frames = sizing.umem_frames;
-        let area = MmapArea::new(frames as usize * FRAME_SIZE as usize).map_err(|source| {
-            CaptureError::Socket {
+        let frame_size = sizing.frame_size;
+        let len = frames as usize * frame_size as usize;
+        let area =
+            MmapArea::new(len, frame_size as usize).map_err(|source| CaptureError::Socket {
                 iface: iface.to_string(),
                 queue,
                 op: "mmap UMEM",
                 source,
-            }
-        })?;
+            })?;
         let config = UmemConfig {
             fill_size: frames,
             complete_size: COMPLETION_ENTRIES,
-            frame_size: FRAME_SIZE,
+            frame_size,
             headroom: 0,
             flags: 0,
         };
-        // SAFETY: the area is page aligned, `frames * FRAME_SIZE` long, and
+        // SAFETY: the area is page aligned, `frames * frame_size` long, and
         // outlives the Umem (field order of XskSocket).
         let umem =
             unsafe { Umem::new(config, area.as_slice_ptr()) }.map_err(fail("UMEM registration"))?;
@@ -296,7 +261,7 @@ impl XskSocket {
         // Every chunk starts in the fill ring.
         let mut free: Vec<u64> = (0..u64::from(frames))
             .rev()
-            .map(|i| i * u64::from(FRAME_SIZE))
+            .map(|i| i * u64::from(frame_size))
             .collect();
         refill(&mut device, &mut free);
         umem.bind(&user).map_err(fail("bind"))?;
@@ -312,6 +277,7 @@ impl XskSocket {
                 descs: Vec::with_capacity(sizing.batch as usize),
                 batch: sizing.batch,
                 meta: false,
+                busy_poll: false,
             },
             area,
         })
@@ -373,13 +339,65 @@ impl XskSocket {
             }
         }
         f(buf.get(..n).unwrap_or(&[]));
-        let mask = !(u64::from(FRAME_SIZE) - 1);
+        let mask = !(area.frame_size as u64 - 1);
         rings.free.extend(rings.descs.iter().map(|d| d.addr & mask));
         refill(&mut rings.device, &mut rings.free);
         if rings.device.needs_wakeup() {
             rings.device.wake();
         }
         taken
+    }
+
+    /// Turns on preferred busy polling (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`
+    /// = `usecs`, `SO_BUSY_POLL_BUDGET` = the batch): [`XskSocket::kick`]
+    /// then runs the device's receive processing on the calling thread
+    /// instead of waiting for its softirq. An error means the kernel or the
+    /// socket does not have them (the caller goes on without).
+    pub fn set_busy_poll(&mut self, usecs: u32) -> io::Result<()> {
+        let fd = self.rings.user.as_raw_fd();
+        let budget = self.rings.batch as libc::c_int;
+        let usecs = libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX);
+        for (opt, value) in [
+            (libc::SO_PREFER_BUSY_POLL, 1),
+            (libc::SO_BUSY_POLL, usecs),
+            (libc::SO_BUSY_POLL_BUDGET, budget),
+        ] {
+            // SAFETY: a valid socket fd and a pointer to an int of the
+            // length given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        self.rings.busy_poll = true;
+        Ok(())
+    }
+
+    /// With busy polling on: a non-blocking receive call, which has the
+    /// kernel poll the device for this socket; otherwise nothing.
+    pub fn kick(&self) {
+        if !self.rings.busy_poll {
+            return;
+        }
+        // SAFETY: a zero-length, non-blocking recvfrom on a valid fd.
+        unsafe {
+            libc::recvfrom(
+                self.rings.user.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Waits up to `timeout_ms` for frames (poll on the socket).
@@ -437,26 +455,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizing_rejects_what_the_kernel_would() {
-        assert!(XskSizing::default().validate().is_ok());
-        let bad = XskSizing {
-            umem_frames: 1000,
-            batch: 64,
-        };
-        assert!(bad.validate().is_err());
-        let bad_batch = XskSizing {
-            umem_frames: 128,
-            batch: 65,
-        };
-        assert!(bad_batch.validate().is_err());
-    }
-
-    #[test]
     fn area_frame_is_bounds_checked() {
-        let area = MmapArea::new(8192).unwrap();
+        let area = MmapArea::new(8192, 2048).unwrap();
         assert_eq!(area.frame(0, 64).map(<[u8]>::len), Some(64));
         assert_eq!(area.frame(8192 - 10, 10).map(<[u8]>::len), Some(10));
         assert!(area.frame(8192 - 10, 11).is_none());
         assert!(area.frame(u64::MAX, 1).is_none());
+    }
+
+    #[test]
+    fn metadata_is_read_once_and_only_when_marked() {
+        let area = MmapArea::new(8192, 2048).unwrap();
+        // A frame at offset 256 of the second chunk, metadata before it.
+        let addr = 2048 + 256;
+        assert_eq!(area.take_meta(addr), None);
+        let meta = FrameMeta {
+            hash: 0xdead_beef,
+            magic: FrameMeta::MAGIC,
+        };
+        // SAFETY: inside the test's own mapping.
+        unsafe {
+            area.ptr
+                .as_ptr()
+                .add(addr as usize - FrameMeta::LEN)
+                .cast::<FrameMeta>()
+                .write_unaligned(meta)
+        };
+        assert_eq!(area.take_meta(addr), Some(0xdead_beef));
+        // Cleared: a later frame in this chunk finds no stale marker.
+        assert_eq!(area.take_meta(addr), None);
+        // No room for metadata at the very start of a chunk.
+        assert_eq!(area.take_meta(2048), None);
+        assert_eq!(area.take_meta(u64::MAX), None);
     }
 }

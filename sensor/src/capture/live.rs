@@ -20,8 +20,9 @@ use log::{error, info};
 use sensor_common::flowhash::FlowHashKey;
 
 use super::FrameSink;
-use super::afxdp::{CopyMode, XskSizing, XskSocket};
+use super::afxdp::{CopyMode, XskSocket};
 use super::error::CaptureError;
+use super::sizing::{BURST_MS, DEFAULT_BATCH, DEFAULT_LINK_MBPS, Link, SMALL_FRAME, XskSizing};
 use super::stats::{LiveStats, QueueCounters};
 use super::xdp::{NonSmtpAction, XdpCounters, XdpModeChoice, XdpProgram, XdpSettings};
 use crate::affinity::{CpuList, pin_current_thread};
@@ -34,8 +35,11 @@ const IDLE_POLL_MS: i32 = 100;
 /// How often a capture thread refreshes socket stats and ticks its sink
 /// (an idle one wakes from poll() at least this often too).
 const TICK_EVERY: Duration = Duration::from_millis(100);
-/// Empty receives before a capture thread sleeps in poll().
-const SPINS_BEFORE_POLL: u32 = 8;
+/// How long a capture thread keeps looking at an empty ring before it
+/// sleeps in poll(): under load the next frames come within microseconds,
+/// and a poll() wakeup costs more than the frames of a short gap; on a
+/// quiet link it costs at most this much CPU per wakeup.
+const SPIN_BEFORE_POLL: Duration = Duration::from_micros(50);
 
 /// Everything `smtp-sensor -i` needs to capture.
 #[derive(Clone, Debug)]
@@ -52,8 +56,12 @@ pub struct LiveOptions {
     pub ebpf_log: bool,
     /// Rx queues to capture (0..n); `None`: every rx queue of the interface.
     pub queues: Option<u32>,
-    /// UMEM and batch sizing per queue.
-    pub sizing: XskSizing,
+    /// UMEM frames per queue; `None`: sized from the link (`sizing`).
+    pub umem_frames: Option<u32>,
+    /// Frames taken from the rx ring at once.
+    pub batch: u32,
+    /// Preferred busy polling with this budget in µs; 0: off.
+    pub busy_poll_us: u32,
     /// Where to write the final statistics as JSON.
     pub stats_json: Option<PathBuf>,
     /// Per-queue counters to fill (shared with the metrics endpoint);
@@ -77,7 +85,9 @@ impl LiveOptions {
             xdp_mode: XdpModeChoice::Auto,
             ebpf_log: false,
             queues: None,
-            sizing: XskSizing::default(),
+            umem_frames: None,
+            batch: DEFAULT_BATCH,
+            busy_poll_us: 0,
             stats_json: None,
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
@@ -108,7 +118,6 @@ where
     F: FnMut(u32) -> S,
     C: FnMut(Option<XdpCounters>),
 {
-    opts.sizing.validate()?;
     if opts.smtp_ports.is_empty() {
         return Err(CaptureError::Option(
             "no SMTP ports configured (smtp_ports is empty)".into(),
@@ -120,6 +129,13 @@ where
         Some(_) => return Err(CaptureError::Option("--queues must be at least 1".into())),
         None => rx_queue_count(&opts.iface)?,
     };
+    let link = Link::of(&opts.iface);
+    let mut sizing = XskSizing::for_link(&link, queues);
+    sizing.batch = opts.batch;
+    if let Some(n) = opts.umem_frames {
+        sizing.umem_frames = n;
+    }
+    sizing.validate()?;
 
     let mut program = XdpProgram::load(&XdpSettings {
         smtp_ports: opts.smtp_ports.clone(),
@@ -131,18 +147,34 @@ where
     // socket once the program runs.
     let mut sockets = Vec::with_capacity(queues as usize);
     for q in 0..queues {
-        let mut s = XskSocket::open(&opts.iface, q, opts.sizing)?;
+        let mut s = XskSocket::open(&opts.iface, q, sizing)?;
         s.read_flow_hash(opts.flow_hash.is_some());
+        if opts.busy_poll_us > 0
+            && let Err(e) = s.set_busy_poll(opts.busy_poll_us)
+        {
+            log::warn!("busy polling not available on queue {q} ({e}); going on without");
+        }
         program.register_socket(q, &s.fd())?;
         sockets.push(s);
     }
     let socket_mode = sockets.first().map_or(CopyMode::Copy, |s| s.mode);
     let xdp_mode = program.attach(&opts.iface, opts.xdp_mode)?;
     info!(
-        "AF_XDP: {queues} socket(s) on {} in {} mode, {} frames of UMEM each",
+        "AF_XDP: {queues} socket(s) on {} in {} mode; each {} UMEM frames of {} bytes ({} MiB{}), batches of {}",
         opts.iface,
         socket_mode.as_str(),
-        opts.sizing.umem_frames
+        sizing.umem_frames,
+        sizing.frame_size,
+        sizing.umem_bytes() >> 20,
+        if opts.umem_frames.is_some() {
+            String::from(", --umem-frames")
+        } else {
+            format!(
+                ": {BURST_MS} ms of {} Mbit/s in {SMALL_FRAME}-byte frames",
+                link.speed_mbps.unwrap_or(DEFAULT_LINK_MBPS)
+            )
+        },
+        sizing.batch
     );
     info!(
         "live capture started on {} (SMTP ports {:?}, non-SMTP frames: {:?})",
@@ -239,6 +271,12 @@ where
 
 /// Body of one capture thread: receive batches until `stop`, then finish
 /// the sink and hand it back.
+///
+/// The clock is read once per loop: a monotonic reading gives both the
+/// batch's timestamp (wall time at the start plus the time since) and the
+/// timers. An empty ring is looked at again for [`SPIN_BEFORE_POLL`] (with
+/// busy polling on, each look has the kernel poll the device) before the
+/// thread sleeps in poll().
 fn capture_loop<S: FrameSink>(
     mut sock: XskSocket,
     mut sink: S,
@@ -247,37 +285,34 @@ fn capture_loop<S: FrameSink>(
 ) -> S {
     let queue = sock.queue;
     let mut invalid = 0u64;
-    let mut last_tick = Instant::now();
-    let mut empty = 0u32;
+    let clock = Clock::new();
+    let mut last_tick = clock.mono();
+    let mut last_frame = last_tick;
     while !stop.load(Ordering::Relaxed) {
-        let ts = now();
-        let n = sock.receive_batch(ts, &mut invalid, |frames| {
+        let mono = clock.mono();
+        let n = sock.receive_batch(clock.ts(mono), &mut invalid, |frames| {
             let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
             c.add_batch(frames.len() as u64, bytes);
             sink.frames(queue, frames);
         });
-        if n == 0 {
-            // Under load the ring refills within microseconds: look again
-            // a few times before paying for a poll() system call.
-            empty += 1;
-            if empty >= SPINS_BEFORE_POLL {
-                empty = 0;
-                sock.wait(IDLE_POLL_MS);
-            } else {
-                std::hint::spin_loop();
-            }
+        if n > 0 {
+            last_frame = mono;
+        } else if mono.saturating_sub(last_frame) < SPIN_BEFORE_POLL {
+            sock.kick();
+            std::hint::spin_loop();
         } else {
-            empty = 0;
+            sock.wait(IDLE_POLL_MS);
+            last_frame = clock.mono();
         }
         // Time-driven work (socket statistics, idle expiry, period ends)
         // on a timer, never per empty receive.
-        if last_tick.elapsed() >= TICK_EVERY {
-            last_tick = Instant::now();
+        if mono.saturating_sub(last_tick) >= TICK_EVERY {
+            last_tick = mono;
             if let Some(s) = sock.stats() {
                 c.set_socket(s);
             }
             c.invalid_descs.store(invalid, Ordering::Relaxed);
-            sink.tick(now());
+            sink.tick(clock.ts(mono));
         }
     }
     // Drain what is already in the ring, so a clean stop loses nothing the
@@ -298,6 +333,33 @@ fn capture_loop<S: FrameSink>(
     c.invalid_descs.store(invalid, Ordering::Relaxed);
     sink.finish();
     sink
+}
+
+/// Wall-clock time from one monotonic reading: the wall time at start plus
+/// the monotonic time since, so a capture thread reads one clock per batch.
+struct Clock {
+    start: Instant,
+    start_us: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            start_us: now().micros(),
+        }
+    }
+
+    /// Time since start.
+    fn mono(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Network time at `mono`.
+    fn ts(&self, mono: Duration) -> Ts {
+        let us = u64::try_from(mono.as_micros()).unwrap_or(u64::MAX);
+        Ts::from_micros(self.start_us.saturating_add(us))
+    }
 }
 
 /// Wall-clock time as network time.
@@ -346,12 +408,18 @@ pub struct LiveArgs {
     /// Live: capture rx queues 0..N (default: all rx queues).
     #[arg(long = "queues", value_name = "N")]
     pub queues: Option<u32>,
-    /// Live: UMEM frames (4 KiB each) per queue; a power of two.
-    #[arg(long = "umem-frames", value_name = "N", default_value_t = super::afxdp::DEFAULT_UMEM_FRAMES)]
-    pub umem_frames: u32,
-    /// Live: frames taken from the rx ring per batch.
-    #[arg(long = "batch", value_name = "N", default_value_t = super::afxdp::DEFAULT_BATCH)]
+    /// Live: UMEM frames per queue, a power of two (default: 10 ms of the
+    /// link's line rate in small frames, within a memory budget; see
+    /// docs/PERFORMANCE.md).
+    #[arg(long = "umem-frames", value_name = "N")]
+    pub umem_frames: Option<u32>,
+    /// Live: frames taken from the rx ring per batch (at most 256).
+    #[arg(long = "batch", value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: u32,
+    /// Live: preferred busy polling of the device by the capture threads
+    /// (SO_PREFER_BUSY_POLL, SO_BUSY_POLL = USECS); 0: off.
+    #[arg(long = "busy-poll", value_name = "USECS", default_value_t = 0)]
+    pub busy_poll: u32,
     /// Live: seconds between stats lines on stderr (0: final line only).
     #[arg(long = "stats-interval", value_name = "SECS", default_value_t = 10)]
     pub stats_interval: u64,
@@ -383,10 +451,9 @@ impl LiveArgs {
             xdp_mode: self.xdp_mode,
             ebpf_log: self.ebpf_log,
             queues: self.queues,
-            sizing: XskSizing {
-                umem_frames: self.umem_frames,
-                batch: self.batch,
-            },
+            umem_frames: self.umem_frames,
+            batch: self.batch,
+            busy_poll_us: self.busy_poll,
             stats_json: self.stats_json.clone(),
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
