@@ -1,6 +1,8 @@
-//! CPU pinning (`--cpus`): capture threads and workers on fixed cores keep
-//! their caches warm and let an operator keep the sensor off the cores that
-//! serve other work (or on the cores that take the NIC's interrupts).
+//! Where and how eagerly threads run. CPU pinning (`--cpus`): capture
+//! threads and workers on fixed cores keep their caches warm and let an
+//! operator keep the sensor off the cores that serve other work (or on the
+//! cores that take the NIC's interrupts). Priority: threads whose work can
+//! wait (the log writer) yield to those that cannot (capture).
 
 use std::fmt;
 use std::str::FromStr;
@@ -70,6 +72,33 @@ pub fn pin_current_thread(cpu: usize, what: &str) {
     } else {
         log::warn!(
             "cannot pin {what} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Nice value of threads that must yield to capture ([`yield_to_capture`]).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`], for work
+/// that can wait while capture cannot: the live log writer. It shares a
+/// core with a capture thread on small machines, and formats a second's
+/// records in one go; at the same priority the scheduler let it run for
+/// tens of milliseconds while the capture thread, woken by new frames,
+/// waited, long enough to fill a 10 ms UMEM at line rate. At nice 10 it
+/// still gets the CPU capture leaves idle, and if that is too little the
+/// record budget drops records (counted), never frames. Lowering one's own
+/// priority needs no privilege; a failure is logged and ignored.
+pub fn yield_to_capture(what: &str) {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
+    // and a thread id affects only that thread on Linux.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE)
+    };
+    if rc != 0 {
+        log::debug!(
+            "cannot lower the priority of {what}: {}",
             std::io::Error::last_os_error()
         );
     }

@@ -12,8 +12,10 @@
 //! - `compare-zeek [<dir>]`: smtp.log field by field against Zeek's.
 //! - `bench [-- <criterion args>]`: the criterion benches in `bench/`.
 //! - `loadtest [options] [-- <sensor args>]`: the sensor live on a veth
-//!   pair under tcpreplay load at several rates; a table of what it took,
-//!   dropped and logged (see `loadtest.rs`).
+//!   pair under load (smtp-replay, or tcpreplay) in one or more thread
+//!   configurations, at several rates or up to the highest without loss;
+//!   tables (and a plot) of what it took, dropped and logged, beside the
+//!   offline cost of the same capture (see `loadtest.rs`).
 
 mod bench;
 mod compare_zeek;

@@ -1,6 +1,6 @@
 //! Network namespaces joined by a veth pair, and the processes the live
-//! tasks (`demo`, `loadtest`) run in them: the sensor on one end, tcpreplay
-//! on the other.
+//! tasks (`demo`, `loadtest`) run in them: the sensor on one end, a
+//! replayer (smtp-replay, tcpreplay) on the other.
 //!
 //! Everything is removed on every exit path: the namespaces and the
 //! scratch directory by drop guards (errors and panics unwind through
@@ -148,20 +148,30 @@ impl Drop for Scratch {
 /// killing xtask), the toolchain, and release builds of `smtp-sensor` and
 /// `synth`. Returns the flag and the directory of those binaries.
 pub fn prepare_live_task(what: &str) -> Result<(Arc<AtomicBool>, PathBuf)> {
+    prepare_live_task_with(what, &[])
+}
+
+/// [`prepare_live_task`], building the binaries of `packages` too (in the
+/// same cargo run).
+pub fn prepare_live_task_with(what: &str, packages: &[&str]) -> Result<(Arc<AtomicBool>, PathBuf)> {
     if !crate::util::is_root() {
         bail!("the {what} attaches XDP and creates network namespaces: run it as root");
     }
     let interrupted = interrupt_flag()?;
     crate::setup::run()?;
-    crate::util::cargo(&[
+    let mut args = vec![
         "build",
         "--release",
         "-p",
         "smtp-sensor",
         "-p",
         "sensor-tests",
-        "--bins",
-    ])?;
+    ];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    args.push("--bins");
+    crate::util::cargo(&args)?;
     Ok((interrupted, crate::util::target_dir().join("release")))
 }
 

@@ -18,8 +18,16 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cache_dir, is_root, output, status};
 
 /// Debian packages: iproute2 (`ip netns`, veth) and tcpreplay for the live
-/// tests; a C toolchain and zlib headers to build bpf-linker.
-const PACKAGES: &[&str] = &["iproute2", "tcpreplay", "gcc", "libc6-dev", "zlib1g-dev"];
+/// tests; ethtool for the load test (the veth's own drop counters); a C
+/// toolchain and zlib headers to build bpf-linker.
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "tcpreplay",
+    "ethtool",
+    "gcc",
+    "libc6-dev",
+    "zlib1g-dev",
+];
 /// Toolchain the XDP program is built with.
 const NIGHTLY: &str = "nightly";
 /// bpf-linker release that works with the nightly's LLVM 22.

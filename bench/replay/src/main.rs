@@ -67,6 +67,10 @@ struct Args {
     /// No summary on stdout.
     #[arg(short, long)]
     quiet: bool,
+    /// One line per BPF_PROG_RUN call on stderr (lane, budget, runs, frames
+    /// sent, duration): how the pacing went.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +167,7 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         sender: &mut sender,
         cpus,
         pinned: None,
+        verbose: args.verbose.then(Instant::now),
     };
     let sent = run::run(&mut wire, &lanes, &plan, &stop)?;
     let counters = sender.counters()?;
@@ -248,6 +253,8 @@ struct KernelWire<'a> {
     sender: &'a mut Sender,
     cpus: Option<Vec<usize>>,
     pinned: Option<usize>,
+    /// `--verbose`: when the run started.
+    verbose: Option<Instant>,
 }
 
 impl Wire for KernelWire<'_> {
@@ -262,6 +269,15 @@ impl Wire for KernelWire<'_> {
             sender::pin_to(cpu)?;
             self.pinned = Some(cpu);
         }
-        self.sender.send(lane as u32, budget, runs)
+        let t = Instant::now();
+        let result = self.sender.send(lane as u32, budget, runs);
+        if let (Some(start), Ok((_, sent))) = (self.verbose, &result) {
+            eprintln!(
+                "smtp-replay: call at {:.3} s: lane {lane}, budget {budget}, {runs} runs, {sent} sent in {:.1} ms",
+                t.duration_since(start).as_secs_f64(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        result
     }
 }

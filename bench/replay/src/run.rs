@@ -28,9 +28,11 @@ use crate::sender::{CallEnd, SendError};
 pub const ROUND: Duration = Duration::from_millis(250);
 /// Frames of the first call at top speed, before a rate is known.
 const FIRST_TOP_CALL: u64 = 1 << 18;
-/// Runs per budgeted frame of the first paced call, before the cost of a
-/// run is known.
-const FIRST_RUNS_PER_FRAME: u64 = 4;
+/// Lag behind the schedule a single lane catches up at most.
+pub const CATCH_UP: Duration = Duration::from_millis(50);
+/// What an idle run is taken to cost before the first paced call has
+/// measured it (on the project's machines: about 60 ns).
+const FIRST_IDLE_RUN_NS: u64 = 50;
 
 /// How fast to send.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,8 +103,11 @@ pub fn run(
     }
     let shares: Vec<f64> = lanes.iter().map(|&n| n as f64 / total as f64).collect();
     if let Rate::Pps(r) = plan.rate {
-        // A lane waits while the others send: it may catch up that much.
-        let max_lag = ROUND * (lanes.len() as u32 + 1);
+        // The pause between two calls (about 20 ms), and the rounds a lane
+        // waits while the others send: what it may catch up (at twice the
+        // rate), and no more, so a slow start never turns into a long
+        // burst.
+        let max_lag = CATCH_UP + ROUND * (lanes.len() as u32 - 1);
         for (lane, share) in shares.iter().enumerate() {
             let interval = (1e9 / (r as f64 * share).max(1e-9)).max(1.0) as u64;
             wire.pace(lane, interval, max_lag.as_nanos() as u64)?;
@@ -135,19 +140,24 @@ pub fn run(
             let left = goal[lane].saturating_sub(sent.per_lane[lane]);
             let (budget, call_runs) = match plan.rate {
                 Rate::Pps(r) => {
-                    // Frames due by the end of this call, minus those sent
-                    // (wall time: a call overhead is made up for).
-                    let by = (start.elapsed() + ROUND).as_secs_f64();
+                    // Frames due by well after this call should end, minus
+                    // those sent: the program's clock spaces the frames,
+                    // the budget only caps them (and ends a pass exactly),
+                    // so a call that runs long keeps sending on schedule.
+                    let by = (start.elapsed() + 2 * ROUND).as_secs_f64();
                     let due = (r as f64 * shares[lane] * by) as u64;
                     let budget = due.saturating_sub(sent.per_lane[lane]).min(left);
                     if runs[lane] == 0 {
-                        runs[lane] = budget.saturating_mul(FIRST_RUNS_PER_FRAME);
+                        // Before any measurement: idle runs cost tens of
+                        // nanoseconds; enough of them to fill a round.
+                        runs[lane] = budget + ROUND.as_nanos() as u64 / FIRST_IDLE_RUN_NS;
                     }
-                    // The end of a pass needs less than a round: no idle
-                    // tail after its last frame.
+                    // The end of a pass needs less than a round: runs for
+                    // the time its frames take (and some), no long idle
+                    // tail after the last one.
                     let per_round = (r as f64 * shares[lane] * ROUND.as_secs_f64()).max(1.0);
                     let part = (budget as f64 / per_round).min(1.0);
-                    let call_runs = (runs[lane] as f64 * part * 1.1) as u64;
+                    let call_runs = (runs[lane] as f64 * part * 1.5) as u64;
                     (budget, call_runs.max(budget))
                 }
                 Rate::Top => {
@@ -167,14 +177,12 @@ pub fn run(
                 sent.interrupted = true;
                 break 'run;
             }
-            if matches!(plan.rate, Rate::Pps(_)) && n == budget {
-                // Aim the next call of this lane at one round.
+            if matches!(plan.rate, Rate::Pps(_)) {
+                // Aim the next call of this lane at one round: the mix of
+                // sending and idle runs at a given rate changes little.
                 let took = t.elapsed().as_secs_f64().max(1e-6);
                 let per_run = took / f64::from(call_runs);
                 runs[lane] = ((ROUND.as_secs_f64() / per_run) as u64).clamp(1, u64::from(u32::MAX));
-            } else if n < budget {
-                // Too few runs to send the budget in time: more next call.
-                runs[lane] = runs[lane].saturating_mul(2);
             }
         }
         if let Rate::Top = plan.rate {
@@ -271,12 +279,10 @@ mod tests {
             (1300..1350).contains(&i0) && (3950..4050).contains(&i1),
             "{i0} {i1}"
         );
-        // The first round's budget: what is due by its end (250 ms).
-        assert!(
-            (187_500..190_000).contains(&w.calls[0].1),
-            "{:?}",
-            w.calls[0]
-        );
+        // The first call's budget: what is due two rounds on (500 ms: 375 000
+        // frames of lane 0), capped by the pass (300 000); lane 1: its pass.
+        assert_eq!(w.calls[0].1, 300_000, "{:?}", w.calls);
+        assert_eq!(w.calls[1].1, 100_000, "{:?}", w.calls);
         // Paced calls get more runs than frames (idle runs wait).
         assert!(w.calls.iter().all(|&(_, b, r)| u64::from(r) >= b));
     }

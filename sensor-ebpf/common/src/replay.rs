@@ -99,8 +99,9 @@ pub enum IpKind {
 /// with `interval_ns` set, a run sends only when `next_ns` has come, and
 /// otherwise drops the test frame at once ([`ReplayCounter::Idle`]), so
 /// frames leave evenly spaced within a call instead of in one burst per
-/// call. A late program (between calls, or slower than the rate) catches up
-/// by at most `max_lag_ns`. `budget` is what the current call may still send.
+/// call. A late program (after the pause between calls, or slower than the
+/// rate) catches up at twice the rate, by at most `max_lag_ns`. `budget` is
+/// what the current call may still send.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lane {
@@ -111,6 +112,9 @@ pub struct Lane {
     pub interval_ns: u64,
     /// When the next frame is due (monotonic clock, ns).
     pub next_ns: u64,
+    /// When the last frame was sent (ns): catching up, frames are at least
+    /// half an interval apart.
+    pub last_ns: u64,
     /// Lag behind the schedule the program catches up at most.
     pub max_lag_ns: u64,
     /// Frames the current call may still send (paced lanes only).
@@ -190,7 +194,7 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` data without padding holes the kernel
     // could leak (explicit `_pad`), valid for any bit pattern.
     unsafe impl aya::Pod for super::FrameRef {}
-    // SAFETY: as above; two `u32`s and five `u64`s have no padding.
+    // SAFETY: as above; two `u32`s and six `u64`s have no padding.
     unsafe impl aya::Pod for super::Lane {}
     // SAFETY: a byte array.
     unsafe impl aya::Pod for super::Chunk {}
@@ -261,7 +265,7 @@ mod tests {
     #[test]
     fn layout_is_what_the_program_indexes() {
         assert_eq!(core::mem::size_of::<FrameRef>(), 16);
-        assert_eq!(core::mem::size_of::<Lane>(), 48);
+        assert_eq!(core::mem::size_of::<Lane>(), 56);
         assert!(CHUNK_SPAN as usize + MAX_FRAME as usize <= CHUNK_BYTES);
         for (i, c) in ReplayCounter::ALL.iter().enumerate() {
             assert_eq!(c.index() as usize, i);

@@ -91,6 +91,13 @@ fn try_smtp_replay(ctx: &XdpContext) -> Result<u32, ReplayCounter> {
         if now < l.next_ns {
             return Err(ReplayCounter::Idle);
         }
+        // Behind the schedule (after the pause between two calls): catch
+        // up at twice the rate at most, not in one burst at top speed.
+        let late = now > l.next_ns + l.interval_ns;
+        if late && now < l.last_ns + l.interval_ns / 2 {
+            return Err(ReplayCounter::Idle);
+        }
+        l.last_ns = now;
         let next = l.next_ns + l.interval_ns;
         let floor = now.saturating_sub(l.max_lag_ns);
         l.next_ns = if next < floor { floor } else { next };

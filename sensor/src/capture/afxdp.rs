@@ -283,6 +283,11 @@ impl XskSocket {
         })
     }
 
+    /// Frames taken from the rx ring at most per receive.
+    pub fn batch(&self) -> u32 {
+        self.rings.batch
+    }
+
     /// Reads the flow hash the XDP program puts in front of frames (when it
     /// was loaded with one).
     pub fn read_flow_hash(&mut self, on: bool) {

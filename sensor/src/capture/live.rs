@@ -39,7 +39,18 @@ const TICK_EVERY: Duration = Duration::from_millis(100);
 /// sleeps in poll(): under load the next frames come within microseconds,
 /// and a poll() wakeup costs more than the frames of a short gap; on a
 /// quiet link it costs at most this much CPU per wakeup.
-const SPIN_BEFORE_POLL: Duration = Duration::from_micros(50);
+const SPIN_BEFORE_POLL: Duration = Duration::from_micros(20);
+/// A batch smaller than this share of `--batch` means the ring is being
+/// drained faster than it fills: the thread naps [`NAP`] before the next
+/// look instead of spinning.
+const SMALL_BATCH_DIVISOR: usize = 8;
+/// The nap after a small batch: long enough for a batch's worth of frames
+/// to gather at a few hundred thousand frames a second, short against what
+/// the UMEM holds (milliseconds at line rate). Without it a thread that
+/// keeps up takes one or two frames per look and pays the per-batch costs
+/// for each, and it competes for its core (with the log writer, with the
+/// kernel's receive work) as if it were busy, where it is mostly waiting.
+const NAP: Duration = Duration::from_micros(25);
 
 /// Everything `smtp-sensor -i` needs to capture.
 #[derive(Clone, Debug)]
@@ -274,9 +285,9 @@ where
 ///
 /// The clock is read once per loop: a monotonic reading gives both the
 /// batch's timestamp (wall time at the start plus the time since) and the
-/// timers. An empty ring is looked at again for [`SPIN_BEFORE_POLL`] (with
-/// busy polling on, each look has the kernel poll the device) before the
-/// thread sleeps in poll().
+/// timers. After a small batch the thread naps ([`NAP`]); an empty ring is
+/// looked at again for [`SPIN_BEFORE_POLL`] (with busy polling on, each
+/// look has the kernel poll the device) before the thread sleeps in poll().
 fn capture_loop<S: FrameSink>(
     mut sock: XskSocket,
     mut sink: S,
@@ -284,6 +295,8 @@ fn capture_loop<S: FrameSink>(
     c: &QueueCounters,
 ) -> S {
     let queue = sock.queue;
+    let small = (sock.batch() as usize / SMALL_BATCH_DIVISOR).max(1);
+    set_timer_slack(Duration::from_micros(1));
     let mut invalid = 0u64;
     let clock = Clock::new();
     let mut last_tick = clock.mono();
@@ -297,6 +310,9 @@ fn capture_loop<S: FrameSink>(
         });
         if n > 0 {
             last_frame = mono;
+            if n < small {
+                std::thread::sleep(NAP);
+            }
         } else if mono.saturating_sub(last_frame) < SPIN_BEFORE_POLL {
             sock.kick();
             std::hint::spin_loop();
@@ -333,6 +349,15 @@ fn capture_loop<S: FrameSink>(
     c.invalid_descs.store(invalid, Ordering::Relaxed);
     sink.finish();
     sink
+}
+
+/// Lets the calling thread's short sleeps end on time (the default slack
+/// of 50 µs would double a nap).
+fn set_timer_slack(slack: Duration) {
+    let ns = libc::c_ulong::try_from(slack.as_nanos()).unwrap_or(libc::c_ulong::MAX);
+    // SAFETY: PR_SET_TIMERSLACK takes the slack in ns and affects only
+    // the calling thread; an error leaves the default slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns) };
 }
 
 /// Wall-clock time from one monotonic reading: the wall time at start plus

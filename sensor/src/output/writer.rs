@@ -12,7 +12,10 @@ use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::net::IpAddr;
+
 use super::{LogRecord, Value};
+use crate::net::Ts;
 
 /// Output format of every log of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -132,6 +135,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Formats one record as a JSON object line into `out`.
+///
+/// This runs once per record on the collector thread, which shares a core
+/// with capture on small machines, so the common cases skip `core::fmt`:
+/// column names are plain identifiers written as they are, strings without
+/// bytes to escape are copied, numbers and IPv4 addresses are formatted by
+/// hand ([`itoa`]).
 pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
@@ -163,30 +172,100 @@ pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// A JSON string: copied between quotes when nothing in it needs an
+/// escape (the usual case), else escaped by serde_json.
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    if !needs_json_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json's escaping of a &str cannot fail when writing to a Vec.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// True when `b` holds a byte JSON must escape: `"`, `\\` or a control
+/// byte below 0x20. Eight bytes at a time (SWAR: a byte of `x ^ pattern`
+/// is zero where `x` matches; `x - 0x20…` borrows where a byte is below
+/// 0x20).
+fn needs_json_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\')))
+            | below_space
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+/// An integer, without `core::fmt`.
+fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A time as Zeek writes it: seconds with six decimals.
+fn time(out: &mut Vec<u8>, ts: Ts) {
+    int(out, ts.micros() / 1_000_000);
+    let frac = ts.micros() % 1_000_000;
+    let mut digits = [b'0'; 7];
+    digits[0] = b'.';
+    let mut rest = frac;
+    for d in digits[1..].iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// An address in its usual text form (IPv4 by hand, IPv6 by `core::fmt`).
+fn addr(out: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                int(out, o);
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
     // Writing into a Vec cannot fail: the io::Result is always Ok.
     match v {
         Value::Absent => out.extend_from_slice(b"null"),
-        Value::Time(ts) => {
-            let _ = write!(out, "{ts}");
-        }
+        Value::Time(ts) => time(out, ts),
         Value::Interval(f) => {
             let _ = write!(out, "{f:.6}");
         }
         Value::Str(s) => json_str(out, s),
-        Value::Count(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Port(p) => {
-            let _ = write!(out, "{p}");
-        }
+        Value::Count(n) => int(out, n),
+        Value::Port(p) => int(out, p),
         Value::Addr(a) => {
-            let _ = write!(out, "\"{a}\"");
+            out.push(b'"');
+            addr(out, a);
+            out.push(b'"');
         }
         Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Value::Strs(list) => {
@@ -205,7 +284,9 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                let _ = write!(out, "\"{a}\"");
+                out.push(b'"');
+                addr(out, *a);
+                out.push(b'"');
             }
             out.push(b']');
         }
@@ -223,22 +304,14 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
         // Writing into a Vec cannot fail: the io::Result is always Ok.
         match v {
             Value::Absent => out.push(b'-'),
-            Value::Time(ts) => {
-                let _ = write!(out, "{ts}");
-            }
+            Value::Time(ts) => time(out, ts),
             Value::Interval(f) => {
                 let _ = write!(out, "{f:.6}");
             }
             Value::Str(s) => tsv_str(out, s, false),
-            Value::Count(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Value::Port(p) => {
-                let _ = write!(out, "{p}");
-            }
-            Value::Addr(a) => {
-                let _ = write!(out, "{a}");
-            }
+            Value::Count(n) => int(out, n),
+            Value::Port(p) => int(out, p),
+            Value::Addr(a) => addr(out, a),
             Value::Bool(b) => out.push(if b { b'T' } else { b'F' }),
             Value::Strs(list) => {
                 if list.is_empty() {
@@ -259,7 +332,7 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
                     if i > 0 {
                         out.push(b',');
                     }
-                    let _ = write!(out, "{a}");
+                    addr(out, *a);
                 }
             }
         }
@@ -300,6 +373,63 @@ mod tests {
     use crate::net::Ts;
     use crate::output::Column;
     use std::net::IpAddr;
+
+    #[test]
+    fn escape_check_finds_every_byte_that_needs_one() {
+        for len in 0..20 {
+            for at in 0..len {
+                for bad in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = bad;
+                    assert!(needs_json_escape(&v), "{v:?}");
+                }
+                let mut v = vec![b'a'; len];
+                for ok in [b' ', 0x7f, 0x80, 0xff, b'~'] {
+                    v[at] = ok;
+                    assert!(!needs_json_escape(&v), "{v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hand_formatted_values_match_core_fmt() {
+        let mut out = Vec::new();
+        for ts in [Ts(0), Ts(5), Ts(1_254_722_767_875_996), Ts(u64::MAX)] {
+            out.clear();
+            time(&mut out, ts);
+            assert_eq!(String::from_utf8_lossy(&out), ts.to_string());
+        }
+        for a in [
+            "198.18.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let a: IpAddr = a.parse().unwrap();
+            out.clear();
+            addr(&mut out, a);
+            assert_eq!(String::from_utf8_lossy(&out), a.to_string());
+        }
+        for s in [
+            "plain",
+            "",
+            "quote \" here",
+            "back\\slash",
+            "ctl\u{1}",
+            "ünïcode ✓",
+            "del\u{7f}",
+        ] {
+            out.clear();
+            json_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
 
     struct T {
         s: Option<String>,

@@ -127,7 +127,10 @@ pub fn run(
     let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::Builder::new()
         .name("collector".into())
-        .spawn(move || collector.run(rx))
+        .spawn(move || {
+            crate::affinity::yield_to_capture("the log writer");
+            collector.run(rx)
+        })
         .map_err(RunError::Thread)?;
     let flow = FlowConfig::from_config(cfg);
     let factory = smtp_flow::factory(cfg);

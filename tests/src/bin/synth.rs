@@ -5,17 +5,21 @@
 //! - `synth load <out.pcap> [--connections N] [--seed S]`: N interleaved
 //!   connections (delivered mail, rejects, block-list replies), streamed to
 //!   disk so large captures need little memory.
+//! - `synth bulk <out.pcap> [--connections N] [--seed S]`: N connections
+//!   with one or two large messages each (mostly full-size frames; by
+//!   default a pass of about 265 MB), streamed the same way.
 //! - `synth golden <dir>`: one pcap per golden scenario.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use sensor_tests::synth::pcap::{PcapWriter, write_pcap};
+use sensor_tests::synth::smtp::SmtpConversation;
 use sensor_tests::synth::{demo, scenarios};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: synth demo <out.pcap> | synth load <out.pcap> [--connections N] [--seed S] | synth golden <dir>"
+        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth golden <dir>"
     );
     ExitCode::from(2)
 }
@@ -47,11 +51,15 @@ fn main() -> ExitCode {
             }
             None => return usage(),
         },
-        Some("load") => {
+        Some(kind @ ("load" | "bulk")) => {
             let Some(out) = args.get(1) else {
                 return usage();
             };
-            let mut connections = 10_000usize;
+            let (mut connections, conversation): (usize, Conversation) = if kind == "load" {
+                (10_000, scenarios::load_conversation)
+            } else {
+                (scenarios::BULK_CONNECTIONS, scenarios::bulk_conversation)
+            };
             let mut seed = 1u64;
             let mut it = args.iter().skip(2);
             while let Some(a) = it.next() {
@@ -62,7 +70,7 @@ fn main() -> ExitCode {
                     _ => return usage(),
                 }
             }
-            load(out, connections, seed)
+            stream(out, connections, seed, conversation)
         }
         _ => return usage(),
     };
@@ -75,18 +83,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Streams a load capture in blocks of 64 overlapping connections.
-fn load(
+/// Connection `i` of a streamed capture, from its index, seed and start
+/// time.
+type Conversation = fn(usize, u64, u64) -> SmtpConversation;
+
+/// Streams a capture of `connections` conversations in blocks of 64
+/// overlapping ones: memory stays at one block, whatever the size.
+fn stream(
     out: &str,
     connections: usize,
     seed: u64,
+    conversation: Conversation,
 ) -> Result<(), sensor_tests::synth::pcap::PcapWriteError> {
     let mut w = PcapWriter::create(out)?;
     let mut bytes = 0u64;
     for start in (0..connections).step_by(64) {
         let end = (start + 64).min(connections);
-        let convs =
-            (start..end).map(|i| scenarios::load_conversation(i, seed, 1_700_000_000).frames());
+        let convs = (start..end).map(|i| conversation(i, seed, 1_700_000_000).frames());
         for (ts, f) in sensor_tests::synth::session::interleave(convs) {
             bytes += f.len() as u64;
             w.write(ts, &f)?;

@@ -2,6 +2,7 @@
 //! the demo capture, and large interleaved loads for benchmarks and the
 //! worker-count equivalence test.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use smtp_sensor::net::Ts;
@@ -312,4 +313,182 @@ pub fn load_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
         b = b.message(msg);
     }
     b.build()
+}
+
+/// Connections per pass of `synth bulk` by default: about 265 MB of
+/// frames (some 410 KB per connection), so that a fast sender needs a
+/// fraction of a second per pass and the replayer's maps stay well within
+/// their memory limit.
+pub const BULK_CONNECTIONS: usize = 640;
+
+/// Smallest and largest message body of a bulk connection, in bytes.
+const BULK_BODY: (usize, usize) = (100 * 1024, 400 * 1024);
+
+/// Connection `i` of a bulk capture (deterministic in `i` and `seed`):
+/// the load capture's address scheme, but one or two large messages
+/// (100–400 KiB of text lines, every third message half text and half a
+/// base64 attachment) sent back to back, so that most frames are
+/// full-size (1514-byte) DATA segments: the mix of a link that carries
+/// mail bodies rather than dialogue, where the sensor's cost per byte
+/// rather than per command shows. Every message is accepted, so an
+/// offline run logs exactly one record per message.
+pub fn bulk_conversation(i: usize, seed: u64, t0: u64) -> SmtpConversation {
+    // Few connections: every bit of the mix must vary from one to the
+    // next (the load's multiplicative mix leaves the low bits alike).
+    let mix = splitmix((i as u64) ^ seed.rotate_left(32));
+    let host = (i % 97) as u16;
+    let client = SocketAddr::from((
+        [198, 18, 1 + (host >> 8) as u8, (host & 0xff) as u8],
+        1024 + (i % 60_000) as u16,
+    ));
+    // Connections start 5 ms apart; segments follow each other 20–50 µs
+    // apart (a fast transfer), so a connection lasts a few tens of ms and
+    // only a handful overlap.
+    let mut b = SmtpConversation::builder()
+        .client(client)
+        .server(server())
+        .start(Ts(t0 * 1_000_000 + (i as u64) * 5_000))
+        .step_us(20 + mix % 31)
+        .ehlo(&format!("host{host}.example.com"));
+    let messages = 1 + (mix >> 8) % 2;
+    for m in 0..messages {
+        let mut rng = mix.rotate_left(17 * m as u32 + 5) | 1;
+        let (lo, hi) = BULK_BODY;
+        let size = lo + (xorshift(&mut rng) as usize) % (hi - lo + 1);
+        let from = format!("user{}@example.com", (mix >> 16) % 1000);
+        let to = format!("rcpt{}@example.net", (mix >> 24) % 1000 + m);
+        let mut msg = Message::simple(&from, &to, &format!("bulk {i} {m}"))
+            .header(
+                "Received",
+                &format!("from host{host} ([198.18.1.{host}]) by relay.example.com"),
+            )
+            .header("X-Mailer", "BulkGen 1");
+        if (mix >> 4).wrapping_add(m).is_multiple_of(3) {
+            msg = msg.body(&text_lines(size / 2, &mut rng)).attachment(
+                &format!("archive{i}-{m}.bin"),
+                &base64_lines(size / 2, &mut rng),
+            );
+        } else {
+            msg = msg.body(&text_lines(size, &mut rng));
+        }
+        b = b.mail(&from).rcpt(&to).message(msg);
+    }
+    b.build()
+}
+
+/// splitmix64's finaliser: a well-spread 64-bit value for each input.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A step of xorshift64 (`state` must not be 0): cheap, deterministic
+/// filler for the bulk bodies.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// About `bytes` of numbered text lines of ten words each (CRLF).
+fn text_lines(bytes: usize, rng: &mut u64) -> String {
+    const WORDS: [&str; 16] = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+        "tempor",
+        "incididunt",
+        "ut",
+        "labore",
+        "magna",
+    ];
+    let mut out = String::with_capacity(bytes + 80);
+    let mut n = 0u32;
+    while out.len() < bytes {
+        n += 1;
+        let _ = write!(out, "{n:05}");
+        let mut r = xorshift(rng);
+        for _ in 0..10 {
+            out.push(' ');
+            out.push_str(WORDS[(r & 15) as usize]);
+            r >>= 4;
+        }
+        out.push_str(".\r\n");
+    }
+    out
+}
+
+/// About `bytes` of base64 (of pseudo-random data) in 76-character lines,
+/// as a mailer encodes an attachment.
+fn base64_lines(bytes: usize, rng: &mut u64) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes + 80);
+    while out.len() < bytes {
+        // 57 input bytes make one 76-character line: 19 groups of 3.
+        for _ in 0..19 {
+            let r = xorshift(rng);
+            for k in 0..4 {
+                out.push(char::from(ALPHABET[((r >> (6 * k)) & 63) as usize]));
+            }
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::Scratch;
+    use crate::synth::pcap::write_pcap;
+    use smtp_sensor::config::Config;
+    use smtp_sensor::decode::DecodeOptions;
+    use smtp_sensor::output::LogFormat;
+    use smtp_sensor::pipeline::{RunOptions, run_offline};
+
+    #[test]
+    fn bulk_is_full_size_frames_and_one_record_per_message() {
+        let convs: Vec<SmtpConversation> = (0..6).map(|i| bulk_conversation(i, 1, T0)).collect();
+        let messages: usize = convs.iter().map(|c| c.transactions.len()).sum();
+        // The mix this sample must show: two-message connections and
+        // attachments.
+        assert!(messages > convs.len(), "no connection has two messages");
+        assert!(
+            convs.iter().flat_map(|c| &c.transactions).any(|t| t
+                .message
+                .as_ref()
+                .is_some_and(|m| !m.attachments.is_empty())),
+            "no message has an attachment"
+        );
+        let frames = interleave(convs.iter().map(SmtpConversation::frames));
+        let bytes: usize = frames.iter().map(|(_, f)| f.len()).sum();
+        let average = bytes / frames.len();
+        assert!(average > 1000, "average frame {average} bytes");
+        assert!(frames.iter().all(|(_, f)| f.len() <= 1514));
+
+        let dir = Scratch::new("bulk-offline");
+        let pcap = dir.join("bulk.pcap");
+        write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+        let opts = RunOptions {
+            log_dir: dir.path().to_path_buf(),
+            format: LogFormat::Json,
+            workers: 1,
+            decode: DecodeOptions::default(),
+        };
+        let summary = run_offline(&Config::default(), &pcap, &opts).unwrap();
+        let log = std::fs::read_to_string(dir.join("smtp.log")).unwrap();
+        assert_eq!(summary.records as usize, messages);
+        assert_eq!(log.lines().count(), messages, "{log}");
+    }
 }

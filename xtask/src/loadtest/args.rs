@@ -1,25 +1,50 @@
 //! The options of `cargo xtask loadtest`.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
+
+use super::layout::Layout;
 
 pub const HELP: &str = "\
 usage: cargo xtask loadtest [options] [-- <smtp-sensor args>]   (as root)
 
-Replays a generated SMTP load capture with tcpreplay into a veth pair and
-runs smtp-sensor live on the other end, once per rate; prints what was
-offered, received, dropped and logged.
+Generates an SMTP capture, replays it into a veth pair with smtp-replay
+(or tcpreplay) and runs smtp-sensor live on the other end, once per
+configuration and rate; prints what was offered, received, dropped and
+logged, beside what the same capture costs offline.
 
-  --queues N         veth rx/tx queues (sensor capture threads)   [1]
-  --workers N        sensor worker threads             [one per queue]
-  --symmetric-rss    pass --symmetric-rss to the sensor
-  --connections N    connections in the load capture               [30000]
+  --configs LIST     configurations, comma separated:
+                     <N>q[-<M>w][-sym][-tuple] (N queues, M workers [one
+                     per queue], -sym: the sensor's --symmetric-rss,
+                     -tuple: the replayer spreads frames over the queues
+                     by directed 4-tuple instead of by connection: one
+                     direction then runs up to a call ahead of the other),
+                     e.g. 1q,2q-sym,2q                               [1q]
+  --queues N         one configuration: veth rx/tx queues (capture
+  --workers N          threads), worker threads, --symmetric-rss
+  --symmetric-rss      (shorthand for --configs; not with it)
+  --sender S         replay (smtp-replay: live-frames XDP, millions of
+                     frames/s) or tcpreplay (≈ 0.35 Mpps)         [replay]
+  --capture C        load (many short connections: synth load) or bulk
+                     (few connections of large messages, full-size
+                     frames: synth bulk)                            [load]
+  --connections N    connections in the capture [load 30000, bulk 640]
   --seed S           generator seed                                [1]
   --rates LIST       packets/s, comma separated (50000,100k,1M; `top`
-                     for tcpreplay --topspeed)             [50000,100000,top]
+                     for top speed)                     [50000,100000,top]
+                     smtp-replay spaces the frames evenly (in the
+                     kernel, by its clock), one call of 250 ms per lane
+                     at a time
   --topspeed         top speed only; with --rates, after those rates
-  --seconds S        replay time per rate (tcpreplay --duration;
-                     at top speed whole passes, at least one)      [10]
-  --markdown         print the table as markdown
+  --find-max         per configuration, the highest rate without loss:
+                     top speed, then a bisection on the rate (not with
+                     --rates or --topspeed)
+  --seconds S        replay time per rate (passes are whole: at least
+                     one)                                          [10]
+  --markdown         print the tables as markdown
+  --plot FILE.svg    draw received rate and CPU per frame against the
+                     offered rate, one series per configuration
   -- ARGS            more smtp-sensor arguments (--xdp-mode skb, --cpus 0-1,
                      --umem-frames N, --batch N, -c FILE, ...)";
 
@@ -30,32 +55,89 @@ pub enum Rate {
     Top,
 }
 
+/// The program that offers the frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderKind {
+    /// `smtp-replay`: BPF_PROG_RUN live frames, fast enough to overload
+    /// the sensor.
+    Replay,
+    /// tcpreplay, for comparison with earlier figures.
+    Tcpreplay,
+}
+
+impl SenderKind {
+    /// The program's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SenderKind::Replay => "smtp-replay",
+            SenderKind::Tcpreplay => "tcpreplay",
+        }
+    }
+}
+
+/// The generated capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// `synth load`: many interleaved short connections.
+    Load,
+    /// `synth bulk`: few connections with large messages.
+    Bulk,
+}
+
+impl CaptureKind {
+    /// The `synth` subcommand.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureKind::Load => "load",
+            CaptureKind::Bulk => "bulk",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    pub queues: u32,
-    pub workers: Option<u32>,
-    pub symmetric_rss: bool,
-    pub connections: u64,
+    /// Configurations, measured one after the other.
+    pub layouts: Vec<Layout>,
+    pub sender: SenderKind,
+    pub capture: CaptureKind,
+    /// `None`: the generator's default.
+    pub connections: Option<u64>,
     pub seed: u64,
+    /// Rates to measure (empty with `find_max`).
     pub rates: Vec<Rate>,
+    pub find_max: bool,
     pub seconds: u64,
     pub markdown: bool,
+    pub plot: Option<PathBuf>,
     pub sensor_args: Vec<String>,
 }
+
+/// Connections of the load capture unless told otherwise (a pass of
+/// ≈ 1.2 M frames, 300 MB).
+const LOAD_CONNECTIONS: u64 = 30_000;
 
 /// `Ok(None)`: help was asked for.
 pub fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
+        layouts: Vec::new(),
+        sender: SenderKind::Replay,
+        capture: CaptureKind::Load,
+        connections: None,
+        seed: 1,
+        rates: Vec::new(),
+        find_max: false,
+        seconds: 10,
+        markdown: false,
+        plot: None,
+        sensor_args: Vec::new(),
+    };
+    let mut single = Layout {
         queues: 1,
         workers: None,
         symmetric_rss: false,
-        connections: 30_000,
-        seed: 1,
-        rates: Vec::new(),
-        seconds: 10,
-        markdown: false,
-        sensor_args: Vec::new(),
+        tuple_split: false,
     };
+    let mut shorthand = false;
     let mut topspeed = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -66,10 +148,38 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
         };
         match a.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--queues" => o.queues = positive(a, value()?)?,
-            "--workers" => o.workers = Some(positive(a, value()?)?),
-            "--symmetric-rss" => o.symmetric_rss = true,
-            "--connections" => o.connections = positive(a, value()?)?.into(),
+            "--configs" => {
+                for spec in value()?.split(',').filter(|s| !s.is_empty()) {
+                    o.layouts.push(Layout::parse(spec)?);
+                }
+            }
+            "--queues" => {
+                single.queues = positive(a, value()?)?;
+                shorthand = true;
+            }
+            "--workers" => {
+                single.workers = Some(positive(a, value()?)?);
+                shorthand = true;
+            }
+            "--symmetric-rss" => {
+                single.symmetric_rss = true;
+                shorthand = true;
+            }
+            "--sender" => {
+                o.sender = match value()? {
+                    "replay" | "smtp-replay" => SenderKind::Replay,
+                    "tcpreplay" => SenderKind::Tcpreplay,
+                    v => bail!("--sender: replay or tcpreplay, not {v}"),
+                }
+            }
+            "--capture" => {
+                o.capture = match value()? {
+                    "load" => CaptureKind::Load,
+                    "bulk" => CaptureKind::Bulk,
+                    v => bail!("--capture: load or bulk, not {v}"),
+                }
+            }
+            "--connections" => o.connections = Some(positive(a, value()?)?.into()),
             "--seed" => o.seed = number(a, value()?)?,
             "--rates" => {
                 for r in value()?.split(',').filter(|r| !r.is_empty()) {
@@ -77,8 +187,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
                 }
             }
             "--topspeed" => topspeed = true,
+            "--find-max" => o.find_max = true,
             "--seconds" => o.seconds = positive(a, value()?)?.into(),
             "--markdown" => o.markdown = true,
+            "--plot" => o.plot = Some(PathBuf::from(value()?)),
             "--" => {
                 o.sensor_args = it.cloned().collect();
                 break;
@@ -86,13 +198,27 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             other => bail!("unknown option {other}\n{HELP}"),
         }
     }
-    if topspeed || o.rates.is_empty() {
+    match (o.layouts.is_empty(), shorthand) {
+        (false, true) => {
+            bail!("--configs or --queues/--workers/--symmetric-rss, not both")
+        }
+        (true, _) => o.layouts.push(single),
+        (false, false) => {}
+    }
+    if o.find_max {
+        if topspeed || !o.rates.is_empty() {
+            bail!("--find-max chooses the rates itself: not with --rates or --topspeed");
+        }
+    } else if topspeed || o.rates.is_empty() {
         if !topspeed {
             o.rates = vec![Rate::Pps(50_000), Rate::Pps(100_000)];
         }
         if !o.rates.contains(&Rate::Top) {
             o.rates.push(Rate::Top);
         }
+    }
+    if o.capture == CaptureKind::Load && o.connections.is_none() {
+        o.connections = Some(LOAD_CONNECTIONS);
     }
     Ok(Some(o))
 }
@@ -133,13 +259,24 @@ mod tests {
         parse(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
     }
 
+    fn layout(queues: u32, workers: Option<u32>, symmetric_rss: bool) -> Layout {
+        Layout {
+            queues,
+            workers,
+            symmetric_rss,
+            tuple_split: false,
+        }
+    }
+
     #[test]
     fn defaults_are_two_rates_and_top_speed_on_one_queue() {
         let o = p(&[]).unwrap().unwrap();
-        assert_eq!(o.queues, 1);
-        assert_eq!(o.workers, None);
+        assert_eq!(o.layouts, [layout(1, None, false)]);
         assert_eq!(o.rates, [Rate::Pps(50_000), Rate::Pps(100_000), Rate::Top]);
-        assert_eq!((o.connections, o.seconds), (30_000, 10));
+        assert_eq!((o.connections, o.seconds), (Some(30_000), 10));
+        assert_eq!(o.sender, SenderKind::Replay);
+        assert_eq!(o.capture, CaptureKind::Load);
+        assert!(!o.find_max && o.plot.is_none());
     }
 
     #[test]
@@ -161,13 +298,49 @@ mod tests {
         ])
         .unwrap()
         .unwrap();
-        assert_eq!((o.queues, o.workers, o.symmetric_rss), (2, Some(2), true));
+        assert_eq!(o.layouts, [layout(2, Some(2), true)]);
         assert_eq!(
             o.rates,
             [Rate::Pps(25_000), Rate::Pps(1_000_000), Rate::Pps(70_000)]
         );
         assert!(o.markdown);
         assert_eq!(o.sensor_args, ["--xdp-mode", "skb"]);
+    }
+
+    #[test]
+    fn configs_sender_capture_find_max_and_plot() {
+        let o = p(&[
+            "--configs",
+            "1q,2q-sym,2q",
+            "--sender",
+            "tcpreplay",
+            "--capture",
+            "bulk",
+            "--find-max",
+            "--plot",
+            "/tmp/x.svg",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            o.layouts,
+            [
+                layout(1, None, false),
+                layout(2, None, true),
+                layout(2, None, false)
+            ]
+        );
+        assert_eq!(o.sender, SenderKind::Tcpreplay);
+        assert_eq!(o.capture, CaptureKind::Bulk);
+        // The bulk capture's size is the generator's to choose.
+        assert_eq!(o.connections, None);
+        assert!(o.find_max);
+        assert!(o.rates.is_empty(), "{:?}", o.rates);
+        assert_eq!(o.plot.as_deref(), Some(std::path::Path::new("/tmp/x.svg")));
+        let o = p(&["--capture", "bulk", "--connections", "50"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.connections, Some(50));
     }
 
     #[test]
@@ -184,6 +357,12 @@ mod tests {
             (&["--rates", "fast"][..], "--rates"),
             (&["--seconds"][..], "--seconds"),
             (&["--frobnicate"][..], "unknown option"),
+            (&["--sender", "scapy"][..], "--sender"),
+            (&["--capture", "huge"][..], "--capture"),
+            (&["--configs", "2x"][..], "--configs"),
+            (&["--configs", "2q", "--queues", "2"][..], "not both"),
+            (&["--find-max", "--rates", "1k"][..], "--find-max"),
+            (&["--topspeed", "--find-max"][..], "--find-max"),
         ] {
             let e = p(args).unwrap_err().to_string();
             assert!(e.contains(what), "{args:?}: {e}");

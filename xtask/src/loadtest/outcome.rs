@@ -10,6 +10,8 @@ use serde_json::Value;
 pub struct Outcome {
     /// `driver` or `generic`, as attached.
     pub xdp_mode: String,
+    /// Frames the sensor's XDP program saw: what reached the sensor.
+    pub xdp_seen: u64,
     pub xdp_redirected: u64,
     /// Frames delivered to userspace, all queues.
     pub rx_frames: u64,
@@ -44,6 +46,7 @@ impl Outcome {
                 .and_then(Value::as_str)
                 .unwrap_or("?")
                 .to_owned(),
+            xdp_seen: n(xdp, "xdp_seen")?,
             xdp_redirected: n(xdp, "xdp_redirected")?,
             rx_frames: n(&v, "rx_frames")?,
             queue_frames,
@@ -106,6 +109,7 @@ mod tests {
         let o = Outcome::new(STATS, &err).unwrap();
         assert_eq!(o.xdp_mode, "driver");
         assert_eq!(o.xdp_redirected, 1_236_242);
+        assert_eq!(o.xdp_seen, 1_236_249);
         assert_eq!(o.rx_frames, 1_234_370);
         assert_eq!(o.queue_frames, [617_505, 616_865]);
         assert_eq!((o.sock_rx_dropped, o.sock_rx_ring_full), (1872, 5));
@@ -121,7 +125,7 @@ mod tests {
     #[test]
     fn missing_counters_are_errors() {
         let e = Outcome::new(r#"{"xdp": {}}"#, &[]).unwrap_err();
-        assert!(e.to_string().contains("xdp_redirected"), "{e}");
+        assert!(e.to_string().contains("xdp_seen"), "{e}");
         assert!(Outcome::new("not json", &[]).is_err());
     }
 }

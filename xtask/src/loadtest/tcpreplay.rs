@@ -1,19 +1,23 @@
-//! tcpreplay: the command for one rate and what its final statistics say
-//! was sent.
+//! tcpreplay: the command for one rate, when its frames start to flow,
+//! and what its final statistics say was sent.
 //!
 //! tcpreplay paces with `--pps R` (or sends as fast as it can with
 //! `--topspeed`), loops over the capture (`--loop 0`: endlessly) and stops
 //! after `--duration S`; the capture is preloaded into memory (`-K`) so
 //! the disk is not part of the measurement. At top speed tcpreplay checks
 //! the duration only between passes, so it sends whole passes (and the
-//! first frame of the next).
+//! first frame of the next). It says nothing when it starts sending (after
+//! the preload), so the interface's counters are watched instead.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use super::args::Rate;
+use crate::netns::Proc;
 
 /// tcpreplay's arguments after `tcpreplay`.
 pub fn args(iface: &str, rate: Rate, seconds: u64, pcap: &Path) -> Vec<String> {
@@ -102,6 +106,43 @@ pub fn parse(out: &str) -> Result<Sent> {
     Ok(s)
 }
 
+/// Frames a replay must have sent before the measured window opens: more
+/// than the few IPv6 neighbour-discovery frames a fresh link sends.
+const SENDING_STARTED: u64 = 1000;
+
+/// Waits until tcpreplay's interface has sent [`SENDING_STARTED`] frames
+/// more than when first seen (tcpreplay preloads the capture first); false
+/// when tcpreplay ended (or the task was interrupted) before that.
+/// `/proc/<pid>/net/dev` shows the counters of the process's namespace.
+pub fn wait_sending(tr: &mut Proc, iface: &str, interrupted: &AtomicBool) -> Result<bool> {
+    let mut first = None;
+    loop {
+        if tr.try_wait()?.is_some() || interrupted.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", tr.pid()));
+        if let Some(tx) = dev.ok().as_deref().and_then(|d| tx_packets(d, iface)) {
+            let base = *first.get_or_insert(tx);
+            if tx >= base + SENDING_STARTED {
+                return Ok(true);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Transmitted packets of `iface` in `/proc/net/dev` text (the 10th number
+/// after `iface:`).
+fn tx_packets(dev: &str, iface: &str) -> Option<u64> {
+    dev.lines().find_map(|l| {
+        let (name, counters) = l.split_once(':')?;
+        if name.trim() != iface {
+            return None;
+        }
+        counters.split_whitespace().nth(9)?.parse().ok()
+    })
+}
+
 fn int(s: &str) -> Result<u64> {
     s.trim_end_matches(',')
         .parse()
@@ -163,5 +204,17 @@ Statistics for network device: lt1
         let a = args("lt1", Rate::Top, 10, p);
         assert!(a.contains(&"--topspeed".to_owned()), "{a:?}");
         assert!(!a.iter().any(|x| x.starts_with("--pps")), "{a:?}");
+    }
+
+    #[test]
+    fn tx_packets_of_one_interface() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+   lt1:     796       9    0    0    0     0          0         0 75081381  300001    0    0    0     0       0          0
+";
+        assert_eq!(tx_packets(dev, "lt1"), Some(300_001));
+        assert_eq!(tx_packets(dev, "lo"), Some(0));
+        assert_eq!(tx_packets(dev, "lt0"), None);
     }
 }
