@@ -27,8 +27,12 @@ use sensor_tests::sensor_bin::release_bins;
 
 /// Connections in the capture (1.24 M frames, 45 000 messages).
 const CONNECTIONS: u32 = 30_000;
-/// The offered rate: about three times what tcpreplay reaches on a veth.
-const PPS: u32 = 1_000_000;
+/// The rate asked of the replayer: it offers a few per cent less (each of
+/// its calls starts with a pause of about 20 ms), at least [`MIN_PPS`].
+const PPS: u32 = 1_100_000;
+/// The offered rate the test needs: about three times what tcpreplay
+/// reaches on a veth.
+const MIN_PPS: f64 = 1_000_000.0;
 /// Time for the last frames to reach the logs before the stop.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -136,7 +140,7 @@ fn a_million_frames_a_second_lose_nothing_and_log_what_offline_logs() {
     assert_eq!(num(&report, &["failed"]), 0, "{report}");
     let pps = report["pps"].as_f64().unwrap_or(0.0);
     assert!(
-        pps >= 0.9 * f64::from(PPS),
+        pps >= MIN_PPS,
         "the replayer offered only {pps:.0} frames/s: {report}"
     );
     assert_eq!(

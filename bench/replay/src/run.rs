@@ -30,6 +30,8 @@ pub const ROUND: Duration = Duration::from_millis(250);
 const FIRST_TOP_CALL: u64 = 1 << 18;
 /// Lag behind the schedule a single lane catches up at most.
 pub const CATCH_UP: Duration = Duration::from_millis(50);
+/// The first paced call of a lane: short, to measure what a run costs.
+const FIRST_CALL: Duration = Duration::from_millis(100);
 /// What an idle run is taken to cost before the first paced call has
 /// measured it (on the project's machines: about 60 ns).
 const FIRST_IDLE_RUN_NS: u64 = 50;
@@ -140,25 +142,24 @@ pub fn run(
             let left = goal[lane].saturating_sub(sent.per_lane[lane]);
             let (budget, call_runs) = match plan.rate {
                 Rate::Pps(r) => {
-                    // Frames due by well after this call should end, minus
-                    // those sent: the program's clock spaces the frames,
-                    // the budget only caps them (and ends a pass exactly),
-                    // so a call that runs long keeps sending on schedule.
-                    let by = (start.elapsed() + 2 * ROUND).as_secs_f64();
-                    let due = (r as f64 * shares[lane] * by) as u64;
-                    let budget = due.saturating_sub(sent.per_lane[lane]).min(left);
+                    // The program's clock spaces the frames; the budget only
+                    // ends the pass exactly. The runs make the call last
+                    // about a round (the first one a short calibration).
+                    let budget = left;
                     if runs[lane] == 0 {
-                        // Before any measurement: idle runs cost tens of
-                        // nanoseconds; enough of them to fill a round.
-                        runs[lane] = budget + ROUND.as_nanos() as u64 / FIRST_IDLE_RUN_NS;
+                        runs[lane] = FIRST_CALL.as_nanos() as u64 / FIRST_IDLE_RUN_NS;
                     }
                     // The end of a pass needs less than a round: runs for
                     // the time its frames take (and some), no long idle
                     // tail after the last one.
                     let per_round = (r as f64 * shares[lane] * ROUND.as_secs_f64()).max(1.0);
                     let part = (budget as f64 / per_round).min(1.0);
-                    let call_runs = (runs[lane] as f64 * part * 1.5) as u64;
-                    (budget, call_runs.max(budget))
+                    let call_runs = if part < 1.0 {
+                        (runs[lane] as f64 * part * 1.5) as u64
+                    } else {
+                        runs[lane]
+                    };
+                    (budget, call_runs.max(1))
                 }
                 Rate::Top => {
                     let n = ((top_call as f64 * shares[lane]).ceil() as u64).clamp(1, left);

@@ -113,11 +113,16 @@ impl FrameSink for ShardSink {
             }
         }
         self.count(total);
+        // What this receive brought goes over now, partial batches too:
+        // without symmetric RSS the two directions of a connection come
+        // through two capture threads, and a batch held back on one of them
+        // would let the other direction overtake it (a reply ahead of its
+        // command). Under load the batches are full anyway.
+        self.flush();
     }
 
-    /// Partial batches go at each tick (every 100 ms): on a quiet link a
-    /// worker wakes for a batch ten times a second instead of for every
-    /// frame; records are written per one-second window anyway.
+    /// Everything is handed over at the end of each receive; a tick has
+    /// nothing left to send but keeps the rule explicit.
     fn tick(&mut self, _now: Ts) {
         self.flush();
     }
@@ -187,6 +192,27 @@ mod tests {
         let hops = &telemetry.hops[0];
         assert_eq!(hops.frames.load(Ordering::Relaxed), RING_SLOTS as u64);
         assert_eq!(hops.ring_full_drops.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_receive_is_handed_over_at_once_partial_batches_too() {
+        // Without symmetric RSS the directions of a connection come through
+        // different capture threads: neither may hold frames back.
+        let telemetry = Telemetry::live("t0", 1, 2);
+        let (mut lanes, mut inboxes) = mesh(1, 2, WhenFull::Drop);
+        let mut sink = ShardSink::new(0, lanes.remove(0), FlowHashKey::default(), telemetry);
+        let frame = [0u8; 64];
+        let batch = [0u32, 1, 3].map(|h| Frame {
+            ts: Ts(1),
+            data: &frame,
+            flow_hash: Some(h),
+        });
+        sink.frames(0, &batch);
+        let got: Vec<usize> = inboxes
+            .iter_mut()
+            .map(|i| transport::waiting_frames(i))
+            .collect();
+        assert_eq!(got, [1, 2]);
     }
 
     #[test]

@@ -301,6 +301,21 @@ pub fn drain(inboxes: &mut [Inbox], mut on: impl FnMut(Event<'_>)) {
     }
 }
 
+/// Frames already on `inboxes`' rings (taken off them): for tests that
+/// check what a producer handed over without running a worker loop.
+#[cfg(test)]
+pub(crate) fn waiting_frames(inboxes: &mut [Inbox]) -> usize {
+    let mut n = 0;
+    for inbox in inboxes {
+        while let Ok(msg) = inbox.ring.pop() {
+            if let Msg::Batch(b) = msg {
+                n += b.len();
+            }
+        }
+    }
+    n
+}
+
 /// Spin, then yield, then sleep ever longer (50 µs doubling to 1.6 ms):
 /// waiting on a ring without a lock, and without burning a core when the
 /// ring stays empty (a worker of a quiet link sleeps nearly all the time).
