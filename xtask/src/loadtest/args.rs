@@ -43,6 +43,9 @@ logged, beside what the same capture costs offline.
   --seconds S        replay time per rate (passes are whole: at least
                      one)                                          [10]
   --markdown         print the tables as markdown
+  --no-pin           do not pin: by default, with one queue, the sender
+                     (and the kernel's receive work it drives) runs on
+                     CPU 0 and the whole sensor on the other CPUs
   --plot FILE.svg    draw received rate and CPU per frame against the
                      offered rate, one series per configuration
   -- ARGS            more smtp-sensor arguments (--xdp-mode skb, --cpus 0-1,
@@ -109,6 +112,8 @@ pub struct Options {
     pub seconds: u64,
     pub markdown: bool,
     pub plot: Option<PathBuf>,
+    /// Pin sender and sensor to CPUs of their own (one-queue configurations).
+    pub pin: bool,
     pub sensor_args: Vec<String>,
 }
 
@@ -129,6 +134,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
         seconds: 10,
         markdown: false,
         plot: None,
+        pin: true,
         sensor_args: Vec::new(),
     };
     let mut single = Layout {
@@ -190,6 +196,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--find-max" => o.find_max = true,
             "--seconds" => o.seconds = positive(a, value()?)?.into(),
             "--markdown" => o.markdown = true,
+            "--no-pin" => o.pin = false,
             "--plot" => o.plot = Some(PathBuf::from(value()?)),
             "--" => {
                 o.sensor_args = it.cloned().collect();

@@ -102,6 +102,24 @@ impl Layout {
         s
     }
 
+    /// CPUs for (sender, sensor) when the run pins them (`pin`): with one
+    /// queue on a machine of two or more CPUs, the sender on CPU 0 (veth
+    /// runs the receiving side's XDP program and the AF_XDP copy on the
+    /// sending CPU, so that is the NIC's share of the work) and the whole
+    /// sensor, capture and log writer alike, on the others: "one core for
+    /// the sensor" on this two-core machine. With several queues the sender
+    /// must run on each queue's CPU in turn: nothing is pinned.
+    pub fn pinning(&self, pin: bool, cpus: usize) -> Option<(usize, String)> {
+        (pin && self.queues == 1 && cpus >= 2).then(|| {
+            let sensor = if cpus == 2 {
+                "1".to_owned()
+            } else {
+                format!("1-{}", cpus - 1)
+            };
+            (0, sensor)
+        })
+    }
+
     /// The sensor arguments this configuration adds.
     pub fn sensor_args(&self) -> Vec<String> {
         let mut a = Vec::new();
@@ -160,6 +178,16 @@ mod tests {
         assert_eq!(t.split(), "tuple");
         assert_eq!(t.label("driver", &[]), "2q 2w tuple drv");
         assert!(Layout::parse("2q-tuple-tuple").is_err());
+    }
+
+    #[test]
+    fn one_queue_runs_pin_sender_and_sensor_apart() {
+        let one = Layout::parse("1q").unwrap();
+        assert_eq!(one.pinning(true, 2), Some((0, "1".to_owned())));
+        assert_eq!(one.pinning(true, 8), Some((0, "1-7".to_owned())));
+        assert_eq!(one.pinning(false, 2), None);
+        assert_eq!(one.pinning(true, 1), None);
+        assert_eq!(Layout::parse("2q-sym").unwrap().pinning(true, 2), None);
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// (sender CPU, sensor CPUs) when this run pins them.
+    fn pinning(&self) -> Option<(usize, String)> {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        self.layout.pinning(self.opts.pin, cpus)
+    }
+
     /// Sensor up, send, sensor down, figures; `dir` holds the run's logs.
     pub fn run(&self, rate: Rate, dir: &Path) -> Result<Row> {
         let interrupted = self.interrupted;
@@ -48,7 +54,16 @@ impl Bench<'_> {
         std::fs::create_dir_all(&logs)
             .with_context(|| format!("cannot create {}", logs.display()))?;
         let stats = dir.join("stats.json");
-        let mut cmd = self.ns.sensor_cmd(self.bin_dir.join("smtp-sensor"));
+        let pin = self.pinning();
+        let bin = self.bin_dir.join("smtp-sensor");
+        let mut cmd = match &pin {
+            Some((_, cpus)) => {
+                let mut c = self.ns.sensor_cmd("taskset");
+                c.args(["-c", cpus]).arg(&bin);
+                c
+            }
+            None => self.ns.sensor_cmd(&bin),
+        };
         cmd.args(["-i", &self.ns.sensor_if, "-l"])
             .arg(&logs)
             .arg("--stats-json")
@@ -74,6 +89,7 @@ impl Bench<'_> {
             layout: self.layout,
             frames_per_pass: self.offline.frames,
             dir,
+            cpu: pin.map(|(cpu, _)| cpu),
         })?;
         let sending = sender.wait_sending(interrupted)?;
         let host_start = hostcpu::Snapshot::take()?;

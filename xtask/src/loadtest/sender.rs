@@ -85,6 +85,22 @@ pub struct Job<'a> {
     pub frames_per_pass: u64,
     /// The run's directory (smtp-replay's report goes there).
     pub dir: &'a Path,
+    /// Pin the sender to this CPU.
+    pub cpu: Option<usize>,
+}
+
+impl Job<'_> {
+    /// `program` in the peer namespace, on the job's CPU when it has one.
+    fn peer_cmd(&self, program: std::path::PathBuf) -> std::process::Command {
+        match self.cpu {
+            Some(cpu) => {
+                let mut c = self.ns.peer_cmd("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(program);
+                c
+            }
+            None => self.ns.peer_cmd(program),
+        }
+    }
 }
 
 /// The sender's output, collected while it runs.
@@ -129,7 +145,7 @@ impl Running {
                     json: &json,
                     pcap: job.pcap,
                 };
-                let mut cmd = job.ns.peer_cmd(job.bin_dir.join("smtp-replay"));
+                let mut cmd = job.peer_cmd(job.bin_dir.join("smtp-replay"));
                 cmd.args(smtp_replay::args(&plan))
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped());
@@ -139,7 +155,7 @@ impl Running {
                 (proc, Output::Replay { stderr, json })
             }
             SenderKind::Tcpreplay => {
-                let mut cmd = job.ns.peer_cmd("tcpreplay");
+                let mut cmd = job.peer_cmd("tcpreplay".into());
                 tcpreplay::command(&mut cmd, &job.ns.peer_if, job.rate, job.seconds, job.pcap)
                     .stdout(Stdio::piped());
                 let mut proc = Proc::spawn(&mut cmd)?;
