@@ -7,6 +7,10 @@
 //!   workspace (the live XDP tests included: needs root), and the Zeek
 //!   corpus comparison.
 //! - `run -- <args>`: build, then run `smtp-sensor <args>`.
+//! - `replay [--netns NS] <pcap> -i <iface> [options]`: build, then run
+//!   the project's replayer (`smtp-replay`, see `bench/replay`) to send a
+//!   capture into a veth at millions of frames a second, in network
+//!   namespace NS when given (`smtp-replay --help` for its options).
 //! - `demo`: setup, build, then the sensor live on a veth pair in network
 //!   namespaces, fed with generated SMTP traffic; prints what it captured.
 //! - `compare-zeek [<dir>]`: smtp.log field by field against Zeek's.
@@ -35,8 +39,10 @@ use util::{cargo, root_dir};
 
 const USAGE: &str =
     "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
-                    | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]>
-       cargo xtask loadtest --help";
+                    | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]
+                    | replay [--netns NS] <pcap> -i <iface> [smtp-replay options]>
+       cargo xtask loadtest --help
+       cargo xtask replay --help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Some("compare-zeek") => compare_zeek::run(&args[1..]).map_err(anyhow::Error::msg),
         Some("bench") => bench::run(&args[1..]),
         Some("loadtest") => loadtest::run(&args[1..]),
+        Some("replay") => replay(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -97,14 +104,43 @@ fn run(args: &[String]) -> Result<()> {
     };
     setup::run()?;
     build()?;
-    let bin = util::target_dir().join("release/smtp-sensor");
-    let status = std::process::Command::new(&bin)
+    run_release("smtp-sensor", args, None)
+}
+
+/// `cargo xtask replay [--netns NS] <smtp-replay args>`.
+fn replay(args: &[String]) -> Result<()> {
+    let (netns, args) = match args {
+        [flag, ns, rest @ ..] if flag == "--netns" => (Some(ns.as_str()), rest),
+        _ => (None, args),
+    };
+    let args = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
+    setup::run()?;
+    cargo(&["build", "--release", "-p", "smtp-replay", "--bins"])?;
+    run_release("smtp-replay", args, netns)
+}
+
+/// Runs the release build of `name` with `args` (in network namespace
+/// `netns` when given), failing when it does.
+fn run_release(name: &str, args: &[String], netns: Option<&str>) -> Result<()> {
+    let bin = util::target_dir().join("release").join(name);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&bin);
+            c
+        }
+        None => std::process::Command::new(&bin),
+    };
+    let status = cmd
         .args(args)
         .current_dir(root_dir())
         .status()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if !status.success() {
-        bail!("smtp-sensor exited with {status}");
+        bail!("{name} exited with {status}");
     }
     Ok(())
 }
