@@ -116,23 +116,25 @@ pub fn run(
         }
     }
     let max_passes = plan.passes.unwrap_or(u64::MAX);
-    // Per lane: the frame it stops at, one pass further each time a pass
-    // ends while passes and time are left.
+    // Lanes move on to the next pass together: the run then always ends
+    // with the same number of whole passes on every lane, which is what
+    // makes `passes × capture` the frames sent.
+    let mut passes = 1u64;
     let mut goal: Vec<u64> = lanes.to_vec();
     // Runs per call of each paced lane, tuned so a call lasts a round.
     let mut runs: Vec<u64> = vec![0; lanes.len()];
     let start = Instant::now();
     let mut top_call = FIRST_TOP_CALL;
     'run: loop {
-        let elapsed = start.elapsed();
-        let time_up = plan.seconds.is_some_and(|s| elapsed >= s);
-        for (g, (&n, &s)) in goal.iter_mut().zip(lanes.iter().zip(&sent.per_lane)) {
-            if s >= *g && n > 0 && !time_up && *g / n < max_passes {
-                *g = g.saturating_add(n);
-            }
-        }
         if sent.per_lane.iter().zip(&goal).all(|(s, g)| s >= g) {
-            break;
+            let time_up = plan.seconds.is_some_and(|s| start.elapsed() >= s);
+            if time_up || passes >= max_passes {
+                break;
+            }
+            passes += 1;
+            for (g, &n) in goal.iter_mut().zip(lanes) {
+                *g = n.saturating_mul(passes);
+            }
         }
         for lane in 0..lanes.len() {
             if stop.load(Ordering::Relaxed) {
@@ -140,6 +142,10 @@ pub fn run(
                 break 'run;
             }
             let left = goal[lane].saturating_sub(sent.per_lane[lane]);
+            if left == 0 {
+                // Done with this pass: waits for the other lanes.
+                continue;
+            }
             let (budget, call_runs) = match plan.rate {
                 Rate::Pps(r) => {
                     // The program's clock spaces the frames; the budget only
@@ -210,6 +216,8 @@ mod tests {
         interrupt_after: Option<usize>,
         /// Sleep per call, for the time-based tests.
         call_time: Duration,
+        /// Lane 1 sends only this share of each budget (a slow lane).
+        lane1_share: Option<f64>,
     }
 
     impl Wire for Recorder {
@@ -229,7 +237,11 @@ mod tests {
             }
             std::thread::sleep(self.call_time);
             self.calls.push((lane, budget, runs));
-            Ok((CallEnd::Done, budget))
+            let sent = match (lane, self.lane1_share) {
+                (1, Some(f)) => ((budget as f64 * f) as u64).max(1),
+                _ => budget,
+            };
+            Ok((CallEnd::Done, sent))
         }
     }
 
@@ -306,6 +318,29 @@ mod tests {
         let passes = s.per_lane[0] / 1000;
         assert!(passes >= 1, "{s:?}");
         assert_eq!(s.per_lane, [passes * 1000, passes * 500]);
+    }
+
+    #[test]
+    fn lanes_move_to_the_next_pass_together() {
+        // Lane 1 lags (a tenth of each budget); time runs out early. Both
+        // lanes still end on the same whole pass.
+        let mut w = Recorder {
+            call_time: Duration::from_millis(2),
+            lane1_share: Some(0.1),
+            ..Recorder::default()
+        };
+        let s = go(
+            &[10_000, 10_000],
+            Plan {
+                rate: Rate::Top,
+                passes: None,
+                seconds: Some(Duration::from_millis(30)),
+            },
+            &mut w,
+        );
+        let passes = s.per_lane[0] / 10_000;
+        assert!(passes >= 1);
+        assert_eq!(s.per_lane, [passes * 10_000, passes * 10_000], "{s:?}");
     }
 
     #[test]
