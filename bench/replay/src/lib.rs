@@ -12,6 +12,10 @@
 //! first can shift the addresses (like tcpreplay's `--unique-ip`) so passes
 //! are new connections. It only sends captures between test hosts
 //! (198.18.0.0/15, 2001:db8::/32).
+//!
+//! The receiving end must run its XDP program in native (driver) mode:
+//! veth hands `XDP_TX` frames only to a native program (with a generic one
+//! they are dropped and counted as `xdp_xmit_errors` in `ethtool -S`).
 
 pub mod report;
 pub mod run;

@@ -2,7 +2,8 @@
 //!
 //! Run it in the network namespace of the sending veth end (`ip netns exec
 //! <ns> smtp-replay …`), with the sensor (or another XDP program) attached
-//! to the peer end. Exit codes: 0 sent, 2 bad arguments or capture, 1 the
+//! to the peer end in native mode (veth gives `XDP_TX` frames only to a
+//! native program). Exit codes: 0 sent, 2 bad arguments or capture, 1 the
 //! kernel refused.
 
 use std::path::PathBuf;
