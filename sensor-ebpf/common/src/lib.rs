@@ -7,6 +7,7 @@
 //! host. The `user` feature is for userspace-only conveniences.
 #![no_std]
 
+mod counters;
 pub mod flowhash;
 pub mod maps;
 pub mod parse;

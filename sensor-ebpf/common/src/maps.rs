@@ -32,64 +32,31 @@ pub const COUNTERS: &str = "COUNTERS";
 /// before the program is attached.
 pub const CONFIG: &str = "CONFIG";
 
-/// Per-CPU packet counters kept by the XDP program.
-///
-/// Every frame the program sees ends in exactly one action, so
-/// `seen == redirected + passed + dropped`. `malformed` and
-/// `redirect_failed` count reasons on top of that: a malformed frame is also
-/// passed (or dropped in `--non-smtp drop` mode), and an SMTP frame whose
-/// queue has no socket is also passed.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Frames the program ran on.
-    Seen = 0,
-    /// SMTP frames handed to the AF_XDP socket of their rx queue.
-    Redirected = 1,
-    /// Frames returned to the kernel stack (`XDP_PASS`).
-    Passed = 2,
-    /// Non-SMTP frames dropped because of `--non-smtp drop`.
-    Dropped = 3,
-    /// Frames whose VLAN/IP/TCP headers were truncated or invalid.
-    Malformed = 4,
-    /// SMTP frames whose rx queue had no AF_XDP socket (then passed).
-    RedirectFailed = 5,
-    /// SMTP frames the flow hash could not be put in front of (the driver
-    /// has no room for metadata); the capture thread hashes them itself.
-    MetaFailed = 6,
-}
-
-impl Counter {
-    /// Number of counters (entries of the [`COUNTERS`] map).
-    pub const COUNT: u32 = 7;
-    /// Every counter, in index order.
-    pub const ALL: [Counter; Counter::COUNT as usize] = [
-        Counter::Seen,
-        Counter::Redirected,
-        Counter::Passed,
-        Counter::Dropped,
-        Counter::Malformed,
-        Counter::RedirectFailed,
-        Counter::MetaFailed,
-    ];
-
-    /// Map index of this counter.
-    #[inline(always)]
-    pub const fn index(self) -> u32 {
-        self as u32
-    }
-
-    /// Operator-facing name, used in the stats line and stats JSON.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Seen => "xdp_seen",
-            Counter::Redirected => "xdp_redirected",
-            Counter::Passed => "xdp_passed",
-            Counter::Dropped => "xdp_dropped",
-            Counter::Malformed => "xdp_malformed",
-            Counter::RedirectFailed => "xdp_redirect_failed",
-            Counter::MetaFailed => "xdp_meta_failed",
-        }
+crate::counters! {
+    /// Per-CPU packet counters kept by the XDP program.
+    ///
+    /// Every frame the program sees ends in exactly one action, so
+    /// `seen == redirected + passed + dropped`. `malformed` and
+    /// `redirect_failed` count reasons on top of that: a malformed frame is also
+    /// passed (or dropped in `--non-smtp drop` mode), and an SMTP frame whose
+    /// queue has no socket is also passed.
+    pub enum Counter {
+        /// Frames the program ran on.
+        Seen = 0 => "xdp_seen",
+        /// SMTP frames handed to the AF_XDP socket of their rx queue.
+        Redirected = 1 => "xdp_redirected",
+        /// Frames returned to the kernel stack (`XDP_PASS`).
+        Passed = 2 => "xdp_passed",
+        /// Non-SMTP frames dropped because of `--non-smtp drop`.
+        Dropped = 3 => "xdp_dropped",
+        /// Frames whose VLAN/IP/TCP headers were truncated or invalid.
+        Malformed = 4 => "xdp_malformed",
+        /// SMTP frames whose rx queue had no AF_XDP socket (then passed).
+        RedirectFailed = 5 => "xdp_redirect_failed",
+        /// SMTP frames the flow hash could not be put in front of (the
+        /// driver has no room for metadata); the capture thread hashes them
+        /// itself.
+        MetaFailed = 6 => "xdp_meta_failed",
     }
 }
 

@@ -121,39 +121,21 @@ pub struct Lane {
     pub budget: u64,
 }
 
-/// Per-CPU counters of the replayer's program.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplayCounter {
-    /// Frames handed to the peer (`XDP_TX`).
-    Sent = 0,
-    /// Their bytes.
-    Bytes = 1,
-    /// Runs on a lane with no frames (a lane the loader did not fill).
-    NoLane = 2,
-    /// Frames the program could not build (bad table entry, helper error).
-    Failed = 3,
-    /// Runs of a paced lane that sent nothing (not due yet, or the call's
-    /// budget spent): the program's way of waiting.
-    Idle = 4,
-}
-
-impl ReplayCounter {
-    /// Number of counters.
-    pub const COUNT: u32 = 5;
-    /// Every counter, in index order.
-    pub const ALL: [ReplayCounter; ReplayCounter::COUNT as usize] = [
-        ReplayCounter::Sent,
-        ReplayCounter::Bytes,
-        ReplayCounter::NoLane,
-        ReplayCounter::Failed,
-        ReplayCounter::Idle,
-    ];
-
-    /// Map index of this counter.
-    #[inline(always)]
-    pub const fn index(self) -> u32 {
-        self as u32
+crate::counters! {
+    /// Per-CPU counters of the replayer's program.
+    pub enum ReplayCounter {
+        /// Frames handed to the peer (`XDP_TX`).
+        Sent = 0 => "sent",
+        /// Their bytes.
+        Bytes = 1 => "bytes",
+        /// Runs on a lane with no frames (a lane the loader did not fill).
+        NoLane = 2 => "no_lane",
+        /// Frames the program could not build (bad table entry, helper
+        /// error).
+        Failed = 3 => "failed",
+        /// Runs of a paced lane that sent nothing (not due yet, or the
+        /// call's budget spent): the program's way of waiting.
+        Idle = 4 => "idle",
     }
 }
 
