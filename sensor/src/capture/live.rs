@@ -294,7 +294,6 @@ fn capture_loop<S: FrameSink>(
     stop: &AtomicBool,
     c: &QueueCounters,
 ) -> S {
-    let queue = sock.queue;
     let small = (sock.batch() as usize / SMALL_BATCH_DIVISOR).max(1);
     set_timer_slack(Duration::from_micros(1));
     let mut invalid = 0u64;
@@ -303,11 +302,7 @@ fn capture_loop<S: FrameSink>(
     let mut last_frame = last_tick;
     while !stop.load(Ordering::Relaxed) {
         let mono = clock.mono();
-        let n = sock.receive_batch(clock.ts(mono), &mut invalid, |frames| {
-            let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
-            c.add_batch(frames.len() as u64, bytes);
-            sink.frames(queue, frames);
-        });
+        let n = receive(&mut sock, &mut sink, c, clock.ts(mono), &mut invalid);
         if n > 0 {
             last_frame = mono;
             if n < small {
@@ -333,22 +328,29 @@ fn capture_loop<S: FrameSink>(
     }
     // Drain what is already in the ring, so a clean stop loses nothing the
     // kernel handed over.
-    loop {
-        let n = sock.receive_batch(now(), &mut invalid, |frames| {
-            let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
-            c.add_batch(frames.len() as u64, bytes);
-            sink.frames(queue, frames);
-        });
-        if n == 0 {
-            break;
-        }
-    }
+    while receive(&mut sock, &mut sink, c, now(), &mut invalid) > 0 {}
     if let Some(s) = sock.stats() {
         c.set_socket(s);
     }
     c.invalid_descs.store(invalid, Ordering::Relaxed);
     sink.finish();
     sink
+}
+
+/// One receive: a batch from the socket's ring, counted, into the sink.
+fn receive<S: FrameSink>(
+    sock: &mut XskSocket,
+    sink: &mut S,
+    c: &QueueCounters,
+    ts: Ts,
+    invalid: &mut u64,
+) -> usize {
+    let queue = sock.queue;
+    sock.receive_batch(ts, invalid, |frames| {
+        let bytes = frames.iter().map(|f| f.data.len() as u64).sum();
+        c.add_batch(frames.len() as u64, bytes);
+        sink.frames(queue, frames);
+    })
 }
 
 /// Lets the calling thread's short sleeps end on time (the default slack

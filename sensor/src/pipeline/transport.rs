@@ -18,8 +18,14 @@ use crate::net::Ts;
 pub const BATCH_FRAMES: usize = 256;
 /// Bytes per batch.
 pub const BATCH_BYTES: usize = 256 * 1024;
-/// Messages a ring holds.
+/// Messages a ring holds when its producer drops on a full ring (live):
+/// enough batches to ride out a worker's hiccup of a few milliseconds at
+/// line rate before frames are lost.
 pub const RING_SLOTS: usize = 256;
+/// Messages a ring holds when its producer waits (offline): the producer
+/// only runs ahead, so a few batches keep the worker busy, and fewer
+/// batches in flight keep memory small (a batch holds up to 320 KiB).
+pub const WAITING_RING_SLOTS: usize = 64;
 
 /// Frames copied for one worker, back to back.
 #[derive(Default)]
@@ -122,12 +128,16 @@ pub fn mesh(
 ) -> (Vec<Vec<Lane>>, Vec<Vec<Inbox>>) {
     let mut lanes: Vec<Vec<Lane>> = (0..producers).map(|_| Vec::new()).collect();
     let mut inboxes: Vec<Vec<Inbox>> = (0..consumers).map(|_| Vec::new()).collect();
+    let slots = match when_full {
+        WhenFull::Wait => WAITING_RING_SLOTS,
+        WhenFull::Drop => RING_SLOTS,
+    };
     for out in lanes.iter_mut() {
         for into in inboxes.iter_mut() {
-            let (ring, ring_rx) = rtrb::RingBuffer::new(RING_SLOTS);
+            let (ring, ring_rx) = rtrb::RingBuffer::new(slots);
             // Two more than the ring: every batch in flight plus the two a
             // producer can hold (current, and one just popped).
-            let (returns_tx, returns) = rtrb::RingBuffer::new(RING_SLOTS + 2);
+            let (returns_tx, returns) = rtrb::RingBuffer::new(slots + 2);
             out.push(Lane {
                 ring,
                 returns,
