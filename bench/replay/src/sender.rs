@@ -129,14 +129,8 @@ impl Sender {
     }
 
     fn fill(&mut self, table: &FrameTable) -> Result<(), SendError> {
-        let err = |map| {
-            move |e| SendError::Map {
-                map,
-                source: Box::new(e),
-            }
-        };
         let mut chunks: Array<&mut MapData, Chunk> =
-            Array::try_from(self.map(replay::CHUNKS)?).map_err(err(replay::CHUNKS))?;
+            Array::try_from(self.map(replay::CHUNKS)?).map_err(map_err(replay::CHUNKS))?;
         for i in 0..table.chunks() {
             let Some(bytes) = table.chunk(i) else { break };
             // SAFETY: `Chunk` is `#[repr(C)]` around `[u8; CHUNK_BYTES]`:
@@ -144,29 +138,24 @@ impl Sender {
             let chunk: &Chunk = unsafe { &*(bytes as *const [u8; CHUNK_BYTES]).cast::<Chunk>() };
             chunks
                 .set(i as u32, chunk, 0)
-                .map_err(err(replay::CHUNKS))?;
+                .map_err(map_err(replay::CHUNKS))?;
         }
         let mut frames: Array<&mut MapData, FrameRef> =
-            Array::try_from(self.map(replay::FRAMES)?).map_err(err(replay::FRAMES))?;
+            Array::try_from(self.map(replay::FRAMES)?).map_err(map_err(replay::FRAMES))?;
         for (i, f) in table.frames.iter().enumerate() {
-            frames.set(i as u32, f, 0).map_err(err(replay::FRAMES))?;
+            frames
+                .set(i as u32, f, 0)
+                .map_err(map_err(replay::FRAMES))?;
         }
-        let mut lanes: Array<&mut MapData, Lane> =
-            Array::try_from(self.map(replay::LANES)?).map_err(err(replay::LANES))?;
         for (i, &(first, count)) in table.lanes.iter().enumerate().take(MAX_LANES as usize) {
             let lane = Lane {
                 first,
                 count,
                 ..Lane::default()
             };
-            lanes.set(i as u32, lane, 0).map_err(err(replay::LANES))?;
+            self.set_lane(i as u32, lane)?;
         }
         Ok(())
-    }
-
-    /// Number of lanes.
-    pub fn lanes(&self) -> u32 {
-        self.lanes
     }
 
     fn lane(&mut self, lane: u32) -> Result<Lane, SendError> {
@@ -240,19 +229,13 @@ impl Sender {
             .ebpf
             .map(replay::LANES)
             .ok_or(SendError::Missing(replay::LANES))?;
-        let lanes: Array<&MapData, Lane> = Array::try_from(map).map_err(|e| SendError::Map {
-            map: replay::LANES,
-            source: Box::new(e),
-        })?;
+        let lanes: Array<&MapData, Lane> = Array::try_from(map).map_err(map_err(replay::LANES))?;
         (0..self.lanes)
             .map(|i| {
                 lanes
                     .get(&i, 0)
                     .map(|l| l.sent)
-                    .map_err(|e| SendError::Map {
-                        map: replay::LANES,
-                        source: Box::new(e),
-                    })
+                    .map_err(map_err(replay::LANES))
             })
             .collect()
     }
@@ -260,18 +243,15 @@ impl Sender {
     /// The program's counters, summed over CPUs, in [`ReplayCounter::ALL`]
     /// order.
     pub fn counters(&self) -> Result<[u64; ReplayCounter::COUNT as usize], SendError> {
-        let err = |e| SendError::Map {
-            map: replay::COUNTERS,
-            source: Box::new(e),
-        };
         let map = self
             .ebpf
             .map(replay::COUNTERS)
             .ok_or(SendError::Missing(replay::COUNTERS))?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err(replay::COUNTERS))?;
         let mut out = [0u64; ReplayCounter::COUNT as usize];
         for (slot, c) in out.iter_mut().zip(ReplayCounter::ALL) {
-            let per_cpu = arr.get(&c.index(), 0).map_err(err)?;
+            let per_cpu = arr.get(&c.index(), 0).map_err(map_err(replay::COUNTERS))?;
             *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
         }
         Ok(out)

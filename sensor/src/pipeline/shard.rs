@@ -78,14 +78,18 @@ impl ShardSink {
     }
 
     /// Hands every non-empty batch to its worker.
-    fn flush(&mut self) {
+    fn flush_lanes(&mut self) -> Handed {
         let mut total = Handed::default();
         for lane in &mut self.lanes {
-            let h = lane.flush();
-            total.frames += h.frames;
-            total.dropped += h.dropped;
+            total += lane.flush();
         }
-        self.count(total);
+        total
+    }
+
+    /// [`ShardSink::flush_lanes`], counted.
+    fn flush(&mut self) {
+        let h = self.flush_lanes();
+        self.count(h);
     }
 }
 
@@ -98,27 +102,26 @@ const NO_CHECKSUMS: DecodeOptions = DecodeOptions {
 impl FrameSink for ShardSink {
     fn frames(&mut self, _queue: u32, batch: &[Frame<'_>]) {
         let mut total = Handed::default();
-        let unhashed = batch.iter().filter(|f| f.flow_hash.is_none()).count() as u64;
-        if unhashed > 0
-            && let Some(c) = self.telemetry.hops.get(self.queue)
-        {
-            c.add_unhashed(unhashed);
-        }
+        let mut unhashed = 0u64;
         for f in batch {
+            unhashed += u64::from(f.flow_hash.is_none());
             let i = self.owner(f);
             if let Some(lane) = self.lanes.get_mut(i) {
-                let h = lane.push(f.ts, LinkType::Ethernet, f.data);
-                total.frames += h.frames;
-                total.dropped += h.dropped;
+                total += lane.push(f.ts, LinkType::Ethernet, f.data);
             }
         }
-        self.count(total);
         // What this receive brought goes over now, partial batches too:
         // without symmetric RSS the two directions of a connection come
         // through two capture threads, and a batch held back on one of them
         // would let the other direction overtake it (a reply ahead of its
         // command). Under load the batches are full anyway.
-        self.flush();
+        total += self.flush_lanes();
+        self.count(total);
+        if unhashed > 0
+            && let Some(c) = self.telemetry.hops.get(self.queue)
+        {
+            c.add_unhashed(unhashed);
+        }
     }
 
     /// Everything is handed over at the end of each receive; a tick has

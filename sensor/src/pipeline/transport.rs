@@ -103,6 +103,13 @@ pub struct Handed {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for Handed {
+    fn add_assign(&mut self, o: Handed) {
+        self.frames += o.frames;
+        self.dropped += o.dropped;
+    }
+}
+
 /// The producer side of one ring.
 pub struct Lane {
     ring: rtrb::Producer<Msg>,
