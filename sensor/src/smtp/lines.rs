@@ -3,7 +3,7 @@
 //! inside one segment, and keeps a bounded buffer for a line split across
 //! segments. Lines longer than the limit are cut and the rest skipped.
 
-use memchr::memchr;
+use memchr::{memchr, memchr_iter};
 
 /// One complete line: without its `\n` and without trailing `\r`s (Zeek
 /// accepts `(\r)*\n` as a line end).
@@ -103,6 +103,13 @@ impl LineBuf {
         }
     }
 
+    /// Whether bytes of an unfinished line are held (or the rest of a cut
+    /// line is being dropped): the next line handed out does not start at
+    /// the next byte given.
+    pub fn holds_partial(&self) -> bool {
+        self.skipping || (!self.handed_out && !self.buf.is_empty())
+    }
+
     /// Hands out a partial line left at the end of a stream (the last BDAT
     /// chunk ends without CRLF), or `None` if there is none.
     pub fn take_partial(&mut self) -> Option<&[u8]> {
@@ -135,6 +142,23 @@ impl LineBuf {
         self.handed_out = false;
         self.skipping = false;
     }
+}
+
+/// Length of the run of complete lines at the start of `data` for which
+/// `inert(line)` holds: lines ended by `\n` (the line as `next_line` would
+/// hand it out, trailing `\r`s removed), none longer than `max` bytes before
+/// its `\n`. The caller may step over them without framing each; the first
+/// line that fails, is too long or is unfinished starts where the run ends.
+pub fn inert_prefix(data: &[u8], max: usize, inert: impl Fn(&[u8]) -> bool) -> usize {
+    let mut start = 0;
+    for end in memchr_iter(b'\n', data) {
+        let chunk = data.get(start..end).unwrap_or_default();
+        if chunk.len() > max || !inert(strip_cr(chunk)) {
+            break;
+        }
+        start = end + 1;
+    }
+    start
 }
 
 #[cfg(test)]
@@ -187,6 +211,35 @@ mod tests {
         // Across segments: the cut happens when the buffer is full.
         let got = all_lines(&mut lb, &[b"01234", b"56789XYZ", b"more\r\nnext\r\n"], 10);
         assert_eq!(got, [("0123456789".into(), true), ("next".into(), false)]);
+    }
+
+    #[test]
+    fn inert_prefix_stops_at_the_first_line_that_matters() {
+        let not_dot = |l: &[u8]| l.first() != Some(&b'.');
+        assert_eq!(inert_prefix(b"ab\r\ncd\n.\r\nef\r\n", 100, not_dot), 7);
+        // An unfinished line is never part of the run.
+        assert_eq!(inert_prefix(b"ab\r\ncd", 100, not_dot), 4);
+        // Nor a line over the limit (the framing cuts and counts it).
+        assert_eq!(inert_prefix(b"ab\r\n0123456789ABC\r\nx\n", 10, not_dot), 4);
+        assert_eq!(inert_prefix(b"0123456789\n", 10, not_dot), 11);
+        assert_eq!(inert_prefix(b"", 10, not_dot), 0);
+        // The line is judged without its trailing CRs, like `next_line`.
+        assert_eq!(inert_prefix(b"\r\r\n", 10, |l| !l.is_empty()), 0);
+    }
+
+    #[test]
+    fn holds_partial_follows_the_buffer() {
+        let mut lb = LineBuf::default();
+        let mut pos = 0;
+        assert!(!lb.holds_partial());
+        assert!(lb.next_line(b"half", &mut pos, 100).is_none());
+        assert!(lb.holds_partial());
+        pos = 0;
+        assert!(lb.next_line(b" line\r\n", &mut pos, 100).is_some());
+        assert!(!lb.holds_partial());
+        pos = 0;
+        assert!(lb.next_line(b"0123456789ABC", &mut pos, 10).is_some());
+        assert!(lb.holds_partial(), "dropping the rest of a cut line");
     }
 
     #[test]

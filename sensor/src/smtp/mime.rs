@@ -240,6 +240,29 @@ enum Keep {
     Keep,
 }
 
+/// Which body lines can change a tracker's state, so that the session can
+/// step over the rest without handing each one in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineInterest {
+    /// Every line (a header block is open).
+    All,
+    /// Lines starting with `--` (a multipart boundary is being watched).
+    Boundaries,
+    /// None: the open entities are leaves or closed.
+    Nothing,
+}
+
+impl LineInterest {
+    /// Whether `line` (dot-unstuffed) is one the tracker ignores.
+    pub fn ignores(self, line: &[u8]) -> bool {
+        match self {
+            LineInterest::All => false,
+            LineInterest::Boundaries => !line.starts_with(b"--"),
+            LineInterest::Nothing => true,
+        }
+    }
+}
+
 /// Tracks the MIME entities of one message body, line by line.
 #[derive(Debug, Default)]
 pub struct MimeTracker {
@@ -291,6 +314,22 @@ impl MimeTracker {
         self.keep = None;
         self.header_cut = false;
         self.top_headers = top_headers;
+    }
+
+    /// Which lines `line` would act on now. Holds until a line it does not
+    /// ignore is handed in.
+    pub fn interest(&self) -> LineInterest {
+        if self.stack.iter().any(|e| e.in_header) {
+            LineInterest::All
+        } else if self
+            .stack
+            .iter()
+            .any(|e| e.body == Body::Multipart && !e.boundary.is_empty())
+        {
+            LineInterest::Boundaries
+        } else {
+            LineInterest::Nothing
+        }
     }
 
     /// One line of the body (dot-unstuffed, without line end).
