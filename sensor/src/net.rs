@@ -1,8 +1,17 @@
 //! Small value types every layer shares: network time, connection identity
 //! and direction.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+
+/// A hash map for tables keyed by what the traffic chooses (flows, hosts,
+/// connections): foldhash, a fast non-cryptographic hash, seeded at random
+/// for every map, so that nobody sending packets can craft keys that
+/// collide in it (SipHash, the std default, costs several times more per
+/// lookup; a fixed-seed hash would let colliding keys be searched for
+/// offline).
+pub type KeyedMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Network time: microseconds since the Unix epoch, taken from packet
 /// timestamps (offline) or the capture clock (live). Every timeout and period

@@ -3,30 +3,38 @@
 use std::net::IpAddr;
 
 /// One's-complement sum of `data` as big-endian 16-bit words, added to
-/// `acc` (not folded). Sums 32-bit words into a 64-bit accumulator (the
-/// same value modulo 0xffff, as 2^16 ≡ 1), a loop the compiler vectorises:
-/// the checksum is on the per-packet path.
+/// `acc` (not folded, but kept far from overflow).
+///
+/// The sum is byte-order independent (RFC 1071 §2(B)): it is taken over
+/// native little-endian 64-bit words into a 128-bit accumulator with no
+/// byte swapping on the way (a loop of plain loads and adds, eight bytes a
+/// step), folded to 16 bits and swapped once at the end. The checksum is on
+/// the per-packet path of every offline segment.
 pub fn sum(data: &[u8], acc: u64) -> u64 {
-    let mut words = data.chunks_exact(4);
-    let mut wide: u64 = 0;
+    let mut words = data.chunks_exact(8);
+    let mut wide: u128 = 0;
     for w in &mut words {
-        if let [a, b, c, d] = w {
-            wide += u64::from(u32::from_be_bytes([*a, *b, *c, *d]));
+        if let Ok(w) = <[u8; 8]>::try_from(w) {
+            wide += u128::from(u64::from_le_bytes(w));
         }
     }
-    // `wide` overflows only past 16 GiB of data; a segment is under 64 KiB.
-    let mut acc = acc.wrapping_add((wide & 0xffff_ffff) + (wide >> 32));
+    let mut tail = [0u8; 8];
     let rest = words.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        if let [a, b] = p {
-            acc += u64::from(u16::from_be_bytes([*a, *b]));
-        }
+    if let Some(t) = tail.get_mut(..rest.len()) {
+        t.copy_from_slice(rest);
     }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+    // An odd last byte is the high byte of a big-endian word: in the
+    // little-endian view it sits in the low byte of its word, where the
+    // zero padding puts it.
+    wide += u128::from(u64::from_le_bytes(tail));
+    // 2^64 ≡ 2^32 ≡ 2^16 ≡ 1 (mod 0xffff): fold 128 → 16 bits.
+    let mut x = (wide as u64 as u128) + (wide >> 64);
+    x = (x & 0xffff_ffff) + (x >> 32);
+    let mut x = x as u64;
+    while x > 0xffff {
+        x = (x & 0xffff) + (x >> 16);
     }
-    acc
+    acc + u64::from((x as u16).swap_bytes())
 }
 
 /// Folds a sum to 16 bits and complements it: 0 means "checks out" when the
@@ -64,6 +72,17 @@ mod tests {
         // RFC 1071 section 3 example words.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(!fold(sum(&data, 0)), 0xddf2);
+    }
+
+    #[test]
+    fn carries_of_long_runs_of_ones_fold_correctly() {
+        let data = [0xffu8; 1500];
+        let mut acc = 0u64;
+        for p in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+        }
+        assert_eq!(fold(sum(&data, 0)), fold(acc));
+        assert_eq!(fold(sum(&data[..1499], 7)), fold(acc - 0xff + 7));
     }
 
     #[test]

@@ -8,10 +8,9 @@
 //! identical one (same `note` and `src`) was released less than
 //! [`SUPPRESS_FOR`] earlier in network time.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::net::{ConnId, ConnInfo, Ts, Uid};
+use crate::net::{ConnId, ConnInfo, KeyedMap, Ts, Uid};
 use crate::output::{Column, LogRecord, Value, col};
 
 /// How long an identical notice is suppressed (SEMANTICS: one hour).
@@ -144,7 +143,7 @@ impl LogRecord for Notice {
 /// that arrives late). Notices without `src` are never suppressed.
 #[derive(Debug, Default)]
 pub struct Suppressor {
-    last: HashMap<(Note, IpAddr), Ts>,
+    last: KeyedMap<(Note, IpAddr), Ts>,
     /// Notices written unsuppressed because the key table was full of live keys.
     pub table_full: u64,
 }

@@ -8,7 +8,6 @@
 //! addresses of its own sorted list, the first addresses of the merged list
 //! are the same as one worker that saw every connection would keep.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
@@ -16,7 +15,7 @@ use ipnet::IpNet;
 
 use super::notice::{Note, Notice};
 use crate::config::Config;
-use crate::net::{ConnId, ConnInfo, Ts};
+use crate::net::{ConnId, ConnInfo, KeyedMap, Ts};
 use crate::smtp::sink::Reply;
 
 /// Recipient addresses listed per host and period (SEMANTICS: first 100).
@@ -213,7 +212,7 @@ pub struct HostCounts {
 /// all of them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeriodCounters {
-    pub hosts: HashMap<IpAddr, HostCounts>,
+    pub hosts: KeyedMap<IpAddr, HostCounts>,
     /// Connection events not counted because the host table was full
     /// (`max_hosts_per_period`).
     pub host_overflow: u64,
@@ -299,7 +298,7 @@ struct ConnMark {
 /// One worker's spam counters for the current period.
 #[derive(Debug, Default)]
 pub struct SpamCounters {
-    conns: HashMap<ConnKey, ConnMark>,
+    conns: KeyedMap<ConnKey, ConnMark>,
     period: PeriodCounters,
     generation: u64,
 }

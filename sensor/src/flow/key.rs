@@ -2,11 +2,11 @@
 //!
 //! Addresses are stored as 128-bit values (IPv4 mapped into `::ffff:0:0/96`)
 //! and the two endpoints in sorted order, so `A→B` and `B→A` give the same key
-//! and the same hash. Workers are picked by [`flow_hash`], the keyed hash the
+//! (the flow table hashes it with a per-map random seed, `net::KeyedMap`).
+//! Workers are picked by [`flow_hash`], the keyed hash the
 //! XDP program also computes (`sensor_common::flowhash`), so both directions
 //! of a connection reach the same worker, offline and live.
 
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
 
 use sensor_common::flowhash::{self, AddrWords, FlowHashKey};
@@ -14,7 +14,7 @@ use sensor_common::flowhash::{self, AddrWords, FlowHashKey};
 use crate::decode::Packet;
 
 /// A direction-free connection key: endpoint `a` sorts before endpoint `b`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub a_addr: u128,
     pub b_addr: u128,
@@ -66,30 +66,6 @@ impl FlowKey {
             )
         }
     }
-
-    /// A well-spread 64-bit hash; equal for both directions by construction.
-    #[inline]
-    pub fn hash64(&self) -> u64 {
-        const K: [u64; 4] = [
-            0x243f_6a88_85a3_08d3,
-            0x1319_8a2e_0370_7344,
-            0xa409_3822_299f_31d0,
-            0x082e_fa98_ec4e_6c89,
-        ];
-        let h = mix(self.a_addr as u64 ^ K[0], (self.a_addr >> 64) as u64 ^ K[1]);
-        let h = mix(h ^ self.b_addr as u64, (self.b_addr >> 64) as u64 ^ K[2]);
-        mix(
-            h ^ (u64::from(self.a_port) << 16 | u64::from(self.b_port)),
-            K[3],
-        )
-    }
-}
-
-/// Folded multiply: the mixing step of foldhash/wyhash.
-#[inline]
-fn mix(a: u64, b: u64) -> u64 {
-    let r = u128::from(a).wrapping_mul(u128::from(b));
-    (r as u64) ^ ((r >> 64) as u64)
 }
 
 /// An address as the flow hash reads it: IP version and four words.
@@ -150,34 +126,6 @@ pub fn random_flow_key() -> FlowHashKey {
     ])
 }
 
-impl Hash for FlowKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash64());
-    }
-}
-
-/// Hasher for maps keyed by `FlowKey`: the key already hashed itself, so
-/// this passes the value through instead of hashing it a second time.
-#[derive(Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for keys other than FlowKey; FNV-1a keeps it correct.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-pub type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +138,6 @@ mod tests {
         let (k2, s2) = FlowKey::new(b, 25, a, 40000);
         assert_eq!(k1, k2);
         assert_ne!(s1, s2);
-        assert_eq!(k1.hash64(), k2.hash64());
         let key = random_flow_key();
         assert_eq!(
             flow_hash(&key, a, 40000, b, 25),

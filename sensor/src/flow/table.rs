@@ -12,14 +12,12 @@
 //! which the pipeline calls at its ticks — so the outcome does not depend on
 //! which worker owns a flow or how many workers there are.
 
-use std::collections::HashMap;
-
-use super::key::{BuildKeyHasher, FlowKey};
+use super::key::FlowKey;
 use super::reassembly::{Chunk, Reassembler, SegmentEvents};
 use super::{FlowAnomaly, StreamParser};
 use crate::anomaly::AnomalyCounts;
 use crate::decode::Packet;
-use crate::net::{ConnId, ConnInfo, Direction, Ts};
+use crate::net::{ConnId, ConnInfo, Direction, KeyedMap, Ts};
 
 /// Limits and timing of a flow table.
 #[derive(Clone, Debug)]
@@ -113,7 +111,7 @@ enum End {
 /// The flows of one worker, each with its parser `P`.
 pub struct FlowTable<P> {
     cfg: FlowConfig,
-    index: HashMap<FlowKey, u32, BuildKeyHasher>,
+    index: KeyedMap<FlowKey, u32>,
     slab: Vec<Option<Flow<P>>>,
     free: Vec<u32>,
     head: u32,
@@ -125,7 +123,7 @@ impl<P> FlowTable<P> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            index: HashMap::default(),
+            index: KeyedMap::default(),
             slab: Vec::new(),
             free: Vec::new(),
             head: NIL,

@@ -68,10 +68,11 @@ impl Transaction {
     /// Sets `last_reply` (and `last_error` for codes >= 400 other than 421)
     /// to `"<code> <text>"`, reusing the strings' allocations.
     pub fn set_reply(&mut self, code: u16, text: &str) {
-        use std::fmt::Write;
         let last = self.record.last_reply.get_or_insert_with(String::new);
         last.clear();
-        let _ = write!(last, "{code} {text}");
+        last.push_str(itoa::Buffer::new().format(code));
+        last.push(' ');
+        last.push_str(text);
         if code >= 400 && code != 421 {
             let err = self.record.last_error.get_or_insert_with(String::new);
             err.clear();

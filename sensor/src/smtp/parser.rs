@@ -215,10 +215,19 @@ pub fn parse_bdat_arg(arg: &[u8]) -> Result<BdatArg, BdatError> {
 /// `(^|[<,:[:blank:]])[^<,:[:blank:]@]+"@"[^>,;[:blank:]]+([>,;[:blank:]]|$)`
 /// applied at every position (so `^` matches anywhere), non-overlapping.
 pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(String)) {
+    let mut i = 0;
+    while let Some((addr, next)) = next_email_addr(s, i) {
+        f(addr);
+        i = next;
+    }
+}
+
+/// The next address of `for_each_email_addr` at or after `i`, and where
+/// the scan goes on.
+fn next_email_addr(s: &[u8], mut i: usize) -> Option<(String, usize)> {
     let local_char = |b: u8| !matches!(b, b'<' | b',' | b':' | b' ' | b'\t' | b'@');
     let domain_char = |b: u8| !matches!(b, b'>' | b',' | b';' | b' ' | b'\t');
     let n = s.len();
-    let mut i = 0;
     while i < n {
         let mut j = i;
         if matches!(s.get(j), Some(b'<' | b',' | b':' | b' ' | b'\t')) {
@@ -241,31 +250,34 @@ pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(String)) {
                     .copied()
                     .filter(|&b| !matches!(b, b'<' | b'>' | b',' | b':' | b';' | b' ' | b'\t'))
                     .collect();
-                f(String::from_utf8_lossy(&addr).into_owned());
-                i = if m < n { m + 1 } else { n };
-                continue;
+                let next = if m < n { m + 1 } else { n };
+                return Some((bytes_into_string(addr), next));
             }
         }
         // Every start inside the local-part run fails the same way: skip
         // it, which keeps the scan linear.
         i = (i + 1).max(k);
     }
+    None
+}
+
+/// `bytes` as text, invalid UTF-8 replaced; valid text keeps its buffer.
+pub fn bytes_into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The first address `for_each_email_addr` finds (Zeek
 /// `extract_first_email_addr`).
 pub fn first_email_addr(s: &[u8]) -> Option<String> {
-    let mut first = None;
-    for_each_email_addr(s, |a| {
-        if first.is_none() {
-            first = Some(a);
-        }
-    });
-    first
+    next_email_addr(s, 0).map(|(addr, _)| addr)
 }
 
 /// Removes Zeek's `ORCPT=rfc822;?` from a RCPT TO address.
-pub fn strip_orcpt(addr: &str) -> String {
+pub fn strip_orcpt(addr: String) -> String {
+    // Nearly every address has no `=`: no searcher to build then.
+    if !addr.contains('=') {
+        return addr;
+    }
     addr.replace("ORCPT=rfc822;", "")
         .replace("ORCPT=rfc822", "")
 }
@@ -302,6 +314,12 @@ fn is_ip_char(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
+/// Whether a run of address characters can be an address at all: every
+/// IPv4 or IPv6 text holds a `.` or a `:`.
+fn may_be_ip(run: &[u8]) -> bool {
+    run.iter().any(|&b| b == b'.' || b == b':')
+}
+
 /// Longest textual IP address (IPv6 with an IPv4 tail).
 const MAX_IP_TEXT: usize = 45;
 
@@ -332,33 +350,36 @@ pub fn for_each_ip_addr(s: &[u8], check_wrapping: bool, mut f: impl FnMut(IpAddr
             run_end += 1;
         }
         if check_wrapping {
-            let ip = (run_end - i <= MAX_IP_TEXT)
-                .then(|| {
-                    std::str::from_utf8(s.get(i..run_end)?)
-                        .ok()?
-                        .parse::<IpAddr>()
-                        .ok()
-                })
-                .flatten();
-            if let Some(ip) = ip {
-                let before = if i == 0 { None } else { s.get(i - 1).copied() };
-                let after = s.get(run_end).copied();
-                let wrapped = matches!(
-                    (before, after),
-                    (None, None)
-                        | (Some(b'['), Some(b']'))
-                        | (Some(b'('), Some(b')'))
-                        | (Some(b'{'), Some(b'}'))
-                        | (Some(b' '), Some(b' '))
-                );
-                if wrapped {
-                    f(ip);
-                }
+            let before = if i == 0 { None } else { s.get(i - 1).copied() };
+            let after = s.get(run_end).copied();
+            let wrapped = matches!(
+                (before, after),
+                (None, None)
+                    | (Some(b'['), Some(b']'))
+                    | (Some(b'('), Some(b')'))
+                    | (Some(b'{'), Some(b'}'))
+                    | (Some(b' '), Some(b' '))
+            );
+            // Checked before parsing: most runs are bits of host names and
+            // words ("f", "e", "de"), neither wrapped nor an address.
+            let run = s.get(i..run_end).unwrap_or_default();
+            if wrapped
+                && run.len() <= MAX_IP_TEXT
+                && may_be_ip(run)
+                && let Some(ip) = std::str::from_utf8(run)
+                    .ok()
+                    .and_then(|t| t.parse::<IpAddr>().ok())
+            {
+                f(ip);
             }
             i = run_end;
             continue;
         }
         let longest = run_end.min(i + MAX_IP_TEXT);
+        if !may_be_ip(s.get(i..longest).unwrap_or_default()) {
+            i += 1;
+            continue;
+        }
         let found = (i + 1..=longest).rev().find_map(|end| {
             let text = std::str::from_utf8(s.get(i..end)?).ok()?;
             text.parse::<IpAddr>().ok().map(|ip| (ip, end))
@@ -572,7 +593,7 @@ mod tests {
         assert_eq!(emails("a@b c@d"), ["a@b", "c@d"]);
         let orcpt = emails("TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a@b");
         assert_eq!(orcpt.len(), 2);
-        assert_eq!(strip_orcpt(&orcpt[1]), "a@b");
+        assert_eq!(strip_orcpt(orcpt[1].clone()), "a@b");
         assert_eq!(first_email_addr(b"no address here"), None);
     }
 

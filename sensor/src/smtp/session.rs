@@ -365,7 +365,7 @@ impl SmtpSession {
                 let tx = &mut self.tx;
                 let mut full = false;
                 for_each_email_addr(arg, |a| {
-                    if !full && !tx.add_rcpt(strip_orcpt(&a), max) {
+                    if !full && !tx.add_rcpt(strip_orcpt(a), max) {
                         full = true;
                     }
                 });
@@ -1404,7 +1404,11 @@ mod robustness {
                     let mut body = Vec::new();
                     for _ in 0..next() % 40 {
                         let line = BODY[(next() % BODY.len() as u64) as usize];
-                        let line = if bdat { line.trim_start_matches('.') } else { line };
+                        let line = if bdat {
+                            line.trim_start_matches('.')
+                        } else {
+                            line
+                        };
                         body.extend_from_slice(line.as_bytes());
                         body.extend_from_slice(ENDS[(next() % 3) as usize].as_bytes());
                     }
