@@ -45,9 +45,12 @@ impl TcpFlags {
     }
 }
 
-/// A decoded TCP segment, borrowing its payload from the frame.
+/// The fields of a decoded TCP segment besides its payload: what travels
+/// beside the payload bytes when one thread decodes a frame and another
+/// processes the segment (offline `--workers N`), so that no frame is
+/// decoded twice.
 #[derive(Clone, Copy, Debug)]
-pub struct Packet<'a> {
+pub struct SegmentHeader {
     pub ts: Ts,
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -57,9 +60,6 @@ pub struct Packet<'a> {
     pub ack: u32,
     pub flags: TcpFlags,
     pub window: u16,
-    /// TCP payload, Ethernet padding removed; shorter than the segment when
-    /// the capture cut the frame (`truncated`).
-    pub payload: &'a [u8],
     /// VLAN tags stepped over.
     pub vlan_tags: u8,
     /// The capture holds fewer payload bytes than the IP header announced.
@@ -68,6 +68,24 @@ pub struct Packet<'a> {
     pub bad_ip_checksum: bool,
     /// TCP checksum wrong (checked only when the segment is complete).
     pub bad_tcp_checksum: bool,
+}
+
+/// A decoded TCP segment, borrowing its payload from the frame; its other
+/// fields are read through `Deref` (`p.sport`).
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    pub header: SegmentHeader,
+    /// TCP payload, Ethernet padding removed; shorter than the segment when
+    /// the capture cut the frame (`truncated`).
+    pub payload: &'a [u8],
+}
+
+impl std::ops::Deref for Packet<'_> {
+    type Target = SegmentHeader;
+
+    fn deref(&self) -> &SegmentHeader {
+        &self.header
+    }
 }
 
 /// Why a frame gave no TCP segment, when that is worth counting.
@@ -232,20 +250,22 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
         }
     }
     Decoded::Tcp(Packet {
-        ts,
-        src,
-        dst,
-        sport,
-        dport,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        window,
+        header: SegmentHeader {
+            ts,
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            window,
+            vlan_tags: loc.vlan_tags,
+            truncated,
+            bad_ip_checksum,
+            bad_tcp_checksum,
+        },
         payload,
-        vlan_tags: loc.vlan_tags,
-        truncated,
-        bad_ip_checksum,
-        bad_tcp_checksum,
     })
 }
 
@@ -260,4 +280,4 @@ impl Be16Opt for [u8] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -52,6 +52,16 @@ fn ipv6_tcp(payload: &[u8]) -> Vec<u8> {
     ip
 }
 
+/// An Ethernet/IPv4/TCP frame from 198.18.0.1:40000 to 198.18.0.2:25
+/// carrying `payload`, checksums right (for tests elsewhere in the crate).
+pub(crate) fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+    ether(
+        0x0800,
+        &[],
+        &ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], payload, &[]),
+    )
+}
+
 /// `ethertype`, then one VLAN tag (TCI + next type) per entry of `inner`.
 fn ether(ethertype: u16, inner: &[u16], l3: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];

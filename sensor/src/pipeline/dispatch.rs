@@ -260,7 +260,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 let n = lanes.len().max(1) as u32;
                 let idx = (packet_flow_hash(key, &p) % n) as usize;
                 if let Some(lane) = lanes.get_mut(idx) {
-                    lane.push(ts, link, frame);
+                    // Decoded once: the worker gets the segment, not the
+                    // frame.
+                    lane.push_segment(&p);
                 }
             }
         }
@@ -366,19 +368,14 @@ fn worker_thread<P: StreamParser<WorkerSink>>(
     mut inbox: Vec<Inbox>,
     tx: ReportTx,
 ) {
-    // The dispatcher already counted decode results and checksums.
-    let opts = DecodeOptions {
-        verify_checksums: false,
-    };
     if let Some(cpu) = w.cpu {
         crate::affinity::pin_current_thread(cpu, &format!("worker {}", w.id));
     }
     transport::drain(&mut inbox, |e| match e {
-        Event::Frame(ts, link, frame) => {
-            if let Decoded::Tcp(p) = decode(frame, link, ts, opts) {
-                w.packet(&p);
-            }
-        }
+        // The dispatcher decoded and counted every frame; it sends
+        // segments only.
+        Event::Segment(p) => w.packet(&p),
+        Event::Frame(..) => {}
         Event::BatchEnd => {
             if let Some(r) = w.partial() {
                 tx.report(r);

@@ -157,9 +157,10 @@ pub fn worker_loop<P: StreamParser<WorkerSink> + Send + 'static>(
     transport::drain(&mut inboxes, |e| match e {
         Event::Frame(ts, link, frame) => d.feed(ts, Some(link), frame),
         Event::Idle => d.advance(clock()),
-        // Capture threads send no control messages: the worker keeps its
-        // own clock.
-        Event::BatchEnd | Event::Tick { .. } | Event::Finish { .. } => {}
+        // Capture threads send raw frames (routed by the XDP program's
+        // hash, never decoded) and no control messages: the worker keeps
+        // its own clock.
+        Event::Segment(_) | Event::BatchEnd | Event::Tick { .. } | Event::Finish { .. } => {}
     });
     d.finish();
     d

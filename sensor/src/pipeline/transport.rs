@@ -11,7 +11,7 @@
 //! worker's inboxes and hands each frame, batch end, control message and
 //! idle moment to the worker's handler.
 
-use crate::decode::LinkType;
+use crate::decode::{LinkType, Packet, SegmentHeader};
 use crate::net::Ts;
 
 /// Frames per batch.
@@ -27,45 +27,70 @@ pub const RING_SLOTS: usize = 256;
 /// batches in flight keep memory small (a batch holds up to 320 KiB).
 pub const WAITING_RING_SLOTS: usize = 64;
 
-/// Frames copied for one worker, back to back.
+/// One entry of a batch; its bytes are `data[start..start + len]`.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// A raw frame, decoded by the worker (live capture threads route by
+    /// the XDP program's flow hash without decoding).
+    Frame { ts: Ts, link: LinkType },
+    /// A segment the producer already decoded (offline): its header, the
+    /// bytes being its payload only.
+    Segment(SegmentHeader),
+}
+
+/// Frames or decoded segments copied for one worker, back to back.
 #[derive(Default)]
 pub struct Batch {
     data: Vec<u8>,
-    frames: Vec<(Ts, LinkType, u32, u32)>,
+    entries: Vec<(Entry, u32, u32)>,
 }
 
 impl Batch {
     pub(crate) fn with_capacity() -> Box<Batch> {
         Box::new(Batch {
             data: Vec::with_capacity(BATCH_BYTES + 65_536),
-            frames: Vec::with_capacity(BATCH_FRAMES),
+            entries: Vec::with_capacity(BATCH_FRAMES),
         })
     }
 
-    pub(crate) fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
+    fn push_bytes(&mut self, entry: Entry, bytes: &[u8]) {
         let start = self.data.len() as u32;
-        self.data.extend_from_slice(frame);
-        self.frames.push((ts, link, start, frame.len() as u32));
+        self.data.extend_from_slice(bytes);
+        self.entries.push((entry, start, bytes.len() as u32));
+    }
+
+    pub(crate) fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) {
+        self.push_bytes(Entry::Frame { ts, link }, frame);
+    }
+
+    pub(crate) fn push_segment(&mut self, p: &Packet<'_>) {
+        self.push_bytes(Entry::Segment(p.header), p.payload);
     }
 
     pub(crate) fn full(&self) -> bool {
-        self.frames.len() >= BATCH_FRAMES || self.data.len() >= BATCH_BYTES
+        self.entries.len() >= BATCH_FRAMES || self.data.len() >= BATCH_BYTES
     }
 
     pub(crate) fn clear(&mut self) {
         self.data.clear();
-        self.frames.clear();
+        self.entries.clear();
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.frames.len()
+        self.entries.len()
     }
 
-    /// The frames, in the order they were pushed.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Ts, LinkType, &[u8])> + '_ {
-        self.frames.iter().filter_map(|&(ts, link, start, len)| {
-            let frame = self.data.get(start as usize..(start + len) as usize)?;
-            Some((ts, link, frame))
+    /// The frames and segments, in the order they were pushed.
+    fn events(&self) -> impl Iterator<Item = Event<'_>> + '_ {
+        self.entries.iter().filter_map(|&(entry, start, len)| {
+            let bytes = self.data.get(start as usize..(start + len) as usize)?;
+            Some(match entry {
+                Entry::Frame { ts, link } => Event::Frame(ts, link, bytes),
+                Entry::Segment(header) => Event::Segment(Packet {
+                    header,
+                    payload: bytes,
+                }),
+            })
         })
     }
 }
@@ -165,11 +190,21 @@ impl Lane {
     /// Copies `frame` into the current batch; hands the batch over when it
     /// is full.
     pub fn push(&mut self, ts: Ts, link: LinkType, frame: &[u8]) -> Handed {
+        self.push_with(|b| b.push(ts, link, frame))
+    }
+
+    /// Copies a decoded segment (its header and payload) into the current
+    /// batch; hands the batch over when it is full.
+    pub fn push_segment(&mut self, p: &Packet<'_>) -> Handed {
+        self.push_with(|b| b.push_segment(p))
+    }
+
+    fn push_with(&mut self, put: impl FnOnce(&mut Batch)) -> Handed {
         let returns = &mut self.returns;
         let b = self
             .current
             .get_or_insert_with(|| returns.pop().unwrap_or_else(|_| Batch::with_capacity()));
-        b.push(ts, link, frame);
+        put(b);
         if b.full() {
             self.flush()
         } else {
@@ -254,6 +289,8 @@ fn push_waiting(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
 pub enum Event<'a> {
     /// One frame of a batch.
     Frame(Ts, LinkType, &'a [u8]),
+    /// One segment of a batch, decoded by the producer.
+    Segment(Packet<'a>),
     /// The frames of one batch have all been handed over.
     BatchEnd,
     Tick {
@@ -285,8 +322,8 @@ pub fn drain(inboxes: &mut [Inbox], mut on: impl FnMut(Event<'_>)) {
                 popped = true;
                 match msg {
                     Msg::Batch(mut b) => {
-                        for (ts, link, frame) in b.iter() {
-                            on(Event::Frame(ts, link, frame));
+                        for event in b.events() {
+                            on(event);
                         }
                         on(Event::BatchEnd);
                         b.clear();
@@ -368,20 +405,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_hold_frames_back_to_back() {
+    fn batches_hold_frames_and_segments_back_to_back() {
         let mut b = Batch::with_capacity();
         b.push(Ts(1), LinkType::Ethernet, b"abc");
-        b.push(Ts(2), LinkType::RawIp, b"de");
+        let frame = crate::decode::tests::tcp_frame(b"MAIL FROM:<a@b>\r\n");
+        let crate::decode::Decoded::Tcp(seg) = crate::decode::decode(
+            &frame,
+            LinkType::Ethernet,
+            Ts(2),
+            crate::decode::DecodeOptions::default(),
+        ) else {
+            panic!("the test frame decodes");
+        };
+        b.push_segment(&seg);
+        b.push(Ts(3), LinkType::RawIp, b"de");
+        assert_eq!(b.len(), 3);
+        // A segment's payload only is copied.
+        assert_eq!(b.data, b"abcMAIL FROM:<a@b>\r\nde");
+        let got: Vec<String> = b
+            .events()
+            .map(|e| match e {
+                Event::Frame(ts, link, f) => format!("frame {ts:?} {link:?} {f:?}"),
+                Event::Segment(p) => format!(
+                    "segment {:?} {}->{} {:?}",
+                    p.ts,
+                    p.sport,
+                    p.dport,
+                    String::from_utf8_lossy(p.payload)
+                ),
+                _ => "other".into(),
+            })
+            .collect();
         assert_eq!(
-            b.frames,
+            got,
             [
-                (Ts(1), LinkType::Ethernet, 0, 3),
-                (Ts(2), LinkType::RawIp, 3, 2)
+                format!("frame {:?} {:?} {:?}", Ts(1), LinkType::Ethernet, b"abc"),
+                format!(
+                    "segment {:?} {}->{} {:?}",
+                    Ts(2),
+                    seg.sport,
+                    seg.dport,
+                    "MAIL FROM:<a@b>\r\n"
+                ),
+                format!("frame {:?} {:?} {:?}", Ts(3), LinkType::RawIp, b"de"),
             ]
         );
         assert!(!b.full());
         b.clear();
-        assert!(b.frames.is_empty() && b.data.is_empty());
+        assert!(b.entries.is_empty() && b.data.is_empty());
     }
 
     #[test]
@@ -428,6 +499,7 @@ mod tests {
         let mut seen = Vec::new();
         drain(&mut inboxes[0], |e| match e {
             Event::Frame(ts, _, f) => seen.push(format!("{}:{}", ts.0, String::from_utf8_lossy(f))),
+            Event::Segment(p) => seen.push(format!("segment {}", p.ts.0)),
             Event::BatchEnd => seen.push("end".into()),
             Event::Tick { now, .. } => seen.push(format!("tick {}", now.0)),
             Event::Finish { now } => seen.push(format!("finish {}", now.0)),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::decode::TcpFlags;
+use crate::decode::{SegmentHeader, TcpFlags};
 use std::net::IpAddr;
 
 /// Records what the table hands a parser, one line per event.
@@ -48,20 +48,22 @@ fn pkt<'a>(
         (s, c, 25, cport)
     };
     Packet {
-        ts: Ts(ts),
-        src,
-        dst,
-        sport,
-        dport,
-        seq,
-        ack,
-        flags: TcpFlags(flags),
-        window: 1000,
+        header: SegmentHeader {
+            ts: Ts(ts),
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            window: 1000,
+            vlan_tags: 0,
+            truncated: false,
+            bad_ip_checksum: false,
+            bad_tcp_checksum: false,
+        },
         payload,
-        vlan_tags: 0,
-        truncated: false,
-        bad_ip_checksum: false,
-        bad_tcp_checksum: false,
     }
 }
 
