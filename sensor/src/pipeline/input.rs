@@ -1,7 +1,10 @@
-//! Opening the capture of `-r`: the byte stream under the pcap reader counts
-//! what was read (for the progress bar) and ends early, like end of file,
-//! when SIGINT/SIGTERM asked to stop, so everything read so far is still
-//! flushed into the logs.
+//! Opening the capture of `-r`, and the one place that decides how it is
+//! read: a regular file is mapped and its records parsed in place (no copy
+//! into a read buffer); standard input, a FIFO, a character device or a file
+//! that cannot be mapped is streamed. Either way the reading counts how far
+//! it got (for the progress bar) and ends early, like end of file, when
+//! SIGINT/SIGTERM asked to stop, so everything read so far is still flushed
+//! into the logs.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::capture::pcap::{PcapReadError, PcapReader};
+use crate::capture::pcap::{MappedCapture, PcapReadError, PcapReader};
 
 /// The progress bar of one run (hidden unless asked for).
 pub struct Progress(Option<ProgressBar>);
@@ -26,24 +29,40 @@ impl Progress {
     }
 }
 
-/// A byte source that stops at `stop` and reports how far it got.
-struct Tracked<R> {
-    inner: R,
-    read: u64,
+/// What both ways of reading answer to: the stop request and the bar.
+struct Watcher {
     stop: Arc<AtomicBool>,
     bar: Option<ProgressBar>,
 }
 
+impl Watcher {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// `done` bytes of the input read.
+    fn progress(&self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+}
+
+/// A byte source that stops at `stop` and reports how far it got.
+struct Tracked<R> {
+    inner: R,
+    read: u64,
+    watch: Watcher,
+}
+
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.watch.stopped() {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
         self.read += n as u64;
-        if let Some(bar) = &self.bar {
-            bar.set_position(self.read);
-        }
+        self.watch.progress(self.read);
         Ok(n)
     }
 }
@@ -111,14 +130,41 @@ pub fn open(
         if meta.is_dir() {
             return Err(open_err(io::Error::other("is a directory")));
         }
+        // A regular file is read in place. An empty one (or one that says
+        // so, like those of /proc) and one the system will not map are
+        // streamed.
+        if meta.is_file()
+            && meta.len() > 0
+            && let Ok(map) = MappedCapture::new(&f)
+        {
+            let bar = progress.then(|| bar(Some(meta.len())));
+            let watch = Watcher {
+                stop,
+                bar: bar.clone(),
+            };
+            let reader = PcapReader::from_mapped(
+                map,
+                path,
+                Box::new(move |done| {
+                    if watch.stopped() {
+                        return false;
+                    }
+                    watch.progress(done);
+                    true
+                }),
+            )?;
+            return Ok((reader, Progress(bar)));
+        }
         (Box::new(f), meta.is_file().then_some(meta.len()))
     };
     let bar = progress.then(|| bar(len));
     let tracked = Tracked {
         inner: input,
         read: 0,
-        stop,
-        bar: bar.clone(),
+        watch: Watcher {
+            stop,
+            bar: bar.clone(),
+        },
     };
     let reader = PcapReader::from_reader(Box::new(tracked), path)?;
     Ok((reader, Progress(bar)))
@@ -150,8 +196,10 @@ mod tests {
         let mut t = Tracked {
             inner: io::Cursor::new(vec![7u8; 100]),
             read: 0,
-            stop: stop.clone(),
-            bar: None,
+            watch: Watcher {
+                stop: stop.clone(),
+                bar: None,
+            },
         };
         let mut buf = [0u8; 40];
         assert_eq!(t.read(&mut buf).unwrap(), 40);
@@ -169,5 +217,42 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent.pcap"), "{e}");
         let e = open(&std::env::temp_dir(), stop, false).err().unwrap();
         assert!(e.to_string().contains("directory"), "{e}");
+    }
+
+    /// A legacy pcap of `n` Ethernet records of 1000 bytes.
+    fn capture(n: u32) -> Vec<u8> {
+        let mut v = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&[2, 0, 4, 0]);
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&1u32.to_le_bytes());
+        for i in 0..n {
+            v.extend_from_slice(&i.to_le_bytes());
+            v.extend_from_slice(&[0; 4]);
+            v.extend_from_slice(&1000u32.to_le_bytes());
+            v.extend_from_slice(&1000u32.to_le_bytes());
+            v.extend_from_slice(&[0xee; 1000]);
+        }
+        v
+    }
+
+    #[test]
+    fn regular_files_are_mapped_and_stop_on_request() {
+        let p = std::env::temp_dir().join(format!("input-{}.pcap", std::process::id()));
+        std::fs::write(&p, capture(3000)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut r, _) = open(&p, stop.clone(), false).unwrap();
+        assert!(r.mapped());
+        assert_eq!(r.for_each(|_| {}).unwrap().frames, 3000);
+        // Asked to stop: ends at the first look, about a MiB in.
+        let (mut r, _) = open(&p, stop.clone(), false).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let sum = r.for_each(|_| {}).unwrap();
+        assert!(sum.frames > 0 && sum.frames < 1100, "{sum:?}");
+        // An empty regular file is streamed, and is no capture.
+        std::fs::write(&p, b"").unwrap();
+        let e = open(&p, stop, false).err().unwrap();
+        assert!(matches!(e, PcapReadError::NotACapture { .. }), "{e}");
+        std::fs::remove_file(&p).unwrap();
     }
 }
