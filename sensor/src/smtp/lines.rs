@@ -3,7 +3,7 @@
 //! inside one segment, and keeps a bounded buffer for a line split across
 //! segments. Lines longer than the limit are cut and the rest skipped.
 
-use memchr::{memchr, memchr_iter};
+use memchr::{memchr, memchr_iter, memmem, memrchr};
 
 /// One complete line: without its `\n` and without trailing `\r`s (Zeek
 /// accepts `(\r)*\n` as a line end).
@@ -144,16 +144,43 @@ impl LineBuf {
     }
 }
 
-/// Length of the run of complete lines at the start of `data` for which
-/// `inert(line)` holds: lines ended by `\n` (the line as `next_line` would
-/// hand it out, trailing `\r`s removed), none longer than `max` bytes before
-/// its `\n`. The caller may step over them without framing each; the first
-/// line that fails, is too long or is unfinished starts where the run ends.
-pub fn inert_prefix(data: &[u8], max: usize, inert: impl Fn(&[u8]) -> bool) -> usize {
+/// Length of the run of complete lines at the start of `data` whose first
+/// byte is none of `marks`: lines ended by `\n`, none longer than `max`
+/// bytes before it. The caller may step over them without framing each;
+/// the first line that starts with a mark, is too long or is unfinished
+/// starts where the run ends. (The first byte is the one `next_line` hands
+/// out, trailing `\r`s removed, unless the line is only `\r`s; with marks
+/// other than `\r` the two agree.)
+///
+/// When no line can be too long (`data` up to its last line end is at most
+/// `max + 1` bytes, the usual segment), this is one search per mark for
+/// `\n<mark>`, not a look at every line.
+pub fn inert_prefix(data: &[u8], max: usize, marks: &[u8]) -> usize {
+    let Some(last_end) = memrchr(b'\n', data) else {
+        return 0;
+    };
+    let complete = data.get(..=last_end).unwrap_or_default();
+    if data.first().is_some_and(|b| marks.contains(b)) {
+        return 0;
+    }
+    if complete.len() > max.saturating_add(1) {
+        return inert_prefix_by_line(complete, max, marks);
+    }
+    let mut run = complete.len();
+    for &m in marks {
+        if let Some(i) = memmem::find(complete, &[b'\n', m]) {
+            run = run.min(i + 1);
+        }
+    }
+    run
+}
+
+/// [`inert_prefix`] line by line, for data that may hold too long a line.
+fn inert_prefix_by_line(data: &[u8], max: usize, marks: &[u8]) -> usize {
     let mut start = 0;
     for end in memchr_iter(b'\n', data) {
         let chunk = data.get(start..end).unwrap_or_default();
-        if chunk.len() > max || !inert(strip_cr(chunk)) {
+        if chunk.len() > max || chunk.first().is_some_and(|b| marks.contains(b)) {
             break;
         }
         start = end + 1;
@@ -215,16 +242,22 @@ mod tests {
 
     #[test]
     fn inert_prefix_stops_at_the_first_line_that_matters() {
-        let not_dot = |l: &[u8]| l.first() != Some(&b'.');
-        assert_eq!(inert_prefix(b"ab\r\ncd\n.\r\nef\r\n", 100, not_dot), 7);
-        // An unfinished line is never part of the run.
-        assert_eq!(inert_prefix(b"ab\r\ncd", 100, not_dot), 4);
+        for max in [100, 12] {
+            // Both ways (one search per mark, line by line) agree.
+            assert_eq!(inert_prefix(b"ab\r\ncd\n.\r\nef\r\n", max, b"."), 7);
+            assert_eq!(inert_prefix(b"ab\r\ncd\n-x\r\n.\r\n", max, b".-"), 7);
+            assert_eq!(inert_prefix(b"ab\r\ncd\n-x\r\n.\r\n", max, b"."), 11);
+            assert_eq!(inert_prefix(b".ab\r\ncd\n", max, b"."), 0);
+            // An unfinished line is never part of the run.
+            assert_eq!(inert_prefix(b"ab\r\ncd", max, b"."), 4);
+            assert_eq!(inert_prefix(b"ab\r\n.d", max, b"."), 4);
+            assert_eq!(inert_prefix(b"", max, b"."), 0);
+            assert_eq!(inert_prefix(b"a\r\n\r\r\nb\n", max, b""), 8);
+        }
         // Nor a line over the limit (the framing cuts and counts it).
-        assert_eq!(inert_prefix(b"ab\r\n0123456789ABC\r\nx\n", 10, not_dot), 4);
-        assert_eq!(inert_prefix(b"0123456789\n", 10, not_dot), 11);
-        assert_eq!(inert_prefix(b"", 10, not_dot), 0);
-        // The line is judged without its trailing CRs, like `next_line`.
-        assert_eq!(inert_prefix(b"\r\r\n", 10, |l| !l.is_empty()), 0);
+        assert_eq!(inert_prefix(b"ab\r\n0123456789ABC\r\nx\n", 10, b"."), 4);
+        assert_eq!(inert_prefix(b"0123456789\n", 10, b"."), 11);
+        assert_eq!(inert_prefix(b"0123456789\nab\n", 10, b"."), 14);
     }
 
     #[test]

@@ -253,12 +253,16 @@ pub enum LineInterest {
 }
 
 impl LineInterest {
-    /// Whether `line` (dot-unstuffed) is one the tracker ignores.
-    pub fn ignores(self, line: &[u8]) -> bool {
-        match self {
-            LineInterest::All => false,
-            LineInterest::Boundaries => !line.starts_with(b"--"),
-            LineInterest::Nothing => true,
+    /// The first bytes of the lines that may matter, or `None` when every
+    /// line does: `-` where a boundary is awaited, and `.` for DATA
+    /// (`dot_stuffed`), where it ends the data or is unstuffed.
+    pub fn marks(self, dot_stuffed: bool) -> Option<&'static [u8]> {
+        match (self, dot_stuffed) {
+            (LineInterest::All, _) => None,
+            (LineInterest::Boundaries, true) => Some(b".-"),
+            (LineInterest::Boundaries, false) => Some(b"-"),
+            (LineInterest::Nothing, true) => Some(b"."),
+            (LineInterest::Nothing, false) => Some(b""),
         }
     }
 }

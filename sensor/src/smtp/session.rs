@@ -444,13 +444,10 @@ impl SmtpSession {
         if self.state != State::InData || !self.in_body || self.orig_lines.holds_partial() {
             return 0;
         }
-        let interest = self.mime.interest();
-        if interest == LineInterest::All {
+        let Some(marks) = self.mime.interest().marks(true) else {
             return 0;
-        }
-        let n = inert_prefix(data, self.cfg.limits.max_line_len, |line| {
-            line.first() != Some(&b'.') && interest.ignores(line)
-        });
+        };
+        let n = inert_prefix(data, self.cfg.limits.max_line_len, marks);
         if n > 0 {
             self.tx.touch(ts);
         }
@@ -502,9 +499,9 @@ impl SmtpSession {
                 } else {
                     LineInterest::Nothing
                 };
-                if interest != LineInterest::All {
+                if let Some(marks) = interest.marks(false) {
                     let rest = chunk.get(pos..).unwrap_or_default();
-                    pos += inert_prefix(rest, max, |line| interest.ignores(line));
+                    pos += inert_prefix(rest, max, marks);
                 }
             }
             let Some(line) = lines.next_line(chunk, &mut pos, max) else {
