@@ -243,13 +243,14 @@ fn next_email_addr(s: &[u8], mut i: usize) -> Option<(String, usize)> {
                 m += 1;
             }
             if m > k + 1 {
-                let addr: Vec<u8> = s
-                    .get(j..m)
-                    .unwrap_or_default()
-                    .iter()
-                    .copied()
-                    .filter(|&b| !matches!(b, b'<' | b'>' | b',' | b':' | b';' | b' ' | b'\t'))
-                    .collect();
+                let span = s.get(j..m).unwrap_or_default();
+                let dropped = |b: &u8| matches!(b, b'<' | b'>' | b',' | b':' | b';' | b' ' | b'\t');
+                // Usually nothing to drop: one copy of the span.
+                let addr = if span.iter().any(dropped) {
+                    span.iter().copied().filter(|b| !dropped(b)).collect()
+                } else {
+                    span.to_vec()
+                };
                 let next = if m < n { m + 1 } else { n };
                 return Some((bytes_into_string(addr), next));
             }
