@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("transcript_3_messages", |b| {
         b.iter(|| {
             let mut sink = CountSink::default();
-            let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+            let mut s = SmtpSession::new(conn, cfg.clone());
             for (dir, data) in &t {
                 s.on_data(*dir, Ts(2), data, &mut sink);
             }

@@ -77,10 +77,15 @@ pub struct ConnId {
     pub resp_p: u16,
 }
 
+/// Characters of a uid: `C` and 11 base62 digits.
+const UID_LEN: usize = 12;
+
 /// Zeek-style connection uid (`C` + base62), derived from the 4-tuple and the
-/// first packet's time so it is stable across runs and worker counts.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Uid(pub String);
+/// first packet's time so it is stable across runs and worker counts. Held
+/// inline (`Copy`): every record and notice of a connection carries it, and
+/// none of them allocates for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid([u8; UID_LEN]);
 
 impl Uid {
     pub fn new(id: &ConnId, start: Ts) -> Self {
@@ -103,25 +108,36 @@ impl Uid {
         feed(&start.0.to_be_bytes());
         const ALPHABET: &[u8; 62] =
             b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut s = String::with_capacity(18);
-        s.push('C');
+        let mut uid = [b'C'; UID_LEN];
         let mut v = h;
-        for _ in 0..11 {
-            s.push(char::from(ALPHABET[(v % 62) as usize]));
+        for c in uid.iter_mut().skip(1) {
+            *c = ALPHABET[(v % 62) as usize];
             v /= 62;
         }
-        Uid(s)
+        Uid(uid)
+    }
+
+    /// The uid as log text.
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: `C` and base62 digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uid({})", self.as_str())
     }
 }
 
 /// What identifies a connection in every log line and event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnInfo {
     pub uid: Uid,
     pub id: ConnId,
@@ -161,6 +177,6 @@ mod tests {
         let a = Uid::new(&id, Ts(1));
         assert_eq!(a, Uid::new(&id, Ts(1)));
         assert_ne!(a, Uid::new(&id, Ts(2)));
-        assert!(a.0.starts_with('C') && a.0.len() == 12);
+        assert!(a.as_str().starts_with('C') && a.as_str().len() == 12);
     }
 }

@@ -129,7 +129,7 @@ impl StreamParser<WorkerSink> for Counted {
             counts: &self.counts,
         };
         self.session.on_close(ts, &mut tee);
-        let conn = self.session.conn().clone();
+        let conn = *self.session.conn();
         sink.conn_end(&conn);
     }
 }
@@ -141,7 +141,7 @@ fn smtp_anomalies(cap: &compare_zeek::Capture) -> Vec<(&'static str, u64)> {
     let counts = Arc::new(Mutex::new(AnomalyCounts::new()));
     let shared = counts.clone();
     let factory: ParserFactory<Counted> = Arc::new(move |conn: &ConnInfo| Counted {
-        session: SmtpSession::new(conn.clone(), smtp.clone()),
+        session: SmtpSession::new(*conn, smtp.clone()),
         counts: shared.clone(),
     });
     let dir = Scratch::new(&format!("zeek-corpus-anomalies-{}", cap.name));

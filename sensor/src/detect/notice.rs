@@ -60,7 +60,7 @@ pub struct NoticeConn {
 impl From<&ConnInfo> for NoticeConn {
     fn from(c: &ConnInfo) -> Self {
         NoticeConn {
-            uid: c.uid.clone(),
+            uid: c.uid,
             id: c.id,
         }
     }
@@ -89,7 +89,7 @@ impl Notice {
             self.ts,
             self.note,
             self.src,
-            self.conn.as_ref().map(|c| c.uid.0.as_str()),
+            self.conn.as_ref().map(|c| c.uid.as_str()),
             &self.msg,
         )
     }
@@ -117,7 +117,7 @@ impl LogRecord for Notice {
         f(Value::Time(self.ts));
         match &self.conn {
             Some(c) => {
-                f(Value::Str(&c.uid.0));
+                f(Value::Str(c.uid.as_str()));
                 f(Value::Addr(c.id.orig_h));
                 f(Value::Port(c.id.orig_p));
                 f(Value::Addr(c.id.resp_h));
@@ -344,14 +344,15 @@ mod tests {
     fn visit_yields_one_value_per_column() {
         let mut n = notice(1, Note::BlBlockedHost, "198.18.0.1");
         for conn in [None, Some(())] {
+            let id = ConnId {
+                orig_h: "198.18.0.1".parse().unwrap(),
+                orig_p: 1,
+                resp_h: "198.18.0.2".parse().unwrap(),
+                resp_p: 25,
+            };
             n.conn = conn.map(|_| NoticeConn {
-                uid: Uid("Cabc".into()),
-                id: ConnId {
-                    orig_h: "198.18.0.1".parse().unwrap(),
-                    orig_p: 1,
-                    resp_h: "198.18.0.2".parse().unwrap(),
-                    resp_p: 25,
-                },
+                uid: Uid::new(&id, Ts(1)),
+                id,
             });
             let mut count = 0;
             n.visit(&mut |_| count += 1);

@@ -523,7 +523,7 @@ mod tests {
         let mut w: Vec<SpamCounters> = (0..workers).map(|_| SpamCounters::new()).collect();
         for (i, (c, evs)) in conns.iter().enumerate() {
             // Spread connections as a hash would: not round robin.
-            let k = (c.uid.0.bytes().map(usize::from).sum::<usize>() + i / 3) % workers;
+            let k = (c.uid.as_str().bytes().map(usize::from).sum::<usize>() + i / 3) % workers;
             for (ts, code, rcpts) in evs {
                 w[k].on_reply(rules, c, &reply(*ts, *code, rcpts));
             }

@@ -54,7 +54,7 @@ impl LogRecord for ConnRecord {
             }
         }
         f(Value::Time(r.ts));
-        f(Value::Str(&self.conn.uid.0));
+        f(Value::Str(self.conn.uid.as_str()));
         f(Value::Addr(id.orig_h));
         f(Value::Port(id.orig_p));
         f(Value::Addr(id.resp_h));

@@ -515,7 +515,7 @@ impl Collector {
 fn write_order(r: &ConnRecord) -> (Ts, &str, u32, Ts) {
     (
         r.record.ts,
-        r.conn.uid.0.as_str(),
+        r.conn.uid.as_str(),
         r.record.trans_depth,
         r.conn.start,
     )

@@ -420,7 +420,7 @@ mod tests {
             closes,
             records: (0..records)
                 .map(|_| ConnRecord {
-                    conn: conn.clone(),
+                    conn,
                     record: MessageRecord::default(),
                 })
                 .collect(),

@@ -43,7 +43,7 @@ pub fn smtp_config(cfg: &Config) -> SmtpConfig {
 /// Makes an SMTP session per new connection.
 pub fn factory(cfg: &Config) -> ParserFactory<SmtpSession> {
     let smtp = Arc::new(smtp_config(cfg));
-    Arc::new(move |conn| SmtpSession::new(conn.clone(), smtp.clone()))
+    Arc::new(move |conn| SmtpSession::new(*conn, smtp.clone()))
 }
 
 impl StreamParser<WorkerSink> for SmtpSession {
@@ -61,7 +61,7 @@ impl StreamParser<WorkerSink> for SmtpSession {
 
     fn on_close(&mut self, ts: Ts, sink: &mut WorkerSink) {
         SmtpSession::on_close(self, ts, sink);
-        let conn = self.conn().clone();
+        let conn = *self.conn();
         sink.conn_end(&conn);
     }
 }

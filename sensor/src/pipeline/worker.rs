@@ -35,7 +35,7 @@ impl SmtpSink for WorkerSink {
     fn record(&mut self, conn: &ConnInfo, record: MessageRecord) {
         self.detector.on_record(self.now, conn, &record);
         self.records.push(ConnRecord {
-            conn: conn.clone(),
+            conn: *conn,
             record,
         });
     }

@@ -1248,7 +1248,7 @@ mod robustness {
         let cfg = Arc::new(SmtpConfig::default());
         let mut records = 0;
         for round in 0..300 {
-            let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+            let mut s = SmtpSession::new(conn, cfg.clone());
             let mut sink = Null(0);
             let mut stream = Vec::new();
             for _ in 0..200 {
@@ -1316,7 +1316,7 @@ mod robustness {
         for (c, cfg) in [SmtpConfig::default(), tiny].into_iter().enumerate() {
             let cfg = Arc::new(cfg);
             for round in 0..200 {
-                let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+                let mut s = SmtpSession::new(conn, cfg.clone());
                 let mut sink = Null(0);
                 let mut ts = 0;
                 for _ in 0..60 {
@@ -1422,7 +1422,7 @@ mod robustness {
                     segs.push((false, b"250 queued\r\n".to_vec()));
                 }
                 let run = |bytewise: bool| {
-                    let mut s = SmtpSession::new(conn.clone(), cfg.clone());
+                    let mut s = SmtpSession::new(conn, cfg.clone());
                     let mut sink = super::tests::Sink::default();
                     for (i, (client, data)) in segs.iter().enumerate() {
                         let dir = if *client {

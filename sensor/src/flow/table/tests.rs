@@ -89,9 +89,7 @@ impl Harness {
     }
     fn feed(&mut self, p: Packet<'_>) {
         self.t
-            .process(&p, &mut self.log, &mut self.an, &mut |c| Rec {
-                conn: c.clone(),
-            });
+            .process(&p, &mut self.log, &mut self.an, &mut |c| Rec { conn: *c });
     }
 }
 
