@@ -158,11 +158,14 @@ fn allocations_do_not_grow_with_packets() {
     );
     assert_eq!(short_records, CONNECTIONS * 2);
     assert_eq!(long_records, short_records);
-    // The same conversations, several times the packets: not one allocation
-    // more. Every allocation belongs to a connection or a record.
-    assert_eq!(
-        long_allocs, short_allocs,
-        "allocations that grow with the packet count"
+    // The same conversations, several times the packets: no allocation
+    // more, but for a hash table that may still double once (whether its
+    // deleted slots fill it up before it is half full depends on the
+    // table's random seed). One allocation per packet would be thousands.
+    assert!(
+        long_allocs <= short_allocs + 2,
+        "allocations that grow with the packet count: {short_allocs} for \
+         {short_frames} frames, {long_allocs} for {long_frames}"
     );
     let per_record = short_allocs as f64 / short_records as f64;
     assert!(
