@@ -2,10 +2,16 @@
 //! originator is, per-direction reassembly, the connection's lifecycle, and
 //! the protocol parser it feeds.
 //!
-//! Flows sit in a slab threaded on an intrusive LRU list (most recently
-//! active at the head), so the idle-timeout scan and the eviction of the
-//! least recently active flow when the table is full are O(1) per flow and
-//! take no per-packet allocation.
+//! Flows sit in a slab threaded on two intrusive LRU lists (most recently
+//! active at the head): flows that have not carried a byte yet (half-open,
+//! handshake only) and flows that have. The idle-timeout scan and the
+//! eviction when the table is full are O(1) per flow and take no per-packet
+//! allocation; eviction takes a silent flow first, so that a flood of
+//! spoofed SYNs cannot push a live mail session out.
+//!
+//! A flow's parser (an SMTP session, over a kilobyte) is made only when the
+//! first payload byte or gap reaches the flow: a silent flow is its slot
+//! alone (key, addresses, reassembly state; see `tests::silent_flows_are_small`).
 //!
 //! Timeouts are decided in network time and only at two points — when a
 //! packet of the flow arrives (`last + timeout < now`) and at `expire(now)`,
@@ -87,16 +93,55 @@ impl FlowStats {
 
 const NIL: u32 = u32::MAX;
 
+/// The two LRU lists a flow can be on.
+const SILENT: usize = 0;
+const SPEAKING: usize = 1;
+
+/// An intrusive doubly linked list of slots: most recently active first.
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
 struct Flow<P> {
     key: FlowKey,
     /// Whether the originator is endpoint `a` of the key.
     orig_is_a: bool,
     /// The originator's bytes, then the responder's.
     reasm: [Reassembler; 2],
-    parser: P,
+    /// The connection, for the parser made when the first byte arrives.
+    conn: ConnInfo,
+    /// `None` until the flow carries a payload byte or a gap: half-open
+    /// and handshake-only flows never pay for one.
+    parser: Option<Box<P>>,
     last: Ts,
     prev: u32,
     next: u32,
+}
+
+impl<P> Flow<P> {
+    fn list(&self) -> usize {
+        if self.parser.is_some() {
+            SPEAKING
+        } else {
+            SILENT
+        }
+    }
+}
+
+/// The flow's parser, made now if it has none.
+fn parser_of<'a, P>(
+    parser: &'a mut Option<Box<P>>,
+    conn: &ConnInfo,
+    new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+) -> &'a mut P {
+    parser.get_or_insert_with(|| Box::new(new_parser(conn)))
 }
 
 /// Why a flow ends, for counters.
@@ -114,8 +159,8 @@ pub struct FlowTable<P> {
     index: KeyedMap<FlowKey, u32>,
     slab: Vec<Option<Flow<P>>>,
     free: Vec<u32>,
-    head: u32,
-    tail: u32,
+    /// `SILENT` and `SPEAKING` flows, each in order of last activity.
+    lists: [List; 2],
     pub stats: FlowStats,
 }
 
@@ -126,8 +171,7 @@ impl<P> FlowTable<P> {
             index: KeyedMap::default(),
             slab: Vec::new(),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            lists: [EMPTY; 2],
             stats: FlowStats::default(),
         }
     }
@@ -148,37 +192,61 @@ impl<P> FlowTable<P> {
         self.slab.get_mut(i as usize).and_then(Option::as_mut)
     }
 
-    fn unlink(&mut self, i: u32) {
+    /// Takes slot `i` off `list`.
+    fn unlink_from(&mut self, i: u32, list: usize) {
         let Some((prev, next)) = self.flow(i).map(|f| (f.prev, f.next)) else {
             return;
         };
         match self.flow_mut(prev) {
             Some(p) => p.next = next,
-            None => self.head = next,
+            None => self.lists[list].head = next,
         }
         match self.flow_mut(next) {
             Some(n) => n.prev = prev,
-            None => self.tail = prev,
+            None => self.lists[list].tail = prev,
         }
     }
 
+    /// Takes slot `i` off the list it is on.
+    fn unlink(&mut self, i: u32) {
+        if let Some(list) = self.flow(i).map(Flow::list) {
+            self.unlink_from(i, list);
+        }
+    }
+
+    /// Puts slot `i` at the head of the list its state says.
     fn push_front(&mut self, i: u32) {
-        let old = self.head;
+        let Some(list) = self.flow(i).map(Flow::list) else {
+            return;
+        };
+        let old = self.lists[list].head;
         if let Some(f) = self.flow_mut(i) {
             f.prev = NIL;
             f.next = old;
         }
         match self.flow_mut(old) {
             Some(h) => h.prev = i,
-            None => self.tail = i,
+            None => self.lists[list].tail = i,
         }
-        self.head = i;
+        self.lists[list].head = i;
     }
 
-    fn touch(&mut self, i: u32) {
-        if self.head != i {
-            self.unlink(i);
+    /// Slot `i` was active: to the head of its list (`was`: the list it was
+    /// on before this packet, which differs when it has just spoken).
+    fn touch(&mut self, i: u32, was: usize) {
+        let now = self.flow(i).map_or(was, Flow::list);
+        if now != was || self.lists[now].head != i {
+            self.unlink_from(i, was);
             self.push_front(i);
+        }
+    }
+
+    /// The least recently active flow, silent ones first: what to evict.
+    fn victim(&self) -> u32 {
+        if self.lists[SILENT].tail != NIL {
+            self.lists[SILENT].tail
+        } else {
+            self.lists[SPEAKING].tail
         }
     }
 
@@ -241,10 +309,10 @@ impl<P> FlowTable<P> {
                     self.stats.untracked_segments += 1;
                     return;
                 }
-                self.insert(key, src_is_a, pkt, sink, anomalies, new_parser)
+                self.insert(key, src_is_a, pkt, sink, anomalies)
             }
         };
-        self.touch(i);
+        let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
         let closed = {
             let Some(f) = self.flow_mut(i) else { return };
@@ -254,19 +322,35 @@ impl<P> FlowTable<P> {
             } else {
                 Direction::Resp
             };
-            let Flow { reasm, parser, .. } = f;
+            let Flow {
+                reasm,
+                parser,
+                conn,
+                ..
+            } = f;
+            // Payload may be buffered out of order before anything is
+            // delivered: the parser exists from the first payload byte on,
+            // so that whatever a flow holds has a parser to go to.
+            if !pkt.payload.is_empty() {
+                parser_of(parser, conn, new_parser);
+            }
             let ts = pkt.ts;
             let [orig, resp] = reasm;
             let (mine, theirs) = match dir {
                 Direction::Orig => (orig, resp),
                 Direction::Resp => (resp, orig),
             };
-            let mut deliver_other =
-                |c: Chunk<'_>| deliver(parser, dir.flip(), ts, c, sink, &mut stats);
+            let mut deliver_other = |c: Chunk<'_>| {
+                let p = parser_of(parser, conn, new_parser);
+                deliver(p, dir.flip(), ts, c, sink, &mut stats);
+            };
             if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
                 anomalies.add(FlowAnomaly::AckAboveWindow);
             }
-            let mut deliver_mine = |c: Chunk<'_>| deliver(parser, dir, ts, c, sink, &mut stats);
+            let mut deliver_mine = |c: Chunk<'_>| {
+                let p = parser_of(parser, conn, new_parser);
+                deliver(p, dir, ts, c, sink, &mut stats);
+            };
             let ev = mine.segment(
                 pkt.seq,
                 pkt.flags.syn(),
@@ -277,6 +361,7 @@ impl<P> FlowTable<P> {
             stats.events(ev);
             pkt.flags.rst() || (mine.finished() && theirs.finished())
         };
+        self.touch(i, was);
         self.account(&stats, anomalies);
         if closed {
             self.remove(i, pkt.ts, End::Closed, sink, anomalies);
@@ -290,14 +375,13 @@ impl<P> FlowTable<P> {
         pkt: &Packet<'_>,
         sink: &mut S,
         anomalies: &mut AnomalyCounts,
-        new_parser: &mut dyn FnMut(&ConnInfo) -> P,
     ) -> u32
     where
         P: StreamParser<S>,
     {
-        if self.index.len() >= self.cfg.max_flows && self.tail != NIL {
+        if self.index.len() >= self.cfg.max_flows && self.victim() != NIL {
             anomalies.add(FlowAnomaly::FlowEvicted);
-            self.remove(self.tail, pkt.ts, End::Evicted, sink, anomalies);
+            self.remove(self.victim(), pkt.ts, End::Evicted, sink, anomalies);
         }
         // The originator: the side that sent the SYN; without one, the
         // side not on an SMTP port (the sender if both or neither are).
@@ -319,8 +403,6 @@ impl<P> FlowTable<P> {
             resp_h: resp.0,
             resp_p: resp.1,
         };
-        let conn = ConnInfo::new(id, pkt.ts);
-        let parser = new_parser(&conn);
         let flow = Flow {
             key,
             orig_is_a: src_is_a == sender_is_orig,
@@ -328,7 +410,8 @@ impl<P> FlowTable<P> {
                 Reassembler::new(self.cfg.max_ooo_bytes),
                 Reassembler::new(self.cfg.max_ooo_bytes),
             ],
-            parser,
+            conn: ConnInfo::new(id, pkt.ts),
+            parser: None,
             last: pkt.ts,
             prev: NIL,
             next: NIL,
@@ -380,9 +463,10 @@ impl<P> FlowTable<P> {
         self.index.remove(&f.key);
         self.free.push(i);
         let mut stats = SegmentStats::default();
-        {
-            let Flow { reasm, parser, .. } = &mut f;
-            let [orig, resp] = reasm;
+        // A flow without a parser never carried a payload byte, so it
+        // holds nothing to flush and has nothing to close.
+        if let Some(parser) = f.parser.as_deref_mut() {
+            let [orig, resp] = &mut f.reasm;
             orig.flush(&mut |c| deliver(parser, Direction::Orig, ts, c, sink, &mut stats));
             resp.flush(&mut |c| deliver(parser, Direction::Resp, ts, c, sink, &mut stats));
             parser.on_close(ts, sink);
@@ -401,22 +485,27 @@ impl<P> FlowTable<P> {
     where
         P: StreamParser<S>,
     {
-        while let Some(f) = self.flow(self.tail) {
-            if now.saturating_sub(f.last) <= self.cfg.idle_timeout_us {
-                break;
+        for list in [SILENT, SPEAKING] {
+            while let Some(f) = self.flow(self.lists[list].tail) {
+                if now.saturating_sub(f.last) <= self.cfg.idle_timeout_us {
+                    break;
+                }
+                let last = f.last;
+                self.remove(self.lists[list].tail, last, End::TimedOut, sink, anomalies);
             }
-            let last = f.last;
-            self.remove(self.tail, last, End::TimedOut, sink, anomalies);
         }
     }
 
-    /// End of input: ends every flow, oldest activity first.
+    /// End of input: ends every flow, the silent ones first (they log
+    /// nothing), then the others in order of last activity.
     pub fn flush_all<S: ?Sized>(&mut self, now: Ts, sink: &mut S, anomalies: &mut AnomalyCounts)
     where
         P: StreamParser<S>,
     {
-        while self.tail != NIL {
-            self.remove(self.tail, now, End::Flushed, sink, anomalies);
+        for list in [SILENT, SPEAKING] {
+            while self.lists[list].tail != NIL {
+                self.remove(self.lists[list].tail, now, End::Flushed, sink, anomalies);
+            }
         }
     }
 }

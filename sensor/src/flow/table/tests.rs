@@ -146,7 +146,53 @@ fn rst_closes() {
     h.feed(pkt(1, true, 40003, 100, 0, SYN, b""));
     h.feed(pkt(2, false, 40003, 0, 101, RST | ACK, b""));
     assert_eq!(h.t.len(), 0);
-    assert_eq!(h.log.0, ["40003:close@2"]);
+    assert_eq!(h.t.stats.flows_closed, 1);
+    // It never carried a byte: no parser was made, none is closed.
+    assert!(h.log.0.is_empty(), "{:?}", h.log.0);
+}
+
+#[test]
+fn a_full_table_evicts_silent_flows_first() {
+    let cfg = FlowConfig {
+        max_flows: 3,
+        ..FlowConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    // A mail session, then a flood of SYNs from other ports.
+    h.feed(pkt(1, true, 43000, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 43000, 500, 101, ACK, b"220 hi\r\n"));
+    for p in 0..50u16 {
+        h.feed(pkt(3 + u64::from(p), true, 43001 + p, 7, 0, SYN, b""));
+    }
+    // The session is the least recently active flow, yet it stays.
+    h.feed(pkt(60, true, 43000, 101, 508, ACK, b"QUIT\r\n"));
+    assert_eq!(h.t.len(), 3);
+    assert_eq!(h.t.stats.flows_evicted, 48);
+    assert_eq!(h.log.0, ["43000:Resp:220 hi\r\n", "43000:Orig:QUIT\r\n"]);
+    // With only speaking flows, the least recently active goes.
+    h.feed(pkt(61, true, 44000, 1, 0, ACK, b"a"));
+    h.feed(pkt(62, true, 44001, 1, 0, ACK, b"b"));
+    h.feed(pkt(63, true, 44002, 1, 0, ACK, b"c"));
+    assert!(
+        h.log.0.contains(&"43000:close@63".to_string()),
+        "{:?}",
+        h.log.0
+    );
+}
+
+#[test]
+fn silent_flows_are_small() {
+    use crate::smtp::SmtpSession;
+    // A half-open flow holds its slot and no session (the session is
+    // boxed, made with the first byte): what a SYN flood costs per flow.
+    let slot = std::mem::size_of::<Option<Flow<SmtpSession>>>();
+    let session = std::mem::size_of::<SmtpSession>();
+    assert!(slot <= 320, "a silent flow takes {slot} bytes");
+    assert!(
+        session > 2 * slot,
+        "the session ({session} bytes) is the big part"
+    );
+    eprintln!("silent flow slot: {slot} bytes; SMTP session: {session} bytes");
 }
 
 #[test]
