@@ -8,6 +8,9 @@
 //! - `synth bulk <out.pcap> [--connections N] [--seed S]`: N connections
 //!   with one or two large messages each (mostly full-size frames; by
 //!   default a pass of about 265 MB), streamed the same way.
+//! - `synth synflood <out.pcap> [--connections N]`: N spoofed SYNs to port
+//!   25 from distinct clients, nothing else (half-open flows: what the
+//!   flow table's memory per silent flow is measured with).
 //! - `synth golden <dir>`: one pcap per golden scenario.
 
 use std::path::Path;
@@ -19,7 +22,7 @@ use sensor_tests::synth::{demo, scenarios};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth golden <dir>"
+        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth synflood <out.pcap> [--connections N] | synth golden <dir>"
     );
     ExitCode::from(2)
 }
@@ -72,6 +75,20 @@ fn main() -> ExitCode {
             }
             stream(out, connections, seed, conversation)
         }
+        Some("synflood") => {
+            let Some(out) = args.get(1) else {
+                return usage();
+            };
+            let connections = match (args.get(2).map(String::as_str), args.get(3)) {
+                (None, _) => 500_000,
+                (Some("--connections"), Some(n)) => match n.parse::<usize>() {
+                    Ok(n) => n,
+                    Err(_) => return usage(),
+                },
+                _ => return usage(),
+            };
+            syn_flood(out, connections)
+        }
         _ => return usage(),
     };
     match result {
@@ -107,5 +124,32 @@ fn stream(
     }
     let n = w.finish()?;
     eprintln!("synth: wrote {n} frames ({bytes} bytes) of {connections} connections to {out}");
+    Ok(())
+}
+
+/// `connections` SYNs from distinct clients in 198.18.0.0/15 to one
+/// server, 2 µs apart.
+fn syn_flood(
+    out: &str,
+    connections: usize,
+) -> Result<(), sensor_tests::synth::pcap::PcapWriteError> {
+    use sensor_tests::synth::frame::{TcpFrame, tcp_flags};
+    use smtp_sensor::net::Ts;
+    use std::net::SocketAddr;
+    let mut w = PcapWriter::create(out)?;
+    let server = SocketAddr::from(([198, 19, 0, 25], 25));
+    for i in 0..connections {
+        let host = (i / 60_000) as u32;
+        let client = SocketAddr::from((
+            [198, 18, (host >> 8) as u8, host as u8],
+            1024 + (i % 60_000) as u16,
+        ));
+        let mut f = TcpFrame::new(client, server);
+        f.flags = tcp_flags::SYN;
+        f.seq = (i as u32).wrapping_mul(0x9e37_79b9);
+        w.write(Ts(1_700_000_000_000_000 + 2 * i as u64), &f.build())?;
+    }
+    let n = w.finish()?;
+    eprintln!("synth: wrote {n} SYNs to {out}");
     Ok(())
 }
