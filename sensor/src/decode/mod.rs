@@ -7,7 +7,9 @@
 //! userspace needs: other link types (Linux cooked SLL/SLL2, raw IP,
 //! BSD loopback), addresses, the IP length (to cut Ethernet padding), the
 //! TCP fields, and checksum checks (bad checksums are counted, not dropped:
-//! captures taken on the sending host carry offloaded, unfilled checksums).
+//! captures taken on the sending host carry offloaded, unfilled checksums;
+//! the pipeline verifies them only for segments on an SMTP port, with
+//! [`verify_checksums`] after the port check).
 
 pub mod checksum;
 pub mod link;
@@ -68,6 +70,20 @@ pub struct SegmentHeader {
     pub bad_ip_checksum: bool,
     /// TCP checksum wrong (checked only when the segment is complete).
     pub bad_tcp_checksum: bool,
+    /// Where the IP header and the TCP segment lie in the frame, so that
+    /// checksums can be verified after the port check.
+    pub spans: Spans,
+}
+
+/// Offsets in the frame of what the checksums cover.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spans {
+    /// Start of the IP header.
+    pub l3: u32,
+    /// Start of the TCP header (the end of the IP header).
+    pub l4: u32,
+    /// End of the IP datagram as its length says (may lie past the frame).
+    pub ip_end: u32,
 }
 
 /// A decoded TCP segment, borrowing its payload from the frame; its other
@@ -236,20 +252,12 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
     let payload = frame
         .get(payload_start..ip_end.min(frame.len()))
         .unwrap_or(&[]);
-    let mut bad_ip_checksum = false;
-    let mut bad_tcp_checksum = false;
-    if opts.verify_checksums {
-        if loc.ip_version == 4 {
-            let hlen = l4 - l3;
-            bad_ip_checksum = frame
-                .get(l3..l3 + hlen)
-                .is_some_and(|h| checksum::fold(checksum::sum(h, 0)) != 0);
-        }
-        if !truncated && let Some(seg) = frame.get(l4..ip_end) {
-            bad_tcp_checksum = !checksum::tcp_ok(src, dst, seg);
-        }
-    }
-    Decoded::Tcp(Packet {
+    let spans = Spans {
+        l3: l3 as u32,
+        l4: l4 as u32,
+        ip_end: u32::try_from(ip_end).unwrap_or(u32::MAX),
+    };
+    let mut p = Packet {
         header: SegmentHeader {
             ts,
             src,
@@ -262,11 +270,35 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
             window,
             vlan_tags: loc.vlan_tags,
             truncated,
-            bad_ip_checksum,
-            bad_tcp_checksum,
+            bad_ip_checksum: false,
+            bad_tcp_checksum: false,
+            spans,
         },
         payload,
-    })
+    };
+    if opts.verify_checksums {
+        verify_checksums(frame, &mut p);
+    }
+    Decoded::Tcp(p)
+}
+
+/// Verifies the IPv4 header and TCP checksums of `p`, decoded from `frame`
+/// (without checksums, to verify them only for the segments that matter):
+/// sets `bad_ip_checksum` and `bad_tcp_checksum`. A segment the capture
+/// cut short is not checked.
+pub fn verify_checksums(frame: &[u8], p: &mut Packet<'_>) {
+    let Spans { l3, l4, ip_end } = p.header.spans;
+    let (l3, l4, ip_end) = (l3 as usize, l4 as usize, ip_end as usize);
+    if p.src.is_ipv4() {
+        p.header.bad_ip_checksum = frame
+            .get(l3..l4)
+            .is_some_and(|h| checksum::fold(checksum::sum(h, 0)) != 0);
+    }
+    if !p.truncated
+        && let Some(seg) = frame.get(l4..ip_end)
+    {
+        p.header.bad_tcp_checksum = !checksum::tcp_ok(p.src, p.dst, seg);
+    }
 }
 
 /// `be16_at` without importing the trait at every call site.

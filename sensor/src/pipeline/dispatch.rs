@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use sensor_common::flowhash::FlowHashKey;
 
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
-use crate::decode::{DecodeOptions, Decoded, LinkType, decode};
+use crate::decode::{DecodeOptions, Decoded, LinkType, Packet, decode, verify_checksums};
 use crate::detect::PeriodClock;
 use crate::flow::{StreamParser, packet_flow_hash, random_flow_key};
 use crate::net::Ts;
@@ -175,9 +175,16 @@ pub struct Dispatcher<P> {
     window: u64,
     last_ts: Ts,
     decode_opts: DecodeOptions,
+    /// The workers' SMTP ports: whose segments get their checksums checked.
+    smtp_ports: Vec<u16>,
     pub counts: DispatchCounts,
     finished: bool,
 }
+
+/// Decoding without checksums; [`Dispatcher::feed`] verifies them later.
+const UNVERIFIED: DecodeOptions = DecodeOptions {
+    verify_checksums: false,
+};
 
 impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
     /// `workers` built by the caller (one means inline processing).
@@ -187,6 +194,10 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         period_us: u64,
         decode_opts: DecodeOptions,
     ) -> Self {
+        let smtp_ports = workers
+            .first()
+            .map(|w| w.smtp_ports().to_vec())
+            .unwrap_or_default();
         let mode = if workers.len() <= 1 {
             match workers.pop() {
                 Some(w) => Mode::Inline(Box::new(w)),
@@ -229,9 +240,14 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             window: 0,
             last_ts: Ts(0),
             decode_opts,
+            smtp_ports,
             counts: DispatchCounts::default(),
             finished: false,
         }
+    }
+
+    fn is_smtp(&self, p: &Packet<'_>) -> bool {
+        self.smtp_ports.contains(&p.sport) || self.smtp_ports.contains(&p.dport)
     }
 
     /// One captured frame. `link: None` is a link type the decoder does not
@@ -246,7 +262,15 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             return;
         };
         self.advance(ts);
-        let d = decode(frame, link, ts, self.decode_opts);
+        // Checksums are verified after the port check, for SMTP segments
+        // only: nothing else is looked at, so nothing else pays for them.
+        let mut d = decode(frame, link, ts, UNVERIFIED);
+        if let Decoded::Tcp(p) = &mut d
+            && self.decode_opts.verify_checksums
+            && self.is_smtp(p)
+        {
+            verify_checksums(frame, p);
+        }
         count_decoded(&d, &mut self.counts.packets, &mut self.counts.anomalies);
         let Decoded::Tcp(p) = d else { return };
         match &mut self.mode {
@@ -472,5 +496,43 @@ mod tests {
         }
         assert_eq!(h.join().ok(), Some(0));
         assert_eq!(got, 20);
+    }
+
+    #[test]
+    fn checksums_are_verified_for_smtp_segments_only() {
+        use crate::config::Config;
+        use crate::detect::Detection;
+        use crate::flow::FlowConfig;
+        use crate::pipeline::smtp_flow;
+        let cfg = Config::default();
+        let Ok(det) = Detection::from_config(&cfg) else {
+            panic!("the default configuration builds");
+        };
+        let w = Worker::new(
+            0,
+            FlowConfig::from_config(&cfg),
+            std::sync::Arc::new(det),
+            smtp_flow::factory(&cfg),
+        );
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut d = Dispatcher::new(
+            vec![w],
+            ReportTx::budgeted(tx, RecordBudget::new(100), 0),
+            3_600_000_000,
+            DecodeOptions::default(),
+        );
+        let mut smtp = crate::decode::tests::tcp_frame(b"EHLO x\r\n");
+        // A wrong payload byte: the TCP checksum no longer adds up.
+        if let Some(b) = smtp.last_mut() {
+            *b ^= 0x20;
+        }
+        // The same to port 80 (Ethernet 14 + IPv4 20 + source port 2).
+        let mut web = smtp.clone();
+        web[36..38].copy_from_slice(&80u16.to_be_bytes());
+        for f in [&smtp, &web, &smtp] {
+            d.feed(Ts(1), Some(LinkType::Ethernet), f);
+        }
+        assert_eq!(d.counts.anomalies.get("bad_TCP_checksum"), 2);
+        assert_eq!(d.counts.packets.tcp, 3);
     }
 }

@@ -170,6 +170,11 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         self
     }
 
+    /// The ports it takes for SMTP.
+    pub fn smtp_ports(&self) -> &[u16] {
+        &self.smtp_ports
+    }
+
     /// Whether a segment is on a watched port (either side).
     pub fn is_smtp(&self, p: &Packet<'_>) -> bool {
         self.smtp_ports.contains(&p.sport) || self.smtp_ports.contains(&p.dport)

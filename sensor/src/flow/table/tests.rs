@@ -62,6 +62,7 @@ fn pkt<'a>(
             truncated: false,
             bad_ip_checksum: false,
             bad_tcp_checksum: false,
+            spans: Default::default(),
         },
         payload,
     }
