@@ -287,18 +287,38 @@ fn decode_l3<'a>(frame: &'a [u8], loc: L4Location, ts: Ts, opts: DecodeOptions) 
 /// sets `bad_ip_checksum` and `bad_tcp_checksum`. A segment the capture
 /// cut short is not checked.
 pub fn verify_checksums(frame: &[u8], p: &mut Packet<'_>) {
-    let Spans { l3, l4, ip_end } = p.header.spans;
-    let (l3, l4, ip_end) = (l3 as usize, l4 as usize, ip_end as usize);
+    verify_ip_checksum(frame, p);
+    if let Some(seg) = tcp_segment(frame, p) {
+        verify_tcp_checksum(p, seg);
+    }
+}
+
+/// The IPv4 header checksum part of [`verify_checksums`].
+pub fn verify_ip_checksum(frame: &[u8], p: &mut Packet<'_>) {
+    let Spans { l3, l4, .. } = p.header.spans;
     if p.src.is_ipv4() {
         p.header.bad_ip_checksum = frame
-            .get(l3..l4)
+            .get(l3 as usize..l4 as usize)
             .is_some_and(|h| checksum::fold(checksum::sum(h, 0)) != 0);
     }
-    if !p.truncated
-        && let Some(seg) = frame.get(l4..ip_end)
-    {
-        p.header.bad_tcp_checksum = !checksum::tcp_ok(p.src, p.dst, seg);
+}
+
+/// The whole TCP segment of `p` (header and payload, the payload its
+/// tail), when the capture holds all of it.
+pub fn tcp_segment<'f>(frame: &'f [u8], p: &Packet<'_>) -> Option<&'f [u8]> {
+    let Spans { l4, ip_end, .. } = p.header.spans;
+    if p.truncated {
+        return None;
     }
+    frame.get(l4 as usize..ip_end as usize)
+}
+
+/// The TCP checksum part of [`verify_checksums`], over `segment` (from
+/// [`tcp_segment`], possibly copied to another thread): sets and returns
+/// `bad_tcp_checksum`.
+pub fn verify_tcp_checksum(p: &mut Packet<'_>, segment: &[u8]) -> bool {
+    p.header.bad_tcp_checksum = !checksum::tcp_ok(p.src, p.dst, segment);
+    p.header.bad_tcp_checksum
 }
 
 /// `be16_at` without importing the trait at every call site.

@@ -13,7 +13,10 @@ use std::thread::JoinHandle;
 use sensor_common::flowhash::FlowHashKey;
 
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
-use crate::decode::{DecodeOptions, Decoded, LinkType, Packet, decode, verify_checksums};
+use crate::decode::{
+    DecodeAnomaly, DecodeOptions, Decoded, LinkType, Packet, decode, tcp_segment, verify_checksums,
+    verify_ip_checksum, verify_tcp_checksum,
+};
 use crate::detect::PeriodClock;
 use crate::flow::{StreamParser, packet_flow_hash, random_flow_key};
 use crate::net::Ts;
@@ -264,12 +267,21 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         self.advance(ts);
         // Checksums are verified after the port check, for SMTP segments
         // only: nothing else is looked at, so nothing else pays for them.
+        // With worker threads, the TCP checksum (the whole segment summed)
+        // is the worker's work: the reading thread is the one that limits.
         let mut d = decode(frame, link, ts, UNVERIFIED);
+        let mut deferred_tcp = None;
         if let Decoded::Tcp(p) = &mut d
             && self.decode_opts.verify_checksums
             && self.is_smtp(p)
         {
-            verify_checksums(frame, p);
+            match self.mode {
+                Mode::Inline(_) => verify_checksums(frame, p),
+                Mode::Threads { .. } => {
+                    verify_ip_checksum(frame, p);
+                    deferred_tcp = tcp_segment(frame, p);
+                }
+            }
         }
         count_decoded(&d, &mut self.counts.packets, &mut self.counts.anomalies);
         let Decoded::Tcp(p) = d else { return };
@@ -286,7 +298,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
                 if let Some(lane) = lanes.get_mut(idx) {
                     // Decoded once: the worker gets the segment, not the
                     // frame.
-                    lane.push_segment(&p);
+                    lane.push_segment(&p, deferred_tcp);
                 }
             }
         }
@@ -398,7 +410,14 @@ fn worker_thread<P: StreamParser<WorkerSink>>(
     transport::drain(&mut inbox, |e| match e {
         // The dispatcher decoded and counted every frame; it sends
         // segments only.
-        Event::Segment(p) => w.packet(&p),
+        Event::Segment(mut p, tcp) => {
+            if let Some(seg) = tcp
+                && verify_tcp_checksum(&mut p, seg)
+            {
+                w.count_anomaly(DecodeAnomaly::BadTcpChecksum);
+            }
+            w.packet(&p);
+        }
         Event::Frame(..) => {}
         Event::BatchEnd => {
             if let Some(r) = w.partial() {
@@ -508,19 +527,7 @@ mod tests {
         let Ok(det) = Detection::from_config(&cfg) else {
             panic!("the default configuration builds");
         };
-        let w = Worker::new(
-            0,
-            FlowConfig::from_config(&cfg),
-            std::sync::Arc::new(det),
-            smtp_flow::factory(&cfg),
-        );
-        let (tx, _rx) = std::sync::mpsc::channel();
-        let mut d = Dispatcher::new(
-            vec![w],
-            ReportTx::budgeted(tx, RecordBudget::new(100), 0),
-            3_600_000_000,
-            DecodeOptions::default(),
-        );
+        let det = std::sync::Arc::new(det);
         let mut smtp = crate::decode::tests::tcp_frame(b"EHLO x\r\n");
         // A wrong payload byte: the TCP checksum no longer adds up.
         if let Some(b) = smtp.last_mut() {
@@ -529,10 +536,41 @@ mod tests {
         // The same to port 80 (Ethernet 14 + IPv4 20 + source port 2).
         let mut web = smtp.clone();
         web[36..38].copy_from_slice(&80u16.to_be_bytes());
-        for f in [&smtp, &web, &smtp] {
-            d.feed(Ts(1), Some(LinkType::Ethernet), f);
+        // Inline, and with worker threads (which verify the TCP checksum
+        // themselves and report the count with their final counters).
+        for workers in [1, 2] {
+            let ws = (0..workers)
+                .map(|id| {
+                    Worker::new(
+                        id,
+                        FlowConfig::from_config(&cfg),
+                        det.clone(),
+                        smtp_flow::factory(&cfg),
+                    )
+                })
+                .collect();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut d = Dispatcher::new(
+                ws,
+                ReportTx::budgeted(tx, RecordBudget::new(100), 0),
+                3_600_000_000,
+                DecodeOptions::default(),
+            );
+            for f in [&smtp, &web, &smtp] {
+                d.feed(Ts(1), Some(LinkType::Ethernet), f);
+            }
+            d.finish();
+            let from_workers: u64 = rx
+                .try_iter()
+                .filter_map(|m| match m {
+                    ToCollector::Report(r) => r.last,
+                    ToCollector::Window { .. } => None,
+                })
+                .map(|last| last.anomalies.get("bad_TCP_checksum"))
+                .sum();
+            let counted = d.counts.anomalies.get("bad_TCP_checksum") + from_workers;
+            assert_eq!(counted, 2, "{workers} worker(s)");
+            assert_eq!(d.counts.packets.tcp, 3);
         }
-        assert_eq!(d.counts.anomalies.get("bad_TCP_checksum"), 2);
-        assert_eq!(d.counts.packets.tcp, 3);
     }
 }

@@ -160,7 +160,7 @@ pub fn worker_loop<P: StreamParser<WorkerSink> + Send + 'static>(
         // Capture threads send raw frames (routed by the XDP program's
         // hash, never decoded) and no control messages: the worker keeps
         // its own clock.
-        Event::Segment(_) | Event::BatchEnd | Event::Tick { .. } | Event::Finish { .. } => {}
+        Event::Segment(..) | Event::BatchEnd | Event::Tick { .. } | Event::Finish { .. } => {}
     });
     d.finish();
     d

@@ -34,8 +34,12 @@ enum Entry {
     /// the XDP program's flow hash without decoding).
     Frame { ts: Ts, link: LinkType },
     /// A segment the producer already decoded (offline): its header, the
-    /// bytes being its payload only.
-    Segment(SegmentHeader),
+    /// bytes being its payload only, or (`tcp_header` > 0) the whole TCP
+    /// segment, whose checksum the worker verifies.
+    Segment {
+        header: SegmentHeader,
+        tcp_header: u8,
+    },
 }
 
 /// Frames or decoded segments copied for one worker, back to back.
@@ -63,8 +67,23 @@ impl Batch {
         self.push_bytes(Entry::Frame { ts, link }, frame);
     }
 
-    pub(crate) fn push_segment(&mut self, p: &Packet<'_>) {
-        self.push_bytes(Entry::Segment(p.header), p.payload);
+    /// `tcp`: the whole TCP segment (header, then `p.payload`) when the
+    /// worker is to verify its checksum.
+    pub(crate) fn push_segment(&mut self, p: &Packet<'_>, tcp: Option<&[u8]>) {
+        let header = p.header;
+        match tcp {
+            Some(seg) if seg.ends_with(p.payload) => {
+                let tcp_header = u8::try_from(seg.len() - p.payload.len()).unwrap_or(0);
+                self.push_bytes(Entry::Segment { header, tcp_header }, seg);
+            }
+            _ => self.push_bytes(
+                Entry::Segment {
+                    header,
+                    tcp_header: 0,
+                },
+                p.payload,
+            ),
+        }
     }
 
     pub(crate) fn full(&self) -> bool {
@@ -86,10 +105,11 @@ impl Batch {
             let bytes = self.data.get(start as usize..(start + len) as usize)?;
             Some(match entry {
                 Entry::Frame { ts, link } => Event::Frame(ts, link, bytes),
-                Entry::Segment(header) => Event::Segment(Packet {
-                    header,
-                    payload: bytes,
-                }),
+                Entry::Segment { header, tcp_header } => {
+                    let payload = bytes.get(usize::from(tcp_header)..).unwrap_or_default();
+                    let whole = (tcp_header > 0).then_some(bytes);
+                    Event::Segment(Packet { header, payload }, whole)
+                }
             })
         })
     }
@@ -193,10 +213,11 @@ impl Lane {
         self.push_with(|b| b.push(ts, link, frame))
     }
 
-    /// Copies a decoded segment (its header and payload) into the current
-    /// batch; hands the batch over when it is full.
-    pub fn push_segment(&mut self, p: &Packet<'_>) -> Handed {
-        self.push_with(|b| b.push_segment(p))
+    /// Copies a decoded segment (its header and payload, or its whole TCP
+    /// segment `tcp` for the worker to verify) into the current batch;
+    /// hands the batch over when it is full.
+    pub fn push_segment(&mut self, p: &Packet<'_>, tcp: Option<&[u8]>) -> Handed {
+        self.push_with(|b| b.push_segment(p, tcp))
     }
 
     fn push_with(&mut self, put: impl FnOnce(&mut Batch)) -> Handed {
@@ -289,8 +310,9 @@ fn push_waiting(ring: &mut rtrb::Producer<Msg>, mut msg: Msg) {
 pub enum Event<'a> {
     /// One frame of a batch.
     Frame(Ts, LinkType, &'a [u8]),
-    /// One segment of a batch, decoded by the producer.
-    Segment(Packet<'a>),
+    /// One segment of a batch, decoded by the producer; with its whole TCP
+    /// segment when its checksum is still to be verified.
+    Segment(Packet<'a>, Option<&'a [u8]>),
     /// The frames of one batch have all been handed over.
     BatchEnd,
     Tick {
@@ -417,7 +439,7 @@ mod tests {
         ) else {
             panic!("the test frame decodes");
         };
-        b.push_segment(&seg);
+        b.push_segment(&seg, None);
         b.push(Ts(3), LinkType::RawIp, b"de");
         assert_eq!(b.len(), 3);
         // A segment's payload only is copied.
@@ -426,7 +448,7 @@ mod tests {
             .events()
             .map(|e| match e {
                 Event::Frame(ts, link, f) => format!("frame {ts:?} {link:?} {f:?}"),
-                Event::Segment(p) => format!(
+                Event::Segment(p, _) => format!(
                     "segment {:?} {}->{} {:?}",
                     p.ts,
                     p.sport,
@@ -499,7 +521,7 @@ mod tests {
         let mut seen = Vec::new();
         drain(&mut inboxes[0], |e| match e {
             Event::Frame(ts, _, f) => seen.push(format!("{}:{}", ts.0, String::from_utf8_lossy(f))),
-            Event::Segment(p) => seen.push(format!("segment {}", p.ts.0)),
+            Event::Segment(p, _) => seen.push(format!("segment {}", p.ts.0)),
             Event::BatchEnd => seen.push("end".into()),
             Event::Tick { now, .. } => seen.push(format!("tick {}", now.0)),
             Event::Finish { now } => seen.push(format!("finish {}", now.0)),

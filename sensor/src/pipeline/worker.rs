@@ -170,6 +170,12 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         self
     }
 
+    /// Counts an anomaly found for it by another thread's work (a
+    /// checksum the reading thread left to the worker).
+    pub fn count_anomaly(&mut self, a: DecodeAnomaly) {
+        self.sink.anomalies.add(a);
+    }
+
     /// The ports it takes for SMTP.
     pub fn smtp_ports(&self) -> &[u16] {
         &self.smtp_ports
