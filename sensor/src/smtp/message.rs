@@ -9,7 +9,7 @@ use super::config::SmtpConfig;
 use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
 use super::received::PathWalker;
-use super::record::MessageRecord;
+use super::record::{ListField, MessageRecord, TextField};
 
 /// One transaction in progress.
 #[derive(Debug)]
@@ -30,19 +30,37 @@ pub struct Transaction {
 impl Transaction {
     /// An empty transaction of `conn` at depth `trans_depth`, with `helo`
     /// carried over.
-    pub fn new(conn: &ConnInfo, trans_depth: u32, helo: Option<String>) -> Self {
+    pub fn new(conn: &ConnInfo, trans_depth: u32, helo: Option<&str>) -> Self {
+        let mut path = Vec::with_capacity(PATH_START);
+        path.extend([conn.id.resp_h, conn.id.orig_h]);
+        let mut record = MessageRecord::default();
+        record.trans_depth = trans_depth;
+        record.path = path;
+        if let Some(helo) = helo {
+            record.set_text(TextField::Helo, helo);
+        }
         Transaction {
-            record: MessageRecord {
-                trans_depth,
-                helo,
-                path: vec![conn.id.resp_h, conn.id.orig_h],
-                ..MessageRecord::default()
-            },
+            record,
             ts: None,
             client_activity: false,
             body_seen: false,
             path: PathWalker::default(),
         }
+    }
+
+    /// Makes this an empty transaction as `new` would, keeping the record's
+    /// allocations (for a transaction dropped without being written).
+    pub fn reset(&mut self, conn: &ConnInfo, trans_depth: u32, helo: Option<&str>) {
+        self.record.clear();
+        self.record.trans_depth = trans_depth;
+        self.record.path.extend([conn.id.resp_h, conn.id.orig_h]);
+        if let Some(helo) = helo {
+            self.record.set_text(TextField::Helo, helo);
+        }
+        self.ts = None;
+        self.client_activity = false;
+        self.body_seen = false;
+        self.path = PathWalker::default();
     }
 
     /// Records the time of the first packet of the transaction.
@@ -54,29 +72,21 @@ impl Transaction {
 
     /// Adds a RCPT TO address (no duplicates, at most `max_rcptto`).
     /// Returns false if the limit dropped it.
-    pub fn add_rcpt(&mut self, addr: String, max: usize) -> bool {
-        if self.record.rcptto.contains(&addr) {
-            return true;
-        }
-        if self.record.rcptto.len() >= max {
-            return false;
-        }
-        self.record.rcptto.push(addr);
-        true
+    pub fn add_rcpt(&mut self, addr: &str, max: usize) -> bool {
+        self.record.add_unique(ListField::Rcptto, addr, max)
     }
 
     /// Sets `last_reply` (and `last_error` for codes >= 400 other than 421)
-    /// to `"<code> <text>"`, reusing the strings' allocations.
+    /// to `"<code> <text>"`, written straight into the record's arena.
     pub fn set_reply(&mut self, code: u16, text: &str) {
-        let last = self.record.last_reply.get_or_insert_with(String::new);
-        last.clear();
-        last.push_str(itoa::Buffer::new().format(code));
-        last.push(' ');
-        last.push_str(text);
+        self.record.set_text_with(TextField::LastReply, |s| {
+            s.push_str(itoa::Buffer::new().format(code));
+            s.push(' ');
+            s.push_str(text);
+        });
         if code >= 400 && code != 421 {
-            let err = self.record.last_error.get_or_insert_with(String::new);
-            err.clear();
-            err.push_str(last);
+            self.record
+                .copy_text(TextField::LastReply, TextField::LastError);
         }
     }
 
@@ -87,20 +97,9 @@ impl Transaction {
     }
 }
 
-fn text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).into_owned()
-}
-
-fn add_unique(list: &mut Vec<String>, item: &str, max: usize) -> bool {
-    if list.iter().any(|x| x == item) {
-        return true;
-    }
-    if list.len() >= max {
-        return false;
-    }
-    list.push(item.to_string());
-    true
-}
+/// Room for the two connection addresses and two Received hops before the
+/// path grows.
+const PATH_START: usize = 4;
 
 /// Applies the top-level headers and file names of a message body to the
 /// transaction.
@@ -115,21 +114,14 @@ impl HeaderApplier<'_> {
         let value = String::from_utf8_lossy(value);
         let limits = &self.cfg.limits;
         let (list, max, anomaly) = if cc {
-            (
-                &mut self.tx.record.cc,
-                limits.max_cc,
-                SmtpAnomaly::TooManyCc,
-            )
+            (ListField::Cc, limits.max_cc, SmtpAnomaly::TooManyCc)
         } else {
-            (
-                &mut self.tx.record.to,
-                limits.max_to,
-                SmtpAnomaly::TooManyTo,
-            )
+            (ListField::To, limits.max_to, SmtpAnomaly::TooManyTo)
         };
+        let rec = &mut self.tx.record;
         let mut full = false;
         for_each_mime_address(&value, |a| {
-            if !full && !add_unique(list, a, max) {
+            if !full && !rec.add_unique(list, a, max) {
                 full = true;
             }
         });
@@ -144,10 +136,9 @@ impl HeaderSink for HeaderApplier<'_> {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         let rec = &mut self.tx.record;
         if is("message-id") {
-            rec.msg_id = Some(text(value));
+            rec.set_text_lossy(TextField::MsgId, value);
         } else if is("received") {
-            rec.second_received = rec.first_received.take();
-            rec.first_received = Some(text(value));
+            rec.push_received(&String::from_utf8_lossy(value));
             let followed = self
                 .tx
                 .path
@@ -156,15 +147,15 @@ impl HeaderSink for HeaderApplier<'_> {
                 rec.originating_addr = Some(ip);
             }
         } else if is("in-reply-to") {
-            rec.in_reply_to = Some(text(value));
+            rec.set_text_lossy(TextField::InReplyTo, value);
         } else if is("subject") {
-            rec.subject = Some(text(value));
+            rec.set_text_lossy(TextField::Subject, value);
         } else if is("from") {
-            rec.from = Some(text(value));
+            rec.set_text_lossy(TextField::From, value);
         } else if is("reply-to") {
-            rec.reply_to = Some(text(value));
+            rec.set_text_lossy(TextField::ReplyTo, value);
         } else if is("date") {
-            rec.date = Some(text(value));
+            rec.set_text_lossy(TextField::Date, value);
         } else if is("to") {
             self.addresses(value, false);
         } else if is("cc") {
@@ -174,15 +165,16 @@ impl HeaderSink for HeaderApplier<'_> {
                 rec.x_originating_ip = Some(ip);
             }
         } else if is("x-mailer") || is("user-agent") || is("x-user-agent") {
-            rec.user_agent = Some(text(value));
+            rec.set_text_lossy(TextField::UserAgent, value);
         }
     }
 
     fn file(&mut self, name: String) {
-        if self.tx.record.files.len() >= self.cfg.limits.max_files {
+        let rec = &mut self.tx.record;
+        if rec.list(ListField::Files).len() >= self.cfg.limits.max_files {
             self.anomalies.push(SmtpAnomaly::TooManyFiles);
         } else {
-            self.tx.record.files.push(name);
+            rec.push_list(ListField::Files, &name);
         }
     }
 
@@ -209,9 +201,9 @@ mod tests {
 
     #[test]
     fn new_transaction_starts_path_and_carries_helo() {
-        let tx = Transaction::new(&conn(), 2, Some("GP".into()));
+        let tx = Transaction::new(&conn(), 2, Some("GP"));
         assert_eq!(tx.record.trans_depth, 2);
-        assert_eq!(tx.record.helo.as_deref(), Some("GP"));
+        assert_eq!(tx.record.text(TextField::Helo), Some("GP"));
         assert_eq!(tx.record.path, [conn().id.resp_h, conn().id.orig_h]);
     }
 
@@ -221,8 +213,11 @@ mod tests {
         tx.set_reply(550, "no such user");
         tx.set_reply(421, "closing");
         tx.set_reply(250, "OK");
-        assert_eq!(tx.record.last_reply.as_deref(), Some("250 OK"));
-        assert_eq!(tx.record.last_error.as_deref(), Some("550 no such user"));
+        assert_eq!(tx.record.text(TextField::LastReply), Some("250 OK"));
+        assert_eq!(
+            tx.record.text(TextField::LastError),
+            Some("550 no such user")
+        );
     }
 
     #[test]
@@ -249,23 +244,23 @@ mod tests {
         ap.top_header(b"Message-ID", b"<id@x>");
         ap.file("a.pdf".into());
         let r = &tx.record;
-        assert_eq!(r.subject.as_deref(), Some("Hi"));
-        assert_eq!(r.to, ["a@b", "\"C, D\" <c@d>", "e@f"]);
-        assert_eq!(r.cc, ["x@y"]);
+        assert_eq!(r.text(TextField::Subject), Some("Hi"));
+        assert_eq!(r.list(ListField::To), ["a@b", "\"C, D\" <c@d>", "e@f"]);
+        assert_eq!(r.list(ListField::Cc), ["x@y"]);
         assert_eq!(
-            r.first_received.as_deref(),
+            r.text(TextField::FirstReceived),
             Some("from c ([198.51.100.7]) by d")
         );
         assert_eq!(
-            r.second_received.as_deref(),
+            r.text(TextField::SecondReceived),
             Some("from a ([192.0.2.1]) by b")
         );
         assert_eq!(r.path.len(), 4);
         assert_eq!(r.originating_addr, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(r.x_originating_ip, Some("203.0.113.5".parse().unwrap()));
-        assert_eq!(r.user_agent.as_deref(), Some("mutt"));
-        assert_eq!(r.msg_id.as_deref(), Some("<id@x>"));
-        assert_eq!(r.files, ["a.pdf"]);
+        assert_eq!(r.text(TextField::UserAgent), Some("mutt"));
+        assert_eq!(r.text(TextField::MsgId), Some("<id@x>"));
+        assert_eq!(r.list(ListField::Files), ["a.pdf"]);
         assert!(an.is_empty());
     }
 
@@ -284,12 +279,45 @@ mod tests {
         ap.top_header(b"To", b"a@b, c@d, e@f");
         ap.file("1".into());
         ap.file("2".into());
-        assert_eq!(tx.record.to.len(), 2);
-        assert_eq!(tx.record.files, ["1"]);
+        assert_eq!(tx.record.list(ListField::To).len(), 2);
+        assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);
         let mut tx = Transaction::new(&conn(), 1, None);
-        assert!(tx.add_rcpt("a".into(), 1));
-        assert!(tx.add_rcpt("a".into(), 1));
-        assert!(!tx.add_rcpt("b".into(), 1));
+        assert!(tx.add_rcpt("a", 1));
+        assert!(tx.add_rcpt("a", 1));
+        assert!(!tx.add_rcpt("b", 1));
+    }
+
+    #[test]
+    fn hostile_replies_and_received_headers_keep_the_record_bounded() {
+        let cfg = SmtpConfig {
+            mail_path_capture: PathCapture::All,
+            ..SmtpConfig::default()
+        };
+        let mut tx = Transaction::new(&conn(), 1, Some("client.example"));
+        assert!(tx.add_rcpt("a@example.com", 10));
+        let mut an = Vec::new();
+        let reply = "x".repeat(cfg.limits.max_reply_len - 4);
+        let received = format!("from h ([192.0.2.1]) by relay {}", "y".repeat(400));
+        for i in 0..10_000u16 {
+            tx.set_reply(if i % 2 == 0 { 550 } else { 250 }, &reply);
+            let mut ap = HeaderApplier {
+                tx: &mut tx,
+                cfg: &cfg,
+                anomalies: &mut an,
+            };
+            ap.top_header(b"Received", received.as_bytes());
+        }
+        let r = &tx.record;
+        assert_eq!(r.text(TextField::Helo), Some("client.example"));
+        assert_eq!(r.list(ListField::Rcptto), ["a@example.com"]);
+        assert_eq!(r.text(TextField::FirstReceived), Some(received.as_str()));
+        assert_eq!(r.text(TextField::SecondReceived), Some(received.as_str()));
+        assert!(
+            r.text(TextField::LastReply)
+                .is_some_and(|t| t.ends_with('x'))
+        );
+        // ~2 KiB live (two replies, two Received headers); ~9 MB written.
+        assert!(r.heap_bytes() <= 16 * 1024, "{} bytes", r.heap_bytes());
     }
 }
