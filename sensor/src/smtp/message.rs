@@ -2,6 +2,8 @@
 //! decide when it is written (Zeek's `SMTP::Info` and `has_client_activity`).
 //! Applies envelope commands, replies and message headers to the record.
 
+use std::net::IpAddr;
+
 use crate::net::{ConnInfo, Ts};
 
 use super::anomaly::SmtpAnomaly;
@@ -11,9 +13,15 @@ use super::parser::{first_ip_addr, for_each_mime_address};
 use super::received::PathWalker;
 use super::record::{ListField, MessageRecord, TextField};
 
-/// One transaction in progress.
+/// One transaction in progress. A session keeps one `Transaction` for its
+/// whole life and takes finished records out of it, so the reply buffers
+/// are allocated once per session, and a transaction that is never written
+/// (the one opened after a connection's last message) allocates nothing.
 #[derive(Debug)]
 pub struct Transaction {
+    /// The record being built. Its `path` is filled when the first Received
+    /// header arrives or the record is finished, its helo and replies when
+    /// it is finished.
     pub record: MessageRecord,
     /// Time of the transaction's first packet; set by the first line seen
     /// after the previous record closed.
@@ -25,42 +33,44 @@ pub struct Transaction {
     /// later bodies are not read (Zeek reads the first entity only).
     pub body_seen: bool,
     path: PathWalker,
+    /// `id.resp_h`, `id.orig_h`: where every record's path starts.
+    ends: [IpAddr; 2],
+    /// `last_reply` / `last_error` so far (`"<code> <text>"`, empty when
+    /// unset). They change with every server reply, thousands of times in a
+    /// hostile transaction, so they are kept out of the record's arena and
+    /// copied into it once, when the record is finished.
+    last_reply: String,
+    last_error: String,
 }
 
 impl Transaction {
-    /// An empty transaction of `conn` at depth `trans_depth`, with `helo`
-    /// carried over.
-    pub fn new(conn: &ConnInfo, trans_depth: u32, helo: Option<&str>) -> Self {
-        let mut path = Vec::with_capacity(PATH_START);
-        path.extend([conn.id.resp_h, conn.id.orig_h]);
+    /// An empty transaction of `conn` at depth `trans_depth`.
+    pub fn new(conn: &ConnInfo, trans_depth: u32) -> Self {
         let mut record = MessageRecord::default();
         record.trans_depth = trans_depth;
-        record.path = path;
-        if let Some(helo) = helo {
-            record.set_text(TextField::Helo, helo);
-        }
         Transaction {
             record,
             ts: None,
             client_activity: false,
             body_seen: false,
             path: PathWalker::default(),
+            ends: [conn.id.resp_h, conn.id.orig_h],
+            last_reply: String::new(),
+            last_error: String::new(),
         }
     }
 
-    /// Makes this an empty transaction as `new` would, keeping the record's
-    /// allocations (for a transaction dropped without being written).
-    pub fn reset(&mut self, conn: &ConnInfo, trans_depth: u32, helo: Option<&str>) {
+    /// Starts the next transaction, at depth `trans_depth`; what the current
+    /// one holds is dropped.
+    pub fn reset(&mut self, trans_depth: u32) {
         self.record.clear();
         self.record.trans_depth = trans_depth;
-        self.record.path.extend([conn.id.resp_h, conn.id.orig_h]);
-        if let Some(helo) = helo {
-            self.record.set_text(TextField::Helo, helo);
-        }
         self.ts = None;
         self.client_activity = false;
         self.body_seen = false;
         self.path = PathWalker::default();
+        self.last_reply.clear();
+        self.last_error.clear();
     }
 
     /// Records the time of the first packet of the transaction.
@@ -77,29 +87,69 @@ impl Transaction {
     }
 
     /// Sets `last_reply` (and `last_error` for codes >= 400 other than 421)
-    /// to `"<code> <text>"`, written straight into the record's arena.
+    /// to `"<code> <text>"`, reusing the strings' allocations.
     pub fn set_reply(&mut self, code: u16, text: &str) {
-        self.record.set_text_with(TextField::LastReply, |s| {
-            s.push_str(itoa::Buffer::new().format(code));
-            s.push(' ');
-            s.push_str(text);
-        });
+        let last = &mut self.last_reply;
+        last.clear();
+        // Room for most replies at once, not a regrowth per longer one.
+        last.reserve(REPLY_START);
+        last.push_str(itoa::Buffer::new().format(code));
+        last.push(' ');
+        last.push_str(text);
         if code >= 400 && code != 421 {
-            self.record
-                .copy_text(TextField::LastReply, TextField::LastError);
+            self.last_error.clear();
+            self.last_error.reserve(REPLY_START);
+            self.last_error.push_str(last);
         }
     }
 
-    /// The finished record, with its start time.
-    pub fn into_record(mut self, fallback_ts: Ts) -> MessageRecord {
-        self.record.ts = self.ts.unwrap_or(fallback_ts);
-        self.record
+    /// A Received header: it becomes `first_received`, and its address
+    /// extends the path while the path is followed.
+    fn received(&mut self, value: &[u8], cfg: &SmtpConfig, anomalies: &mut Vec<SmtpAnomaly>) {
+        self.record.push_received(&String::from_utf8_lossy(value));
+        start_path(&mut self.record.path, self.ends);
+        let followed = self
+            .path
+            .received(value, cfg, &mut self.record.path, anomalies);
+        if let Some(ip) = followed {
+            self.record.originating_addr = Some(ip);
+        }
+    }
+
+    /// Takes out the finished record, with its start time (`fallback_ts`
+    /// if no packet was seen), the session's `helo` and the last replies.
+    /// Call `reset` before the next transaction.
+    pub fn finish(&mut self, fallback_ts: Ts, helo: Option<&str>) -> MessageRecord {
+        start_path(&mut self.record.path, self.ends);
+        let mut record = std::mem::take(&mut self.record);
+        record.ts = self.ts.unwrap_or(fallback_ts);
+        if let Some(helo) = helo {
+            record.set_text(TextField::Helo, helo);
+        }
+        if !self.last_reply.is_empty() {
+            record.set_text(TextField::LastReply, &self.last_reply);
+        }
+        if !self.last_error.is_empty() {
+            record.set_text(TextField::LastError, &self.last_error);
+        }
+        record
     }
 }
+
+/// Room the reply buffers get at first: a usual reply line fits.
+const REPLY_START: usize = 128;
 
 /// Room for the two connection addresses and two Received hops before the
 /// path grows.
 const PATH_START: usize = 4;
+
+/// Starts an empty path with the connection's addresses.
+fn start_path(path: &mut Vec<IpAddr>, ends: [IpAddr; 2]) {
+    if path.is_empty() {
+        path.reserve(PATH_START);
+        path.extend(ends);
+    }
+}
 
 /// Applies the top-level headers and file names of a message body to the
 /// transaction.
@@ -138,14 +188,7 @@ impl HeaderSink for HeaderApplier<'_> {
         if is("message-id") {
             rec.set_text_lossy(TextField::MsgId, value);
         } else if is("received") {
-            rec.push_received(&String::from_utf8_lossy(value));
-            let followed = self
-                .tx
-                .path
-                .received(value, self.cfg, &mut rec.path, self.anomalies);
-            if let Some(ip) = followed {
-                rec.originating_addr = Some(ip);
-            }
+            self.tx.received(value, self.cfg, self.anomalies);
         } else if is("in-reply-to") {
             rec.set_text_lossy(TextField::InReplyTo, value);
         } else if is("subject") {
@@ -200,24 +243,35 @@ mod tests {
     }
 
     #[test]
-    fn new_transaction_starts_path_and_carries_helo() {
-        let tx = Transaction::new(&conn(), 2, Some("GP"));
-        assert_eq!(tx.record.trans_depth, 2);
-        assert_eq!(tx.record.text(TextField::Helo), Some("GP"));
-        assert_eq!(tx.record.path, [conn().id.resp_h, conn().id.orig_h]);
+    fn finished_record_gets_path_helo_and_time() {
+        let mut tx = Transaction::new(&conn(), 2);
+        assert!(tx.record.path.is_empty());
+        tx.touch(Ts(7));
+        let r = tx.finish(Ts(9), Some("GP"));
+        assert_eq!(r.trans_depth, 2);
+        assert_eq!(r.ts, Ts(7));
+        assert_eq!(r.text(TextField::Helo), Some("GP"));
+        assert_eq!(r.path, [conn().id.resp_h, conn().id.orig_h]);
+        tx.reset(3);
+        let r = tx.finish(Ts(9), None);
+        assert_eq!((r.trans_depth, r.ts), (3, Ts(9)));
+        assert_eq!(r.text(TextField::Helo), None);
     }
 
     #[test]
     fn replies_set_last_reply_and_last_error() {
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         tx.set_reply(550, "no such user");
         tx.set_reply(421, "closing");
         tx.set_reply(250, "OK");
-        assert_eq!(tx.record.text(TextField::LastReply), Some("250 OK"));
-        assert_eq!(
-            tx.record.text(TextField::LastError),
-            Some("550 no such user")
-        );
+        let r = tx.finish(Ts(1), None);
+        assert_eq!(r.text(TextField::LastReply), Some("250 OK"));
+        assert_eq!(r.text(TextField::LastError), Some("550 no such user"));
+        // The next transaction starts without replies.
+        tx.reset(2);
+        let r = tx.finish(Ts(1), None);
+        assert_eq!(r.text(TextField::LastReply), None);
+        assert_eq!(r.text(TextField::LastError), None);
     }
 
     #[test]
@@ -226,7 +280,7 @@ mod tests {
             mail_path_capture: PathCapture::All,
             ..SmtpConfig::default()
         };
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -269,7 +323,7 @@ mod tests {
         let mut cfg = SmtpConfig::default();
         cfg.limits.max_to = 2;
         cfg.limits.max_files = 1;
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -282,24 +336,25 @@ mod tests {
         assert_eq!(tx.record.list(ListField::To).len(), 2);
         assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         assert!(tx.add_rcpt("a", 1));
         assert!(tx.add_rcpt("a", 1));
         assert!(!tx.add_rcpt("b", 1));
     }
 
     #[test]
-    fn hostile_replies_and_received_headers_keep_the_record_bounded() {
+    fn hostile_replies_and_headers_keep_the_transaction_bounded() {
         let cfg = SmtpConfig {
             mail_path_capture: PathCapture::All,
             ..SmtpConfig::default()
         };
-        let mut tx = Transaction::new(&conn(), 1, Some("client.example"));
+        let mut tx = Transaction::new(&conn(), 1);
         assert!(tx.add_rcpt("a@example.com", 10));
         let mut an = Vec::new();
         let reply = "x".repeat(cfg.limits.max_reply_len - 4);
         let received = format!("from h ([192.0.2.1]) by relay {}", "y".repeat(400));
-        for i in 0..10_000u16 {
+        let mut most = 0;
+        for i in 0..10_000usize {
             tx.set_reply(if i % 2 == 0 { 550 } else { 250 }, &reply);
             let mut ap = HeaderApplier {
                 tx: &mut tx,
@@ -307,17 +362,28 @@ mod tests {
                 anomalies: &mut an,
             };
             ap.top_header(b"Received", received.as_bytes());
+            ap.top_header(b"Subject", "s".repeat(i % 300).as_bytes());
+            let bytes =
+                tx.record.heap_bytes() + tx.last_reply.capacity() + tx.last_error.capacity();
+            most = most.max(bytes);
         }
-        let r = &tx.record;
+        let r = tx.finish(Ts(1), Some("client.example"));
         assert_eq!(r.text(TextField::Helo), Some("client.example"));
         assert_eq!(r.list(ListField::Rcptto), ["a@example.com"]);
         assert_eq!(r.text(TextField::FirstReceived), Some(received.as_str()));
         assert_eq!(r.text(TextField::SecondReceived), Some(received.as_str()));
-        assert!(
-            r.text(TextField::LastReply)
-                .is_some_and(|t| t.ends_with('x'))
+        assert_eq!(
+            r.text(TextField::Subject),
+            Some("s".repeat(9_999 % 300).as_str())
         );
-        // ~2 KiB live (two replies, two Received headers); ~9 MB written.
-        assert!(r.heap_bytes() <= 16 * 1024, "{} bytes", r.heap_bytes());
+        let last = format!("250 {reply}");
+        assert_eq!(r.text(TextField::LastReply), Some(last.as_str()));
+        assert_eq!(
+            r.text(TextField::LastError),
+            Some(format!("550 {reply}").as_str())
+        );
+        // Under 2 KiB live (two Received headers, a subject, two replies
+        // outside the arena) while ~12 MB of values were written.
+        assert!(most <= 16 * 1024, "{most} bytes");
     }
 }

@@ -129,37 +129,14 @@ impl MessageRecord {
 
     /// Sets a field, replacing its value.
     pub fn set_text(&mut self, field: TextField, value: &str) {
-        self.set_text_with(field, |arena| arena.push_str(value));
+        self.clear_text(field);
+        let span = self.append(value);
+        self.texts[field as usize] = Some(span);
     }
 
     /// Sets a field to `value` as text, invalid UTF-8 replaced.
     pub fn set_text_lossy(&mut self, field: TextField, value: &[u8]) {
         self.set_text(field, &String::from_utf8_lossy(value));
-    }
-
-    /// Sets a field to what `write` appends to the string it is given (the
-    /// end of the arena), so a value made of pieces needs no buffer of its
-    /// own. `write` must only append.
-    pub fn set_text_with(&mut self, field: TextField, write: impl FnOnce(&mut String)) {
-        self.clear_text(field);
-        let span = self.append_with(write);
-        self.texts[field as usize] = Some(span);
-    }
-
-    /// Sets `to` to a copy of `from`'s value (unset if `from` is).
-    pub fn copy_text(&mut self, from: TextField, to: TextField) {
-        if from == to {
-            return;
-        }
-        self.clear_text(to);
-        let Some(src) = self.texts[from as usize] else {
-            return;
-        };
-        // Compacting may move `from`: look its span up again after.
-        self.compact_if_wasteful();
-        let src = self.texts[from as usize].unwrap_or(src);
-        let span = self.append_with(|arena| arena.extend_from_within(src.range()));
-        self.texts[to as usize] = Some(span);
     }
 
     /// Unsets a field.
@@ -195,7 +172,7 @@ impl MessageRecord {
 
     /// Appends `item` to a list.
     pub fn push_list(&mut self, field: ListField, item: &str) {
-        let span = self.append_with(|arena| arena.push_str(item));
+        let span = self.append(item);
         self.lists.push((field, span));
         self.list_lens[field as usize] += 1;
     }
@@ -264,25 +241,23 @@ impl MessageRecord {
         }
     }
 
-    /// Appends what `write` writes and returns its span.
-    fn append_with(&mut self, write: impl FnOnce(&mut String)) -> Span {
+    /// Appends `value` and returns its span.
+    fn append(&mut self, value: &str) -> Span {
         self.compact_if_wasteful();
-        if self.arena.capacity() == 0 {
-            self.arena.reserve(ARENA_START);
-        }
         let start = self.arena.len();
-        write(&mut self.arena);
         // The limits keep a record's text far below 4 GiB; should they not,
-        // the value is dropped rather than the span wrapped.
-        match (
-            u32::try_from(start),
-            u32::try_from(self.arena.len() - start),
-        ) {
-            (Ok(start), Ok(len)) => Span { start, len },
-            _ => {
-                self.arena.truncate(start);
-                Span { start: 0, len: 0 }
-            }
+        // the value is dropped rather than a span wrapped.
+        let (Ok(start32), Ok(end32)) = (u32::try_from(start), u32::try_from(start + value.len()))
+        else {
+            return Span { start: 0, len: 0 };
+        };
+        if self.arena.capacity() == 0 {
+            self.arena.reserve(ARENA_START.max(value.len()));
+        }
+        self.arena.push_str(value);
+        Span {
+            start: start32,
+            len: end32 - start32,
         }
     }
 
@@ -481,11 +456,9 @@ mod tests {
         assert!(r.list(ListField::Cc).is_empty());
         assert!(r.list_contains(ListField::To, "c@d"));
         assert!(!r.list_contains(ListField::Rcptto, "c@d"));
-        r.copy_text(TextField::Subject, TextField::LastError);
-        assert_eq!(r.text(TextField::LastError), Some("again"));
         r.clear_text(TextField::Subject);
         assert_eq!(r.text(TextField::Subject), None);
-        assert_eq!(r.text(TextField::LastError), Some("again"));
+        assert_eq!(r.list(ListField::To), ["a@b", "c@d"]);
     }
 
     #[test]
@@ -520,11 +493,11 @@ mod tests {
         r.push_list(ListField::Rcptto, "a@example.com");
         let mut most = 0;
         for i in 0..10_000 {
-            // A reply, an error copy and a Received header per round, each
+            // A reply, an error and a Received header per round, each
             // leaving the previous value dead in the middle of the arena.
             let reply = format!("{} {}", 500 + i % 100, "x".repeat(i % 512));
             r.set_text(TextField::LastReply, &reply);
-            r.copy_text(TextField::LastReply, TextField::LastError);
+            r.set_text(TextField::LastError, &reply);
             r.push_received(&format!("from h{i} ([192.0.2.{}]) by relay", i % 256));
             most = most.max(r.heap_bytes());
             assert_eq!(r.text(TextField::LastReply), Some(reply.as_str()));

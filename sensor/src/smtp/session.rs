@@ -116,7 +116,7 @@ impl SmtpSession {
     /// A session for a new connection; the server's greeting is the first
     /// reply expected.
     pub fn new(conn: ConnInfo, cfg: Arc<SmtpConfig>) -> Self {
-        let tx = Transaction::new(&conn, 1, None);
+        let tx = Transaction::new(&conn, 1);
         let mut pending = VecDeque::new();
         pending.push_back(Cmd::Greeting);
         SmtpSession {
@@ -357,11 +357,10 @@ impl SmtpSession {
     ) {
         match verb {
             Verb::Helo | Verb::Ehlo => {
-                let helo = String::from_utf8_lossy(trim(arg));
-                self.tx.record.set_text(TextField::Helo, &helo);
-                let kept = self.helo.get_or_insert_with(String::new);
-                kept.clear();
-                kept.push_str(&helo);
+                // The record takes the session's helo when it is written.
+                let helo = self.helo.get_or_insert_with(String::new);
+                helo.clear();
+                helo.push_str(&String::from_utf8_lossy(trim(arg)));
             }
             Verb::Rcpt if starts_with_ci(arg, b"to:") => {
                 let max = self.cfg.limits.max_rcptto;
@@ -662,21 +661,15 @@ impl SmtpSession {
     /// activity, and then starts a new one.
     fn smtp_message(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         if self.tx.client_activity {
-            let tx = self.fresh_transaction();
-            sink.record(&self.conn, tx.into_record(ts));
+            let record = self.tx.finish(ts, self.helo.as_deref());
+            self.reset_transaction();
+            sink.record(&self.conn, record);
         }
     }
 
-    /// Drops the transaction for an empty one, in the same allocations.
+    /// Drops the transaction and starts the next one.
     fn reset_transaction(&mut self) {
-        self.tx
-            .reset(&self.conn, self.messages + 1, self.helo.as_deref());
-    }
-
-    /// Replaces the transaction with an empty one and returns the old one.
-    fn fresh_transaction(&mut self) -> Transaction {
-        let next = Transaction::new(&self.conn, self.messages + 1, self.helo.as_deref());
-        std::mem::replace(&mut self.tx, next)
+        self.tx.reset(self.messages + 1);
     }
 }
 
