@@ -8,7 +8,7 @@ use sensor_tests::mmdb::{METADATA_MARKER, MmdbWriter, Value, country_db};
 use smtp_sensor::config::Config;
 use smtp_sensor::detect::{Detection, GeoIp, GeoIpError, Note};
 use smtp_sensor::net::{ConnId, ConnInfo, Ts};
-use smtp_sensor::smtp::record::MessageRecord;
+use smtp_sensor::smtp::record::{MessageRecord, TextField};
 
 fn entries() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -83,12 +83,10 @@ fn origination_notices_with_a_self_written_database() {
     };
     let conn = ConnInfo::new(id, Ts(5));
     let check = |x: Option<&str>, recv: Option<&str>| {
-        let rec = MessageRecord {
-            subject: Some("quarterly figures".into()),
-            x_originating_ip: x.map(|s| s.parse().unwrap()),
-            originating_addr: recv.map(|s| s.parse().unwrap()),
-            ..MessageRecord::default()
-        };
+        let mut rec = MessageRecord::default();
+        rec.x_originating_ip = x.map(|s| s.parse().unwrap());
+        rec.originating_addr = recv.map(|s| s.parse().unwrap());
+        rec.set_text(TextField::Subject, "quarterly figures");
         let mut out = Vec::new();
         det.origination
             .check(Ts::from_secs(9), &conn, &rec, &mut out);

@@ -210,7 +210,7 @@ mod tests {
             ts: Ts::from_secs(10),
             code,
             text,
-            rcpts: &[],
+            rcpts: crate::smtp::record::List::EMPTY,
         }
     }
 

@@ -194,7 +194,7 @@ mod tests {
             ts: Ts(2),
             code,
             text,
-            rcpts: &[],
+            rcpts: crate::smtp::record::List::EMPTY,
         };
         workers[0].on_reply(&conn, &r(220, "hi"));
         workers[0].on_reply(&conn, &r(554, "203.0.113.9 listed at spamhaus.org/x"));

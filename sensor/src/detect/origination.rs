@@ -11,7 +11,7 @@ use super::geoip::GeoIp;
 use super::notice::{Note, Notice, NoticeConn};
 use crate::config::CountryCode;
 use crate::net::{ConnInfo, Ts};
-use crate::smtp::record::MessageRecord;
+use crate::smtp::record::{MessageRecord, TextField};
 
 /// The origination rule, shared read-only by all workers.
 #[derive(Debug, Default)]
@@ -77,7 +77,10 @@ impl Origination {
             conn: Some(NoticeConn::from(conn)),
             note: Note::SuspiciousOrigination,
             msg: format!("An email originated from {cc} ({addr})."),
-            sub: Some(format!("Subject: {}", rec.subject.as_deref().unwrap_or(""))),
+            sub: Some(format!(
+                "Subject: {}",
+                rec.text(TextField::Subject).unwrap_or("")
+            )),
             src: Some(addr),
             n: None,
         })
@@ -101,12 +104,11 @@ mod tests {
     }
 
     fn rec(xoip: Option<&str>, received: Option<&str>) -> MessageRecord {
-        MessageRecord {
-            subject: Some("Hello there".into()),
-            x_originating_ip: xoip.map(|s| s.parse().unwrap()),
-            originating_addr: received.map(|s| s.parse().unwrap()),
-            ..MessageRecord::default()
-        }
+        let mut r = MessageRecord::default();
+        r.x_originating_ip = xoip.map(|s| s.parse().unwrap());
+        r.originating_addr = received.map(|s| s.parse().unwrap());
+        r.set_text(TextField::Subject, "Hello there");
+        r
     }
 
     fn geoip() -> GeoIp {
@@ -173,7 +175,7 @@ mod tests {
     fn same_address_twice_is_one_notice_and_no_subject_is_empty() {
         let o = Origination::new(vec![cc("CN")], vec![], Some(geoip()));
         let mut r = rec(Some("175.16.199.4"), Some("175.16.199.4"));
-        r.subject = None;
+        r.clear_text(TextField::Subject);
         let n = run(&o, &r);
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].sub.as_deref(), Some("Subject: "));

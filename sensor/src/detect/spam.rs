@@ -134,8 +134,9 @@ impl RcptList {
     /// Inserts one rejected connection's recipients at their place and cuts
     /// the list back to `MAX_RCPTS_PER_HOST` addresses. Addresses that would
     /// fall after the cut are not copied at all. Returns the bytes copied.
-    fn insert(&mut self, key: RcptKey, addrs: &[String]) -> usize {
-        if addrs.is_empty() {
+    fn insert<'s>(&mut self, key: RcptKey, addrs: impl ExactSizeIterator<Item = &'s str>) -> usize {
+        let count = addrs.len();
+        if count == 0 {
             return 0;
         }
         let at = self.entries.partition_point(|e| e.key <= key);
@@ -144,10 +145,10 @@ impl RcptList {
         }
         let before: usize = self.entries.iter().take(at).map(|e| e.addrs.len()).sum();
         let room = MAX_RCPTS_PER_HOST.saturating_sub(before);
-        let take = addrs.len().min(room);
+        let take = count.min(room);
         let entry = RcptEntry {
             key,
-            addrs: addrs.iter().take(take).cloned().collect(),
+            addrs: addrs.take(take).map(str::to_owned).collect(),
         };
         let bytes = entry.addrs.iter().map(String::len).sum();
         self.entries.insert(at, entry);
@@ -175,7 +176,7 @@ impl RcptList {
 
     fn merge(&mut self, other: RcptList) {
         for e in other.entries {
-            let _ = self.insert(e.key, &e.addrs);
+            let _ = self.insert(e.key, e.addrs.iter().map(String::as_str));
         }
     }
 
@@ -363,7 +364,7 @@ impl SpamCounters {
             }
             h.rejects += 1;
             if budget_left {
-                copied = h.rcpts.insert(rkey, reply.rcpts);
+                copied = h.rcpts.insert(rkey, reply.rcpts.iter());
             }
         });
         if counted && !budget_left && !reply.rcpts.is_empty() {
@@ -464,6 +465,7 @@ impl PeriodClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::record::{ListField, MessageRecord};
 
     fn rules() -> SpamRules {
         SpamRules {
@@ -483,13 +485,22 @@ mod tests {
         ConnInfo::new(id, Ts(start))
     }
 
-    fn reply<'a>(ts: u64, code: u16, rcpts: &'a [String]) -> Reply<'a> {
+    fn reply(ts: u64, code: u16, rcpts: &MessageRecord) -> Reply<'_> {
         Reply {
             ts: Ts(ts),
             code,
             text: "",
-            rcpts,
+            rcpts: rcpts.list(ListField::Rcptto),
         }
+    }
+
+    /// A record holding just these RCPT TO addresses.
+    fn rcpts<S: AsRef<str>>(addrs: &[S]) -> MessageRecord {
+        let mut r = MessageRecord::default();
+        for a in addrs {
+            r.push_list(ListField::Rcptto, a.as_ref());
+        }
+        r
     }
 
     /// `total` connections from `host`, the first `rejected` of them
@@ -499,16 +510,16 @@ mod tests {
         traffic_from(host, total, rejected, t0, 10_000)
     }
 
-    type Conn = (ConnInfo, Vec<(u64, u16, Vec<String>)>);
+    type Conn = (ConnInfo, Vec<(u64, u16, MessageRecord)>);
 
     fn traffic_from(host: &str, total: u16, rejected: u16, t0: u64, port0: u16) -> Vec<Conn> {
         (0..total)
             .map(|i| {
                 let start = t0 + u64::from(i) * 10;
                 let c = conn(host, port0 + i, start);
-                let mut ev = vec![(start + 1, 220, vec![])];
+                let mut ev = vec![(start + 1, 220, rcpts::<&str>(&[]))];
                 if i < rejected {
-                    let r = vec![format!("rcpt-{i}@x"), format!("rcpt-{i}b@x")];
+                    let r = rcpts(&[format!("rcpt-{i}@x"), format!("rcpt-{i}b@x")]);
                     ev.push((start + 2, 250, r.clone()));
                     ev.push((start + 3, 550, r.clone()));
                     // A second reject on the same connection adds nothing.
@@ -600,7 +611,7 @@ mod tests {
         let r = rules();
         let mut s = SpamCounters::new();
         let c = conn("203.0.113.9", 1, 0);
-        let none: Vec<String> = vec![];
+        let none = rcpts::<&str>(&[]);
         s.on_reply(&r, &c, &reply(1, 220, &none));
         s.on_reply(&r, &c, &reply(2, 250, &none));
         s.on_reply(&r, &c, &reply(3, 551, &none));
@@ -618,7 +629,7 @@ mod tests {
     fn counts_do_not_leak_across_periods() {
         let r = rules();
         let mut s = SpamCounters::new();
-        let none: Vec<String> = vec![];
+        let none = rcpts::<&str>(&[]);
         let c = conn("203.0.113.9", 1, 0);
         s.on_reply(&r, &c, &reply(1, 220, &none));
         let p1 = s.take_period(&r, Ts(100));
@@ -674,9 +685,9 @@ mod tests {
     fn recipients_ordered_by_reject_time_then_start_then_port() {
         let r = rules();
         let mut s = SpamCounters::new();
-        let a = vec!["a@x".to_string()];
-        let b = vec!["b@x".to_string()];
-        let c = vec!["c@x".to_string()];
+        let a = rcpts(&["a@x"]);
+        let b = rcpts(&["b@x"]);
+        let c = rcpts(&["c@x"]);
         // Rejected in reverse order of arrival at this worker.
         s.on_reply(&r, &conn("198.18.7.7", 9, 5), &reply(50, 550, &c));
         s.on_reply(&r, &conn("198.18.7.7", 3, 5), &reply(50, 550, &b));
@@ -693,7 +704,7 @@ mod tests {
             ..rules()
         };
         let mut s = SpamCounters::new();
-        let none: Vec<String> = vec![];
+        let none = rcpts::<&str>(&[]);
         for (i, h) in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
             .iter()
             .enumerate()
@@ -715,7 +726,7 @@ mod tests {
             ..rules()
         };
         let mut s = SpamCounters::new();
-        let a = vec!["0123456789@x".to_string()]; // 12 bytes
+        let a = rcpts(&["0123456789@x"]); // 12 bytes
         for port in 1..=3 {
             s.on_reply(&r, &conn("198.18.7.7", port, 0), &reply(5, 550, &a));
         }
@@ -737,7 +748,7 @@ mod tests {
             ..rules()
         };
         let mut s = SpamCounters::new();
-        let none: Vec<String> = vec![];
+        let none = rcpts::<&str>(&[]);
         let cs: Vec<ConnInfo> = (0..3).map(|i| conn("203.0.113.1", i, 0)).collect();
         for c in &cs {
             s.on_reply(&r, c, &reply(1, 220, &none));

@@ -4,6 +4,7 @@
 //! format any record from that description, so smtp.log and notice.log share
 //! every formatting rule (escaping, set/vector syntax, absent fields).
 
+use std::fmt;
 use std::net::IpAddr;
 
 use crate::net::Ts;
@@ -35,9 +36,29 @@ pub enum Value<'a> {
     Bool(bool),
     /// `set[string]` / `vector[string]`; an empty list is absent in JSON and
     /// `(empty)` in TSV.
-    Strs(&'a [String]),
+    Strs(&'a dyn StrList),
     /// `vector[addr]`.
     Addrs(&'a [IpAddr]),
+}
+
+/// A list of strings lent to the writers: a record's list read out of its
+/// text arena (`smtp::record::List`), or a plain `Vec<String>`.
+pub trait StrList: fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Calls `f` with each string, in order.
+    fn for_each_str(&self, f: &mut dyn FnMut(&str));
+}
+
+impl StrList for Vec<String> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn for_each_str(&self, f: &mut dyn FnMut(&str)) {
+        self.iter().for_each(|s| f(s));
+    }
 }
 
 /// A record that can be written as one log line.

@@ -3,7 +3,7 @@
 //! `last_reply`, as SEMANTICS.md defines).
 
 use super::{Column, LogRecord, Value, col};
-use crate::smtp::record::ConnRecord;
+use crate::smtp::record::{ConnRecord, List, ListField, TextField};
 
 impl LogRecord for ConnRecord {
     const PATH: &'static str = "smtp";
@@ -40,19 +40,23 @@ impl LogRecord for ConnRecord {
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
         let r = &self.record;
         let id = &self.conn.id;
-        fn s(o: &Option<String>) -> Value<'_> {
-            o.as_deref().map_or(Value::Absent, Value::Str)
-        }
+        let s = |field| r.text(field).map_or(Value::Absent, Value::Str);
         // rcptto/to/cc are `&optional` sets in Zeek: unset (`-`) when
         // nothing was seen; `files` (Zeek's `fuids`) is a defaulted vector,
         // `(empty)` in TSV.
-        fn set(v: &[String]) -> Value<'_> {
-            if v.is_empty() {
+        fn set<'a>(l: &'a List<'a>) -> Value<'a> {
+            if l.is_empty() {
                 Value::Absent
             } else {
-                Value::Strs(v)
+                Value::Strs(l)
             }
         }
+        let (rcptto, to, cc, files) = (
+            r.list(ListField::Rcptto),
+            r.list(ListField::To),
+            r.list(ListField::Cc),
+            r.list(ListField::Files),
+        );
         f(Value::Time(r.ts));
         f(Value::Str(self.conn.uid.as_str()));
         f(Value::Addr(id.orig_h));
@@ -60,26 +64,26 @@ impl LogRecord for ConnRecord {
         f(Value::Addr(id.resp_h));
         f(Value::Port(id.resp_p));
         f(Value::Count(u64::from(r.trans_depth)));
-        f(s(&r.helo));
-        f(s(&r.mailfrom));
-        f(set(&r.rcptto));
-        f(s(&r.date));
-        f(s(&r.from));
-        f(set(&r.to));
-        f(set(&r.cc));
-        f(s(&r.reply_to));
-        f(s(&r.msg_id));
-        f(s(&r.in_reply_to));
-        f(s(&r.subject));
+        f(s(TextField::Helo));
+        f(s(TextField::Mailfrom));
+        f(set(&rcptto));
+        f(s(TextField::Date));
+        f(s(TextField::From));
+        f(set(&to));
+        f(set(&cc));
+        f(s(TextField::ReplyTo));
+        f(s(TextField::MsgId));
+        f(s(TextField::InReplyTo));
+        f(s(TextField::Subject));
         f(r.x_originating_ip.map_or(Value::Absent, Value::Addr));
-        f(s(&r.first_received));
-        f(s(&r.second_received));
-        f(s(&r.last_reply));
-        f(s(&r.last_error));
+        f(s(TextField::FirstReceived));
+        f(s(TextField::SecondReceived));
+        f(s(TextField::LastReply));
+        f(s(TextField::LastError));
         f(Value::Addrs(&r.path));
-        f(s(&r.user_agent));
+        f(s(TextField::UserAgent));
         f(Value::Bool(r.tls));
-        f(Value::Strs(&r.files));
+        f(Value::Strs(&files));
     }
 }
 
@@ -98,15 +102,13 @@ mod tests {
             resp_p: 25,
         };
         let conn = ConnInfo::new(id, Ts(5));
-        let record = MessageRecord {
-            ts: Ts(1_000_000),
-            trans_depth: 1,
-            helo: Some("client".into()),
-            mailfrom: Some("a@example.com".into()),
-            rcptto: vec!["b@example.com".into()],
-            path: vec![id.resp_h, id.orig_h],
-            ..MessageRecord::default()
-        };
+        let mut record = MessageRecord::default();
+        record.ts = Ts(1_000_000);
+        record.trans_depth = 1;
+        record.path = vec![id.resp_h, id.orig_h];
+        record.set_text(TextField::Helo, "client");
+        record.set_text(TextField::Mailfrom, "a@example.com");
+        record.push_list(ListField::Rcptto, "b@example.com");
         ConnRecord { conn, record }
     }
 

@@ -270,12 +270,14 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
         Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Value::Strs(list) => {
             out.push(b'[');
-            for (i, s) in list.iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            list.for_each_str(&mut |s| {
+                if !first {
                     out.push(b',');
                 }
+                first = false;
                 json_str(out, s);
-            }
+            });
             out.push(b']');
         }
         Value::Addrs(list) => {
@@ -317,12 +319,14 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
                 if list.is_empty() {
                     out.extend_from_slice(b"(empty)");
                 }
-                for (i, s) in list.iter().enumerate() {
-                    if i > 0 {
+                let mut first = true;
+                list.for_each_str(&mut |s| {
+                    if !first {
                         out.push(b',');
                     }
+                    first = false;
                     tsv_str(out, s, true);
-                }
+                });
             }
             Value::Addrs(list) => {
                 if list.is_empty() {

@@ -545,7 +545,7 @@ mod tests {
             ts: Ts(10),
             code: 550,
             text: "no",
-            rcpts: &[],
+            rcpts: crate::smtp::record::List::EMPTY,
         };
         d.on_reply(&conn(port), &reply);
     }

@@ -2,6 +2,8 @@
 //! decide when it is written (Zeek's `SMTP::Info` and `has_client_activity`).
 //! Applies envelope commands, replies and message headers to the record.
 
+use std::net::IpAddr;
+
 use crate::net::{ConnInfo, Ts};
 
 use super::anomaly::SmtpAnomaly;
@@ -9,11 +11,17 @@ use super::config::SmtpConfig;
 use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
 use super::received::PathWalker;
-use super::record::MessageRecord;
+use super::record::{ListField, MessageRecord, TextField};
 
-/// One transaction in progress.
+/// One transaction in progress. A session keeps one `Transaction` for its
+/// whole life and takes finished records out of it, so the reply buffers
+/// are allocated once per session, and a transaction that is never written
+/// (the one opened after a connection's last message) allocates nothing.
 #[derive(Debug)]
 pub struct Transaction {
+    /// The record being built. Its `path` is filled when the first Received
+    /// header arrives or the record is finished, its helo and replies when
+    /// it is finished.
     pub record: MessageRecord,
     /// Time of the transaction's first packet; set by the first line seen
     /// after the previous record closed.
@@ -25,24 +33,44 @@ pub struct Transaction {
     /// later bodies are not read (Zeek reads the first entity only).
     pub body_seen: bool,
     path: PathWalker,
+    /// `id.resp_h`, `id.orig_h`: where every record's path starts.
+    ends: [IpAddr; 2],
+    /// `last_reply` / `last_error` so far (`"<code> <text>"`, empty when
+    /// unset). They change with every server reply, thousands of times in a
+    /// hostile transaction, so they are kept out of the record's arena and
+    /// copied into it once, when the record is finished.
+    last_reply: String,
+    last_error: String,
 }
 
 impl Transaction {
-    /// An empty transaction of `conn` at depth `trans_depth`, with `helo`
-    /// carried over.
-    pub fn new(conn: &ConnInfo, trans_depth: u32, helo: Option<String>) -> Self {
+    /// An empty transaction of `conn` at depth `trans_depth`.
+    pub fn new(conn: &ConnInfo, trans_depth: u32) -> Self {
+        let mut record = MessageRecord::default();
+        record.trans_depth = trans_depth;
         Transaction {
-            record: MessageRecord {
-                trans_depth,
-                helo,
-                path: vec![conn.id.resp_h, conn.id.orig_h],
-                ..MessageRecord::default()
-            },
+            record,
             ts: None,
             client_activity: false,
             body_seen: false,
             path: PathWalker::default(),
+            ends: [conn.id.resp_h, conn.id.orig_h],
+            last_reply: String::new(),
+            last_error: String::new(),
         }
+    }
+
+    /// Starts the next transaction, at depth `trans_depth`; what the current
+    /// one holds is dropped.
+    pub fn reset(&mut self, trans_depth: u32) {
+        self.record.clear();
+        self.record.trans_depth = trans_depth;
+        self.ts = None;
+        self.client_activity = false;
+        self.body_seen = false;
+        self.path = PathWalker::default();
+        self.last_reply.clear();
+        self.last_error.clear();
     }
 
     /// Records the time of the first packet of the transaction.
@@ -54,52 +82,73 @@ impl Transaction {
 
     /// Adds a RCPT TO address (no duplicates, at most `max_rcptto`).
     /// Returns false if the limit dropped it.
-    pub fn add_rcpt(&mut self, addr: String, max: usize) -> bool {
-        if self.record.rcptto.contains(&addr) {
-            return true;
-        }
-        if self.record.rcptto.len() >= max {
-            return false;
-        }
-        self.record.rcptto.push(addr);
-        true
+    pub fn add_rcpt(&mut self, addr: &str, max: usize) -> bool {
+        self.record.add_unique(ListField::Rcptto, addr, max)
     }
 
     /// Sets `last_reply` (and `last_error` for codes >= 400 other than 421)
     /// to `"<code> <text>"`, reusing the strings' allocations.
     pub fn set_reply(&mut self, code: u16, text: &str) {
-        let last = self.record.last_reply.get_or_insert_with(String::new);
+        let last = &mut self.last_reply;
         last.clear();
+        // Room for most replies at once, not a regrowth per longer one.
+        last.reserve(REPLY_START);
         last.push_str(itoa::Buffer::new().format(code));
         last.push(' ');
         last.push_str(text);
         if code >= 400 && code != 421 {
-            let err = self.record.last_error.get_or_insert_with(String::new);
-            err.clear();
-            err.push_str(last);
+            self.last_error.clear();
+            self.last_error.reserve(REPLY_START);
+            self.last_error.push_str(last);
         }
     }
 
-    /// The finished record, with its start time.
-    pub fn into_record(mut self, fallback_ts: Ts) -> MessageRecord {
-        self.record.ts = self.ts.unwrap_or(fallback_ts);
-        self.record
+    /// A Received header: it becomes `first_received`, and its address
+    /// extends the path while the path is followed.
+    fn received(&mut self, value: &[u8], cfg: &SmtpConfig, anomalies: &mut Vec<SmtpAnomaly>) {
+        self.record.push_received(&String::from_utf8_lossy(value));
+        start_path(&mut self.record.path, self.ends);
+        let followed = self
+            .path
+            .received(value, cfg, &mut self.record.path, anomalies);
+        if let Some(ip) = followed {
+            self.record.originating_addr = Some(ip);
+        }
+    }
+
+    /// Takes out the finished record, with its start time (`fallback_ts`
+    /// if no packet was seen), the session's `helo` and the last replies.
+    /// Call `reset` before the next transaction.
+    pub fn finish(&mut self, fallback_ts: Ts, helo: Option<&str>) -> MessageRecord {
+        start_path(&mut self.record.path, self.ends);
+        let mut record = std::mem::take(&mut self.record);
+        record.ts = self.ts.unwrap_or(fallback_ts);
+        if let Some(helo) = helo {
+            record.set_text(TextField::Helo, helo);
+        }
+        if !self.last_reply.is_empty() {
+            record.set_text(TextField::LastReply, &self.last_reply);
+        }
+        if !self.last_error.is_empty() {
+            record.set_text(TextField::LastError, &self.last_error);
+        }
+        record
     }
 }
 
-fn text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).into_owned()
-}
+/// Room the reply buffers get at first: a usual reply line fits.
+const REPLY_START: usize = 128;
 
-fn add_unique(list: &mut Vec<String>, item: &str, max: usize) -> bool {
-    if list.iter().any(|x| x == item) {
-        return true;
+/// Room for the two connection addresses and two Received hops before the
+/// path grows.
+const PATH_START: usize = 4;
+
+/// Starts an empty path with the connection's addresses.
+fn start_path(path: &mut Vec<IpAddr>, ends: [IpAddr; 2]) {
+    if path.is_empty() {
+        path.reserve(PATH_START);
+        path.extend(ends);
     }
-    if list.len() >= max {
-        return false;
-    }
-    list.push(item.to_string());
-    true
 }
 
 /// Applies the top-level headers and file names of a message body to the
@@ -115,21 +164,14 @@ impl HeaderApplier<'_> {
         let value = String::from_utf8_lossy(value);
         let limits = &self.cfg.limits;
         let (list, max, anomaly) = if cc {
-            (
-                &mut self.tx.record.cc,
-                limits.max_cc,
-                SmtpAnomaly::TooManyCc,
-            )
+            (ListField::Cc, limits.max_cc, SmtpAnomaly::TooManyCc)
         } else {
-            (
-                &mut self.tx.record.to,
-                limits.max_to,
-                SmtpAnomaly::TooManyTo,
-            )
+            (ListField::To, limits.max_to, SmtpAnomaly::TooManyTo)
         };
+        let rec = &mut self.tx.record;
         let mut full = false;
         for_each_mime_address(&value, |a| {
-            if !full && !add_unique(list, a, max) {
+            if !full && !rec.add_unique(list, a, max) {
                 full = true;
             }
         });
@@ -144,27 +186,19 @@ impl HeaderSink for HeaderApplier<'_> {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         let rec = &mut self.tx.record;
         if is("message-id") {
-            rec.msg_id = Some(text(value));
+            rec.set_text_lossy(TextField::MsgId, value);
         } else if is("received") {
-            rec.second_received = rec.first_received.take();
-            rec.first_received = Some(text(value));
-            let followed = self
-                .tx
-                .path
-                .received(value, self.cfg, &mut rec.path, self.anomalies);
-            if let Some(ip) = followed {
-                rec.originating_addr = Some(ip);
-            }
+            self.tx.received(value, self.cfg, self.anomalies);
         } else if is("in-reply-to") {
-            rec.in_reply_to = Some(text(value));
+            rec.set_text_lossy(TextField::InReplyTo, value);
         } else if is("subject") {
-            rec.subject = Some(text(value));
+            rec.set_text_lossy(TextField::Subject, value);
         } else if is("from") {
-            rec.from = Some(text(value));
+            rec.set_text_lossy(TextField::From, value);
         } else if is("reply-to") {
-            rec.reply_to = Some(text(value));
+            rec.set_text_lossy(TextField::ReplyTo, value);
         } else if is("date") {
-            rec.date = Some(text(value));
+            rec.set_text_lossy(TextField::Date, value);
         } else if is("to") {
             self.addresses(value, false);
         } else if is("cc") {
@@ -174,15 +208,16 @@ impl HeaderSink for HeaderApplier<'_> {
                 rec.x_originating_ip = Some(ip);
             }
         } else if is("x-mailer") || is("user-agent") || is("x-user-agent") {
-            rec.user_agent = Some(text(value));
+            rec.set_text_lossy(TextField::UserAgent, value);
         }
     }
 
     fn file(&mut self, name: String) {
-        if self.tx.record.files.len() >= self.cfg.limits.max_files {
+        let rec = &mut self.tx.record;
+        if rec.list(ListField::Files).len() >= self.cfg.limits.max_files {
             self.anomalies.push(SmtpAnomaly::TooManyFiles);
         } else {
-            self.tx.record.files.push(name);
+            rec.push_list(ListField::Files, &name);
         }
     }
 
@@ -208,21 +243,35 @@ mod tests {
     }
 
     #[test]
-    fn new_transaction_starts_path_and_carries_helo() {
-        let tx = Transaction::new(&conn(), 2, Some("GP".into()));
-        assert_eq!(tx.record.trans_depth, 2);
-        assert_eq!(tx.record.helo.as_deref(), Some("GP"));
-        assert_eq!(tx.record.path, [conn().id.resp_h, conn().id.orig_h]);
+    fn finished_record_gets_path_helo_and_time() {
+        let mut tx = Transaction::new(&conn(), 2);
+        assert!(tx.record.path.is_empty());
+        tx.touch(Ts(7));
+        let r = tx.finish(Ts(9), Some("GP"));
+        assert_eq!(r.trans_depth, 2);
+        assert_eq!(r.ts, Ts(7));
+        assert_eq!(r.text(TextField::Helo), Some("GP"));
+        assert_eq!(r.path, [conn().id.resp_h, conn().id.orig_h]);
+        tx.reset(3);
+        let r = tx.finish(Ts(9), None);
+        assert_eq!((r.trans_depth, r.ts), (3, Ts(9)));
+        assert_eq!(r.text(TextField::Helo), None);
     }
 
     #[test]
     fn replies_set_last_reply_and_last_error() {
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         tx.set_reply(550, "no such user");
         tx.set_reply(421, "closing");
         tx.set_reply(250, "OK");
-        assert_eq!(tx.record.last_reply.as_deref(), Some("250 OK"));
-        assert_eq!(tx.record.last_error.as_deref(), Some("550 no such user"));
+        let r = tx.finish(Ts(1), None);
+        assert_eq!(r.text(TextField::LastReply), Some("250 OK"));
+        assert_eq!(r.text(TextField::LastError), Some("550 no such user"));
+        // The next transaction starts without replies.
+        tx.reset(2);
+        let r = tx.finish(Ts(1), None);
+        assert_eq!(r.text(TextField::LastReply), None);
+        assert_eq!(r.text(TextField::LastError), None);
     }
 
     #[test]
@@ -231,7 +280,7 @@ mod tests {
             mail_path_capture: PathCapture::All,
             ..SmtpConfig::default()
         };
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -249,23 +298,23 @@ mod tests {
         ap.top_header(b"Message-ID", b"<id@x>");
         ap.file("a.pdf".into());
         let r = &tx.record;
-        assert_eq!(r.subject.as_deref(), Some("Hi"));
-        assert_eq!(r.to, ["a@b", "\"C, D\" <c@d>", "e@f"]);
-        assert_eq!(r.cc, ["x@y"]);
+        assert_eq!(r.text(TextField::Subject), Some("Hi"));
+        assert_eq!(r.list(ListField::To), ["a@b", "\"C, D\" <c@d>", "e@f"]);
+        assert_eq!(r.list(ListField::Cc), ["x@y"]);
         assert_eq!(
-            r.first_received.as_deref(),
+            r.text(TextField::FirstReceived),
             Some("from c ([198.51.100.7]) by d")
         );
         assert_eq!(
-            r.second_received.as_deref(),
+            r.text(TextField::SecondReceived),
             Some("from a ([192.0.2.1]) by b")
         );
         assert_eq!(r.path.len(), 4);
         assert_eq!(r.originating_addr, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(r.x_originating_ip, Some("203.0.113.5".parse().unwrap()));
-        assert_eq!(r.user_agent.as_deref(), Some("mutt"));
-        assert_eq!(r.msg_id.as_deref(), Some("<id@x>"));
-        assert_eq!(r.files, ["a.pdf"]);
+        assert_eq!(r.text(TextField::UserAgent), Some("mutt"));
+        assert_eq!(r.text(TextField::MsgId), Some("<id@x>"));
+        assert_eq!(r.list(ListField::Files), ["a.pdf"]);
         assert!(an.is_empty());
     }
 
@@ -274,7 +323,7 @@ mod tests {
         let mut cfg = SmtpConfig::default();
         cfg.limits.max_to = 2;
         cfg.limits.max_files = 1;
-        let mut tx = Transaction::new(&conn(), 1, None);
+        let mut tx = Transaction::new(&conn(), 1);
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -284,12 +333,57 @@ mod tests {
         ap.top_header(b"To", b"a@b, c@d, e@f");
         ap.file("1".into());
         ap.file("2".into());
-        assert_eq!(tx.record.to.len(), 2);
-        assert_eq!(tx.record.files, ["1"]);
+        assert_eq!(tx.record.list(ListField::To).len(), 2);
+        assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);
-        let mut tx = Transaction::new(&conn(), 1, None);
-        assert!(tx.add_rcpt("a".into(), 1));
-        assert!(tx.add_rcpt("a".into(), 1));
-        assert!(!tx.add_rcpt("b".into(), 1));
+        let mut tx = Transaction::new(&conn(), 1);
+        assert!(tx.add_rcpt("a", 1));
+        assert!(tx.add_rcpt("a", 1));
+        assert!(!tx.add_rcpt("b", 1));
+    }
+
+    #[test]
+    fn hostile_replies_and_headers_keep_the_transaction_bounded() {
+        let cfg = SmtpConfig {
+            mail_path_capture: PathCapture::All,
+            ..SmtpConfig::default()
+        };
+        let mut tx = Transaction::new(&conn(), 1);
+        assert!(tx.add_rcpt("a@example.com", 10));
+        let mut an = Vec::new();
+        let reply = "x".repeat(cfg.limits.max_reply_len - 4);
+        let received = format!("from h ([192.0.2.1]) by relay {}", "y".repeat(400));
+        let mut most = 0;
+        for i in 0..10_000usize {
+            tx.set_reply(if i % 2 == 0 { 550 } else { 250 }, &reply);
+            let mut ap = HeaderApplier {
+                tx: &mut tx,
+                cfg: &cfg,
+                anomalies: &mut an,
+            };
+            ap.top_header(b"Received", received.as_bytes());
+            ap.top_header(b"Subject", "s".repeat(i % 300).as_bytes());
+            let bytes =
+                tx.record.heap_bytes() + tx.last_reply.capacity() + tx.last_error.capacity();
+            most = most.max(bytes);
+        }
+        let r = tx.finish(Ts(1), Some("client.example"));
+        assert_eq!(r.text(TextField::Helo), Some("client.example"));
+        assert_eq!(r.list(ListField::Rcptto), ["a@example.com"]);
+        assert_eq!(r.text(TextField::FirstReceived), Some(received.as_str()));
+        assert_eq!(r.text(TextField::SecondReceived), Some(received.as_str()));
+        assert_eq!(
+            r.text(TextField::Subject),
+            Some("s".repeat(9_999 % 300).as_str())
+        );
+        let last = format!("250 {reply}");
+        assert_eq!(r.text(TextField::LastReply), Some(last.as_str()));
+        assert_eq!(
+            r.text(TextField::LastError),
+            Some(format!("550 {reply}").as_str())
+        );
+        // Under 2 KiB live (two Received headers, a subject, two replies
+        // outside the arena) while ~12 MB of values were written.
+        assert!(most <= 16 * 1024, "{most} bytes");
     }
 }

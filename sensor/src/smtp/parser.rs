@@ -7,6 +7,7 @@
 //! here reproduces what that expression matches, scanning with plain loops
 //! (no regex over message data).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The SMTP commands the state machine tells apart. Anything else is
@@ -214,7 +215,7 @@ pub fn parse_bdat_arg(arg: &[u8]) -> Result<BdatArg, BdatError> {
 /// The Zeek pattern is
 /// `(^|[<,:[:blank:]])[^<,:[:blank:]@]+"@"[^>,;[:blank:]]+([>,;[:blank:]]|$)`
 /// applied at every position (so `^` matches anywhere), non-overlapping.
-pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(String)) {
+pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(Cow<'_, str>)) {
     let mut i = 0;
     while let Some((addr, next)) = next_email_addr(s, i) {
         f(addr);
@@ -224,7 +225,7 @@ pub fn for_each_email_addr(s: &[u8], mut f: impl FnMut(String)) {
 
 /// The next address of `for_each_email_addr` at or after `i`, and where
 /// the scan goes on.
-fn next_email_addr(s: &[u8], mut i: usize) -> Option<(String, usize)> {
+fn next_email_addr(s: &[u8], mut i: usize) -> Option<(Cow<'_, str>, usize)> {
     let local_char = |b: u8| !matches!(b, b'<' | b',' | b':' | b' ' | b'\t' | b'@');
     let domain_char = |b: u8| !matches!(b, b'>' | b',' | b';' | b' ' | b'\t');
     let n = s.len();
@@ -245,14 +246,15 @@ fn next_email_addr(s: &[u8], mut i: usize) -> Option<(String, usize)> {
             if m > k + 1 {
                 let span = s.get(j..m).unwrap_or_default();
                 let dropped = |b: &u8| matches!(b, b'<' | b'>' | b',' | b':' | b';' | b' ' | b'\t');
-                // Usually nothing to drop: one copy of the span.
+                // Usually nothing to drop: the span itself, not copied.
                 let addr = if span.iter().any(dropped) {
-                    span.iter().copied().filter(|b| !dropped(b)).collect()
+                    let kept = span.iter().copied().filter(|b| !dropped(b)).collect();
+                    Cow::Owned(bytes_into_string(kept))
                 } else {
-                    span.to_vec()
+                    String::from_utf8_lossy(span)
                 };
                 let next = if m < n { m + 1 } else { n };
-                return Some((bytes_into_string(addr), next));
+                return Some((addr, next));
             }
         }
         // Every start inside the local-part run fails the same way: skip
@@ -269,18 +271,20 @@ pub fn bytes_into_string(bytes: Vec<u8>) -> String {
 
 /// The first address `for_each_email_addr` finds (Zeek
 /// `extract_first_email_addr`).
-pub fn first_email_addr(s: &[u8]) -> Option<String> {
+pub fn first_email_addr(s: &[u8]) -> Option<Cow<'_, str>> {
     next_email_addr(s, 0).map(|(addr, _)| addr)
 }
 
 /// Removes Zeek's `ORCPT=rfc822;?` from a RCPT TO address.
-pub fn strip_orcpt(addr: String) -> String {
+pub fn strip_orcpt(addr: Cow<'_, str>) -> Cow<'_, str> {
     // Nearly every address has no `=`: no searcher to build then.
     if !addr.contains('=') {
         return addr;
     }
-    addr.replace("ORCPT=rfc822;", "")
-        .replace("ORCPT=rfc822", "")
+    Cow::Owned(
+        addr.replace("ORCPT=rfc822;", "")
+            .replace("ORCPT=rfc822", ""),
+    )
 }
 
 /// Calls `f` with each address of a To/Cc header value: split at commas
@@ -453,7 +457,7 @@ mod tests {
 
     fn emails(s: &str) -> Vec<String> {
         let mut v = Vec::new();
-        for_each_email_addr(s.as_bytes(), |a| v.push(a));
+        for_each_email_addr(s.as_bytes(), |a| v.push(a.into_owned()));
         v
     }
 
@@ -594,7 +598,7 @@ mod tests {
         assert_eq!(emails("a@b c@d"), ["a@b", "c@d"]);
         let orcpt = emails("TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a@b");
         assert_eq!(orcpt.len(), 2);
-        assert_eq!(strip_orcpt(orcpt[1].clone()), "a@b");
+        assert_eq!(strip_orcpt(Cow::Borrowed(&orcpt[1])), "a@b");
         assert_eq!(first_email_addr(b"no address here"), None);
     }
 

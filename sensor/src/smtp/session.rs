@@ -18,6 +18,7 @@ use super::parser::{
     Command, Verb, first_email_addr, for_each_email_addr, parse_bdat_arg, parse_command,
     parse_reply, strip_orcpt, trim,
 };
+use super::record::{ListField, TextField};
 use super::sink::{Reply, SmtpSink};
 
 /// What a server reply answers.
@@ -115,7 +116,7 @@ impl SmtpSession {
     /// A session for a new connection; the server's greeting is the first
     /// reply expected.
     pub fn new(conn: ConnInfo, cfg: Arc<SmtpConfig>) -> Self {
-        let tx = Transaction::new(&conn, 1, None);
+        let tx = Transaction::new(&conn, 1);
         let mut pending = VecDeque::new();
         pending.push_back(Cmd::Greeting);
         SmtpSession {
@@ -356,16 +357,17 @@ impl SmtpSession {
     ) {
         match verb {
             Verb::Helo | Verb::Ehlo => {
-                let helo = String::from_utf8_lossy(trim(arg)).into_owned();
-                self.tx.record.helo = Some(helo.clone());
-                self.helo = Some(helo);
+                // The record takes the session's helo when it is written.
+                let helo = self.helo.get_or_insert_with(String::new);
+                helo.clear();
+                helo.push_str(&String::from_utf8_lossy(trim(arg)));
             }
             Verb::Rcpt if starts_with_ci(arg, b"to:") => {
                 let max = self.cfg.limits.max_rcptto;
                 let tx = &mut self.tx;
                 let mut full = false;
                 for_each_email_addr(arg, |a| {
-                    if !full && !tx.add_rcpt(strip_orcpt(a), max) {
+                    if !full && !tx.add_rcpt(&strip_orcpt(a), max) {
                         full = true;
                     }
                 });
@@ -383,7 +385,7 @@ impl SmtpSession {
                 self.smtp_message(ts, sink);
                 self.tx.touch(ts);
                 if let Some(from) = first_email_addr(arg) {
-                    self.tx.record.mailfrom = Some(from);
+                    self.tx.record.set_text(TextField::Mailfrom, &from);
                 }
                 self.tx.client_activity = true;
                 self.mail_from_seen = true;
@@ -643,7 +645,7 @@ impl SmtpSession {
                 ts,
                 code,
                 text: &self.reply_text,
-                rcpts: &self.tx.record.rcptto,
+                rcpts: self.tx.record.list(ListField::Rcptto),
             },
         );
         if matches!(cmd, Some(Cmd::EndOfData | Cmd::BdatLast)) {
@@ -659,19 +661,15 @@ impl SmtpSession {
     /// activity, and then starts a new one.
     fn smtp_message(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         if self.tx.client_activity {
-            let tx = self.fresh_transaction();
-            sink.record(&self.conn, tx.into_record(ts));
+            let record = self.tx.finish(ts, self.helo.as_deref());
+            self.reset_transaction();
+            sink.record(&self.conn, record);
         }
     }
 
+    /// Drops the transaction and starts the next one.
     fn reset_transaction(&mut self) {
-        drop(self.fresh_transaction());
-    }
-
-    /// Replaces the transaction with an empty one and returns the old one.
-    fn fresh_transaction(&mut self) -> Transaction {
-        let next = Transaction::new(&self.conn, self.messages + 1, self.helo.clone());
-        std::mem::replace(&mut self.tx, next)
+        self.tx.reset(self.messages + 1);
     }
 }
 
@@ -690,8 +688,11 @@ mod tests {
 
     impl SmtpSink for Sink {
         fn reply(&mut self, _conn: &ConnInfo, r: &Reply<'_>) {
-            self.replies
-                .push((r.code, r.text.to_string(), r.rcpts.to_vec()));
+            self.replies.push((
+                r.code,
+                r.text.to_string(),
+                r.rcpts.iter().map(str::to_owned).collect::<Vec<_>>(),
+            ));
         }
         fn record(&mut self, _conn: &ConnInfo, record: MessageRecord) {
             self.records.push(record);
@@ -771,13 +772,13 @@ mod tests {
         assert_eq!(h.sink.records.len(), 1);
         let r = &h.sink.records[0];
         assert_eq!(r.trans_depth, 1);
-        assert_eq!(r.helo.as_deref(), Some("client.example"));
-        assert_eq!(r.mailfrom.as_deref(), Some("a@x"));
-        assert_eq!(r.rcptto, ["b@y"]);
-        assert_eq!(r.subject.as_deref(), Some("hi"));
-        assert_eq!(r.to, ["b@y", "c@z"]);
-        assert_eq!(r.last_reply.as_deref(), Some("250 OK queued"));
-        assert_eq!(r.last_error, None);
+        assert_eq!(r.text(TextField::Helo), Some("client.example"));
+        assert_eq!(r.text(TextField::Mailfrom), Some("a@x"));
+        assert_eq!(r.list(ListField::Rcptto), ["b@y"]);
+        assert_eq!(r.text(TextField::Subject), Some("hi"));
+        assert_eq!(r.list(ListField::To), ["b@y", "c@z"]);
+        assert_eq!(r.text(TextField::LastReply), Some("250 OK queued"));
+        assert_eq!(r.text(TextField::LastError), None);
         assert_eq!(r.path, [conn().id.resp_h, conn().id.orig_h]);
         // The greeting's segment is the first packet of the transaction.
         assert_eq!(r.ts, Ts(101));
@@ -813,9 +814,9 @@ mod tests {
         let r = &h.sink.records;
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 2));
-        assert_eq!(r[1].helo.as_deref(), Some("c1"));
-        assert_eq!(r[1].subject.as_deref(), Some("two"));
-        assert_eq!(r[1].rcptto, ["d@y"]);
+        assert_eq!(r[1].text(TextField::Helo), Some("c1"));
+        assert_eq!(r[1].text(TextField::Subject), Some("two"));
+        assert_eq!(r[1].list(ListField::Rcptto), ["d@y"]);
         // The second transaction starts with the packet after the reply.
         assert!(r[1].ts > r[0].ts);
     }
@@ -830,8 +831,11 @@ mod tests {
             .c("\n");
         h.srv("250 done\r\n");
         assert_eq!(h.sink.records.len(), 1);
-        assert_eq!(h.sink.records[0].subject.as_deref(), Some("dots"));
-        assert_eq!(h.sink.records[0].last_reply.as_deref(), Some("250 done"));
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("dots"));
+        assert_eq!(
+            h.sink.records[0].text(TextField::LastReply),
+            Some("250 done")
+        );
     }
 
     #[test]
@@ -849,8 +853,8 @@ mod tests {
         h.close();
         assert_eq!(h.sink.records.len(), 1);
         let r = &h.sink.records[0];
-        assert_eq!(r.subject.as_deref(), Some("s"));
-        assert_eq!(r.last_reply.as_deref(), Some("250 OK queued"));
+        assert_eq!(r.text(TextField::Subject), Some("s"));
+        assert_eq!(r.text(TextField::LastReply), Some("250 OK queued"));
         assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
     }
 
@@ -861,9 +865,9 @@ mod tests {
         h.srv("250 OK\r\n550 no such user\r\n250 OK\r\n250 OK\r\n354 go\r\n");
         h.c("Subject: p\r\n\r\n.\r\n").srv("250 queued\r\n").close();
         let r = &h.sink.records[0];
-        assert_eq!(r.rcptto, ["b@y", "c@y"]);
-        assert_eq!(r.last_error.as_deref(), Some("550 no such user"));
-        assert_eq!(r.last_reply.as_deref(), Some("250 queued"));
+        assert_eq!(r.list(ListField::Rcptto), ["b@y", "c@y"]);
+        assert_eq!(r.text(TextField::LastError), Some("550 no such user"));
+        assert_eq!(r.text(TextField::LastReply), Some("250 queued"));
         let rejected = h.sink.replies.iter().find(|(c, _, _)| *c == 550).unwrap();
         assert_eq!(rejected.2, ["b@y", "c@y"]);
     }
@@ -878,9 +882,9 @@ mod tests {
         let r = &h.sink.records;
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 1));
-        assert_eq!(r[0].subject.as_deref(), Some("1"));
-        assert_eq!(r[1].subject.as_deref(), Some("2"));
-        assert_eq!(r[1].last_reply, None);
+        assert_eq!(r[0].text(TextField::Subject), Some("1"));
+        assert_eq!(r[1].text(TextField::Subject), Some("2"));
+        assert_eq!(r[1].text(TextField::LastReply), None);
     }
 
     #[test]
@@ -911,11 +915,14 @@ mod tests {
         let r = &h.sink.records;
         assert_eq!(r.len(), 3);
         assert_eq!(r[1].trans_depth, 2);
-        assert_eq!(r[1].mailfrom, None);
-        assert_eq!(r[1].rcptto, ["alice@y"]);
-        assert_eq!(r[1].last_reply.as_deref(), Some("500 unrecognized command"));
-        assert_eq!(r[2].mailfrom.as_deref(), Some("bob@x"));
-        assert!(r[2].rcptto.is_empty());
+        assert_eq!(r[1].text(TextField::Mailfrom), None);
+        assert_eq!(r[1].list(ListField::Rcptto), ["alice@y"]);
+        assert_eq!(
+            r[1].text(TextField::LastReply),
+            Some("500 unrecognized command")
+        );
+        assert_eq!(r[2].text(TextField::Mailfrom), Some("bob@x"));
+        assert!(r[2].list(ListField::Rcptto).is_empty());
         assert!(
             h.sink
                 .anomalies
@@ -936,7 +943,7 @@ mod tests {
         assert!(h.s.is_done_parsing());
         h.close();
         assert_eq!(h.sink.records.len(), 1);
-        assert_eq!(h.sink.records[0].mailfrom, None);
+        assert_eq!(h.sink.records[0].text(TextField::Mailfrom), None);
         assert!(
             h.sink
                 .anomalies
@@ -960,9 +967,9 @@ mod tests {
         h.c("QUIT\r\n").srv("221 bye\r\n").close();
         assert_eq!(h.sink.records.len(), 1);
         let r = &h.sink.records[0];
-        assert_eq!(r.subject.as_deref(), Some("chunked"));
-        assert_eq!(r.from.as_deref(), Some("a@x"));
-        assert_eq!(r.last_reply.as_deref(), Some("250 2.0.0 queued"));
+        assert_eq!(r.text(TextField::Subject), Some("chunked"));
+        assert_eq!(r.text(TextField::From), Some("a@x"));
+        assert_eq!(r.text(TextField::LastReply), Some("250 2.0.0 queued"));
         assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
     }
 
@@ -980,10 +987,10 @@ mod tests {
             .close();
         let r = &h.sink.records;
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].subject.as_deref(), Some("one"));
+        assert_eq!(r[0].text(TextField::Subject), Some("one"));
         assert_eq!((r[0].trans_depth, r[1].trans_depth), (1, 2));
-        assert_eq!(r[1].last_reply.as_deref(), Some("250 queued 0"));
-        assert_eq!(r[1].subject, None);
+        assert_eq!(r[1].text(TextField::LastReply), Some("250 queued 0"));
+        assert_eq!(r[1].text(TextField::Subject), None);
     }
 
     #[test]
@@ -1000,7 +1007,10 @@ mod tests {
             .count();
         assert_eq!(n, 2);
         assert_eq!(h.sink.records.len(), 1);
-        assert_eq!(h.sink.records[0].last_error.as_deref(), Some("501 bad"));
+        assert_eq!(
+            h.sink.records[0].text(TextField::LastError),
+            Some("501 bad")
+        );
     }
 
     #[test]
@@ -1029,9 +1039,9 @@ mod tests {
         assert_eq!(h.sink.records.len(), 1);
         let r = &h.sink.records[0];
         assert!(r.tls);
-        assert_eq!(r.mailfrom, None);
+        assert_eq!(r.text(TextField::Mailfrom), None);
         assert_eq!(
-            r.last_reply.as_deref(),
+            r.text(TextField::LastReply),
             Some("220 2.0.0 Ready to start TLS")
         );
         assert!(h.sink.anomalies.is_empty());
@@ -1043,7 +1053,7 @@ mod tests {
         h.c("STARTTLS\r\n").srv("454 TLS not available\r\n");
         one_mail(&mut h, "a@x", "b@y", "Subject: plain\r\n\r\n");
         assert!(!h.sink.records[0].tls);
-        assert_eq!(h.sink.records[0].subject.as_deref(), Some("plain"));
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("plain"));
     }
 
     #[test]
@@ -1071,8 +1081,8 @@ mod tests {
         h.close();
         let r = &h.sink.records;
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].subject.as_deref(), Some("before gap"));
-        assert_eq!(r[1].subject.as_deref(), Some("after"));
+        assert_eq!(r[0].text(TextField::Subject), Some("before gap"));
+        assert_eq!(r[1].text(TextField::Subject), Some("after"));
     }
 
     #[test]
@@ -1085,7 +1095,10 @@ mod tests {
             .srv("250 OK\r\n")
             .close();
         assert_eq!(h.sink.records.len(), 1);
-        assert_eq!(h.sink.records[0].subject.as_deref(), Some("recovered"));
+        assert_eq!(
+            h.sink.records[0].text(TextField::Subject),
+            Some("recovered")
+        );
     }
 
     #[test]
@@ -1103,7 +1116,7 @@ mod tests {
         assert!(an.contains(&SmtpAnomaly::ExcessivePendingCommands));
         assert!(an.contains(&SmtpAnomaly::LineTooLong));
         assert!(h.s.pending.len() <= 4);
-        assert_eq!(h.sink.records[0].rcptto, ["1@y", "2@y"]);
+        assert_eq!(h.sink.records[0].list(ListField::Rcptto), ["1@y", "2@y"]);
     }
 
     #[test]
@@ -1137,11 +1150,11 @@ mod tests {
         one_mail(&mut h, "a@x", "b@y", body);
         let r = &h.sink.records[0];
         assert_eq!(
-            r.first_received.as_deref(),
+            r.text(TextField::FirstReceived),
             Some("from client (client [10.1.1.1]) by relay\t(with a folded line)")
         );
         assert_eq!(
-            r.second_received.as_deref(),
+            r.text(TextField::SecondReceived),
             Some("from relay ([203.0.113.7]) by mx")
         );
         let path: Vec<String> = r.path.iter().map(ToString::to_string).collect();
@@ -1163,7 +1176,10 @@ mod tests {
             "--b1--\r\n",
         );
         one_mail(&mut h, "a@x", "b@y", body);
-        assert_eq!(h.sink.records[0].files, ["r\u{e9}sum\u{e9}.pdf"]);
+        assert_eq!(
+            h.sink.records[0].list(ListField::Files),
+            ["r\u{e9}sum\u{e9}.pdf"]
+        );
     }
 
     #[test]
@@ -1173,7 +1189,7 @@ mod tests {
         h.close();
         h.close();
         assert_eq!(h.sink.records.len(), 1);
-        assert_eq!(h.sink.records[0].subject.as_deref(), Some("cut"));
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("cut"));
     }
 }
 
@@ -1202,7 +1218,7 @@ mod robustness {
             assert!(r.text.len() <= 512);
         }
         fn record(&mut self, _: &ConnInfo, r: MessageRecord) {
-            assert!(r.rcptto.len() <= 1000 && r.path.len() <= 1000);
+            assert!(r.list(ListField::Rcptto).len() <= 1000 && r.path.len() <= 1000);
             self.0 += 1;
         }
         fn anomaly(&mut self, _: &ConnInfo, _: SmtpAnomaly) {}

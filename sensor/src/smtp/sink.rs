@@ -5,7 +5,7 @@
 use crate::net::{ConnInfo, Ts};
 
 use super::anomaly::SmtpAnomaly;
-use super::record::MessageRecord;
+use super::record::{List, MessageRecord};
 
 /// A complete server reply. Multi-line replies (`250-…`) are reported once,
 /// when their last line arrives, with that line's text.
@@ -16,8 +16,9 @@ pub struct Reply<'a> {
     /// Text after the code and separator of the last line, without CRLF.
     pub text: &'a str,
     /// RCPT TO addresses of the current transaction so far, in order, no
-    /// duplicates (what the spam detector lists for a rejected connection).
-    pub rcpts: &'a [String],
+    /// duplicates (what the spam detector lists for a rejected connection),
+    /// read from the record being built.
+    pub rcpts: List<'a>,
 }
 
 pub trait SmtpSink {
