@@ -7,7 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sensor_bench::capture;
 use smtp_sensor::anomaly::AnomalyCounts;
 use smtp_sensor::config::Config;
-use smtp_sensor::decode::{DecodeOptions, Decoded, LinkType, decode};
+use smtp_sensor::decode::{DecodeOptions, Decoded, LinkType, checksum, decode};
 use smtp_sensor::detect::Detection;
 use smtp_sensor::flow::{FlowConfig, FlowTable, StreamParser};
 use smtp_sensor::net::{Direction, Ts};
@@ -82,6 +82,17 @@ fn bench(c: &mut Criterion) {
                 }
                 w.finish(Ts(u64::MAX / 2)).records.len()
             })
+        });
+    }
+    g.finish();
+    // The checksum alone, over a pure ACK, a command, a load-capture-sized
+    // and a full-size segment.
+    let mut g = c.benchmark_group("checksum");
+    let data: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+    for n in [20usize, 60, 250, 1400] {
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_function(format!("{n}B"), |b| {
+            b.iter(|| checksum::fold(checksum::sum(std::hint::black_box(&data[..n]), 0)))
         });
     }
     g.finish();

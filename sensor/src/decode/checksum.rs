@@ -23,23 +23,24 @@ pub fn sum(data: &[u8], acc: u64) -> u64 {
             }
         }
     }
-    let mut wide: u64 = lanes.iter().sum();
-    let rest = blocks.remainder();
-    let mut words = rest.chunks_exact(4);
+    let mut wide: u64 = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    let mut words = blocks.remainder().chunks_exact(4);
     for w in &mut words {
         if let Ok(w) = <[u8; 4]>::try_from(w) {
             wide += u64::from(u32::from_le_bytes(w));
         }
     }
-    let mut tail = [0u8; 4];
-    let rest = words.remainder();
-    if let Some(t) = tail.get_mut(..rest.len()) {
-        t.copy_from_slice(rest);
+    let mut pairs = words.remainder().chunks_exact(2);
+    for p in &mut pairs {
+        if let [a, b] = p {
+            wide += u64::from(u16::from_le_bytes([*a, *b]));
+        }
     }
     // An odd last byte is the high byte of a big-endian word: in the
-    // little-endian view it sits in the low byte of its word, where the
-    // zero padding puts it.
-    wide += u64::from(u32::from_le_bytes(tail));
+    // little-endian view, the low byte of its word.
+    if let [last] = pairs.remainder() {
+        wide += u64::from(*last);
+    }
     // 2^32 ≡ 2^16 ≡ 1 (mod 0xffff): fold 64 → 16 bits.
     let mut x = (wide & 0xffff_ffff) + (wide >> 32);
     while x > 0xffff {
