@@ -45,6 +45,10 @@ pub enum SmtpAnomaly {
     ReplyCodeMismatch,
     /// Reply text longer than `max_reply_len`; cut there.
     ReplyTooLong,
+    /// More repeats of addresses already on a list (rcptto, to, cc) in one
+    /// transaction than the list's limit: a flood meant to cost CPU (each
+    /// repeat costs one hash lookup; counted once per list).
+    DuplicateAddressFlood,
 }
 
 impl SmtpAnomaly {
@@ -70,6 +74,7 @@ impl SmtpAnomaly {
             SmtpAnomaly::BadReplyLine => "smtp_bad_reply_line",
             SmtpAnomaly::ReplyCodeMismatch => "smtp_reply_code_mismatch",
             SmtpAnomaly::ReplyTooLong => "smtp_reply_too_long",
+            SmtpAnomaly::DuplicateAddressFlood => "smtp_duplicate_address_flood",
         }
     }
 }

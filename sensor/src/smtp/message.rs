@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use crate::net::{ConnInfo, Ts};
+use std::hash::BuildHasher;
+
+use crate::net::{ConnInfo, KeyedMap, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
@@ -41,6 +43,48 @@ pub struct Transaction {
     /// copied into it once, when the record is finished.
     last_reply: String,
     last_error: String,
+    /// The record's address-list entries by hash.
+    addresses: AddressIndex,
+}
+
+/// What adding an address to a list did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    New,
+    /// Already on the list: not added again.
+    Duplicate,
+    /// The list is at its limit: dropped.
+    Full,
+    /// A duplicate, and more of them on this list than the list's limit:
+    /// said once per list and transaction (`smtp_duplicate_address_flood`).
+    DuplicateFlood,
+}
+
+/// The entries of a record's address lists by hash, so that a duplicate is
+/// found in O(1) whatever the list's length: a message repeating one
+/// address in 250 folded 16 KiB To headers, or RCPT lines naming the
+/// thousandth recipient again and again, would otherwise cost a scan of
+/// the whole list per address. The hash is seeded at random (the
+/// addresses are the sender's choice); two addresses with one hash fall
+/// back to a scan.
+#[derive(Debug, Default)]
+struct AddressIndex {
+    /// Hash of (list, address) → index of the record's first list entry
+    /// with that hash.
+    by_hash: KeyedMap<u64, u32>,
+    hasher: foldhash::fast::RandomState,
+    /// Duplicates met per list in this transaction.
+    duplicates: [usize; ListField::ALL.len()],
+    /// Lookups that had to scan a list (a hash shared by two addresses).
+    #[cfg(test)]
+    slow_scans: u64,
+}
+
+impl AddressIndex {
+    fn clear(&mut self) {
+        self.by_hash.clear();
+        self.duplicates = [0; ListField::ALL.len()];
+    }
 }
 
 impl Transaction {
@@ -57,6 +101,7 @@ impl Transaction {
             ends: [conn.id.resp_h, conn.id.orig_h],
             last_reply: String::new(),
             last_error: String::new(),
+            addresses: AddressIndex::default(),
         }
     }
 
@@ -71,6 +116,7 @@ impl Transaction {
         self.path = PathWalker::default();
         self.last_reply.clear();
         self.last_error.clear();
+        self.addresses.clear();
     }
 
     /// Records the time of the first packet of the transaction.
@@ -81,9 +127,44 @@ impl Transaction {
     }
 
     /// Adds a RCPT TO address (no duplicates, at most `max_rcptto`).
-    /// Returns false if the limit dropped it.
-    pub fn add_rcpt(&mut self, addr: &str, max: usize) -> bool {
-        self.record.add_unique(ListField::Rcptto, addr, max)
+    pub fn add_rcpt(&mut self, addr: &str, max: usize) -> Added {
+        self.add_unique(ListField::Rcptto, addr, max)
+    }
+
+    /// Adds `item` to a list that holds no duplicates and at most `max`
+    /// entries, in O(1) (see [`AddressIndex`]).
+    pub fn add_unique(&mut self, field: ListField, item: &str, max: usize) -> Added {
+        let index = &mut self.addresses;
+        let hash = index.hasher.hash_one((field as u8, item));
+        let known = match index.by_hash.get(&hash) {
+            Some(&i) if self.record.list_entry(i as usize) == Some((field, item)) => true,
+            // Another address with the same hash: look the slow way.
+            Some(_) => {
+                #[cfg(test)]
+                {
+                    index.slow_scans += 1;
+                }
+                self.record.list(field).iter().any(|x| x == item)
+            }
+            None => false,
+        };
+        if known {
+            let dups = &mut index.duplicates[field as usize];
+            *dups += 1;
+            return if *dups == max.saturating_add(1) {
+                Added::DuplicateFlood
+            } else {
+                Added::Duplicate
+            };
+        }
+        if self.record.list(field).len() >= max {
+            return Added::Full;
+        }
+        let i = self.record.push_list(field, item);
+        if let Ok(i) = u32::try_from(i) {
+            index.by_hash.entry(hash).or_insert(i);
+        }
+        Added::New
     }
 
     /// Sets `last_reply` (and `last_error` for codes >= 400 other than 421)
@@ -168,11 +249,17 @@ impl HeaderApplier<'_> {
         } else {
             (ListField::To, limits.max_to, SmtpAnomaly::TooManyTo)
         };
-        let rec = &mut self.tx.record;
+        let tx = &mut *self.tx;
+        let anomalies = &mut *self.anomalies;
         let mut full = false;
         for_each_mime_address(&value, |a| {
-            if !full && !rec.add_unique(list, a, max) {
-                full = true;
+            if full {
+                return;
+            }
+            match tx.add_unique(list, a, max) {
+                Added::Full => full = true,
+                Added::DuplicateFlood => anomalies.push(SmtpAnomaly::DuplicateAddressFlood),
+                Added::New | Added::Duplicate => {}
             }
         });
         if full {
@@ -337,9 +424,48 @@ mod tests {
         assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);
         let mut tx = Transaction::new(&conn(), 1);
-        assert!(tx.add_rcpt("a", 1));
-        assert!(tx.add_rcpt("a", 1));
-        assert!(!tx.add_rcpt("b", 1));
+        assert_eq!(tx.add_rcpt("a", 1), Added::New);
+        assert_eq!(tx.add_rcpt("a", 1), Added::Duplicate);
+        assert_eq!(tx.add_rcpt("b", 1), Added::Full);
+    }
+
+    #[test]
+    fn duplicate_floods_cost_one_lookup_each_and_are_named() {
+        let cfg = SmtpConfig::default();
+        let max = cfg.limits.max_to;
+        let mut tx = Transaction::new(&conn(), 1);
+        let mut an = Vec::new();
+        let distinct: Vec<String> = (0..max).map(|i| format!("u{i}@example.com")).collect();
+        let last = distinct.last().cloned().unwrap_or_default();
+        let mut ap = HeaderApplier {
+            tx: &mut tx,
+            cfg: &cfg,
+            anomalies: &mut an,
+        };
+        ap.top_header(b"To", distinct.join(", ").as_bytes());
+        // Then folded To headers repeating the last address, 100 000 times.
+        let repeat = vec![last.as_str(); 1000].join(", ");
+        for _ in 0..100 {
+            ap.top_header(b"To", repeat.as_bytes());
+        }
+        assert_eq!(tx.record.list(ListField::To).len(), max);
+        assert_eq!(an, [SmtpAnomaly::DuplicateAddressFlood]);
+        // Every repeat was found by its hash, none by scanning the list:
+        // the cost is linear in the input, not in input × list length.
+        assert_eq!(tx.addresses.slow_scans, 0);
+        // RCPT TO the same way, its own count.
+        for i in 0..cfg.limits.max_rcptto + 2 {
+            let got = tx.add_rcpt("r@example.net", cfg.limits.max_rcptto);
+            let want = match i {
+                0 => Added::New,
+                n if n == cfg.limits.max_rcptto + 1 => Added::DuplicateFlood,
+                _ => Added::Duplicate,
+            };
+            assert_eq!(got, want, "repeat {i}");
+        }
+        // The next transaction starts from nothing.
+        tx.reset(2);
+        assert_eq!(tx.add_rcpt("r@example.net", 1), Added::New);
     }
 
     #[test]
@@ -349,7 +475,7 @@ mod tests {
             ..SmtpConfig::default()
         };
         let mut tx = Transaction::new(&conn(), 1);
-        assert!(tx.add_rcpt("a@example.com", 10));
+        assert_eq!(tx.add_rcpt("a@example.com", 10), Added::New);
         let mut an = Vec::new();
         let reply = "x".repeat(cfg.limits.max_reply_len - 4);
         let received = format!("from h ([192.0.2.1]) by relay {}", "y".repeat(400));

@@ -170,25 +170,21 @@ impl MessageRecord {
         self.list(field).iter().any(|x| x == item)
     }
 
-    /// Appends `item` to a list.
-    pub fn push_list(&mut self, field: ListField, item: &str) {
+    /// Appends `item` to a list; returns its entry's index (for
+    /// [`MessageRecord::list_entry`]).
+    pub fn push_list(&mut self, field: ListField, item: &str) -> usize {
         let span = self.append(item);
         self.lists.push((field, span));
         self.list_lens[field as usize] += 1;
+        self.lists.len() - 1
     }
 
-    /// Adds `item` to a list that holds no duplicates and at most `max`
-    /// entries. Returns false if the limit dropped it (an item already
-    /// there is not dropped).
-    pub fn add_unique(&mut self, field: ListField, item: &str, max: usize) -> bool {
-        if self.list_contains(field, item) {
-            return true;
-        }
-        if self.list(field).len() >= max {
-            return false;
-        }
-        self.push_list(field, item);
-        true
+    /// Entry `i` of the lists (in insertion order over all four), with the
+    /// list it belongs to.
+    pub fn list_entry(&self, i: usize) -> Option<(ListField, &str)> {
+        self.lists
+            .get(i)
+            .map(|&(field, span)| (field, self.get(span)))
     }
 
     /// Bytes of heap the record holds (arena, list spans, path): what the
@@ -462,17 +458,6 @@ mod tests {
     }
 
     #[test]
-    fn unique_lists_keep_their_limit() {
-        let mut r = MessageRecord::default();
-        assert!(r.add_unique(ListField::Cc, "a", 2));
-        assert!(r.add_unique(ListField::Cc, "a", 2));
-        assert!(r.add_unique(ListField::Cc, "b", 2));
-        assert!(!r.add_unique(ListField::Cc, "c", 2));
-        assert!(r.add_unique(ListField::Cc, "b", 2));
-        assert_eq!(r.list(ListField::Cc), ["a", "b"]);
-    }
-
-    #[test]
     fn equality_ignores_the_arena_layout() {
         let mut a = MessageRecord::default();
         a.set_text(TextField::Helo, "h");
@@ -482,7 +467,8 @@ mod tests {
         b.set_text(TextField::Helo, "h");
         b.set_text(TextField::Subject, "s");
         assert_eq!(a, b);
-        b.push_list(ListField::Files, "f");
+        assert_eq!(b.push_list(ListField::Files, "f"), 0);
+        assert_eq!(b.list_entry(0), Some((ListField::Files, "f")));
         assert_ne!(a, b);
     }
 

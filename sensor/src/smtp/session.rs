@@ -12,7 +12,7 @@ use crate::net::{ConnInfo, Direction, Ts};
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
 use super::lines::{LineBuf, inert_prefix};
-use super::message::{HeaderApplier, Transaction};
+use super::message::{Added, HeaderApplier, Transaction};
 use super::mime::{LineInterest, MimeTracker};
 use super::parser::{
     Command, Verb, first_email_addr, for_each_email_addr, parse_bdat_arg, parse_command,
@@ -365,10 +365,18 @@ impl SmtpSession {
             Verb::Rcpt if starts_with_ci(arg, b"to:") => {
                 let max = self.cfg.limits.max_rcptto;
                 let tx = &mut self.tx;
+                let anomalies = &mut self.anomalies;
                 let mut full = false;
                 for_each_email_addr(arg, |a| {
-                    if !full && !tx.add_rcpt(&strip_orcpt(a), max) {
-                        full = true;
+                    if full {
+                        return;
+                    }
+                    match tx.add_rcpt(&strip_orcpt(a), max) {
+                        Added::Full => full = true,
+                        Added::DuplicateFlood => {
+                            anomalies.push(SmtpAnomaly::DuplicateAddressFlood);
+                        }
+                        Added::New | Added::Duplicate => {}
                     }
                 });
                 if full {
