@@ -85,6 +85,13 @@ pub struct SmtpSession {
     in_body: bool,
     tx: Transaction,
     helo: Option<String>,
+    /// The helo before the HELO/EHLO awaiting its reply: put back if the
+    /// server rejects it (RFC 5321 §4.1.4: a rejected EHLO changes nothing).
+    helo_before: Option<Option<String>>,
+    /// `body_seen` before the DATA awaiting its reply: put back if the
+    /// server refuses the DATA, so that the message of a later, accepted
+    /// DATA still gives the record its headers.
+    body_seen_before: Option<bool>,
     /// Messages completed (server replies to `.` / BDAT LAST).
     messages: u32,
     mail_from_seen: bool,
@@ -134,6 +141,8 @@ impl SmtpSession {
             in_body: false,
             tx,
             helo: None,
+            helo_before: None,
+            body_seen_before: None,
             messages: 0,
             mail_from_seen: false,
             rcpt_to_seen: false,
@@ -330,7 +339,9 @@ impl SmtpSession {
         }
         match verb {
             Verb::Data => {
+                let before = self.tx.body_seen;
                 self.begin_data();
+                self.body_seen_before = Some(before);
                 self.state = State::InData;
             }
             Verb::Helo
@@ -358,6 +369,9 @@ impl SmtpSession {
         match verb {
             Verb::Helo | Verb::Ehlo => {
                 // The record takes the session's helo when it is written.
+                // Set now (a capture may lack the server's side), undone
+                // if the reply rejects it.
+                self.helo_before = Some(self.helo.clone());
                 let helo = self.helo.get_or_insert_with(String::new);
                 helo.clear();
                 helo.push_str(&String::from_utf8_lossy(trim(arg)));
@@ -592,11 +606,24 @@ impl SmtpSession {
         let cmd = self.pending.pop_front();
         match cmd {
             Some(Cmd::Verb(Verb::Data)) => {
+                let before = self.body_seen_before.take();
                 if code != 354 {
                     if self.state == State::InData {
                         self.end_data();
                     }
                     self.state = State::Commands;
+                    // No message began: the next DATA's is the first.
+                    if let Some(before) = before {
+                        self.tx.body_seen = before;
+                    }
+                }
+            }
+            Some(Cmd::Verb(Verb::Helo | Verb::Ehlo)) => {
+                let before = self.helo_before.take();
+                if code >= 400
+                    && let Some(before) = before
+                {
+                    self.helo = before;
                 }
             }
             Some(Cmd::EndOfData) => self.state = State::Commands,
@@ -618,9 +645,7 @@ impl SmtpSession {
                 Cmd::Greeting
                 | Cmd::BdatLast
                 | Cmd::Verb(
-                    Verb::Helo
-                    | Verb::Ehlo
-                    | Verb::Mail
+                    Verb::Mail
                     | Verb::Send
                     | Verb::Soml
                     | Verb::Saml
@@ -1188,6 +1213,54 @@ mod tests {
             h.sink.records[0].list(ListField::Files),
             ["r\u{e9}sum\u{e9}.pdf"]
         );
+    }
+
+    #[test]
+    fn a_rejected_ehlo_keeps_the_accepted_helo() {
+        let mut h = Harness::new();
+        h.srv("220 hi\r\n");
+        h.c("EHLO good.example\r\n").srv("250 ok\r\n");
+        h.c("EHLO\r\n").srv("501 Syntax: EHLO hostname\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: s\r\n\r\nbody\r\n");
+        // A rejected HELO with an argument, too; an accepted one replaces.
+        h.c("HELO bad.example\r\n").srv("550 no\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: t\r\n\r\nbody\r\n");
+        h.c("HELO new.example\r\n").srv("250 ok\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: u\r\n\r\nbody\r\n");
+        let helos: Vec<_> = h
+            .sink
+            .records
+            .iter()
+            .map(|r| r.text(TextField::Helo).map(str::to_owned))
+            .collect();
+        assert_eq!(
+            helos,
+            [
+                Some("good.example".to_owned()),
+                Some("good.example".to_owned()),
+                Some("new.example".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_data_does_not_cost_the_next_message_its_headers() {
+        for code in ["503 5.5.1 RCPT first", "554 5.5.1 no valid recipients"] {
+            let mut h = Harness::new();
+            h.srv("220 hi\r\n");
+            h.c("MAIL FROM:<a@x>\r\n").srv("250 OK\r\n");
+            h.c("RCPT TO:<b@y>\r\n").srv("250 OK\r\n");
+            h.c("DATA\r\n").srv(&format!("{code}\r\n"));
+            h.c("DATA\r\n").srv("354 go ahead\r\n");
+            h.c("From: <a@x>\r\nTo: <b@y>\r\nSubject: delivered\r\n\r\nbody\r\n")
+                .c(".\r\n")
+                .srv("250 OK queued\r\n");
+            assert_eq!(h.sink.records.len(), 1, "{code}");
+            let r = &h.sink.records[0];
+            assert_eq!(r.text(TextField::Subject), Some("delivered"), "{code}");
+            assert_eq!(r.text(TextField::From), Some("<a@x>"), "{code}");
+            assert_eq!(r.list(ListField::To), ["<b@y>"], "{code}");
+        }
     }
 
     #[test]
