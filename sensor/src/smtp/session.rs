@@ -64,6 +64,9 @@ struct Bdat {
     last: bool,
 }
 
+/// Transactions that may wait for the answer to their end of data at once.
+const MAX_AWAITING_END: usize = 16;
+
 /// The SMTP analysis of one TCP connection.
 pub struct SmtpSession {
     conn: ConnInfo,
@@ -84,9 +87,17 @@ pub struct SmtpSession {
     /// A message body is open (Zeek: `mail != nullptr`).
     in_body: bool,
     tx: Transaction,
+    /// Transactions whose data the client ended (`.`, the last BDAT chunk)
+    /// and whose end the server has not answered yet, oldest first: a
+    /// pipelining client's next commands already belong to `tx`, and each
+    /// of these keeps the reply to its own end.
+    awaiting_end: VecDeque<Transaction>,
+    /// A written transaction's allocations, for the next one parked.
+    spare: Option<Transaction>,
     helo: Option<String>,
     /// The helo before the HELO/EHLO awaiting its reply: put back if the
-    /// server rejects it (RFC 5321 §4.1.4: a rejected EHLO changes nothing).
+    /// server rejects the new one (RFC 5321 §4.1.4: a rejected EHLO
+    /// changes nothing).
     helo_before: Option<Option<String>>,
     /// `body_seen` before the DATA awaiting its reply: put back if the
     /// server refuses the DATA, so that the message of a later, accepted
@@ -140,6 +151,8 @@ impl SmtpSession {
             mime: MimeTracker::default(),
             in_body: false,
             tx,
+            awaiting_end: VecDeque::new(),
+            spare: None,
             helo: None,
             helo_before: None,
             body_seen_before: None,
@@ -177,10 +190,10 @@ impl SmtpSession {
                 let done = b.remaining == 0 && b.last;
                 let chunk = data.get(pos..pos + take).unwrap_or_default();
                 pos += take;
-                self.tx.touch(ts);
+                self.touch(ts);
                 self.chunk_bytes(chunk);
                 if done {
-                    self.end_bdat_last();
+                    self.end_bdat_last(ts, sink);
                 }
                 self.drain_anomalies(sink);
                 continue;
@@ -221,7 +234,20 @@ impl SmtpSession {
             return;
         }
         // The flow layer counts the gap itself (`content_gap`).
-        self.tx.touch(ts);
+        // The replies to ends of data still awaited may be in the gap:
+        // the last such transaction becomes the current one again (later
+        // lines apply to it, as they did before it ended), the others are
+        // written as they are.
+        if !self.tx.client_activity
+            && let Some(last) = self.awaiting_end.pop_back()
+        {
+            let fresh = std::mem::replace(&mut self.tx, last);
+            self.spare = Some(fresh);
+        }
+        while let Some(done) = self.awaiting_end.pop_front() {
+            self.write(done, ts, sink);
+        }
+        self.touch(ts);
         if matches!(self.state, State::InData | State::InBdat) || self.in_body {
             self.end_data();
         }
@@ -243,6 +269,9 @@ impl SmtpSession {
             self.flush_chunk_partial();
             self.end_data();
         }
+        while let Some(done) = self.awaiting_end.pop_front() {
+            self.write(done, ts, sink);
+        }
         self.smtp_message(ts, sink);
         if self.state != State::Tls {
             self.state = State::Disabled;
@@ -259,11 +288,11 @@ impl SmtpSession {
     // ---- client side -------------------------------------------------
 
     fn client_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
-        self.tx.touch(ts);
+        self.touch(ts);
         match self.state {
             // Unknown whether this is a command or data: wait for a reply.
             State::AfterGap => {}
-            State::InData if line == b"." => self.end_of_data(),
+            State::InData if line == b"." => self.end_of_data(ts, sink),
             State::InData => {
                 let data = line.strip_prefix(b".").unwrap_or(line);
                 if !self.in_body {
@@ -326,7 +355,7 @@ impl SmtpSession {
                 });
                 self.state = State::InBdat;
                 if b.size == 0 && b.last {
-                    self.end_bdat_last();
+                    self.end_bdat_last(ts, sink);
                 }
                 return;
             }
@@ -438,12 +467,41 @@ impl SmtpSession {
 
     /// The client's `.`: the body ends, the server's reply completes the
     /// message.
-    fn end_of_data(&mut self) {
+    fn end_of_data(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         self.push_cmd(Cmd::EndOfData);
         self.end_data();
+        self.await_end(ts, sink);
         self.state = State::Commands;
         self.mail_from_seen = false;
         self.rcpt_to_seen = false;
+    }
+
+    /// The client ended the transaction's data: it waits for the server's
+    /// answer to that end, and the client's next commands start the next
+    /// transaction. At most [`MAX_AWAITING_END`] wait (a capture without the
+    /// server's side never answers): beyond, the oldest is written as it is.
+    fn await_end(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
+        if self.awaiting_end.len() >= MAX_AWAITING_END
+            && let Some(oldest) = self.awaiting_end.pop_front()
+        {
+            self.write(oldest, ts, sink);
+        }
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Transaction::new(&self.conn, 0));
+        let done = std::mem::replace(&mut self.tx, next);
+        self.tx.reset(self.messages + 1);
+        self.awaiting_end.push_back(done);
+    }
+
+    /// Network time reached `ts` on a line of the session: the start of the
+    /// current transaction, unless an earlier one still awaits the answer to
+    /// its end (the lines until then are its own).
+    fn touch(&mut self, ts: Ts) {
+        if self.awaiting_end.is_empty() {
+            self.tx.touch(ts);
+        }
     }
 
     // ---- message body ----------------------------------------------------
@@ -473,7 +531,7 @@ impl SmtpSession {
         };
         let n = inert_prefix(data, self.cfg.limits.max_line_len, marks);
         if n > 0 {
-            self.tx.touch(ts);
+            self.touch(ts);
         }
         n
     }
@@ -549,16 +607,17 @@ impl SmtpSession {
     }
 
     /// All bytes of the LAST chunk arrived.
-    fn end_bdat_last(&mut self) {
+    fn end_bdat_last(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         self.flush_chunk_partial();
         self.end_data();
+        self.await_end(ts, sink);
         self.state = State::Commands;
     }
 
     // ---- server side -------------------------------------------------
 
     fn server_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
-        self.tx.touch(ts);
+        self.touch(ts);
         let Some(r) = parse_reply(line) else {
             self.anomalies.push(SmtpAnomaly::BadReplyLine);
             return;
@@ -619,11 +678,14 @@ impl SmtpSession {
                 }
             }
             Some(Cmd::Verb(Verb::Helo | Verb::Ehlo)) => {
+                // Only an accepted name is put back: the first name a
+                // client gives is worth logging even when refused (as Zeek
+                // logs it).
                 let before = self.helo_before.take();
                 if code >= 400
-                    && let Some(before) = before
+                    && let Some(Some(before)) = before
                 {
-                    self.helo = before;
+                    self.helo = Some(before);
                 }
             }
             Some(Cmd::EndOfData) => self.state = State::Commands,
@@ -671,20 +733,33 @@ impl SmtpSession {
 
     /// The last line of a reply: what Zeek's `smtp_reply` handlers do.
     fn complete_reply(&mut self, ts: Ts, code: u16, cmd: Option<Cmd>, sink: &mut dyn SmtpSink) {
-        self.tx.set_reply(code, &self.reply_text);
+        let ends_data = matches!(cmd, Some(Cmd::EndOfData | Cmd::BdatLast));
+        // The answer to an end of data belongs to the transaction that
+        // ended, not to the one the client has begun since.
+        let tx = match self.awaiting_end.front_mut() {
+            Some(done) if ends_data => done,
+            _ => &mut self.tx,
+        };
+        tx.set_reply(code, &self.reply_text);
         sink.reply(
             &self.conn,
             &Reply {
                 ts,
                 code,
                 text: &self.reply_text,
-                rcpts: self.tx.record.list(ListField::Rcptto),
+                rcpts: tx.record.list(ListField::Rcptto),
             },
         );
-        if matches!(cmd, Some(Cmd::EndOfData | Cmd::BdatLast)) {
+        if ends_data {
+            match self.awaiting_end.pop_front() {
+                Some(done) => self.write(done, ts, sink),
+                None => {
+                    self.smtp_message(ts, sink);
+                    self.reset_transaction();
+                }
+            }
             self.messages += 1;
-            self.smtp_message(ts, sink);
-            self.reset_transaction();
+            self.tx.record.trans_depth = self.messages + 1;
         }
     }
 
@@ -694,10 +769,24 @@ impl SmtpSession {
     /// activity, and then starts a new one.
     fn smtp_message(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         if self.tx.client_activity {
-            let record = self.tx.finish(ts, self.helo.as_deref());
+            let mut record = self.tx.finish(ts, self.helo.as_deref());
+            record.trans_depth = self.messages + 1;
             self.reset_transaction();
             sink.record(&self.conn, record);
         }
+    }
+
+    /// Writes a transaction that awaited the answer to its end (if it saw
+    /// client activity), at the depth Zeek gives it: one more than the
+    /// messages completed before it. Keeps its allocations for the next.
+    fn write(&mut self, mut done: Transaction, ts: Ts, sink: &mut dyn SmtpSink) {
+        if done.client_activity {
+            let mut record = done.finish(ts, self.helo.as_deref());
+            record.trans_depth = self.messages + 1;
+            sink.record(&self.conn, record);
+        }
+        done.reset(0);
+        self.spare = Some(done);
     }
 
     /// Drops the transaction and starts the next one.
@@ -1213,6 +1302,74 @@ mod tests {
             h.sink.records[0].list(ListField::Files),
             ["r\u{e9}sum\u{e9}.pdf"]
         );
+    }
+
+    #[test]
+    fn pipelining_past_the_end_of_a_message_keeps_each_reply_with_its_message() {
+        // RFC 2920 / 3030: the client sends the end of a message and the
+        // next transaction's commands before the server answers the end.
+        for end in ["DATA\r\n", "BDAT"] {
+            let mut h = Harness::new();
+            h.srv("220 hi\r\n");
+            h.c("EHLO c.example\r\n").srv("250 ok\r\n");
+            let body1 = "Subject: first\r\n\r\none\r\n";
+            let body2 = "Subject: second\r\n\r\ntwo\r\n";
+            let message = |body: &str| {
+                if end == "BDAT" {
+                    format!("BDAT {} LAST\r\n{body}", body.len())
+                } else {
+                    format!("{body}.\r\n")
+                }
+            };
+            h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+            h.srv("250 ok\r\n250 ok\r\n");
+            if end == "DATA\r\n" {
+                h.c("DATA\r\n").srv("354 go\r\n");
+            }
+            // The end of the first message and the second transaction in
+            // one segment, before any reply.
+            h.c(&format!(
+                "{}RSET\r\nMAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\n",
+                message(body1)
+            ));
+            h.srv("250 2.0.0 queued as FIRST\r\n250 reset\r\n250 ok\r\n250 ok\r\n");
+            if end == "DATA\r\n" {
+                h.c("DATA\r\n").srv("354 go\r\n");
+            }
+            h.c(&message(body2));
+            h.srv("250 2.0.0 queued as SECOND\r\n");
+            h.c("QUIT\r\n").srv("221 bye\r\n").close();
+            let got: Vec<_> = h
+                .sink
+                .records
+                .iter()
+                .map(|r| {
+                    (
+                        r.trans_depth,
+                        r.text(TextField::Mailfrom).map(str::to_owned),
+                        r.text(TextField::Subject).map(str::to_owned),
+                        r.text(TextField::LastReply).map(str::to_owned),
+                    )
+                })
+                .collect();
+            let rec = |d, from: &str, subj: &str, reply: &str| {
+                (
+                    d,
+                    Some(from.to_owned()),
+                    Some(subj.to_owned()),
+                    Some(reply.to_owned()),
+                )
+            };
+            assert_eq!(
+                got,
+                [
+                    rec(1, "a@x", "first", "250 2.0.0 queued as FIRST"),
+                    rec(2, "c@x", "second", "250 2.0.0 queued as SECOND"),
+                ],
+                "{end}"
+            );
+            assert_eq!(h.sink.records[1].list(ListField::Rcptto), ["d@y"], "{end}");
+        }
     }
 
     #[test]
