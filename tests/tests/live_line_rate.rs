@@ -28,8 +28,11 @@ use sensor_tests::sensor_bin::release_bins;
 /// Connections in the capture (1.24 M frames, 45 000 messages).
 const CONNECTIONS: u32 = 30_000;
 /// The rate asked of the replayer: it offers a few per cent less (each of
-/// its calls starts with a pause of about 20 ms), at least [`MIN_PPS`].
-const PPS: u32 = 1_100_000;
+/// its calls starts with a pause of about 20 ms), and on a slow hour of
+/// this VM up to 12 % less (0.98 Mpps of 1.1 asked was seen), so it is
+/// asked well above [`MIN_PPS`]; one core of the sensor holds 1.4–2 Mpps
+/// of this capture without loss (docs/PERFORMANCE.md).
+const PPS: u32 = 1_250_000;
 /// The offered rate the test needs: about three times what tcpreplay
 /// reaches on a veth.
 const MIN_PPS: f64 = 1_000_000.0;
