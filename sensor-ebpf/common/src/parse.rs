@@ -160,13 +160,15 @@ impl ParseError {
         !matches!(self, ParseError::NotIp | ParseError::TooManyVlanTags)
     }
 
-    /// Short stable name, for logs and anomaly counters.
+    /// Short stable name, for logs and anomaly counters (Zeek's weird name
+    /// where Zeek has one: an IP header the capture cut is `truncated_IP`,
+    /// the same counter as a datagram cut short).
     pub const fn as_str(self) -> &'static str {
         match self {
             ParseError::TruncatedEthernet => "truncated_ethernet",
             ParseError::NotIp => "not_ip",
             ParseError::TooManyVlanTags => "too_many_vlan_tags",
-            ParseError::TruncatedIp => "truncated_ip",
+            ParseError::TruncatedIp => "truncated_IP",
             ParseError::BadIpVersion => "bad_ip_version",
             ParseError::BadIpv4HeaderLength => "bad_ipv4_header_length",
             ParseError::TruncatedIpv6ExtHeader => "truncated_ipv6_ext_header",

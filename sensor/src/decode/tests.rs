@@ -191,6 +191,13 @@ fn fragments_and_truncation() {
         !p.bad_tcp_checksum,
         "incomplete segments are not checksummed"
     );
+    // Cut inside the IP header: the same counter as a datagram cut short
+    // (Zeek's `truncated_IP`), not a second spelling of it.
+    let header_cut = &f[..14 + 10];
+    let Decoded::Anomaly(a) = decode(header_cut, LinkType::Ethernet, Ts(1), OPTS) else {
+        panic!("a cut IP header is an anomaly");
+    };
+    assert_eq!(a.name(), DecodeAnomaly::TruncatedPayload.name());
 }
 
 #[test]
