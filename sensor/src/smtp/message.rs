@@ -88,12 +88,10 @@ impl AddressIndex {
 }
 
 impl Transaction {
-    /// An empty transaction of `conn` at depth `trans_depth`.
-    pub fn new(conn: &ConnInfo, trans_depth: u32) -> Self {
-        let mut record = MessageRecord::default();
-        record.trans_depth = trans_depth;
+    /// An empty transaction of `conn`.
+    pub fn new(conn: &ConnInfo) -> Self {
         Transaction {
-            record,
+            record: MessageRecord::default(),
             ts: None,
             client_activity: false,
             body_seen: false,
@@ -105,11 +103,9 @@ impl Transaction {
         }
     }
 
-    /// Starts the next transaction, at depth `trans_depth`; what the current
-    /// one holds is dropped.
-    pub fn reset(&mut self, trans_depth: u32) {
+    /// Starts the next transaction; what the current one holds is dropped.
+    pub fn reset(&mut self) {
         self.record.clear();
-        self.record.trans_depth = trans_depth;
         self.ts = None;
         self.client_activity = false;
         self.body_seen = false;
@@ -198,12 +194,20 @@ impl Transaction {
     }
 
     /// Takes out the finished record, with its start time (`fallback_ts`
-    /// if no packet was seen), the session's `helo` and the last replies.
-    /// Call `reset` before the next transaction.
-    pub fn finish(&mut self, fallback_ts: Ts, helo: Option<&str>) -> MessageRecord {
+    /// if no packet was seen), its depth (known only when it is written:
+    /// pipelined transactions end out of step with their replies), the
+    /// session's `helo` and the last replies. Call `reset` before the next
+    /// transaction.
+    pub fn finish(
+        &mut self,
+        fallback_ts: Ts,
+        trans_depth: u32,
+        helo: Option<&str>,
+    ) -> MessageRecord {
         start_path(&mut self.record.path, self.ends);
         let mut record = std::mem::take(&mut self.record);
         record.ts = self.ts.unwrap_or(fallback_ts);
+        record.trans_depth = trans_depth;
         if let Some(helo) = helo {
             record.set_text(TextField::Helo, helo);
         }
@@ -331,32 +335,32 @@ mod tests {
 
     #[test]
     fn finished_record_gets_path_helo_and_time() {
-        let mut tx = Transaction::new(&conn(), 2);
+        let mut tx = Transaction::new(&conn());
         assert!(tx.record.path.is_empty());
         tx.touch(Ts(7));
-        let r = tx.finish(Ts(9), Some("GP"));
+        let r = tx.finish(Ts(9), 2, Some("GP"));
         assert_eq!(r.trans_depth, 2);
         assert_eq!(r.ts, Ts(7));
         assert_eq!(r.text(TextField::Helo), Some("GP"));
         assert_eq!(r.path, [conn().id.resp_h, conn().id.orig_h]);
-        tx.reset(3);
-        let r = tx.finish(Ts(9), None);
+        tx.reset();
+        let r = tx.finish(Ts(9), 3, None);
         assert_eq!((r.trans_depth, r.ts), (3, Ts(9)));
         assert_eq!(r.text(TextField::Helo), None);
     }
 
     #[test]
     fn replies_set_last_reply_and_last_error() {
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         tx.set_reply(550, "no such user");
         tx.set_reply(421, "closing");
         tx.set_reply(250, "OK");
-        let r = tx.finish(Ts(1), None);
+        let r = tx.finish(Ts(1), 1, None);
         assert_eq!(r.text(TextField::LastReply), Some("250 OK"));
         assert_eq!(r.text(TextField::LastError), Some("550 no such user"));
         // The next transaction starts without replies.
-        tx.reset(2);
-        let r = tx.finish(Ts(1), None);
+        tx.reset();
+        let r = tx.finish(Ts(1), 2, None);
         assert_eq!(r.text(TextField::LastReply), None);
         assert_eq!(r.text(TextField::LastError), None);
     }
@@ -367,7 +371,7 @@ mod tests {
             mail_path_capture: PathCapture::All,
             ..SmtpConfig::default()
         };
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -410,7 +414,7 @@ mod tests {
         let mut cfg = SmtpConfig::default();
         cfg.limits.max_to = 2;
         cfg.limits.max_files = 1;
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         let mut an = Vec::new();
         let mut ap = HeaderApplier {
             tx: &mut tx,
@@ -423,7 +427,7 @@ mod tests {
         assert_eq!(tx.record.list(ListField::To).len(), 2);
         assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         assert_eq!(tx.add_rcpt("a", 1), Added::New);
         assert_eq!(tx.add_rcpt("a", 1), Added::Duplicate);
         assert_eq!(tx.add_rcpt("b", 1), Added::Full);
@@ -433,7 +437,7 @@ mod tests {
     fn duplicate_floods_cost_one_lookup_each_and_are_named() {
         let cfg = SmtpConfig::default();
         let max = cfg.limits.max_to;
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         let mut an = Vec::new();
         let distinct: Vec<String> = (0..max).map(|i| format!("u{i}@example.com")).collect();
         let last = distinct.last().cloned().unwrap_or_default();
@@ -464,7 +468,7 @@ mod tests {
             assert_eq!(got, want, "repeat {i}");
         }
         // The next transaction starts from nothing.
-        tx.reset(2);
+        tx.reset();
         assert_eq!(tx.add_rcpt("r@example.net", 1), Added::New);
     }
 
@@ -474,7 +478,7 @@ mod tests {
             mail_path_capture: PathCapture::All,
             ..SmtpConfig::default()
         };
-        let mut tx = Transaction::new(&conn(), 1);
+        let mut tx = Transaction::new(&conn());
         assert_eq!(tx.add_rcpt("a@example.com", 10), Added::New);
         let mut an = Vec::new();
         let reply = "x".repeat(cfg.limits.max_reply_len - 4);
@@ -493,7 +497,7 @@ mod tests {
                 tx.record.heap_bytes() + tx.last_reply.capacity() + tx.last_error.capacity();
             most = most.max(bytes);
         }
-        let r = tx.finish(Ts(1), Some("client.example"));
+        let r = tx.finish(Ts(1), 1, Some("client.example"));
         assert_eq!(r.text(TextField::Helo), Some("client.example"));
         assert_eq!(r.list(ListField::Rcptto), ["a@example.com"]);
         assert_eq!(r.text(TextField::FirstReceived), Some(received.as_str()));

@@ -134,7 +134,7 @@ impl SmtpSession {
     /// A session for a new connection; the server's greeting is the first
     /// reply expected.
     pub fn new(conn: ConnInfo, cfg: Arc<SmtpConfig>) -> Self {
-        let tx = Transaction::new(&conn, 1);
+        let tx = Transaction::new(&conn);
         let mut pending = VecDeque::new();
         pending.push_back(Cmd::Greeting);
         SmtpSession {
@@ -489,9 +489,8 @@ impl SmtpSession {
         let next = self
             .spare
             .take()
-            .unwrap_or_else(|| Transaction::new(&self.conn, 0));
+            .unwrap_or_else(|| Transaction::new(&self.conn));
         let done = std::mem::replace(&mut self.tx, next);
-        self.tx.reset(self.messages + 1);
         self.awaiting_end.push_back(done);
     }
 
@@ -755,43 +754,36 @@ impl SmtpSession {
                 Some(done) => self.write(done, ts, sink),
                 None => {
                     self.smtp_message(ts, sink);
-                    self.reset_transaction();
+                    self.tx.reset();
                 }
             }
             self.messages += 1;
-            self.tx.record.trans_depth = self.messages + 1;
         }
     }
 
     // ---- records -------------------------------------------------------
 
     /// Zeek's `smtp_message`: writes the transaction if it saw client
-    /// activity, and then starts a new one.
+    /// activity, and then starts a new one. A record's depth is Zeek's:
+    /// one more than the messages completed before it is written.
     fn smtp_message(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         if self.tx.client_activity {
-            let mut record = self.tx.finish(ts, self.helo.as_deref());
-            record.trans_depth = self.messages + 1;
-            self.reset_transaction();
+            let record = self.tx.finish(ts, self.messages + 1, self.helo.as_deref());
             sink.record(&self.conn, record);
+            self.tx.reset();
         }
     }
 
-    /// Writes a transaction that awaited the answer to its end (if it saw
-    /// client activity), at the depth Zeek gives it: one more than the
-    /// messages completed before it. Keeps its allocations for the next.
+    /// Writes a transaction that awaited the answer to its end, as
+    /// [`Self::smtp_message`] does the current one; keeps its allocations
+    /// for the next.
     fn write(&mut self, mut done: Transaction, ts: Ts, sink: &mut dyn SmtpSink) {
         if done.client_activity {
-            let mut record = done.finish(ts, self.helo.as_deref());
-            record.trans_depth = self.messages + 1;
+            let record = done.finish(ts, self.messages + 1, self.helo.as_deref());
             sink.record(&self.conn, record);
         }
-        done.reset(0);
+        done.reset();
         self.spare = Some(done);
-    }
-
-    /// Drops the transaction and starts the next one.
-    fn reset_transaction(&mut self) {
-        self.tx.reset(self.messages + 1);
     }
 }
 
