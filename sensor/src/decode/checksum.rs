@@ -10,7 +10,7 @@ use std::net::IpAddr;
 /// swapping on the way (plain loads and adds, which the compiler turns
 /// into vector code even for baseline x86-64), folded to 16 bits and
 /// swapped once at the end. The checksum is on the per-packet path of every
-/// offline segment.
+/// offline SMTP segment.
 pub fn sum(data: &[u8], acc: u64) -> u64 {
     // Four lanes so the adds do not wait on each other; a lane overflows
     // only past 2^32 words (16 GiB), a segment is under 64 KiB.

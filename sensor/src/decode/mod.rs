@@ -75,6 +75,13 @@ pub struct SegmentHeader {
     pub spans: Spans,
 }
 
+impl SegmentHeader {
+    /// Whether either end of the segment is on one of `ports`.
+    pub fn on_port(&self, ports: &[u16]) -> bool {
+        ports.contains(&self.sport) || ports.contains(&self.dport)
+    }
+}
+
 /// Offsets in the frame of what the checksums cover.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Spans {

@@ -110,12 +110,12 @@ const EMPTY: List = List {
 };
 
 struct Flow<P> {
-    key: FlowKey,
     /// Whether the originator is endpoint `a` of the key.
     orig_is_a: bool,
     /// The originator's bytes, then the responder's.
     reasm: [Reassembler; 2],
-    /// The connection, for the parser made when the first byte arrives.
+    /// The connection, for the parser made when the first byte arrives
+    /// (and the flow's key, derived from it).
     conn: ConnInfo,
     /// `None` until the flow carries a payload byte or a gap: half-open
     /// and handshake-only flows never pay for one.
@@ -404,7 +404,6 @@ impl<P> FlowTable<P> {
             resp_p: resp.1,
         };
         let flow = Flow {
-            key,
             orig_is_a: src_is_a == sender_is_orig,
             reasm: [
                 Reassembler::new(self.cfg.max_ooo_bytes),
@@ -460,7 +459,9 @@ impl<P> FlowTable<P> {
         let Some(mut f) = self.slab.get_mut(i as usize).and_then(Option::take) else {
             return;
         };
-        self.index.remove(&f.key);
+        let id = &f.conn.id;
+        self.index
+            .remove(&FlowKey::new(id.orig_h, id.orig_p, id.resp_h, id.resp_p).0);
         self.free.push(i);
         let mut stats = SegmentStats::default();
         // A flow without a parser never carried a payload byte, so it

@@ -14,7 +14,7 @@ use sensor_common::flowhash::FlowHashKey;
 
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
 use crate::decode::{
-    DecodeAnomaly, DecodeOptions, Decoded, LinkType, Packet, decode, tcp_segment, verify_checksums,
+    DecodeAnomaly, DecodeOptions, Decoded, LinkType, decode, tcp_segment, verify_checksums,
     verify_ip_checksum, verify_tcp_checksum,
 };
 use crate::detect::PeriodClock;
@@ -255,10 +255,6 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         }
     }
 
-    fn is_smtp(&self, p: &Packet<'_>) -> bool {
-        self.smtp_ports.contains(&p.sport) || self.smtp_ports.contains(&p.dport)
-    }
-
     /// One captured frame. `link: None` is a link type the decoder does not
     /// know (counted).
     pub fn feed(&mut self, ts: Ts, link: Option<LinkType>, frame: &[u8]) {
@@ -279,7 +275,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         let mut deferred_tcp = None;
         if let Decoded::Tcp(p) = &mut d
             && self.decode_opts.verify_checksums
-            && self.is_smtp(p)
+            && p.on_port(&self.smtp_ports)
         {
             match self.mode {
                 Mode::Inline(_) => verify_checksums(frame, p),

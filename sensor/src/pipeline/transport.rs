@@ -71,12 +71,17 @@ impl Batch {
     /// worker is to verify its checksum.
     pub(crate) fn push_segment(&mut self, p: &Packet<'_>, tcp: Option<&[u8]>) {
         let header = p.header;
-        match tcp {
-            Some(seg) if seg.ends_with(p.payload) => {
-                let tcp_header = u8::try_from(seg.len() - p.payload.len()).unwrap_or(0);
+        // The payload is the segment's tail (both from one frame): what
+        // comes before it is the TCP header, 20 to 60 bytes.
+        let with_header = tcp.and_then(|seg| {
+            let len = seg.len().checked_sub(p.payload.len())?;
+            u8::try_from(len).ok().filter(|&h| h > 0).map(|h| (seg, h))
+        });
+        match with_header {
+            Some((seg, tcp_header)) => {
                 self.push_bytes(Entry::Segment { header, tcp_header }, seg);
             }
-            _ => self.push_bytes(
+            None => self.push_bytes(
                 Entry::Segment {
                     header,
                     tcp_header: 0,

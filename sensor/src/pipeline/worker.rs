@@ -183,7 +183,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
 
     /// Whether a segment is on a watched port (either side).
     pub fn is_smtp(&self, p: &Packet<'_>) -> bool {
-        self.smtp_ports.contains(&p.sport) || self.smtp_ports.contains(&p.dport)
+        p.on_port(&self.smtp_ports)
     }
 
     /// Processes one decoded TCP segment.
