@@ -677,14 +677,13 @@ impl SmtpSession {
                 }
             }
             Some(Cmd::Verb(Verb::Helo | Verb::Ehlo)) => {
-                // Only an accepted name is put back: the first name a
-                // client gives is worth logging even when refused (as Zeek
-                // logs it).
+                // SEMANTICS: the last name the server accepted; a refused
+                // one leaves the earlier value, none if there was none.
                 let before = self.helo_before.take();
                 if code >= 400
-                    && let Some(Some(before)) = before
+                    && let Some(before) = before
                 {
-                    self.helo = Some(before);
+                    self.helo = before;
                 }
             }
             Some(Cmd::EndOfData) => self.state = State::Commands,
@@ -1366,6 +1365,12 @@ mod tests {
 
     #[test]
     fn a_rejected_ehlo_keeps_the_accepted_helo() {
+        // A refused first name leaves none.
+        let mut h = Harness::new();
+        h.srv("220 hi\r\n");
+        h.c("EHLO refused.example\r\n").srv("550 go away\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: s\r\n\r\nbody\r\n");
+        assert_eq!(h.sink.records[0].text(TextField::Helo), None);
         let mut h = Harness::new();
         h.srv("220 hi\r\n");
         h.c("EHLO good.example\r\n").srv("250 ok\r\n");
