@@ -64,7 +64,8 @@ pub fn run(argv: &[String]) -> Result<()> {
     let (interrupted, bin_dir) = prepare_live_task_with("load test", replayer)?;
     let work = Scratch::create("loadtest")?;
     let pcap = generate(&bin_dir, &opts, &work.0)?;
-    let mut offline = Offline::new(&bin_dir, &pcap, &work.0, &opts.sensor_args)?;
+    let sensor = (opts.sensor.clone()).unwrap_or_else(|| bin_dir.join("smtp-sensor"));
+    let mut offline = Offline::new(&sensor, &pcap, &work.0, &opts.sensor_args)?;
     let one = offline.cost(1)?;
     println!(
         "xtask: one pass = {} frames, {} smtp.log records offline; offline on 1 worker: \
@@ -79,6 +80,7 @@ pub fn run(argv: &[String]) -> Result<()> {
     let task = Task {
         opts: &opts,
         bin_dir: &bin_dir,
+        sensor: &sensor,
         pcap: &pcap,
         work: &work.0,
         interrupted: &interrupted,
@@ -160,6 +162,7 @@ impl Results {
 struct Task<'a> {
     opts: &'a Options,
     bin_dir: &'a Path,
+    sensor: &'a Path,
     pcap: &'a Path,
     work: &'a Path,
     interrupted: &'a AtomicBool,
@@ -180,6 +183,7 @@ impl Task<'_> {
         let bench = Bench {
             ns: &ns,
             bin_dir: self.bin_dir,
+            sensor: self.sensor,
             pcap: self.pcap,
             opts,
             layout,

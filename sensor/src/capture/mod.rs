@@ -10,6 +10,7 @@ pub mod afxdp;
 pub mod error;
 pub mod live;
 pub mod pcap;
+pub mod prefetch;
 pub mod sizing;
 pub mod stats;
 pub mod xdp;

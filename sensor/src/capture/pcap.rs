@@ -32,6 +32,7 @@ use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblo
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{Block, PcapBlockOwned, PcapError};
 
+use super::prefetch;
 use crate::decode::LinkType;
 use crate::net::Ts;
 
@@ -292,6 +293,8 @@ struct Mapped {
     buffer: usize,
     /// The pages before this offset have been given back to the kernel.
     released: usize,
+    /// Cache lines ahead of the cursor already requested.
+    ahead: prefetch::Ahead,
     watch: Watch,
 }
 
@@ -402,6 +405,7 @@ impl PcapReader {
                 pos: 0,
                 buffer: INITIAL_BUFFER,
                 released: 0,
+                ahead: prefetch::Ahead::default(),
                 watch,
             }),
             path: path.to_owned(),
@@ -536,6 +540,7 @@ impl Mapped {
                 }
                 release(&self.map, &mut self.released, pos);
             }
+            self.ahead.advance(data, pos);
             let rest = data.get(pos..).unwrap_or_default();
             let parsed = if let Some(h) = self.header.take() {
                 Ok((h.size(), PcapBlockOwned::from(h)))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::anomaly::AnomalyCounts;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
-use crate::net::Ts;
+use crate::net::{Ts, Uid};
 use crate::output::{LogFormat, LogWriter};
 use crate::smtp::record::ConnRecord;
 
@@ -74,7 +74,11 @@ pub enum ToCollector {
 
 #[derive(Default)]
 struct Window {
-    records: Vec<ConnRecord>,
+    /// The records, as the reports brought them: kept in their vectors
+    /// (a record is several hundred bytes; appending each report to one
+    /// vector copied every record once more and regrew a vector of
+    /// megabytes every window).
+    records: Vec<Vec<ConnRecord>>,
     notices: Vec<Notice>,
     periods: Vec<PeriodCounters>,
     closed: usize,
@@ -346,7 +350,9 @@ impl Collector {
                 ToCollector::Report(r) => {
                     let r = *r;
                     let w = windows.entry((r.source, r.window)).or_default();
-                    w.records.extend(r.records);
+                    if !r.records.is_empty() {
+                        w.records.push(r.records);
+                    }
                     w.notices.extend(r.notices);
                     w.periods.extend(r.period);
                     if r.closes {
@@ -433,12 +439,19 @@ impl Collector {
     ) -> Result<(), OutputError> {
         // Sorted through indices: a record is several hundred bytes, and a
         // sort moves its elements many times.
-        let mut order: Vec<u32> = (0..w.records.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (ra, rb) = (w.records.get(a as usize), w.records.get(b as usize));
-            ra.map(write_order).cmp(&rb.map(write_order))
-        });
-        for r in order.iter().filter_map(|&i| w.records.get(i as usize)) {
+        let record = |&(batch, i): &(u32, u32)| {
+            w.records
+                .get(batch as usize)
+                .and_then(|b| b.get(i as usize))
+        };
+        let mut order: Vec<(u32, u32)> = w
+            .records
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| (0..batch.len() as u32).map(move |i| (b as u32, i)))
+            .collect();
+        order.sort_by_key(|k| record(k).map(write_order));
+        for r in order.iter().filter_map(record) {
             self.logs
                 .smtp
                 .write(r)
@@ -447,9 +460,10 @@ impl Collector {
                     source,
                 })?;
         }
-        st.sum.records += w.records.len() as u64;
+        let written = order.len() as u64;
+        st.sum.records += written;
         if let Some(b) = &self.budget {
-            b.release(w.records.len() as u64);
+            b.release(written);
         }
         for n in w.notices {
             st.queue.push(n);
@@ -512,10 +526,12 @@ impl Collector {
 /// The order records are written in within a window: by time, then uid
 /// and transaction depth (so that any number of workers writes the same
 /// file).
-fn write_order(r: &ConnRecord) -> (Ts, &str, u32, Ts) {
+fn write_order(r: &ConnRecord) -> (Ts, Uid, u32, Ts) {
     (
         r.record.ts,
-        r.conn.uid.as_str(),
+        // Compared as bytes, the order of the text (ASCII): no UTF-8
+        // check per comparison.
+        r.conn.uid,
         r.record.trans_depth,
         r.conn.start,
     )

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::capture::live::{LiveArgs, now, run_live, rx_queue_count};
-use crate::capture::{Frame, FrameSink};
+use crate::capture::{Frame, FrameSink, prefetch};
 use crate::config::Config;
 use crate::decode::LinkType;
 use crate::detect::Detection;
@@ -40,7 +40,7 @@ const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 impl<P: StreamParser<WorkerSink> + Send + 'static> FrameSink for Dispatcher<P> {
     fn frames(&mut self, _queue: u32, batch: &[Frame<'_>]) {
-        for f in batch {
+        for f in prefetch::batch(batch) {
             self.feed(f.ts, Some(LinkType::Ethernet), f.data);
         }
     }

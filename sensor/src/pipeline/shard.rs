@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use sensor_common::flowhash::FlowHashKey;
 
-use crate::capture::{Frame, FrameSink};
+use crate::capture::{Frame, FrameSink, prefetch};
 use crate::decode::{DecodeOptions, Decoded, LinkType, decode};
 use crate::flow::{StreamParser, packet_flow_hash};
 use crate::net::Ts;
@@ -103,7 +103,7 @@ impl FrameSink for ShardSink {
     fn frames(&mut self, _queue: u32, batch: &[Frame<'_>]) {
         let mut total = Handed::default();
         let mut unhashed = 0u64;
-        for f in batch {
+        for f in prefetch::batch(batch) {
             unhashed += u64::from(f.flow_hash.is_none());
             let i = self.owner(f);
             if let Some(lane) = self.lanes.get_mut(i) {

@@ -14,6 +14,7 @@ use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
 use super::received::PathWalker;
 use super::record::{ListField, MessageRecord, TextField};
+use super::text::lossy;
 
 /// One transaction in progress. A session keeps one `Transaction` for its
 /// whole life and takes finished records out of it, so the reply buffers
@@ -183,7 +184,7 @@ impl Transaction {
     /// A Received header: it becomes `first_received`, and its address
     /// extends the path while the path is followed.
     fn received(&mut self, value: &[u8], cfg: &SmtpConfig, anomalies: &mut Vec<SmtpAnomaly>) {
-        self.record.push_received(&String::from_utf8_lossy(value));
+        self.record.push_received(&lossy(value));
         start_path(&mut self.record.path, self.ends);
         let followed = self
             .path
@@ -246,7 +247,7 @@ pub struct HeaderApplier<'a> {
 
 impl HeaderApplier<'_> {
     fn addresses(&mut self, value: &[u8], cc: bool) {
-        let value = String::from_utf8_lossy(value);
+        let value = lossy(value);
         let limits = &self.cfg.limits;
         let (list, max, anomaly) = if cc {
             (ListField::Cc, limits.max_cc, SmtpAnomaly::TooManyCc)

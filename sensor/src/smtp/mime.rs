@@ -11,6 +11,7 @@
 use super::anomaly::SmtpAnomaly;
 use super::limits::SmtpLimits;
 use super::parser::{parse_header, trim};
+use super::text::lossy;
 
 /// What the MIME tracker reports to the transaction it fills.
 pub trait HeaderSink {
@@ -137,7 +138,7 @@ pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
         }
         return Some(bytes_to_string(&bytes, charset.as_deref()));
     }
-    plain.map(|p| String::from_utf8_lossy(&p).into_owned())
+    plain.map(|p| lossy(&p).into_owned())
 }
 
 /// `charset'language'rest` → (charset, rest); without two quotes, no charset.
@@ -181,7 +182,7 @@ fn bytes_to_string(bytes: &[u8], charset: Option<&[u8]>) -> String {
     if latin1 {
         bytes.iter().map(|&b| char::from(b)).collect()
     } else {
-        String::from_utf8_lossy(bytes).into_owned()
+        lossy(bytes).into_owned()
     }
 }
 

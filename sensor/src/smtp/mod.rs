@@ -11,6 +11,7 @@
 //! - `received`: the Received path
 //! - `config`, `limits`: what a session is configured with
 //! - `record`, `sink`, `anomaly`: what comes out
+//! - `text`: wire bytes as text
 
 pub mod anomaly;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod received;
 pub mod record;
 pub mod session;
 pub mod sink;
+pub mod text;
 
 pub use config::{PathCapture, SmtpConfig};
 pub use limits::SmtpLimits;

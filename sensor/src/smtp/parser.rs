@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use super::text::lossy;
+
 /// The SMTP commands the state machine tells apart. Anything else is
 /// `Unknown` (still matched with its reply, so replies stay aligned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +253,7 @@ fn next_email_addr(s: &[u8], mut i: usize) -> Option<(Cow<'_, str>, usize)> {
                     let kept = span.iter().copied().filter(|b| !dropped(b)).collect();
                     Cow::Owned(bytes_into_string(kept))
                 } else {
-                    String::from_utf8_lossy(span)
+                    lossy(span)
                 };
                 let next = if m < n { m + 1 } else { n };
                 return Some((addr, next));

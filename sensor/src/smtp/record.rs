@@ -14,6 +14,8 @@ use std::ops::Range;
 use crate::net::{ConnInfo, Ts};
 use crate::output::StrList;
 
+use super::text::lossy;
+
 /// The single-valued text fields of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TextField {
@@ -136,7 +138,7 @@ impl MessageRecord {
 
     /// Sets a field to `value` as text, invalid UTF-8 replaced.
     pub fn set_text_lossy(&mut self, field: TextField, value: &[u8]) {
-        self.set_text(field, &String::from_utf8_lossy(value));
+        self.set_text(field, &lossy(value));
     }
 
     /// Unsets a field.

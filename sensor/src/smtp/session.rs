@@ -20,6 +20,7 @@ use super::parser::{
 };
 use super::record::{ListField, TextField};
 use super::sink::{Reply, SmtpSink};
+use super::text::lossy;
 
 /// What a server reply answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub struct SmtpSession {
 /// character boundary). Returns true if it was cut.
 fn lossy_into(dst: &mut String, src: &[u8], max: usize) -> bool {
     dst.clear();
-    let s = String::from_utf8_lossy(src);
+    let s = lossy(src);
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -403,7 +404,7 @@ impl SmtpSession {
                 self.helo_before = Some(self.helo.clone());
                 let helo = self.helo.get_or_insert_with(String::new);
                 helo.clear();
-                helo.push_str(&String::from_utf8_lossy(trim(arg)));
+                helo.push_str(&lossy(trim(arg)));
             }
             Verb::Rcpt if starts_with_ci(arg, b"to:") => {
                 let max = self.cfg.limits.max_rcptto;

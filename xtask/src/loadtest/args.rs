@@ -48,6 +48,9 @@ logged, beside what the same capture costs offline.
                      CPU 0 and the whole sensor on the other CPUs
   --plot FILE.svg    draw received rate and CPU per frame against the
                      offered rate, one series per configuration
+  --sensor PATH      the smtp-sensor binary to measure (live and offline)
+                     instead of this tree's release build: to compare
+                     two builds on the same capture and sender
   -- ARGS            more smtp-sensor arguments (--xdp-mode skb, --cpus 0-1,
                      --umem-frames N, --batch N, -c FILE, ...)";
 
@@ -114,6 +117,8 @@ pub struct Options {
     pub plot: Option<PathBuf>,
     /// Pin sender and sensor to CPUs of their own (one-queue configurations).
     pub pin: bool,
+    /// `None`: the release build of this tree.
+    pub sensor: Option<PathBuf>,
     pub sensor_args: Vec<String>,
 }
 
@@ -135,6 +140,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
         markdown: false,
         plot: None,
         pin: true,
+        sensor: None,
         sensor_args: Vec::new(),
     };
     let mut single = Layout {
@@ -198,6 +204,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--markdown" => o.markdown = true,
             "--no-pin" => o.pin = false,
             "--plot" => o.plot = Some(PathBuf::from(value()?)),
+            "--sensor" => o.sensor = Some(PathBuf::from(value()?)),
             "--" => {
                 o.sensor_args = it.cloned().collect();
                 break;
@@ -283,7 +290,7 @@ mod tests {
         assert_eq!((o.connections, o.seconds), (Some(30_000), 10));
         assert_eq!(o.sender, SenderKind::Replay);
         assert_eq!(o.capture, CaptureKind::Load);
-        assert!(!o.find_max && o.plot.is_none());
+        assert!(!o.find_max && o.plot.is_none() && o.sensor.is_none());
     }
 
     #[test]
@@ -299,6 +306,8 @@ mod tests {
             "--seconds",
             "5",
             "--markdown",
+            "--sensor",
+            "/tmp/other-build",
             "--",
             "--xdp-mode",
             "skb",
@@ -311,6 +320,7 @@ mod tests {
             [Rate::Pps(25_000), Rate::Pps(1_000_000), Rate::Pps(70_000)]
         );
         assert!(o.markdown);
+        assert_eq!(o.sensor, Some(PathBuf::from("/tmp/other-build")));
         assert_eq!(o.sensor_args, ["--xdp-mode", "skb"]);
     }
 

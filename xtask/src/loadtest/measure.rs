@@ -31,6 +31,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 pub struct Bench<'a> {
     pub ns: &'a VethNs,
     pub bin_dir: &'a Path,
+    /// The smtp-sensor binary measured.
+    pub sensor: &'a Path,
     pub pcap: &'a Path,
     pub opts: &'a Options,
     pub layout: &'a Layout,
@@ -55,14 +57,14 @@ impl Bench<'_> {
             .with_context(|| format!("cannot create {}", logs.display()))?;
         let stats = dir.join("stats.json");
         let pin = self.pinning();
-        let bin = self.bin_dir.join("smtp-sensor");
+        let bin = self.sensor;
         let mut cmd = match &pin {
             Some((_, cpus)) => {
                 let mut c = self.ns.sensor_cmd("taskset");
-                c.args(["-c", cpus]).arg(&bin);
+                c.args(["-c", cpus]).arg(bin);
                 c
             }
-            None => self.ns.sensor_cmd(&bin),
+            None => self.ns.sensor_cmd(bin),
         };
         cmd.args(["-i", &self.ns.sensor_if, "-l"])
             .arg(&logs)

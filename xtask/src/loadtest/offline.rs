@@ -71,9 +71,9 @@ pub struct Offline {
 
 impl Offline {
     /// Counts the capture's frames and runs it offline on one worker.
-    pub fn new(bin_dir: &Path, pcap: &Path, work: &Path, sensor_args: &[String]) -> Result<Self> {
+    pub fn new(sensor: &Path, pcap: &Path, work: &Path, sensor_args: &[String]) -> Result<Self> {
         let mut o = Offline {
-            bin: bin_dir.join("smtp-sensor"),
+            bin: sensor.to_owned(),
             pcap: pcap.to_path_buf(),
             work: work.to_path_buf(),
             config_args: config_args(sensor_args),
