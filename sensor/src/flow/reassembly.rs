@@ -106,7 +106,7 @@ pub struct Reassembler {
     ooo_cap: usize,
     /// The last [`RECENT_BYTES`] delivered bytes, byte `o` of the stream
     /// at `o % RECENT_BYTES`; made with the first byte delivered.
-    recent: Option<Box<[u8]>>,
+    recent: Option<Box<[u8; RECENT_BYTES]>>,
     /// First offset `recent` holds (a gap empties it).
     recent_from: u64,
 }
@@ -260,6 +260,7 @@ impl Reassembler {
         let Some(recent) = self.recent.as_deref() else {
             return false;
         };
+        let recent = recent.as_slice();
         let held_from = self
             .recent_from
             .max(self.next.saturating_sub(RECENT_BYTES as u64));
@@ -284,9 +285,14 @@ impl Reassembler {
     /// Keeps the tail of `data`, about to be delivered at `self.next`, in
     /// the window of recent bytes.
     fn remember(&mut self, data: &[u8]) {
-        let recent = self
-            .recent
-            .get_or_insert_with(|| vec![0; RECENT_BYTES].into_boxed_slice());
+        // Made on the heap directly (a boxed array literal would be built
+        // on the stack first).
+        let recent = self.recent.get_or_insert_with(|| {
+            vec![0; RECENT_BYTES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| Box::new([0; RECENT_BYTES]))
+        });
         let tail = data
             .get(data.len().saturating_sub(RECENT_BYTES)..)
             .unwrap_or(data);
