@@ -747,7 +747,7 @@ impl SmtpSession {
     /// What the client sent before the reply was captured stays chunk data:
     /// RFC 3030 lets a client send the chunk without waiting.
     fn bdat_refused(&mut self, ts: Ts, last: bool, sink: &mut dyn SmtpSink) {
-        if !self.bdat.is_some_and(|b| b.remaining > 0)
+        if self.bdat.is_none_or(|b| b.remaining == 0)
             || self
                 .pending
                 .iter()
