@@ -41,13 +41,23 @@ pub enum FlowAnomaly {
     /// The flow table was full; the least recently active flow was closed
     /// to make room.
     FlowEvicted,
-    /// An ACK far beyond anything plausible for the stream; ignored.
+    /// An ACK more than `reassembly::MAX_ACK_AHEAD` beyond every byte seen
+    /// of the stream it acknowledges (a forged or broken ACK); ignored.
     AckAboveWindow,
-    /// A SYN with a new sequence number on a live flow (port reuse); the old
-    /// connection was closed and a new one started.
-    SynReuse,
-    /// Data that overlaps bytes already buffered but differs from them; the
-    /// first copy is kept.
+    /// A RST whose sequence number is not near its sender's stream
+    /// (`reassembly::RST_WINDOW`): a blind reset; ignored, the connection
+    /// goes on.
+    RstOutsideWindow,
+    /// A SYN with a new sequence number on a flow whose handshake has not
+    /// carried data yet; ignored unless the responder answers it.
+    SynSeqJump,
+    /// A SYN with a new sequence number on a flow that carries data and is
+    /// not closing (no FIN): ignored unless the responder answers it with a
+    /// SYN-ACK, which starts a new connection (port reuse whose close was
+    /// not captured).
+    ActiveConnectionReuse,
+    /// Data that overlaps bytes already buffered or delivered but differs
+    /// from them; the first copy is kept.
     InconsistentRetransmission,
 }
 
@@ -58,8 +68,10 @@ impl FlowAnomaly {
             FlowAnomaly::OutOfOrderLimit => "tcp_out_of_order_limit",
             FlowAnomaly::FlowEvicted => "flow_table_full_evicted",
             FlowAnomaly::AckAboveWindow => "TCP_ack_above_window",
-            FlowAnomaly::SynReuse => "SYN_seq_jump",
-            FlowAnomaly::InconsistentRetransmission => "retransmission_inconsistency",
+            FlowAnomaly::RstOutsideWindow => "RST_outside_window",
+            FlowAnomaly::SynSeqJump => "SYN_seq_jump",
+            FlowAnomaly::ActiveConnectionReuse => "active_connection_reuse",
+            FlowAnomaly::InconsistentRetransmission => "rexmit_inconsistency",
         }
     }
 }

@@ -4,10 +4,18 @@
 //! Sequence numbers are unwrapped into 64-bit stream offsets relative to the
 //! first byte, so wraparound of the 32-bit space is invisible above this
 //! module. Retransmissions and overlaps keep the bytes seen first (as Zeek's
-//! reassembler does). Out-of-order data waits in a buffer bounded by a byte
-//! limit; when the limit is hit, or when the peer acknowledges bytes that were
+//! reassembler does), and an overlap whose bytes differ from the first copy
+//! is reported (Zeek's `rexmit_inconsistency`): compared with the buffered
+//! out-of-order data it overlaps and with the last [`RECENT_BYTES`] bytes
+//! delivered. Out-of-order data waits in a buffer bounded by a byte limit;
+//! when the limit is hit, or when the peer acknowledges bytes that were
 //! never captured, the hole is given up and reported as a gap, so the
 //! parser above always makes progress.
+//!
+//! Sequence numbers nobody checks can be forged by anyone who knows the
+//! four-tuple, so the flow layer asks this module whether a RST
+//! ([`Reassembler::rst_in_window`]) or an ACK ([`Reassembler::ack`]) is
+//! plausible for the stream before it acts on one.
 
 /// What the reassembler hands upward, in stream order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,9 +26,34 @@ pub enum Chunk<'a> {
     Gap(u64),
 }
 
-/// An ACK further ahead than this (bytes) is taken as bogus, not as a sign
-/// of lost data: no real window is that large.
-const MAX_ACK_JUMP: i64 = 1 << 30;
+/// An ACK further than this (bytes) beyond every byte seen of the stream is
+/// taken as forged (`TCP_ack_above_window`), not as a sign of lost data:
+/// the capture would have had to lose a megabyte at the end of a burst.
+/// Zeek distrusts sequence numbers that jump as far
+/// (`TOO_LARGE_SEQ_DELTA`, 1 MiB). Whatever the distance, an ACK beyond the
+/// bytes seen never makes a gap there: only a hole before data that was
+/// captured is given up, so a blind ACK cannot skip the stream.
+pub const MAX_ACK_AHEAD: u64 = 1 << 20;
+
+/// How near the stream a RST's sequence number must be to end the
+/// connection: from this many bytes before the next byte expected to as
+/// many beyond the last byte seen (or the FIN). RFC 5961 accepts a RST only
+/// inside the receive window; the window scale is not known here, so this
+/// is the largest unscaled window (RFC 793's 16-bit field). A blind RST then
+/// hits about one time in 32 768; a stack's own RST carries its next
+/// sequence number, which the capture has seen unless it lost over 64 KiB
+/// of the stream's tail.
+pub const RST_WINDOW: u64 = 64 * 1024;
+
+/// Delivered bytes kept per direction to compare retransmissions with: a
+/// bounded window of the most recent ones, not everything not yet
+/// acknowledged (as Zeek keeps): a constant cost per byte delivered (one
+/// copy into a ring of this size, made with the first byte) and a constant
+/// memory per talking flow. It covers a whole segment of an Ethernet MSS,
+/// so a crafted segment followed by the real one at the same sequence
+/// numbers (or the reverse) is compared over the whole overlap; older
+/// overlaps are compared over their most recent part.
+pub const RECENT_BYTES: usize = 2048;
 
 /// Buffered out-of-order segments are also limited in number: one per this
 /// many bytes of the byte limit. Without it, a peer sending thousands of
@@ -39,7 +72,8 @@ pub struct SegmentEvents {
     pub out_of_order: bool,
     /// The out-of-order buffer limit forced a gap.
     pub ooo_limit: bool,
-    /// Overlapping bytes differed from what was buffered.
+    /// Overlapping bytes differed from the first copy (buffered or
+    /// delivered): one per segment that does.
     pub inconsistent: bool,
 }
 
@@ -70,6 +104,11 @@ pub struct Reassembler {
     ooo: Vec<Segment>,
     ooo_bytes: usize,
     ooo_cap: usize,
+    /// The last [`RECENT_BYTES`] delivered bytes, byte `o` of the stream
+    /// at `o % RECENT_BYTES`; made with the first byte delivered.
+    recent: Option<Box<[u8; RECENT_BYTES]>>,
+    /// First offset `recent` holds (a gap empties it).
+    recent_from: u64,
 }
 
 impl Reassembler {
@@ -83,7 +122,14 @@ impl Reassembler {
             ooo: Vec::new(),
             ooo_bytes: 0,
             ooo_cap,
+            recent: None,
+            recent_from: 0,
         }
+    }
+
+    /// Sequence number of the stream's first byte (the SYN's plus one).
+    pub fn isn(&self) -> u32 {
+        self.isn
     }
 
     /// Whether any segment of this direction has been seen.
@@ -122,6 +168,11 @@ impl Reassembler {
         self.ooo_bytes + extra > self.ooo_cap || self.ooo.len() >= self.max_segments()
     }
 
+    /// Whether this side's FIN was seen.
+    pub fn fin_seen(&self) -> bool {
+        self.fin.is_some()
+    }
+
     /// True once every byte up to the FIN has been delivered.
     pub fn finished(&self) -> bool {
         self.fin.is_some_and(|f| self.next >= f)
@@ -132,6 +183,27 @@ impl Reassembler {
     fn rel(&self, seq: u32) -> i64 {
         let diff = seq.wrapping_sub(self.next_seq()) as i32;
         self.next as i64 + i64::from(diff)
+    }
+
+    /// Offset just past every byte seen of the stream: delivered, buffered,
+    /// or the FIN.
+    fn seen_end(&self) -> u64 {
+        let buffered = self.ooo.last().map_or(0, Segment::end);
+        let fin = self.fin.map_or(0, |f| f + 1);
+        self.next.max(buffered).max(fin)
+    }
+
+    /// Whether a RST with sequence number `seq` is near enough the stream to
+    /// be this side's own ([`RST_WINDOW`]). True before any segment of this
+    /// side was seen: there is nothing to check against.
+    pub fn rst_in_window(&self, seq: u32) -> bool {
+        if !self.started {
+            return true;
+        }
+        let at = self.rel(seq);
+        let lo = self.next as i64 - RST_WINDOW as i64;
+        let hi = (self.seen_end() + RST_WINDOW) as i64;
+        (lo..=hi).contains(&at)
     }
 
     /// Takes one segment of this direction. `syn`/`fin` are the segment's
@@ -162,6 +234,10 @@ impl Reassembler {
             return ev;
         }
         let next = self.next as i64;
+        if start < next {
+            // The rare case: some of it was delivered already.
+            ev.inconsistent = self.differs_from_delivered(start, payload);
+        }
         if end <= next {
             ev.retransmission = true;
             return ev;
@@ -169,9 +245,8 @@ impl Reassembler {
         if start <= next {
             let skip = (next - start) as usize;
             if let Some(fresh) = payload.get(skip..) {
-                self.deliver(fresh, out);
+                self.deliver_from(self.next, fresh, out, &mut ev);
             }
-            self.drain(out);
             return ev;
         }
         ev.out_of_order = true;
@@ -179,9 +254,106 @@ impl Reassembler {
         ev
     }
 
+    /// Whether the part of `payload` (starting at stream offset `start`)
+    /// that overlaps the delivered bytes still held differs from them.
+    fn differs_from_delivered(&self, start: i64, payload: &[u8]) -> bool {
+        let Some(recent) = self.recent.as_deref() else {
+            return false;
+        };
+        let recent = recent.as_slice();
+        let held_from = self
+            .recent_from
+            .max(self.next.saturating_sub(RECENT_BYTES as u64));
+        let from = start.max(held_from as i64);
+        let to = (start + payload.len() as i64).min(self.next as i64);
+        if from >= to {
+            return false;
+        }
+        let (from, to) = (from as u64, to as u64);
+        let mine = payload.get((from as i64 - start) as usize..(to as i64 - start) as usize);
+        let at = (from % RECENT_BYTES as u64) as usize;
+        let len = (to - from) as usize;
+        let first = len.min(RECENT_BYTES - at);
+        let (Some(mine), Some(a), Some(b)) =
+            (mine, recent.get(at..at + first), recent.get(..len - first))
+        else {
+            return false;
+        };
+        mine.get(..first) != Some(a) || mine.get(first..) != Some(b)
+    }
+
+    /// Keeps the tail of `data`, about to be delivered at `self.next`, in
+    /// the window of recent bytes.
+    fn remember(&mut self, data: &[u8]) {
+        // Made on the heap directly (a boxed array literal would be built
+        // on the stack first).
+        let recent = self.recent.get_or_insert_with(|| {
+            vec![0; RECENT_BYTES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| Box::new([0; RECENT_BYTES]))
+        });
+        let tail = data
+            .get(data.len().saturating_sub(RECENT_BYTES)..)
+            .unwrap_or(data);
+        let off = self.next + (data.len() - tail.len()) as u64;
+        let at = (off % RECENT_BYTES as u64) as usize;
+        let first = tail.len().min(RECENT_BYTES - at);
+        let (a, b) = tail.split_at(first);
+        if let Some(dst) = recent.get_mut(at..at + first) {
+            dst.copy_from_slice(a);
+        }
+        if let Some(dst) = recent.get_mut(..b.len()) {
+            dst.copy_from_slice(b);
+        }
+    }
+
     fn deliver<F: FnMut(Chunk<'_>)>(&mut self, data: &[u8], out: &mut F) {
+        self.remember(data);
         self.next += data.len() as u64;
         out(Chunk::Data(data));
+    }
+
+    /// `len` bytes of the stream will never be delivered.
+    fn gap<F: FnMut(Chunk<'_>)>(&mut self, len: u64, out: &mut F) {
+        self.next += len;
+        self.recent_from = self.next;
+        out(Chunk::Gap(len));
+    }
+
+    /// Delivers what `payload` (at `start`, not after the next byte) adds to
+    /// the stream. Where it reaches buffered segments those keep their bytes
+    /// (first copy wins) and the overlap is compared.
+    fn deliver_from<F: FnMut(Chunk<'_>)>(
+        &mut self,
+        start: u64,
+        payload: &[u8],
+        out: &mut F,
+        ev: &mut SegmentEvents,
+    ) {
+        let end = start + payload.len() as u64;
+        while self.next < end {
+            let pos = self.next;
+            let upto = match self.ooo.first() {
+                Some(seg) if seg.off <= pos => {
+                    let ov_end = seg.end().min(end);
+                    let a = payload.get((pos - start) as usize..(ov_end - start) as usize);
+                    let b = seg
+                        .data
+                        .get((pos - seg.off) as usize..(ov_end - seg.off) as usize);
+                    ev.inconsistent |= a != b;
+                    self.drain(out);
+                    continue;
+                }
+                Some(seg) if seg.off < end => seg.off,
+                _ => end,
+            };
+            match payload.get((pos - start) as usize..(upto - start) as usize) {
+                Some(fresh) => self.deliver(fresh, out),
+                None => break,
+            }
+        }
+        self.drain(out);
     }
 
     /// Delivers buffered segments that have become contiguous.
@@ -208,8 +380,7 @@ impl Reassembler {
             && first.off > self.next
         {
             let len = first.off - self.next;
-            self.next = first.off;
-            out(Chunk::Gap(len));
+            self.gap(len, out);
         }
         self.drain(out);
     }
@@ -228,19 +399,18 @@ impl Reassembler {
             }
             // Progress may have reached or passed this segment.
             if start <= self.next {
+                ev.inconsistent |= self.differs_from_delivered(start as i64, payload);
                 let skip = (self.next - start) as usize;
                 if let Some(fresh) = payload.get(skip..)
                     && !fresh.is_empty()
                 {
-                    self.deliver(fresh, out);
-                    self.drain(out);
+                    self.deliver_from(self.next, fresh, out, ev);
                 }
                 return;
             }
             if payload.len() > self.ooo_cap {
                 // Larger than the whole buffer: give up the hole before it.
-                out(Chunk::Gap(start - self.next));
-                self.next = start;
+                self.gap(start - self.next, out);
                 self.deliver(payload, out);
                 self.drain(out);
                 return;
@@ -291,9 +461,12 @@ impl Reassembler {
     }
 
     /// The peer acknowledged everything before `ack`. Bytes acknowledged but
-    /// never captured are given up as a gap (Zeek's "ack above hole"), so
-    /// the parser does not wait for data that will not come. Returns false
-    /// if the ACK was implausible and ignored.
+    /// never captured, before data that was, are given up as a gap (Zeek's
+    /// "ack above hole"), so the parser does not wait for data that will
+    /// not come. An ACK beyond every byte seen makes no gap there (the
+    /// sender's next segments, or a later ACK, will show whether bytes were
+    /// lost); beyond them by more than [`MAX_ACK_AHEAD`] it is implausible:
+    /// ignored, and false returned.
     pub fn ack<F: FnMut(Chunk<'_>)>(&mut self, ack: u32, out: &mut F) -> bool {
         if !self.started {
             return true;
@@ -307,16 +480,16 @@ impl Reassembler {
         if target <= next {
             return true;
         }
-        if target - next > MAX_ACK_JUMP {
+        let seen = self.seen_end();
+        if target as u64 > seen + MAX_ACK_AHEAD {
             return false;
         }
-        let target = target as u64;
+        let target = (target as u64).min(seen);
         while self.next < target {
             match self.ooo.first() {
                 Some(seg) if seg.off < target => self.skip_hole(out),
                 _ => {
-                    out(Chunk::Gap(target - self.next));
-                    self.next = target;
+                    self.gap(target - self.next, out);
                     self.drain(out);
                 }
             }
@@ -489,12 +662,117 @@ mod tests {
         // The peer acknowledged up to offset 9: bytes 3..6 were lost.
         assert!(r.ack(ISN + 1 + 9, &mut s.cb()));
         assert_eq!(s.events, ["abc", "<gap 3>", "ghi"]);
-        // A lost tail, acknowledged with nothing buffered.
+        // A lost tail, acknowledged with nothing buffered: no gap until
+        // the sender shows it went on (its next segment).
         assert!(r.ack(ISN + 1 + 12, &mut s.cb()));
+        assert_eq!(s.gaps, [3]);
+        seg(&mut r, &mut s, 12, b"mno");
+        assert!(r.ack(ISN + 1 + 15, &mut s.cb()));
         assert_eq!(s.gaps, [3, 3]);
+        assert_eq!(s.events.last().map(String::as_str), Some("mno"));
         // Stale and duplicate ACKs change nothing.
         assert!(r.ack(ISN + 1, &mut s.cb()));
         assert_eq!(s.gaps.len(), 2);
+    }
+
+    #[test]
+    fn far_ack_makes_no_gap() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"MAIL FROM:<a@b>\r\n");
+        // 500 MB ahead: under 2^31, so not a sequence number in the past.
+        assert!(!r.ack(ISN + 1 + 500_000_000, &mut s.cb()));
+        // Just beyond the bytes seen: plausible (a lost tail), still no gap.
+        assert!(r.ack(ISN + 1 + 17 + 1000, &mut s.cb()));
+        seg(&mut r, &mut s, 17, b"RCPT TO:<c@d>\r\n");
+        assert!(s.gaps.is_empty());
+        assert_eq!(s.data, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+    }
+
+    #[test]
+    fn rst_must_be_near_the_stream() {
+        let mut r = Reassembler::new(1024);
+        // Nothing seen yet: nothing to check against.
+        assert!(r.rst_in_window(12345));
+        let mut s = Sink::default();
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, &[b'x'; 100]);
+        let next = ISN + 1 + 100;
+        assert!(r.rst_in_window(next));
+        assert!(r.rst_in_window(next + RST_WINDOW as u32));
+        assert!(r.rst_in_window(next.wrapping_sub(RST_WINDOW as u32)));
+        assert!(!r.rst_in_window(next + RST_WINDOW as u32 + 1));
+        assert!(!r.rst_in_window(next.wrapping_sub(RST_WINDOW as u32 + 1)));
+        assert!(!r.rst_in_window(next.wrapping_add(0x8000_0000)));
+        // Buffered data and the FIN widen it.
+        seg(&mut r, &mut s, 1000, b"later");
+        assert!(r.rst_in_window(ISN + 1 + 1005 + RST_WINDOW as u32));
+    }
+
+    #[test]
+    fn retransmission_over_delivered_bytes_is_compared() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"RCPT TO:<bob@example.net>\r\n");
+        // The same bytes again: a plain retransmission.
+        let ev = seg(&mut r, &mut s, 0, b"RCPT TO:<bob@example.net>\r\n");
+        assert!(ev.retransmission && !ev.inconsistent);
+        // Other bytes at the same sequence numbers: the first copy stays.
+        let ev = seg(&mut r, &mut s, 0, b"RCPT TO:<eve@example.net>\r\n");
+        assert!(ev.retransmission && ev.inconsistent);
+        // A partial overlap that differs where it overlaps, then goes on.
+        let ev = seg(&mut r, &mut s, 20, b"XXXXXXXDATA\r\n");
+        assert!(ev.inconsistent && !ev.retransmission);
+        assert_eq!(s.data, b"RCPT TO:<bob@example.net>\r\nDATA\r\n");
+        let ev = seg(&mut r, &mut s, 20, b".net>\r\nDATA\r\n");
+        assert!(!ev.inconsistent);
+    }
+
+    #[test]
+    fn only_the_recent_window_is_compared() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        let a = vec![b'a'; RECENT_BYTES + 100];
+        seg(&mut r, &mut s, 0, &a);
+        // The first 100 bytes are out of the window: not compared.
+        assert!(!seg(&mut r, &mut s, 0, &[b'z'; 100]).inconsistent);
+        // A segment over both sides of the window's edge: compared where held.
+        assert!(seg(&mut r, &mut s, 50, &[b'z'; 100]).inconsistent);
+        assert!(!seg(&mut r, &mut s, 50, &[b'a'; 100]).inconsistent);
+        // The window wraps: the newest bytes are compared.
+        seg(&mut r, &mut s, a.len() as u32, b"0123456789");
+        assert!(seg(&mut r, &mut s, a.len() as u32 - 5, b"aaaaa01x3").inconsistent);
+        assert!(!seg(&mut r, &mut s, a.len() as u32 - 5, b"aaaaa0123").inconsistent);
+    }
+
+    #[test]
+    fn bytes_of_a_gap_are_not_compared() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 0, b"abcd");
+        seg(&mut r, &mut s, 8, b"ijkl");
+        assert!(r.ack(ISN + 1 + 12, &mut s.cb()));
+        assert_eq!(s.gaps, [4]);
+        // Bytes 4..8 never arrived; arriving now they are old, not different.
+        assert!(!seg(&mut r, &mut s, 4, b"efgh").inconsistent);
+        assert!(seg(&mut r, &mut s, 8, b"IJKL").inconsistent);
+    }
+
+    #[test]
+    fn filling_a_hole_keeps_buffered_bytes() {
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 4, b"EFGH");
+        // Fills the hole and covers the buffered segment with other bytes.
+        let ev = seg(&mut r, &mut s, 0, b"abcdxxxxij");
+        assert!(ev.inconsistent);
+        assert_eq!(s.data, b"abcdEFGHij");
+        // The same fill with the same bytes is consistent.
+        let (mut r, mut s) = (Reassembler::new(1024), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 4, b"EFGH");
+        assert!(!seg(&mut r, &mut s, 0, b"abcdEFGHij").inconsistent);
+        assert_eq!(s.data, b"abcdEFGHij");
     }
 
     #[test]

@@ -120,6 +120,10 @@ struct Flow<P> {
     /// `None` until the flow carries a payload byte or a gap: half-open
     /// and handshake-only flows never pay for one.
     parser: Option<Box<P>>,
+    /// The sequence number of the last SYN from the originator that did
+    /// not match the connection (ignored): a SYN-ACK answering it shows the
+    /// port pair was reused.
+    other_syn: Option<u32>,
     last: Ts,
     prev: u32,
     next: u32,
@@ -142,6 +146,43 @@ fn parser_of<'a, P>(
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
 ) -> &'a mut P {
     parser.get_or_insert_with(|| Box::new(new_parser(conn)))
+}
+
+/// What a packet means for the connection its flow holds.
+#[derive(Clone, Copy)]
+enum Reuse {
+    /// It belongs to it.
+    No,
+    /// The connection timed out (at its last packet) before it came.
+    Idle(Ts),
+    /// A new SYN after a FIN: the port pair is reused.
+    Closed,
+    /// The responder's SYN-ACK to the originator's SYN that did not match
+    /// the live connection (the SYN's sequence number): the responder took
+    /// it for a new connection, so the old one was closed unseen. A blind
+    /// SYN gets no SYN-ACK from a real stack (RFC 5961 §4: a challenge ACK).
+    Answered(u32),
+    /// A SYN with a new sequence number on a live connection: counted and
+    /// ignored.
+    Suspect(FlowAnomaly),
+}
+
+/// Whether a RST from `dir` is near enough its sender's stream to end the
+/// connection: checked by its sequence number, or, while nothing of its
+/// sender was seen, by its ACK against the other side's stream.
+fn rst_in_window<P>(f: &Flow<P>, dir: Direction, pkt: &Packet<'_>) -> bool {
+    let [orig, resp] = &f.reasm;
+    let (mine, theirs) = match dir {
+        Direction::Orig => (orig, resp),
+        Direction::Resp => (resp, orig),
+    };
+    if mine.started() {
+        mine.rst_in_window(pkt.seq)
+    } else if pkt.flags.ack() {
+        theirs.rst_in_window(pkt.ack)
+    } else {
+        true
+    }
 }
 
 /// Why a flow ends, for counters.
@@ -250,6 +291,50 @@ impl<P> FlowTable<P> {
         }
     }
 
+    /// Whether packet `pkt` for flow `i` ends that connection to start a
+    /// new one on the same port pair (or is to be ignored). Past the idle
+    /// check only SYNs get here: the rare case.
+    fn reuse(&self, i: u32, pkt: &Packet<'_>, src_is_a: bool) -> Reuse {
+        let Some(f) = self.flow(i) else {
+            return Reuse::No;
+        };
+        if pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us {
+            return Reuse::Idle(f.last);
+        }
+        if !pkt.flags.syn() {
+            return Reuse::No;
+        }
+        let sender_is_orig = src_is_a == f.orig_is_a;
+        let orig = &f.reasm[0];
+        if sender_is_orig && !pkt.flags.ack() {
+            // A retransmitted SYN, or the first one of a flow the responder
+            // opened: nothing to decide.
+            if !orig.started() || pkt.seq.wrapping_add(1) == orig.isn() {
+                return Reuse::No;
+            }
+            // A new SYN once either side has closed: the port pair is
+            // being reused (as Zeek does).
+            if f.reasm.iter().any(Reassembler::fin_seen) {
+                return Reuse::Closed;
+            }
+            // On a live connection anyone who knows the port pair can send
+            // one; the responder's SYN-ACK decides (see `Answered`).
+            return Reuse::Suspect(if f.parser.is_some() {
+                FlowAnomaly::ActiveConnectionReuse
+            } else {
+                FlowAnomaly::SynSeqJump
+            });
+        }
+        if !sender_is_orig
+            && pkt.flags.ack()
+            && let Some(syn) = f.other_syn
+            && pkt.ack == syn.wrapping_add(1)
+        {
+            return Reuse::Answered(syn);
+        }
+        Reuse::No
+    }
+
     fn is_smtp_port(&self, p: u16) -> bool {
         self.cfg.smtp_ports.contains(&p)
     }
@@ -269,33 +354,34 @@ impl<P> FlowTable<P> {
     {
         let (key, src_is_a) = FlowKey::new(pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let mut slot = self.index.get(&key).copied();
+        // The originator's SYN that the responder has just answered, when
+        // that starts a new connection on the port pair.
+        let mut answered_syn = None;
         if let Some(i) = slot {
-            let reuse = self.flow(i).is_some_and(|f| {
-                let idle = pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us;
-                // A fresh SYN from the originator with a new sequence
-                // number: the port pair is being reused.
-                let sender_is_orig = src_is_a == f.orig_is_a;
-                let new_syn = pkt.flags.syn()
-                    && !pkt.flags.ack()
-                    && sender_is_orig
-                    && f.reasm[0].started()
-                    && pkt.seq.wrapping_add(1) != f.reasm[0].next_seq()
-                    && f.reasm[0].offset() > 0;
-                if new_syn && !idle {
-                    anomalies.add(FlowAnomaly::SynReuse);
+            match self.reuse(i, pkt, src_is_a) {
+                Reuse::No => {}
+                Reuse::Idle(at) => {
+                    self.remove(i, at, End::TimedOut, sink, anomalies);
+                    slot = None;
                 }
-                idle || new_syn
-            });
-            if reuse {
-                let idle = self
-                    .flow(i)
-                    .is_some_and(|f| pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us);
-                let end = if idle { End::TimedOut } else { End::Closed };
-                let at = self
-                    .flow(i)
-                    .map_or(pkt.ts, |f| if idle { f.last } else { pkt.ts });
-                self.remove(i, at, end, sink, anomalies);
-                slot = None;
+                Reuse::Closed => {
+                    self.remove(i, pkt.ts, End::Closed, sink, anomalies);
+                    slot = None;
+                }
+                Reuse::Answered(syn) => {
+                    self.remove(i, pkt.ts, End::Closed, sink, anomalies);
+                    slot = None;
+                    answered_syn = Some(syn);
+                }
+                Reuse::Suspect(a) => {
+                    // Not activity of the connection: it goes on as if the
+                    // SYN had not been sent.
+                    anomalies.add(a);
+                    if let Some(f) = self.flow_mut(i) {
+                        f.other_syn = Some(pkt.seq);
+                    }
+                    return;
+                }
             }
         }
         let i = match slot {
@@ -309,19 +395,31 @@ impl<P> FlowTable<P> {
                     self.stats.untracked_segments += 1;
                     return;
                 }
-                self.insert(key, src_is_a, pkt, sink, anomalies)
+                let i = self.insert(key, src_is_a, pkt, sink, anomalies);
+                if let Some(syn) = answered_syn
+                    && let Some(f) = self.flow_mut(i)
+                {
+                    f.reasm[0].segment(syn, true, false, &[], &mut |_| {});
+                }
+                i
             }
         };
         let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
         let closed = {
             let Some(f) = self.flow_mut(i) else { return };
-            f.last = pkt.ts;
             let dir = if src_is_a == f.orig_is_a {
                 Direction::Orig
             } else {
                 Direction::Resp
             };
+            if pkt.flags.rst() && !rst_in_window(f, dir, pkt) {
+                // A blind reset: the connection goes on, and the RST is
+                // not activity of it.
+                anomalies.add(FlowAnomaly::RstOutsideWindow);
+                return;
+            }
+            f.last = pkt.ts;
             let Flow {
                 reasm,
                 parser,
@@ -411,6 +509,7 @@ impl<P> FlowTable<P> {
             ],
             conn: ConnInfo::new(id, pkt.ts),
             parser: None,
+            other_syn: None,
             last: pkt.ts,
             prev: NIL,
             next: NIL,

@@ -49,6 +49,10 @@ pub enum SmtpAnomaly {
     /// transaction than the list's limit: a flood meant to cost CPU (each
     /// repeat costs one hash lookup; counted once per list).
     DuplicateAddressFlood,
+    /// The server refused a BDAT (4xx/5xx) before its chunk was complete:
+    /// it did not read the chunk, so the client's next bytes are commands
+    /// again (a huge chunk size no longer hides the rest of the connection).
+    BdatChunkRefused,
 }
 
 impl SmtpAnomaly {
@@ -75,6 +79,7 @@ impl SmtpAnomaly {
             SmtpAnomaly::ReplyCodeMismatch => "smtp_reply_code_mismatch",
             SmtpAnomaly::ReplyTooLong => "smtp_reply_too_long",
             SmtpAnomaly::DuplicateAddressFlood => "smtp_duplicate_address_flood",
+            SmtpAnomaly::BdatChunkRefused => "smtp_bdat_chunk_refused",
         }
     }
 }

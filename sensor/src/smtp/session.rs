@@ -631,7 +631,7 @@ impl SmtpSession {
             self.complete_reply(ts, code, cmd, sink);
         }
         if self.reply.is_none() {
-            let cmd = self.new_reply(r.code);
+            let cmd = self.new_reply(ts, r.code, sink);
             self.reply = Some((r.code, cmd));
         }
         if lossy_into(&mut self.reply_text, r.text, self.cfg.limits.max_reply_len) {
@@ -646,7 +646,7 @@ impl SmtpSession {
 
     /// The first line of a reply: match it with the oldest pending command
     /// and update the state as Zeek's `UpdateState` does.
-    fn new_reply(&mut self, code: u16) -> Option<Cmd> {
+    fn new_reply(&mut self, ts: Ts, code: u16, sink: &mut dyn SmtpSink) -> Option<Cmd> {
         if self.state == State::AfterGap {
             self.state = State::GapRecovery;
         }
@@ -702,16 +702,19 @@ impl SmtpSession {
                     self.tx.client_activity = true;
                 }
             }
+            Some(Cmd::BdatLast | Cmd::Verb(Verb::Bdat)) => {
+                if code >= 400 {
+                    self.bdat_refused(ts, cmd == Some(Cmd::BdatLast), sink);
+                }
+            }
             Some(
                 Cmd::Greeting
-                | Cmd::BdatLast
                 | Cmd::Verb(
                     Verb::Mail
                     | Verb::Send
                     | Verb::Soml
                     | Verb::Saml
                     | Verb::Rcpt
-                    | Verb::Bdat
                     | Verb::Rset
                     | Verb::Quit
                     | Verb::Turn,
@@ -728,6 +731,40 @@ impl SmtpSession {
             }
         }
         cmd
+    }
+
+    /// The server refused a BDAT command (`last`: one with LAST). If its
+    /// chunk is the one still arriving, the server answered before reading
+    /// it: it did not take the chunk (a size it will not accept, a syntax
+    /// or sequence error), and reads what the client sends next as
+    /// commands, so the session does too. Otherwise the reply changes
+    /// nothing: a server that reads a chunk answers once it has all of it,
+    /// and a chunk refused after it arrived is over anyway.
+    ///
+    /// Zeek keeps reading the chunk's bytes whatever the reply (its
+    /// content-line analyzer stays in plain delivery for the announced
+    /// size), so a client that announces a huge chunk hides everything after
+    /// it from Zeek; only sizes beyond 2^63 are refused (`smtp_huge_bdat_chunk`).
+    /// What the client sent before the reply was captured stays chunk data:
+    /// RFC 3030 lets a client send the chunk without waiting.
+    fn bdat_refused(&mut self, ts: Ts, last: bool, sink: &mut dyn SmtpSink) {
+        if self.bdat.is_none_or(|b| b.remaining == 0)
+            || self
+                .pending
+                .iter()
+                .any(|c| matches!(c, Cmd::BdatLast | Cmd::Verb(Verb::Bdat)))
+        {
+            return;
+        }
+        self.anomalies.push(SmtpAnomaly::BdatChunkRefused);
+        if last {
+            // The end of this transaction's data: the reply completes it.
+            self.end_bdat_last(ts, sink);
+        } else {
+            self.flush_chunk_partial();
+            self.end_data();
+            self.state = State::Commands;
+        }
     }
 
     /// The last line of a reply: what Zeek's `smtp_reply` handlers do.
@@ -1137,6 +1174,62 @@ mod tests {
                 .contains(&SmtpAnomaly::MissingBdatLastChunk)
         );
         assert!(!h.s.in_body);
+    }
+
+    #[test]
+    fn refused_huge_bdat_gives_the_connection_back_to_commands() {
+        for (cmd, code) in [
+            (
+                "BDAT 999999999999999 LAST",
+                "552 5.3.4 Message size exceeds limit",
+            ),
+            ("BDAT 18446744073709551615", "501 5.5.4 Syntax error"),
+        ] {
+            let mut h = Harness::new();
+            h.srv("220 mx\r\n").c("EHLO c\r\n").srv("250 mx\r\n");
+            h.c("MAIL FROM:<x@evil>\r\n").srv("250 ok\r\n");
+            h.c("RCPT TO:<y@z>\r\n").srv("250 ok\r\n");
+            h.c(&format!("{cmd}\r\n")).srv(&format!("{code}\r\n"));
+            h.c("RSET\r\n").srv("250 ok\r\n");
+            h.c("MAIL FROM:<a@x>\r\n").srv("250 ok\r\n");
+            h.c("RCPT TO:<b@y>\r\n").srv("250 ok\r\n");
+            h.c("DATA\r\n").srv("354 go\r\n");
+            h.c("Subject: real\r\n\r\nbody\r\n.\r\n")
+                .srv("250 queued\r\n");
+            h.c("QUIT\r\n").srv("221 bye\r\n");
+            h.close();
+            assert!(
+                h.sink.anomalies.contains(&SmtpAnomaly::BdatChunkRefused),
+                "{cmd}: {:?}",
+                h.sink.anomalies
+            );
+            let real = h
+                .sink
+                .records
+                .iter()
+                .find(|r| r.text(TextField::Mailfrom) == Some("a@x"))
+                .unwrap_or_else(|| panic!("{cmd}: the message after the refusal is lost"));
+            assert_eq!(real.text(TextField::Subject), Some("real"));
+            assert_eq!(real.text(TextField::LastReply), Some("250 queued"));
+            let refused = &h.sink.records[0];
+            assert_eq!(refused.text(TextField::Mailfrom), Some("x@evil"));
+        }
+    }
+
+    #[test]
+    fn bdat_refused_after_its_chunk_changes_nothing() {
+        // A server that reads the chunk answers once it has it all: the
+        // chunk was data, and a pipelined earlier refusal of another chunk
+        // does not end the one arriving.
+        let mut h = Harness::new();
+        h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 6\r\nSubjec")
+            .srv("250 ok\r\n250 ok\r\n");
+        h.c("BDAT 12 LAST\r\nt: s\r\n").srv("552 too big\r\n");
+        h.c("\r\nxyz\r\n").srv("250 ok\r\n");
+        assert!(!h.sink.anomalies.contains(&SmtpAnomaly::BdatChunkRefused));
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("s"));
     }
 
     #[test]

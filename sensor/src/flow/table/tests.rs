@@ -258,17 +258,135 @@ fn full_table_evicts_least_recently_active() {
 }
 
 #[test]
-fn port_reuse_with_new_syn_starts_new_connection() {
+fn port_reuse_after_a_fin_starts_new_connection() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40007, 100, 0, SYN, b""));
+    h.feed(pkt(2, true, 40007, 101, 0, ACK, b"old"));
+    h.feed(pkt(3, true, 40007, 104, 0, FINACK, b""));
+    h.feed(pkt(4, true, 40007, 9000, 0, SYN, b""));
+    h.feed(pkt(5, true, 40007, 9001, 0, ACK, b"new"));
+    assert_eq!(
+        h.log.0,
+        ["40007:Orig:old", "40007:close@4", "40007:Orig:new"]
+    );
+    assert!(h.an.is_empty(), "{:?}", h.an);
+}
+
+#[test]
+fn new_syn_on_a_live_connection_is_ignored() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40017, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40017, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, false, 40017, 501, 101, ACK, b"220 hi\r\n"));
+    h.feed(pkt(4, true, 40017, 101, 509, ACK, b"EHLO a\r\n"));
+    // Injected: a SYN with another sequence number, which the server
+    // answers with a challenge ACK (RFC 5961), not a SYN-ACK.
+    h.feed(pkt(5, true, 40017, 7_777_777, 0, SYN, b""));
+    h.feed(pkt(6, false, 40017, 509, 109, ACK, b""));
+    h.feed(pkt(7, true, 40017, 109, 509, ACK, b"QUIT\r\n"));
+    assert_eq!(
+        h.log.0,
+        [
+            "40017:Resp:220 hi\r\n",
+            "40017:Orig:EHLO a\r\n",
+            "40017:Orig:QUIT\r\n"
+        ]
+    );
+    assert_eq!(h.an.get("active_connection_reuse"), 1);
+    assert_eq!(h.t.stats.flows_created, 1);
+    // On a flow that has not carried data, Zeek's name for it.
+    h.feed(pkt(8, true, 40018, 100, 0, SYN, b""));
+    h.feed(pkt(9, true, 40018, 5_000, 0, SYN, b""));
+    assert_eq!(h.an.get("SYN_seq_jump"), 1);
+}
+
+#[test]
+fn new_syn_answered_by_the_responder_starts_new_connection() {
+    // Port reuse whose close was not captured: the server's SYN-ACK
+    // acknowledges the new SYN, so the old connection is over.
     let mut h = Harness::new(FlowConfig::default());
     h.feed(pkt(1, true, 40007, 100, 0, SYN, b""));
     h.feed(pkt(2, true, 40007, 101, 0, ACK, b"old"));
     h.feed(pkt(3, true, 40007, 9000, 0, SYN, b""));
-    h.feed(pkt(4, true, 40007, 9001, 0, ACK, b"new"));
+    // A SYN-ACK for something else changes nothing.
+    h.feed(pkt(4, false, 40007, 300, 5, SYNACK, b""));
+    assert_eq!(h.t.stats.flows_created, 1);
+    h.feed(pkt(5, false, 40007, 700, 9001, SYNACK, b""));
+    h.feed(pkt(6, true, 40007, 9001, 701, ACK, b"new"));
+    h.feed(pkt(7, false, 40007, 701, 9004, ACK, b"ok"));
     assert_eq!(
         h.log.0,
-        ["40007:Orig:old", "40007:close@3", "40007:Orig:new"]
+        [
+            "40007:Orig:old",
+            "40007:close@5",
+            "40007:Orig:new",
+            "40007:Resp:ok"
+        ]
     );
-    assert_eq!(h.an.get("SYN_seq_jump"), 1);
+    assert_eq!(h.an.get("active_connection_reuse"), 1);
+    assert_eq!(h.an.get("content_gap"), 0);
+}
+
+#[test]
+fn rst_outside_the_window_is_ignored() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40019, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40019, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, false, 40019, 501, 101, ACK, b"220 hi\r\n"));
+    // Blind resets from either side, far from its stream.
+    h.feed(pkt(4, true, 40019, 101 + 3_000_000, 0, RST, b""));
+    h.feed(pkt(5, false, 40019, 0x9000_0000, 101, RST | ACK, b""));
+    h.feed(pkt(6, true, 40019, 101, 509, ACK, b"QUIT\r\n"));
+    assert_eq!(h.an.get("RST_outside_window"), 2);
+    assert_eq!(h.t.len(), 1);
+    // The server's own reset, at its next sequence number, ends it.
+    h.feed(pkt(7, false, 40019, 509, 107, RST | ACK, b""));
+    assert_eq!(h.t.len(), 0);
+    assert_eq!(
+        h.log.0,
+        [
+            "40019:Resp:220 hi\r\n",
+            "40019:Orig:QUIT\r\n",
+            "40019:close@7"
+        ]
+    );
+}
+
+#[test]
+fn far_ack_is_counted_not_a_gap() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40020, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40020, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, false, 40020, 501, 101, ACK, b"220 hi\r\n"));
+    // A pure ACK 500 MB beyond the server's bytes, "from" the client.
+    h.feed(pkt(4, true, 40020, 101, 509 + 500_000_000, ACK, b""));
+    h.feed(pkt(5, false, 40020, 509, 101, ACK, b"250 ok\r\n"));
+    assert_eq!(h.an.get("TCP_ack_above_window"), 1);
+    assert_eq!(h.an.get("content_gap"), 0);
+    assert_eq!(h.log.0, ["40020:Resp:220 hi\r\n", "40020:Resp:250 ok\r\n"]);
+}
+
+#[test]
+fn contradictory_retransmissions_are_counted_each() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40021, 100, 0, SYN, b""));
+    h.feed(pkt(2, true, 40021, 101, 0, ACK, b"RCPT TO:<bob@x>\r\n"));
+    for k in 0..50u8 {
+        let fake = format!("RCPT TO:<e{:02}@x>\r\n", k);
+        h.feed(pkt(
+            3 + u64::from(k),
+            true,
+            40021,
+            101,
+            0,
+            ACK,
+            fake.as_bytes(),
+        ));
+    }
+    // An identical copy is not counted.
+    h.feed(pkt(60, true, 40021, 101, 0, ACK, b"RCPT TO:<bob@x>\r\n"));
+    assert_eq!(h.an.get("rexmit_inconsistency"), 50);
+    assert_eq!(h.log.0, ["40021:Orig:RCPT TO:<bob@x>\r\n"]);
 }
 
 #[test]
