@@ -77,23 +77,32 @@ pub fn pin_current_thread(cpu: usize, what: &str) {
     }
 }
 
-/// Nice value of threads that must yield to capture ([`yield_to_capture`]).
+/// Nice value of threads that must yield to capture, where the kernel
+/// refuses `SCHED_IDLE` ([`yield_to_capture`]).
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Lowers the calling thread's priority to [`BACKGROUND_NICE`], for work
-/// that can wait while capture cannot: the live log writer. It shares a
-/// core with a capture thread on small machines, and formats a second's
-/// records in one go; at the same priority the scheduler let it run for
-/// tens of milliseconds while the capture thread, woken by new frames,
-/// waited, long enough to fill a 10 ms UMEM at line rate. At nice 10 it
-/// still gets the CPU capture leaves idle, and if that is too little the
-/// record budget drops records (counted), never frames. Lowering one's own
-/// priority needs no privilege; a failure is logged and ignored.
+/// Puts the calling thread in the `SCHED_IDLE` class, for work that can
+/// wait while capture cannot: the live log writer. It shares a core with
+/// a capture thread on small machines and formats a second's records in
+/// one go. At the same priority the scheduler let it run for tens of
+/// milliseconds while the capture thread, woken by new frames, waited;
+/// at nice 10 it still ran up to 20 ms at a stretch under EEVDF
+/// (`perf sched timehist` at 1.7 Mpps), long enough to fill the UMEM in
+/// bursts. A `SCHED_IDLE` thread runs only on CPU time no normal thread
+/// wants and is preempted as soon as capture wakes; if capture leaves too
+/// little, the record budget drops records (counted), never frames.
+/// Needs no privilege; should the kernel refuse, the thread falls back to
+/// nice [`BACKGROUND_NICE`], and a failure of that is logged and ignored.
 pub fn yield_to_capture(what: &str) {
-    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
-    // and a thread id affects only that thread on Linux.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: gettid has no preconditions; sched_setscheduler and
+    // setpriority with a thread id affect only that thread on Linux, and
+    // `param` outlives the call.
     let rc = unsafe {
         let tid = libc::gettid();
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0 {
+            return;
+        }
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE)
     };
     if rc != 0 {
