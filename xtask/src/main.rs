@@ -4,8 +4,10 @@
 //!   `rust-src`, bpf-linker); idempotent, seconds when nothing is missing.
 //! - `build`: the XDP program and the release `smtp-sensor`.
 //! - `test`: setup, build, every unit and integration test of the
-//!   workspace (the live XDP tests included: needs root), and the Zeek
-//!   corpus comparison.
+//!   workspace (the live XDP tests included: needs root), the Zeek
+//!   corpus comparison, and each fuzz target for a few seconds.
+//! - `fuzz [--seconds N] [--target NAME]`: the cargo-fuzz targets of
+//!   `fuzz/`, each for N seconds (see `fuzz.rs`).
 //! - `run -- <args>`: build, then run `smtp-sensor <args>`.
 //! - `replay [--netns NS] <pcap> -i <iface> [options]`: build, then run
 //!   the project's replayer (`smtp-replay`, see `bench/replay`) to send a
@@ -24,6 +26,7 @@
 mod bench;
 mod compare_zeek;
 mod demo;
+mod fuzz;
 mod loadtest;
 mod netns;
 mod pcap;
@@ -39,6 +42,7 @@ use util::{cargo, root_dir};
 
 const USAGE: &str =
     "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
+                    | fuzz [--seconds N] [--target NAME]
                     | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]
                     | replay [--netns NS] <pcap> -i <iface> [smtp-replay options]>
        cargo xtask loadtest --help
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("loadtest") => loadtest::run(&args[1..]),
         Some("replay") => replay(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -84,7 +89,7 @@ fn build() -> Result<()> {
 }
 
 /// Everything: setup, then all workspace tests (unit, integration, live),
-/// then the Zeek corpus comparison.
+/// the Zeek corpus comparison, then each fuzz target briefly.
 fn test() -> Result<()> {
     setup::run()?;
     // The live tests start the debug binary; build it (and the XDP
@@ -92,6 +97,7 @@ fn test() -> Result<()> {
     cargo(&["build", "-p", "smtp-sensor", "--bins"])?;
     cargo(&["test", "--workspace", "--no-fail-fast"])?;
     compare_zeek::run(&[]).map_err(anyhow::Error::msg)?;
+    fuzz::smoke()?;
     println!("xtask: all tests passed");
     Ok(())
 }

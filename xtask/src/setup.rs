@@ -8,6 +8,9 @@
 //! 3. bpf-linker, built against the LLVM shared library that ships inside
 //!    the nightly toolchain (no system LLVM needed), cached in
 //!    `~/.cache/smtp-sensor/bpf-linker`, where `sensor/build.rs` finds it.
+//! 4. cargo-fuzz (`cargo install`, into `~/.cargo/bin`), for the fuzz
+//!    targets of `fuzz/` (`cargo xtask fuzz`, and briefly `cargo xtask
+//!    test`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,11 +35,14 @@ const PACKAGES: &[&str] = &[
 const NIGHTLY: &str = "nightly";
 /// bpf-linker release that works with the nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz release the fuzz targets are run with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     println!("xtask: setup complete");
     Ok(())
 }
@@ -249,4 +255,33 @@ fn bpf_linker_ok(root: &Path, bin: &Path) -> bool {
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
+}
+
+/// cargo-fuzz at [`CARGO_FUZZ_VERSION`] (and the nightly toolchain it
+/// builds with), installed when missing.
+pub fn cargo_fuzz() -> Result<()> {
+    nightly_rust_src()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["install", "--list"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .contains(&format!("cargo-fuzz v{CARGO_FUZZ_VERSION}:"))
+        });
+    if installed {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (a minute or two, once)");
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ])
+    // Not into the workspace's target directory: its own, dropped after.
+    .env_remove("CARGO_TARGET_DIR");
+    status(&mut cmd)
 }

@@ -392,9 +392,12 @@ impl Reassembler {
         out: &mut F,
         ev: &mut SegmentEvents,
     ) {
-        if self.is_full(payload.len()) {
+        // Only the bytes not buffered yet count against the limit: a
+        // retransmission of buffered data must not give up a hole.
+        let fresh = self.unbuffered(start, payload.len());
+        if fresh > 0 && self.is_full(fresh) {
             ev.ooo_limit = true;
-            while !self.ooo.is_empty() && self.is_full(payload.len()) {
+            while !self.ooo.is_empty() && self.is_full(self.unbuffered(start, payload.len())) {
                 self.skip_hole(out);
             }
             // Progress may have reached or passed this segment.
@@ -458,6 +461,21 @@ impl Reassembler {
             }
             pos = piece_end;
         }
+    }
+
+    /// Bytes of `[start, start + len)` that no buffered segment holds.
+    fn unbuffered(&self, start: u64, len: usize) -> usize {
+        let end = start + len as u64;
+        let first = self.ooo.partition_point(|s| s.end() <= start);
+        let held: u64 = self
+            .ooo
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|s| s.off < end)
+            .map(|s| s.end().min(end) - s.off.max(start))
+            .sum();
+        len.saturating_sub(held as usize)
     }
 
     /// The peer acknowledged everything before `ack`. Bytes acknowledged but
@@ -858,5 +876,30 @@ mod tests {
         r.flush(&mut s.cb());
         assert_eq!(s.gaps, [13]);
         assert!(s.data.ends_with(b"DATA\r\n"));
+    }
+
+    /// Found by the reordering property test (tests/tests/prop_reassembly.rs):
+    /// with the buffer full, a retransmission of a segment already buffered
+    /// counted its whole length against the limit and gave up the hole
+    /// before it, though it added nothing.
+    #[test]
+    fn retransmission_of_buffered_data_keeps_the_hole() {
+        let (mut r, mut s) = (Reassembler::new(4), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 4, b"efgh");
+        assert_eq!(r.buffered_bytes(), 4);
+        let ev = seg(&mut r, &mut s, 4, b"efgh");
+        assert!(!ev.ooo_limit);
+        // A part of it too.
+        let ev = seg(&mut r, &mut s, 5, b"fg");
+        assert!(!ev.ooo_limit);
+        seg(&mut r, &mut s, 0, b"abcd");
+        assert_eq!(s.data, b"abcdefgh");
+        assert!(s.gaps.is_empty());
+        // Bytes beyond what is buffered still count.
+        seg(&mut r, &mut s, 12, b"mnop");
+        let ev = seg(&mut r, &mut s, 12, b"mnopq");
+        assert!(ev.ooo_limit);
+        assert_eq!(s.gaps, [4]);
     }
 }

@@ -84,11 +84,13 @@ impl LineBuf {
                         return None;
                     }
                     let room = max.saturating_sub(self.buf.len());
-                    if rest.len() < room {
+                    if rest.len() <= room {
+                        // A line of exactly `max` bytes is not too long:
+                        // whether one comes is known from the next byte.
                         self.buf.extend_from_slice(rest);
                         return None;
                     }
-                    // The limit is reached without a line end: hand out
+                    // The limit is passed without a line end: hand out
                     // what fits and drop the rest of this line.
                     self.buf
                         .extend_from_slice(rest.get(..room).unwrap_or_default());
@@ -219,6 +221,34 @@ mod tests {
                 (".".into(), false)
             ]
         );
+    }
+
+    /// Found by the session fuzz target (a split data step must change no
+    /// anomaly): a line of exactly the limit (the bytes before `\n`), its
+    /// line end in the next segment, was cut and counted too long; in one
+    /// segment it was not.
+    #[test]
+    fn line_of_exactly_the_limit_across_segments() {
+        let cases: [(&[&[u8]], &str, bool); 8] = [
+            (&[b"0123456789\nok\n"], "0123456789", false),
+            (&[b"0123456789", b"\nok\n"], "0123456789", false),
+            (&[b"01234", b"56789", b"\nok\n"], "0123456789", false),
+            (&[b"012345678\r\nok\n"], "012345678", false),
+            (&[b"012345678\r", b"\nok\n"], "012345678", false),
+            // One byte more (a `\r` too) is too long, wherever it comes.
+            (&[b"0123456789\r\nok\n"], "0123456789", true),
+            (&[b"0123456789", b"\r\nok\n"], "0123456789", true),
+            (&[b"0123456789", b"X", b"\nok\n"], "0123456789", true),
+        ];
+        for (segments, line, truncated) in cases {
+            let mut lb = LineBuf::default();
+            let got = all_lines(&mut lb, segments, 10);
+            assert_eq!(
+                got,
+                [(line.into(), truncated), ("ok".into(), false)],
+                "{segments:?}"
+            );
+        }
     }
 
     #[test]
