@@ -698,6 +698,133 @@ mod tests {
     }
 
     #[test]
+    fn rfc2231_sections_out_of_order_repeated_or_missing() {
+        let mut odd = false;
+        // Out of order is allowed: joined by number.
+        let v = b"attachment; filename*1=\"b.txt\"; filename*0=\"a\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("ab.txt")
+        );
+        assert!(!odd);
+        // A repeated number: the first one sent counts.
+        let v = b"attachment; filename*0=\"evil\"; filename*0=\"fine\"; filename*1=\".exe\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("evil.exe")
+        );
+        assert!(odd);
+        // A missing number: the others are still joined, and counted.
+        let mut odd = false;
+        let v = b"attachment; filename*0=\"a\"; filename*2=\"c\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("ac")
+        );
+        assert!(odd);
+        // A plain fallback next to the extended form is ordinary.
+        let mut odd = false;
+        let v = b"attachment; filename=\"fallback.txt\"; filename*=UTF-8''r%C3%A9el.txt";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("r\u{e9}el.txt")
+        );
+        assert!(!odd);
+        let body = "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+                    Content-Disposition: attachment; filename*0=x; filename*0=y\r\n\r\n--B--";
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["x"]);
+        assert_eq!(c.anomalies, [SmtpAnomaly::Rfc2231BadContinuation]);
+    }
+
+    #[test]
+    fn a_boundary_inside_a_part_starts_a_part() {
+        // The text of part one holds the delimiter: every MIME parser splits
+        // there, and so does the tracker (no anomaly: nothing tells it from
+        // a real delimiter).
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"B\"\r\n",
+            "\r\n",
+            "--B\r\n",
+            "Content-Type: text/plain\r\n",
+            "\r\n",
+            "quoted delimiter follows\r\n",
+            "--B\r\n",
+            "Content-Disposition: attachment; filename=\"hidden.exe\"\r\n",
+            "\r\n",
+            "MZ\r\n",
+            "--B--\r\n",
+        );
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["hidden.exe"]);
+        assert!(c.anomalies.is_empty(), "{:?}", c.anomalies);
+    }
+
+    #[test]
+    fn reused_and_prefix_boundaries_follow_zeek_and_are_counted() {
+        // The inner multipart's boundary begins with the outer one: the
+        // outer entity takes the inner delimiters (Zeek compares prefixes,
+        // outermost first), so the inner attachment is a part of the outer.
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"B\"\r\n",
+            "\r\n",
+            "--B\r\n",
+            "Content-Type: multipart/alternative; boundary=\"B2\"\r\n",
+            "\r\n",
+            "--B2\r\n",
+            "Content-Type: text/plain; name=\"inner.txt\"\r\n",
+            "\r\n",
+            "x\r\n",
+            "--B2--\r\n",
+            "--B \t\r\n",
+            "Content-Type: text/plain; name=\"outer.txt\"\r\n",
+            "\r\n",
+            "--B--\r\n",
+        );
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["inner.txt", "outer.txt"]);
+        // "--B2" and "--B2--" match "B" only as a prefix; "--B \t" is exact.
+        assert_eq!(
+            c.anomalies,
+            [
+                SmtpAnomaly::BoundaryReused,
+                SmtpAnomaly::BoundaryPrefixMatch,
+                SmtpAnomaly::BoundaryPrefixMatch
+            ]
+        );
+        assert_eq!(boundary_kind(b"--B--", b"B"), Some((true, true)));
+        assert_eq!(boundary_kind(b"--B-- ", b"B"), Some((true, true)));
+        assert_eq!(boundary_kind(b"--B--x", b"B"), Some((true, false)));
+        assert_eq!(boundary_kind(b"--Bx", b"B"), Some((false, false)));
+        assert_eq!(boundary_kind(b"-B", b"B"), None);
+    }
+
+    #[test]
+    fn header_syntax_anomalies() {
+        let c = run(
+            "Subject : a\r\nFr\0om: b\r\nTo: c\0d\r\n\r\nbody\0\r\n",
+            &SmtpLimits::default(),
+        );
+        assert_eq!(
+            c.headers,
+            [
+                ("Subject".to_string(), "a".to_string()),
+                ("To".into(), "c\0d".into())
+            ]
+        );
+        // NUL in the header block only (the session counts it once); the
+        // Subject is complete when the next header line arrives.
+        assert_eq!(
+            c.anomalies,
+            [
+                SmtpAnomaly::NulInLine,
+                SmtpAnomaly::HeaderSpaceBeforeColon,
+                SmtpAnomaly::NulInLine
+            ]
+        );
+    }
+
+    #[test]
     fn limits_cut_headers_and_depth() {
         let limits = SmtpLimits {
             max_header_len: 16,
