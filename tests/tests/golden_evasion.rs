@@ -159,15 +159,20 @@ fn smuggling_ends_data_as_zeek_and_counts_each_short_end() {
             );
         }
     }
-    // `\r.\r` is no end: a bare CR ends no line (unlike Zeek).
-    let rs = by_port(41014);
-    assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(rs[0]["subject"], "cover");
+    // `\r.\r` and `\r\n.\r` are no end: a bare CR ends no line (unlike
+    // Zeek); the second, a `.` and a bare CR at a line start, is named.
+    for port in [41014, 41015] {
+        let rs = by_port(port);
+        assert_eq!(rs.len(), 1, "port {port}: {rs:?}");
+        assert_eq!(rs[0]["mailfrom"], "user@example.com", "port {port}");
+        assert_eq!(rs[0]["subject"], "cover", "port {port}");
+    }
     counts_are(
         "smuggling",
         &counts,
         &[
             ("smtp_non_crlf_end_of_data", 4),
+            ("smtp_bare_cr_end_of_data", 1),
             ("smtp_mail_transaction_invalid", 0),
         ],
     );
@@ -327,6 +332,7 @@ fn ordinary_mail_counts_no_evasion_anomaly() {
     for a in [
         "smtp_unterminated_reply_line",
         "smtp_non_crlf_end_of_data",
+        "smtp_bare_cr_end_of_data",
         "NUL_in_line",
         "mime_duplicate_header",
         "mime_header_space_before_colon",

@@ -63,6 +63,10 @@ pub enum SmtpAnomaly {
     /// that accepts only `\r\n.\r\n` sees the following lines as message
     /// text, the sensor (as Zeek) as commands.
     NonCrlfEndOfData,
+    /// A DATA line starting with `.` and a bare CR (`\r\n.\rMAIL…`): Zeek,
+    /// and servers that end lines at a bare CR, end the data there; the
+    /// sensor (lines end at LF) reads on.
+    BareCrEndOfData,
     /// A NUL byte in a command, reply or header line (Zeek's weird name;
     /// once per connection).
     NulInLine,
@@ -115,6 +119,7 @@ impl SmtpAnomaly {
             SmtpAnomaly::BdatChunkRefused => "smtp_bdat_chunk_refused",
             SmtpAnomaly::UnterminatedReplyLine => "smtp_unterminated_reply_line",
             SmtpAnomaly::NonCrlfEndOfData => "smtp_non_crlf_end_of_data",
+            SmtpAnomaly::BareCrEndOfData => "smtp_bare_cr_end_of_data",
             SmtpAnomaly::NulInLine => "NUL_in_line",
             SmtpAnomaly::DuplicateHeader => "mime_duplicate_header",
             SmtpAnomaly::HeaderSpaceBeforeColon => "mime_header_space_before_colon",

@@ -340,6 +340,14 @@ impl SmtpSession {
                 self.end_of_data(ts, sink);
             }
             State::InData => {
+                // `.` then a bare CR at a line start (`\r\n.\rMAIL…`): a
+                // line end for Zeek and for servers that take a bare CR for
+                // one, so the end of their data; message text here. Only
+                // lines that start with `.` are looked at (the others are
+                // stepped over unframed): a bare CR elsewhere is not seen.
+                if line.starts_with(b".\r") {
+                    self.anomalies.push(SmtpAnomaly::BareCrEndOfData);
+                }
                 let data = line.strip_prefix(b".").unwrap_or(line);
                 if !self.in_body {
                     self.begin_data();
@@ -1673,8 +1681,15 @@ mod tests {
         let h = smuggled("\r\n.\r\n");
         assert_eq!(h.sink.records.len(), 2);
         assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
+        assert_eq!(count(&h, SmtpAnomaly::BareCrEndOfData), 0);
         let h = smuggled("\r.\r");
         assert_eq!(h.sink.records.len(), 1, "a bare CR ends no line");
+        assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
+        // At a line start, a `.` and a bare CR are named (Zeek ends there).
+        let h = smuggled("\r\n.\r");
+        assert_eq!(h.sink.records.len(), 1, "a bare CR ends no line");
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("first"));
+        assert_eq!(count(&h, SmtpAnomaly::BareCrEndOfData), 1);
         assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
     }
 

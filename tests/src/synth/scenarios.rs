@@ -547,6 +547,8 @@ pub fn evasion() -> Vec<(&'static str, Frames)> {
         smuggle(13, "\r\n.\r\r\n", false),
         // A bare CR is no line end: the message goes on to the real end.
         smuggle(14, "\r.\r", false),
+        // Nor after a line start: named, as Zeek ends the data there.
+        smuggle(15, "\r\n.\r", false),
     ];
     out.push(("smuggling", interleave(smuggling)));
 
