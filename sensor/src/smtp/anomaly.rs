@@ -53,6 +53,43 @@ pub enum SmtpAnomaly {
     /// it did not read the chunk, so the client's next bytes are commands
     /// again (a huge chunk size no longer hides the rest of the connection).
     BdatChunkRefused,
+    /// A server line cut at `max_line_len` had not ended when the client
+    /// sent its next line: the cut line ends there, and the server's next
+    /// bytes start a new reply (a reply glued to an endless greeting is not
+    /// lost, so replies stay paired with their commands).
+    UnterminatedReplyLine,
+    /// DATA ended at a `.` line not framed by CRLF on both sides (`\n.\n`,
+    /// `\r\n.\n`, `\n.\r\n`, `.\r\r\n`…): the "SMTP smuggling" ends. A server
+    /// that accepts only `\r\n.\r\n` sees the following lines as message
+    /// text, the sensor (as Zeek) as commands.
+    NonCrlfEndOfData,
+    /// A DATA line starting with `.` and a bare CR (`\r\n.\rMAIL…`): Zeek,
+    /// and servers that end lines at a bare CR, end the data there; the
+    /// sensor (lines end at LF) reads on.
+    BareCrEndOfData,
+    /// A NUL byte in a command, reply or header line (Zeek's weird name;
+    /// once per connection).
+    NulInLine,
+    /// A header that RFC 5322 allows once (Subject, From, Date, Reply-To,
+    /// Message-ID, In-Reply-To) came again; the last one is logged, as Zeek.
+    DuplicateHeader,
+    /// A header name followed by blanks before its colon (`Subject : x`,
+    /// RFC 5322's obsolete syntax): read as that header, as Zeek does.
+    HeaderSpaceBeforeColon,
+    /// A multipart entity's boundary starts with the boundary of an
+    /// enclosing entity, so the enclosing one also matches its delimiters.
+    BoundaryReused,
+    /// A line matched a boundary only as a prefix (`--b` then more than
+    /// `--` and blanks): Zeek takes it for a delimiter and so does the
+    /// sensor; a strict RFC 2046 parser does not.
+    BoundaryPrefixMatch,
+    /// RFC 2231 parameter sections that repeat a number or leave one out
+    /// (`filename*0=`, `filename*0=`, `filename*2=`).
+    Rfc2231BadContinuation,
+    /// The first server lines are not SMTP replies: the flow is not SMTP,
+    /// and parsing stops (Zeek: an analyzer violation, after which its
+    /// dynamic protocol detection disables the analyzer).
+    AnalyzerViolation,
 }
 
 impl SmtpAnomaly {
@@ -80,6 +117,16 @@ impl SmtpAnomaly {
             SmtpAnomaly::ReplyTooLong => "smtp_reply_too_long",
             SmtpAnomaly::DuplicateAddressFlood => "smtp_duplicate_address_flood",
             SmtpAnomaly::BdatChunkRefused => "smtp_bdat_chunk_refused",
+            SmtpAnomaly::UnterminatedReplyLine => "smtp_unterminated_reply_line",
+            SmtpAnomaly::NonCrlfEndOfData => "smtp_non_crlf_end_of_data",
+            SmtpAnomaly::BareCrEndOfData => "smtp_bare_cr_end_of_data",
+            SmtpAnomaly::NulInLine => "NUL_in_line",
+            SmtpAnomaly::DuplicateHeader => "mime_duplicate_header",
+            SmtpAnomaly::HeaderSpaceBeforeColon => "mime_header_space_before_colon",
+            SmtpAnomaly::BoundaryReused => "mime_boundary_reused",
+            SmtpAnomaly::BoundaryPrefixMatch => "mime_boundary_prefix_match",
+            SmtpAnomaly::Rfc2231BadContinuation => "mime_rfc2231_bad_continuation",
+            SmtpAnomaly::AnalyzerViolation => "smtp_analyzer_violation",
         }
     }
 }

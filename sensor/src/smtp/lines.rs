@@ -12,6 +12,9 @@ pub struct Line<'a> {
     pub bytes: &'a [u8],
     /// The line was longer than the limit and was cut.
     pub truncated: bool,
+    /// It ended with exactly `\r\n` (not a bare `\n`, not `\r\r\n`, not
+    /// cut): what RFC 5321 allows. The end of DATA is checked with it.
+    pub crlf: bool,
 }
 
 /// The partial-line state of one direction. The buffer grows to at most the
@@ -25,11 +28,30 @@ pub struct LineBuf {
     skipping: bool,
 }
 
-fn strip_cr(mut line: &[u8]) -> &[u8] {
+/// The line without its trailing `\r`s, and whether there was exactly one.
+fn strip_cr(mut line: &[u8]) -> (&[u8], bool) {
+    let mut crs = 0usize;
     while let [rest @ .., b'\r'] = line {
         line = rest;
+        crs += 1;
     }
-    line
+    (line, crs == 1)
+}
+
+/// A complete line as handed out (`cut`: the limit was reached first).
+fn line(bytes: &[u8], truncated: bool, cut: bool) -> Line<'_> {
+    let (bytes, one_cr) = strip_cr(bytes);
+    Line {
+        bytes,
+        truncated,
+        crlf: one_cr && !cut,
+    }
+}
+
+/// Whether a run of complete lines (starting at a line start, ending with
+/// `\n`) ends with exactly `\r\n`: [`Line::crlf`] of its last line.
+pub fn ends_with_crlf(run: &[u8]) -> bool {
+    matches!(run, [.., b'\r', b'\n']) && !matches!(run, [.., b'\r', b'\r', b'\n'])
 }
 
 impl LineBuf {
@@ -63,20 +85,14 @@ impl LineBuf {
                     if self.buf.is_empty() {
                         let truncated = chunk.len() > max;
                         let bytes = chunk.get(..max.min(chunk.len())).unwrap_or_default();
-                        return Some(Line {
-                            bytes: strip_cr(bytes),
-                            truncated,
-                        });
+                        return Some(line(bytes, truncated, truncated));
                     }
                     let room = max.saturating_sub(self.buf.len());
                     let truncated = chunk.len() > room;
                     self.buf
                         .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
                     self.handed_out = true;
-                    return Some(Line {
-                        bytes: strip_cr(&self.buf),
-                        truncated,
-                    });
+                    return Some(line(&self.buf, truncated, truncated));
                 }
                 None => {
                     *pos = data.len();
@@ -96,10 +112,7 @@ impl LineBuf {
                         .extend_from_slice(rest.get(..room).unwrap_or_default());
                     self.handed_out = true;
                     self.skipping = true;
-                    return Some(Line {
-                        bytes: strip_cr(&self.buf),
-                        truncated: true,
-                    });
+                    return Some(line(&self.buf, true, true));
                 }
             }
         }
@@ -110,6 +123,17 @@ impl LineBuf {
     /// the next byte given.
     pub fn holds_partial(&self) -> bool {
         self.skipping || (!self.handed_out && !self.buf.is_empty())
+    }
+
+    /// The rest of a cut line is being dropped (its end has not come yet).
+    pub fn in_cut_line(&self) -> bool {
+        self.skipping
+    }
+
+    /// Ends a cut line whose end has not come: the next bytes start a new
+    /// line. Returns whether there was one.
+    pub fn end_cut_line(&mut self) -> bool {
+        std::mem::replace(&mut self.skipping, false)
     }
 
     /// Hands out a partial line left at the end of a stream (the last BDAT
@@ -268,6 +292,65 @@ mod tests {
         // Across segments: the cut happens when the buffer is full.
         let got = all_lines(&mut lb, &[b"01234", b"56789XYZ", b"more\r\nnext\r\n"], 10);
         assert_eq!(got, [("0123456789".into(), true), ("next".into(), false)]);
+    }
+
+    fn crlf_flags(segments: &[&[u8]]) -> Vec<(String, bool)> {
+        let mut lb = LineBuf::default();
+        let mut out = Vec::new();
+        for seg in segments {
+            let mut pos = 0;
+            while let Some(l) = lb.next_line(seg, &mut pos, 10) {
+                out.push((String::from_utf8_lossy(l.bytes).into_owned(), l.crlf));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_tells_the_exact_line_end() {
+        let got = crlf_flags(&[b"a\r\nb\nc\r\r\n\r\n.\n"]);
+        assert_eq!(
+            got,
+            [
+                ("a".into(), true),
+                ("b".into(), false),
+                ("c".into(), false),
+                ("".into(), true),
+                (".".into(), false)
+            ]
+        );
+        // The CR and the LF in different segments; a cut line never counts.
+        let got = crlf_flags(&[b"x\r", b"\n0123456789AB\r\n", b"y\n"]);
+        assert_eq!(
+            got,
+            [
+                ("x".into(), true),
+                ("0123456789".into(), false),
+                ("y".into(), false)
+            ]
+        );
+        assert!(ends_with_crlf(b"ab\r\n"));
+        assert!(ends_with_crlf(b"\r\n"));
+        assert!(!ends_with_crlf(b"ab\n"));
+        assert!(!ends_with_crlf(b"ab\r\r\n"));
+        assert!(!ends_with_crlf(b"\n"));
+    }
+
+    #[test]
+    fn a_cut_line_can_be_ended_before_its_line_end() {
+        let mut lb = LineBuf::default();
+        let mut pos = 0;
+        let l = lb.next_line(b"220 0123456789 and more", &mut pos, 10);
+        assert_eq!(
+            l.map(|l| (l.bytes.to_vec(), l.truncated)),
+            Some((b"220 012345".to_vec(), true))
+        );
+        assert!(lb.in_cut_line());
+        assert!(lb.end_cut_line());
+        assert!(!lb.end_cut_line(), "only once");
+        // Without it, the next line would be dropped up to its end.
+        let got = all_lines(&mut lb, &[b"250 ok\r\n"], 10);
+        assert_eq!(got, [("250 ok".into(), false)]);
     }
 
     #[test]

@@ -273,24 +273,37 @@ impl HeaderApplier<'_> {
     }
 }
 
+impl HeaderApplier<'_> {
+    /// A header RFC 5322 allows once: a second one replaces the first, as
+    /// in Zeek, and is counted (a filter and a mail reader may each show
+    /// another one).
+    fn single(&mut self, field: TextField, value: &[u8]) {
+        let rec = &mut self.tx.record;
+        if rec.text(field).is_some() {
+            self.anomalies.push(SmtpAnomaly::DuplicateHeader);
+        }
+        rec.set_text_lossy(field, value);
+    }
+}
+
 impl HeaderSink for HeaderApplier<'_> {
     fn top_header(&mut self, name: &[u8], value: &[u8]) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         let rec = &mut self.tx.record;
         if is("message-id") {
-            rec.set_text_lossy(TextField::MsgId, value);
+            self.single(TextField::MsgId, value);
         } else if is("received") {
             self.tx.received(value, self.cfg, self.anomalies);
         } else if is("in-reply-to") {
-            rec.set_text_lossy(TextField::InReplyTo, value);
+            self.single(TextField::InReplyTo, value);
         } else if is("subject") {
-            rec.set_text_lossy(TextField::Subject, value);
+            self.single(TextField::Subject, value);
         } else if is("from") {
-            rec.set_text_lossy(TextField::From, value);
+            self.single(TextField::From, value);
         } else if is("reply-to") {
-            rec.set_text_lossy(TextField::ReplyTo, value);
+            self.single(TextField::ReplyTo, value);
         } else if is("date") {
-            rec.set_text_lossy(TextField::Date, value);
+            self.single(TextField::Date, value);
         } else if is("to") {
             self.addresses(value, false);
         } else if is("cc") {

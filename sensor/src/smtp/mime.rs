@@ -8,6 +8,8 @@
 //! entity's headers go to the transaction (through `HeaderSink`), nested
 //! entities' headers are read for file names only, as Zeek does.
 
+use memchr::memchr;
+
 use super::anomaly::SmtpAnomaly;
 use super::limits::SmtpLimits;
 use super::parser::{parse_header, trim};
@@ -85,6 +87,13 @@ pub fn for_each_param(value: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
 /// `name=` value, or the RFC 2231 forms `name*=charset'lang'%xx…` and
 /// `name*0=`, `name*1*=`… (continuations), which win over the plain form.
 pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
+    param_checked(value, name, &mut false)
+}
+
+/// [`param`], setting `irregular` when RFC 2231 sections repeat a number
+/// (the first one counts), leave a number out (the others are joined in
+/// order) or exceed [`MAX_PARAM_SECTIONS`].
+pub fn param_checked(value: &[u8], name: &[u8], irregular: &mut bool) -> Option<String> {
     let mut plain: Option<Vec<u8>> = None;
     let mut extended: Option<Vec<u8>> = None;
     // (section number, encoded?, raw bytes)
@@ -109,10 +118,11 @@ pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
             let num = std::str::from_utf8(digits)
                 .ok()
                 .and_then(|d| d.parse::<u32>().ok());
-            if let Some(num) = num
-                && sections.len() < MAX_PARAM_SECTIONS
-            {
-                sections.push((num, encoded, val.to_vec()));
+            match num {
+                Some(num) if sections.len() < MAX_PARAM_SECTIONS => {
+                    sections.push((num, encoded, val.to_vec()));
+                }
+                _ => *irregular = true,
             }
         }
     });
@@ -120,7 +130,18 @@ pub fn param(value: &[u8], name: &[u8]) -> Option<String> {
         return Some(decode_rfc2231(&ext));
     }
     if !sections.is_empty() {
+        // Stable: of sections with one number, the first sent stays first.
         sections.sort_by_key(|s| s.0);
+        let sent = sections.len();
+        sections.dedup_by_key(|s| s.0);
+        if sections.len() != sent
+            || sections
+                .iter()
+                .enumerate()
+                .any(|(i, s)| u32::try_from(i).ok() != Some(s.0))
+        {
+            *irregular = true;
+        }
         let mut charset: Option<Vec<u8>> = None;
         let mut bytes = Vec::new();
         for (i, (_, encoded, raw)) in sections.iter().enumerate() {
@@ -349,7 +370,10 @@ impl MimeTracker {
                 return;
             }
             if ent.body == Body::Multipart && !ent.boundary.is_empty() {
-                if let Some(closing) = boundary_kind(line, &ent.boundary) {
+                if let Some((closing, exact)) = boundary_kind(line, &ent.boundary) {
+                    if !exact {
+                        sink.anomaly(SmtpAnomaly::BoundaryPrefixMatch);
+                    }
                     self.stack.truncate(depth + 1);
                     if closing {
                         if let Some(e) = self.stack.get_mut(depth) {
@@ -390,6 +414,9 @@ impl MimeTracker {
             self.finish_header(depth, sink);
             self.end_headers(depth, limits, sink);
             return;
+        }
+        if memchr(0, line).is_some() {
+            sink.anomaly(SmtpAnomaly::NulInLine);
         }
         if matches!(line.first(), Some(b' ' | b'\t')) {
             if self.keep == Some(Keep::Keep) {
@@ -448,7 +475,15 @@ impl MimeTracker {
         }
         let header = std::mem::take(&mut self.header);
         if let Some((name, value)) = parse_header(&header) {
-            self.structural_header(depth, name, value);
+            // `Name :`: the colon is the first one, after the name's blanks.
+            if memchr(b':', &header)
+                .and_then(|c| c.checked_sub(1))
+                .and_then(|b| header.get(b))
+                .is_some_and(|&b| b == b' ' || b == b'\t')
+            {
+                sink.anomaly(SmtpAnomaly::HeaderSpaceBeforeColon);
+            }
+            self.structural_header(depth, name, value, sink);
             if depth == 0 && self.top_headers {
                 sink.top_header(name, value);
             }
@@ -457,31 +492,54 @@ impl MimeTracker {
         self.header.clear();
     }
 
-    fn structural_header(&mut self, depth: usize, name: &[u8], value: &[u8]) {
-        let Some(ent) = self.stack.get_mut(depth) else {
+    fn structural_header(
+        &mut self,
+        depth: usize,
+        name: &[u8],
+        value: &[u8],
+        sink: &mut dyn HeaderSink,
+    ) {
+        let at = depth.min(self.stack.len());
+        let (outer, inner) = self.stack.split_at_mut(at);
+        let Some(ent) = inner.first_mut() else {
             return;
         };
+        let mut irregular = false;
         if name.eq_ignore_ascii_case(b"content-type") {
             let media = trim(value.split(|&b| b == b';').next().unwrap_or_default());
             let top = media.split(|&b| b == b'/').next().unwrap_or_default();
             if top.eq_ignore_ascii_case(b"multipart") {
                 ent.body = Body::Multipart;
                 ent.boundary.clear();
-                if let Some(b) = param(value, b"boundary") {
+                if let Some(b) = param_checked(value, b"boundary", &mut irregular) {
                     ent.boundary.extend_from_slice(b.as_bytes());
+                }
+                // Enclosing entities are asked first: one whose boundary
+                // begins this one's takes its delimiter lines.
+                if !ent.boundary.is_empty()
+                    && outer.iter().any(|o| {
+                        o.body == Body::Multipart
+                            && !o.boundary.is_empty()
+                            && ent.boundary.starts_with(&o.boundary)
+                    })
+                {
+                    sink.anomaly(SmtpAnomaly::BoundaryReused);
                 }
             } else if top.eq_ignore_ascii_case(b"message") {
                 ent.body = Body::Message;
             } else {
                 ent.body = Body::Leaf;
             }
-            if let Some(n) = param(value, b"name") {
+            if let Some(n) = param_checked(value, b"name", &mut irregular) {
                 ent.type_name = Some(n);
             }
         } else if name.eq_ignore_ascii_case(b"content-disposition")
-            && let Some(n) = param(value, b"filename")
+            && let Some(n) = param_checked(value, b"filename", &mut irregular)
         {
             ent.disposition_name = Some(n);
+        }
+        if irregular {
+            sink.anomaly(SmtpAnomaly::Rfc2231BadContinuation);
         }
     }
 
@@ -512,11 +570,19 @@ impl MimeTracker {
     }
 }
 
-/// `Some(false)` for a boundary line `--b…`, `Some(true)` for the closing
-/// `--b--…`, `None` otherwise (Zeek compares the boundary as a prefix).
-fn boundary_kind(line: &[u8], boundary: &[u8]) -> Option<bool> {
+/// `Some((false, _))` for a boundary line `--b…`, `Some((true, _))` for the
+/// closing `--b--…`, `None` otherwise (Zeek compares the boundary as a
+/// prefix). The second value: only blanks follow (RFC 2046's delimiter);
+/// otherwise the line merely starts with one.
+fn boundary_kind(line: &[u8], boundary: &[u8]) -> Option<(bool, bool)> {
     let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    Some(rest.starts_with(b"--"))
+    let closing = rest.starts_with(b"--");
+    let after = if closing {
+        rest.get(2..).unwrap_or_default()
+    } else {
+        rest
+    };
+    Some((closing, after.iter().all(|&b| b == b' ' || b == b'\t')))
 }
 
 #[cfg(test)]
@@ -629,6 +695,133 @@ mod tests {
             ["NEWS-disp.txt", "only-type.png", "test.msg", "inner.bin"]
         );
         assert!(c.anomalies.is_empty());
+    }
+
+    #[test]
+    fn rfc2231_sections_out_of_order_repeated_or_missing() {
+        let mut odd = false;
+        // Out of order is allowed: joined by number.
+        let v = b"attachment; filename*1=\"b.txt\"; filename*0=\"a\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("ab.txt")
+        );
+        assert!(!odd);
+        // A repeated number: the first one sent counts.
+        let v = b"attachment; filename*0=\"evil\"; filename*0=\"fine\"; filename*1=\".exe\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("evil.exe")
+        );
+        assert!(odd);
+        // A missing number: the others are still joined, and counted.
+        let mut odd = false;
+        let v = b"attachment; filename*0=\"a\"; filename*2=\"c\"";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("ac")
+        );
+        assert!(odd);
+        // A plain fallback next to the extended form is ordinary.
+        let mut odd = false;
+        let v = b"attachment; filename=\"fallback.txt\"; filename*=UTF-8''r%C3%A9el.txt";
+        assert_eq!(
+            param_checked(v, b"filename", &mut odd).as_deref(),
+            Some("r\u{e9}el.txt")
+        );
+        assert!(!odd);
+        let body = "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+                    Content-Disposition: attachment; filename*0=x; filename*0=y\r\n\r\n--B--";
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["x"]);
+        assert_eq!(c.anomalies, [SmtpAnomaly::Rfc2231BadContinuation]);
+    }
+
+    #[test]
+    fn a_boundary_inside_a_part_starts_a_part() {
+        // The text of part one holds the delimiter: every MIME parser splits
+        // there, and so does the tracker (no anomaly: nothing tells it from
+        // a real delimiter).
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"B\"\r\n",
+            "\r\n",
+            "--B\r\n",
+            "Content-Type: text/plain\r\n",
+            "\r\n",
+            "quoted delimiter follows\r\n",
+            "--B\r\n",
+            "Content-Disposition: attachment; filename=\"hidden.exe\"\r\n",
+            "\r\n",
+            "MZ\r\n",
+            "--B--\r\n",
+        );
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["hidden.exe"]);
+        assert!(c.anomalies.is_empty(), "{:?}", c.anomalies);
+    }
+
+    #[test]
+    fn reused_and_prefix_boundaries_follow_zeek_and_are_counted() {
+        // The inner multipart's boundary begins with the outer one: the
+        // outer entity takes the inner delimiters (Zeek compares prefixes,
+        // outermost first), so the inner attachment is a part of the outer.
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"B\"\r\n",
+            "\r\n",
+            "--B\r\n",
+            "Content-Type: multipart/alternative; boundary=\"B2\"\r\n",
+            "\r\n",
+            "--B2\r\n",
+            "Content-Type: text/plain; name=\"inner.txt\"\r\n",
+            "\r\n",
+            "x\r\n",
+            "--B2--\r\n",
+            "--B \t\r\n",
+            "Content-Type: text/plain; name=\"outer.txt\"\r\n",
+            "\r\n",
+            "--B--\r\n",
+        );
+        let c = run(body, &SmtpLimits::default());
+        assert_eq!(c.files, ["inner.txt", "outer.txt"]);
+        // "--B2" and "--B2--" match "B" only as a prefix; "--B \t" is exact.
+        assert_eq!(
+            c.anomalies,
+            [
+                SmtpAnomaly::BoundaryReused,
+                SmtpAnomaly::BoundaryPrefixMatch,
+                SmtpAnomaly::BoundaryPrefixMatch
+            ]
+        );
+        assert_eq!(boundary_kind(b"--B--", b"B"), Some((true, true)));
+        assert_eq!(boundary_kind(b"--B-- ", b"B"), Some((true, true)));
+        assert_eq!(boundary_kind(b"--B--x", b"B"), Some((true, false)));
+        assert_eq!(boundary_kind(b"--Bx", b"B"), Some((false, false)));
+        assert_eq!(boundary_kind(b"-B", b"B"), None);
+    }
+
+    #[test]
+    fn header_syntax_anomalies() {
+        let c = run(
+            "Subject : a\r\nFr\0om: b\r\nTo: c\0d\r\n\r\nbody\0\r\n",
+            &SmtpLimits::default(),
+        );
+        assert_eq!(
+            c.headers,
+            [
+                ("Subject".to_string(), "a".to_string()),
+                ("To".into(), "c\0d".into())
+            ]
+        );
+        // NUL in the header block only (the session counts it once); the
+        // Subject is complete when the next header line arrives.
+        assert_eq!(
+            c.anomalies,
+            [
+                SmtpAnomaly::NulInLine,
+                SmtpAnomaly::HeaderSpaceBeforeColon,
+                SmtpAnomaly::NulInLine
+            ]
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use memchr::memchr;
+
 use crate::net::{ConnInfo, Direction, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
-use super::lines::{LineBuf, inert_prefix};
+use super::lines::{LineBuf, ends_with_crlf, inert_prefix};
 use super::message::{Added, HeaderApplier, Transaction};
 use super::mime::{LineInterest, MimeTracker};
 use super::parser::{
@@ -68,6 +70,11 @@ struct Bdat {
 /// Transactions that may wait for the answer to their end of data at once.
 const MAX_AWAITING_END: usize = 16;
 
+/// Server lines without a reply code, before the first line with one,
+/// after which the flow is taken for another protocol and parsing stops
+/// (Zeek's `DPD::max_violations` default).
+const MAX_UNCONFIRMED_VIOLATIONS: u8 = 5;
+
 /// The SMTP analysis of one TCP connection.
 pub struct SmtpSession {
     conn: ConnInfo,
@@ -109,6 +116,15 @@ pub struct SmtpSession {
     mail_from_seen: bool,
     rcpt_to_seen: bool,
     invalid_transactions: u32,
+    /// The client's last line ended with exactly CRLF (the `.` that ends
+    /// DATA must have CRLF on both sides).
+    orig_crlf: bool,
+    /// The server sent a line with a reply code: the flow speaks SMTP.
+    confirmed: bool,
+    /// Server lines without a reply code before `confirmed`.
+    violations: u8,
+    /// `NUL_in_line` was counted (once per connection, as Zeek).
+    nul_reported: bool,
     /// Anomalies found while handling a line, handed to the sink after it.
     anomalies: Vec<SmtpAnomaly>,
 }
@@ -161,6 +177,10 @@ impl SmtpSession {
             mail_from_seen: false,
             rcpt_to_seen: false,
             invalid_transactions: 0,
+            orig_crlf: true,
+            confirmed: false,
+            violations: 0,
+            nul_reported: false,
             anomalies: Vec::new(),
         }
     }
@@ -214,7 +234,7 @@ impl SmtpSession {
                     self.anomalies.push(SmtpAnomaly::LineTooLong);
                 }
                 match dir {
-                    Direction::Orig => self.client_line(ts, line.bytes, sink),
+                    Direction::Orig => self.client_line(ts, line.bytes, line.crlf, sink),
                     Direction::Resp => self.server_line(ts, line.bytes, sink),
                 }
             }
@@ -255,7 +275,10 @@ impl SmtpSession {
         self.pending.clear();
         self.reply = None;
         match dir {
-            Direction::Orig => self.orig_lines.skip_partial(),
+            Direction::Orig => {
+                self.orig_lines.skip_partial();
+                self.orig_crlf = true;
+            }
             Direction::Resp => self.resp_lines.skip_partial(),
         }
         self.state = State::AfterGap;
@@ -282,19 +305,49 @@ impl SmtpSession {
 
     fn drain_anomalies(&mut self, sink: &mut dyn SmtpSink) {
         for a in self.anomalies.drain(..) {
+            if a == SmtpAnomaly::NulInLine {
+                if self.nul_reported {
+                    continue;
+                }
+                self.nul_reported = true;
+            }
             sink.anomaly(&self.conn, a);
         }
     }
 
     // ---- client side -------------------------------------------------
 
-    fn client_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
+    /// One client line; `crlf`: it ended with exactly CRLF.
+    fn client_line(&mut self, ts: Ts, line: &[u8], crlf: bool, sink: &mut dyn SmtpSink) {
         self.touch(ts);
+        let prev_crlf = std::mem::replace(&mut self.orig_crlf, crlf);
+        // The client speaks only once the server has finished: a server
+        // line cut at the limit and still unfinished (a greeting without
+        // CRLF) ends here, so that the server's next reply is not dropped
+        // with the rest of it and replies stay paired with their commands.
+        if self.resp_lines.end_cut_line() {
+            self.anomalies.push(SmtpAnomaly::UnterminatedReplyLine);
+        }
         match self.state {
             // Unknown whether this is a command or data: wait for a reply.
             State::AfterGap => {}
-            State::InData if line == b"." => self.end_of_data(ts, sink),
+            State::InData if line == b"." => {
+                // Zeek's lines end at a bare LF too, and so does the end of
+                // data; a server that wants CRLF on both sides reads on.
+                if !(prev_crlf && crlf) {
+                    self.anomalies.push(SmtpAnomaly::NonCrlfEndOfData);
+                }
+                self.end_of_data(ts, sink);
+            }
             State::InData => {
+                // `.` then a bare CR at a line start (`\r\n.\rMAIL…`): a
+                // line end for Zeek and for servers that take a bare CR for
+                // one, so the end of their data; message text here. Only
+                // lines that start with `.` are looked at (the others are
+                // stepped over unframed): a bare CR elsewhere is not seen.
+                if line.starts_with(b".\r") {
+                    self.anomalies.push(SmtpAnomaly::BareCrEndOfData);
+                }
                 let data = line.strip_prefix(b".").unwrap_or(line);
                 if !self.in_body {
                     self.begin_data();
@@ -302,7 +355,12 @@ impl SmtpSession {
                 self.body_line(data);
             }
             State::InAuth => self.push_cmd(Cmd::AuthAnswer),
-            _ => self.command(ts, parse_command(line), sink),
+            _ => {
+                if memchr(0, line).is_some() {
+                    self.anomalies.push(SmtpAnomaly::NulInLine);
+                }
+                self.command(ts, parse_command(line), sink);
+            }
         }
     }
 
@@ -532,6 +590,7 @@ impl SmtpSession {
         let n = inert_prefix(data, self.cfg.limits.max_line_len, marks);
         if n > 0 {
             self.touch(ts);
+            self.orig_crlf = ends_with_crlf(data.get(..n).unwrap_or_default());
         }
         n
     }
@@ -618,10 +677,15 @@ impl SmtpSession {
 
     fn server_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
         self.touch(ts);
+        if memchr(0, line).is_some() {
+            self.anomalies.push(SmtpAnomaly::NulInLine);
+        }
         let Some(r) = parse_reply(line) else {
             self.anomalies.push(SmtpAnomaly::BadReplyLine);
+            self.violation();
             return;
         };
+        self.confirmed = true;
         if let Some((code, cmd)) = self.reply
             && code != r.code
         {
@@ -641,6 +705,22 @@ impl SmtpSession {
             && let Some((code, cmd)) = self.reply.take()
         {
             self.complete_reply(ts, code, cmd, sink);
+        }
+    }
+
+    /// A server line without a reply code. Before any line with one, a few
+    /// of them mean the flow is another protocol on an SMTP port (an HTTP or
+    /// TLS server, a scanner's probe): parsing stops, rather than taking
+    /// its bytes for mail until the invalid-transaction limit. Zeek's
+    /// dynamic protocol detection disables its analyzer the same way.
+    fn violation(&mut self) {
+        if self.confirmed {
+            return;
+        }
+        self.violations = self.violations.saturating_add(1);
+        if self.violations >= MAX_UNCONFIRMED_VIOLATIONS {
+            self.anomalies.push(SmtpAnomaly::AnalyzerViolation);
+            self.state = State::Disabled;
         }
     }
 
@@ -1509,6 +1589,276 @@ mod tests {
             assert_eq!(r.text(TextField::From), Some("<a@x>"), "{code}");
             assert_eq!(r.list(ListField::To), ["<b@y>"], "{code}");
         }
+    }
+
+    fn count(h: &Harness, a: SmtpAnomaly) -> usize {
+        h.sink.anomalies.iter().filter(|&&x| x == a).count()
+    }
+
+    #[test]
+    fn an_endless_greeting_does_not_shift_the_replies() {
+        // Issue 10 point 4: a greeting past the line limit without CRLF,
+        // in several segments; the client's EHLO ends it, so the EHLO's
+        // reply is not dropped with it, AUTH ends at its 235 and MAIL FROM
+        // is a command again.
+        let mut h = Harness::new();
+        let greeting = format!("220 {}", "x".repeat(5 * 1024));
+        for part in greeting.as_bytes().chunks(1460) {
+            h.send(Direction::Resp, part);
+        }
+        h.c("EHLO client.example\r\n").srv("250 mx\r\n");
+        h.c("AUTH LOGIN\r\n").srv("334 VXNlcm5hbWU6\r\n");
+        h.c("dXNlcg==\r\n").srv("334 UGFzc3dvcmQ6\r\n");
+        h.c("cGFzcw==\r\n")
+            .srv("235 2.7.0 Authentication successful\r\n");
+        one_mail(&mut h, "a@x", "b@y", "Subject: after auth\r\n\r\nbody\r\n");
+        h.c("QUIT\r\n").srv("221 bye\r\n").close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert_eq!(r.text(TextField::Mailfrom), Some("a@x"));
+        assert_eq!(r.list(ListField::Rcptto), ["b@y"]);
+        assert_eq!(r.text(TextField::Subject), Some("after auth"));
+        assert_eq!(r.text(TextField::Helo), Some("client.example"));
+        assert_eq!(r.text(TextField::LastReply), Some("250 OK queued"));
+        assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 0);
+        assert_eq!(count(&h, SmtpAnomaly::UnterminatedReplyLine), 1);
+        assert_eq!(count(&h, SmtpAnomaly::LineTooLong), 1);
+        let codes: Vec<u16> = h.sink.replies.iter().map(|r| r.0).collect();
+        assert_eq!(codes, [220, 250, 334, 334, 235, 250, 250, 354, 250, 221]);
+    }
+
+    #[test]
+    fn a_long_reply_line_that_ends_is_not_counted_as_unterminated() {
+        let mut h = Harness::new();
+        h.srv(&format!("220 {}\r\n", "x".repeat(5000)));
+        h.c("EHLO c\r\n").srv("250 ok\r\n");
+        assert_eq!(count(&h, SmtpAnomaly::LineTooLong), 1);
+        assert_eq!(count(&h, SmtpAnomaly::UnterminatedReplyLine), 0);
+        assert_eq!(h.sink.replies.len(), 2);
+    }
+
+    /// A DATA transaction whose message ends with `end` (the bytes after the
+    /// body text), then a second MAIL FROM on the same connection.
+    fn smuggled(end: &str) -> Harness {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n").c("EHLO c\r\n").srv("250 ok\r\n");
+        h.c("MAIL FROM:<a@x>\r\n").srv("250 ok\r\n");
+        h.c("RCPT TO:<b@y>\r\n").srv("250 ok\r\n");
+        h.c("DATA\r\n").srv("354 go\r\n");
+        h.c(&format!(
+            "Subject: first\r\n\r\nbody{end}MAIL FROM:<admin@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n\
+             Subject: smuggled\r\n\r\nevil\r\n.\r\n"
+        ));
+        h.srv("250 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued 2\r\n");
+        h.close();
+        h
+    }
+
+    #[test]
+    fn bare_lf_ends_data_as_in_zeek_and_is_counted() {
+        for end in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r\n.\r\r\n"] {
+            let h = smuggled(end);
+            let subjects: Vec<_> = h
+                .sink
+                .records
+                .iter()
+                .map(|r| {
+                    (
+                        r.text(TextField::Mailfrom).map(str::to_owned),
+                        r.text(TextField::Subject).map(str::to_owned),
+                    )
+                })
+                .collect();
+            let rec = |f: &str, s: &str| (Some(f.to_owned()), Some(s.to_owned()));
+            assert_eq!(
+                subjects,
+                [rec("a@x", "first"), rec("admin@x", "smuggled")],
+                "{end:?}"
+            );
+            assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 1, "{end:?}");
+        }
+        // The proper end is not counted; a `.` inside a line ends nothing.
+        let h = smuggled("\r\n.\r\n");
+        assert_eq!(h.sink.records.len(), 2);
+        assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
+        assert_eq!(count(&h, SmtpAnomaly::BareCrEndOfData), 0);
+        let h = smuggled("\r.\r");
+        assert_eq!(h.sink.records.len(), 1, "a bare CR ends no line");
+        assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
+        // At a line start, a `.` and a bare CR are named (Zeek ends there).
+        let h = smuggled("\r\n.\r");
+        assert_eq!(h.sink.records.len(), 1, "a bare CR ends no line");
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("first"));
+        assert_eq!(count(&h, SmtpAnomaly::BareCrEndOfData), 1);
+        assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 0);
+    }
+
+    #[test]
+    fn bare_lf_end_of_data_is_seen_by_the_body_fast_path_too() {
+        // The line before the `.` is stepped over without framing: its line
+        // end still counts. Whole segments and byte by byte agree.
+        for bytewise in [false, true] {
+            let mut h = Harness::new();
+            h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+            h.srv("250 ok\r\n250 ok\r\n354 go\r\n");
+            let body = "Subject: s\r\n\r\nline one\r\nline two\n.\r\n";
+            if bytewise {
+                for b in body.as_bytes() {
+                    h.send(Direction::Orig, std::slice::from_ref(b));
+                }
+            } else {
+                h.c(body);
+            }
+            h.srv("250 queued\r\n").close();
+            assert_eq!(h.sink.records.len(), 1);
+            assert_eq!(count(&h, SmtpAnomaly::NonCrlfEndOfData), 1, "{bytewise}");
+        }
+    }
+
+    #[test]
+    fn nul_bytes_are_kept_and_counted_once() {
+        let mut h = Harness::new();
+        h.srv("220 mx\r\n").c("EHLO c\r\n").srv("250 ok\r\n");
+        // A command word with a NUL is no command (Zeek drops the first NUL
+        // of a direction; the sensor keeps the bytes).
+        h.c("MA\0IL FROM:<evil@x>\r\n").srv("500 unrecognized\r\n");
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "Subject: hi\0there\r\nFr\0om: <hidden@x>\r\nFrom: <shown@x>\r\n\r\nbody\r\n",
+        );
+        h.close();
+        assert_eq!(h.sink.records.len(), 1);
+        let r = &h.sink.records[0];
+        assert_eq!(r.text(TextField::Mailfrom), Some("a@x"));
+        assert_eq!(r.text(TextField::Subject), Some("hi\0there"));
+        assert_eq!(r.text(TextField::From), Some("<shown@x>"));
+        assert_eq!(count(&h, SmtpAnomaly::NulInLine), 1);
+        assert_eq!(count(&h, SmtpAnomaly::UnknownCommand), 1);
+        assert_eq!(count(&h, SmtpAnomaly::DuplicateHeader), 0);
+    }
+
+    #[test]
+    fn duplicate_single_headers_keep_the_last_and_are_counted() {
+        let mut h = Harness::new();
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "From: <ceo@bank.example>\r\nSubject: one\r\nFrom: <evil@x>\r\n\
+             Subject: two\r\nTo: <b@y>\r\nTo: <c@y>\r\n\r\nbody\r\n",
+        );
+        h.close();
+        let r = &h.sink.records[0];
+        assert_eq!(r.text(TextField::From), Some("<evil@x>"));
+        assert_eq!(r.text(TextField::Subject), Some("two"));
+        // To and Cc headers are joined (SEMANTICS), not duplicates.
+        assert_eq!(r.list(ListField::To), ["<b@y>", "<c@y>"]);
+        assert_eq!(count(&h, SmtpAnomaly::DuplicateHeader), 2);
+    }
+
+    #[test]
+    fn a_space_before_the_colon_still_names_the_header() {
+        let mut h = Harness::new();
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "Subject : spaced\r\nFrom\t: <a@x>\r\nX-Other : x\r\n\r\nbody\r\n",
+        );
+        h.close();
+        let r = &h.sink.records[0];
+        assert_eq!(r.text(TextField::Subject), Some("spaced"));
+        assert_eq!(r.text(TextField::From), Some("<a@x>"));
+        // Only headers the sensor reads are looked at.
+        assert_eq!(count(&h, SmtpAnomaly::HeaderSpaceBeforeColon), 2);
+    }
+
+    #[test]
+    fn encoded_words_split_across_folds_are_logged_as_sent() {
+        let mut h = Harness::new();
+        one_mail(
+            &mut h,
+            "a@x",
+            "b@y",
+            "Subject: =?UTF-8?B?SGVs?=\r\n =?UTF-8?B?bG8=?=\r\n\t=?UTF-8?Q?sp\r\n lit?=\r\n\r\nx\r\n",
+        );
+        h.close();
+        assert_eq!(
+            h.sink.records[0].text(TextField::Subject),
+            Some("=?UTF-8?B?SGVs?= =?UTF-8?B?bG8=?=\t=?UTF-8?Q?sp lit?=")
+        );
+        assert!(h.sink.anomalies.is_empty(), "{:?}", h.sink.anomalies);
+    }
+
+    #[test]
+    fn data_after_bdat_chunks_ends_the_chunked_body() {
+        // RFC 3030: DATA and BDAT must not be mixed in one transaction.
+        for (reply, subject) in [
+            ("503 5.5.1 no DATA after BDAT", "chunked"),
+            ("354 go", "chunked"),
+        ] {
+            let mut h = Harness::new();
+            h.c("MAIL FROM:<a@x>\r\n").srv("250 ok\r\n");
+            h.c("RCPT TO:<b@y>\r\n").srv("250 ok\r\n");
+            let chunk = "Subject: chunked\r\n\r\npart\r\n";
+            h.c(&format!("BDAT {}\r\n{chunk}", chunk.len()))
+                .srv("250 ok\r\n");
+            h.c("DATA\r\n").srv(&format!("{reply}\r\n"));
+            if reply.starts_with("354") {
+                h.c("Subject: data\r\n\r\nother\r\n.\r\n")
+                    .srv("250 queued\r\n");
+            }
+            h.close();
+            assert_eq!(h.sink.records.len(), 1, "{reply}");
+            let r = &h.sink.records[0];
+            assert_eq!(r.text(TextField::Subject), Some(subject), "{reply}");
+            assert_eq!(count(&h, SmtpAnomaly::MissingBdatLastChunk), 1, "{reply}");
+            assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 0, "{reply}");
+        }
+        // BDAT after a completed DATA message is a new transaction without
+        // MAIL FROM: invalid, as in Zeek.
+        let mut h = Harness::new();
+        one_mail(&mut h, "a@x", "b@y", "Subject: data\r\n\r\nx\r\n");
+        h.c("BDAT 3 LAST\r\nabc").srv("503 5.5.1 MAIL first\r\n");
+        h.close();
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("data"));
+        assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 1);
+    }
+
+    #[test]
+    fn a_flow_that_is_not_smtp_stops_being_parsed() {
+        let mut h = Harness::new();
+        h.c("GET / HTTP/1.1\r\nHost: mx.example\r\n\r\n");
+        h.srv("HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n");
+        assert!(!h.s.is_done_parsing());
+        h.srv("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        assert!(h.s.is_done_parsing());
+        // Nothing after it is read: no invalid transactions pile up.
+        for _ in 0..40 {
+            h.c("RCPT TO:<a@b>\r\nDATA\r\n");
+        }
+        h.close();
+        assert!(h.sink.records.is_empty());
+        assert_eq!(count(&h, SmtpAnomaly::AnalyzerViolation), 1);
+        assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 0);
+        assert_eq!(count(&h, SmtpAnomaly::BadReplyLine), 5);
+    }
+
+    #[test]
+    fn a_reply_code_confirms_smtp_and_later_junk_is_tolerated() {
+        // A server that greets properly stays parsed whatever follows; one
+        // junk line before the greeting (a capture starting mid-line) too.
+        let mut h = Harness::new();
+        h.srv("tail of a line\r\n220 mx\r\n");
+        for _ in 0..10 {
+            h.srv("junk\r\n");
+        }
+        one_mail(&mut h, "a@x", "b@y", "Subject: kept\r\n\r\nx\r\n");
+        h.close();
+        assert!(!h.sink.anomalies.contains(&SmtpAnomaly::AnalyzerViolation));
+        assert_eq!(h.sink.records[0].text(TextField::Subject), Some("kept"));
     }
 
     #[test]

@@ -447,6 +447,294 @@ fn base64_lines(bytes: usize, rng: &mut u64) -> String {
     out
 }
 
+/// One connection of the evasion scenarios: the handshake, a greeting and
+/// EHLO on port `port` of `client` (198.18.1.x), then what `talk` sends.
+fn evasion_session(
+    host: u8,
+    server_port: u16,
+    talk: impl FnOnce(&mut super::session::TcpSession),
+) -> Frames {
+    let server = SocketAddr::from(([198, 19, 0, 25], server_port));
+    let mut s = super::session::TcpSession::new(
+        v4(1, host, 41000 + u16::from(host)),
+        server,
+        Ts::from_secs(T0 + u64::from(host)),
+    );
+    s.handshake();
+    talk(&mut s);
+    s.close(Side::Client);
+    s.frames()
+}
+
+/// Greeting, EHLO, MAIL FROM and RCPT TO, each answered.
+fn evasion_envelope(s: &mut super::session::TcpSession, from: &str, to: &str) {
+    s.server("220 mx.example.net ESMTP\r\n")
+        .client("EHLO client.example.com\r\n")
+        .server("250-mx.example.net\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        .client(format!("MAIL FROM:<{from}>\r\n"))
+        .server("250 2.1.0 Ok\r\n")
+        .client(format!("RCPT TO:<{to}>\r\n"))
+        .server("250 2.1.5 Ok\r\n");
+}
+
+/// DATA with `message` (sent as is: its own end of data), then QUIT.
+fn evasion_data(s: &mut super::session::TcpSession, message: &str, replies: &str) {
+    s.client("DATA\r\n")
+        .server("354 go ahead\r\n")
+        .client(message)
+        .server(replies)
+        .client("QUIT\r\n")
+        .server("221 2.0.0 bye\r\n");
+}
+
+/// The evasion scenarios of issue 10 (points 4 and 5): `(name, frames)`,
+/// each a capture of its own; `tests/tests/golden_evasion.rs` says what
+/// each must log and count.
+pub fn evasion() -> Vec<(&'static str, Frames)> {
+    let mut out: Vec<(&'static str, Frames)> = Vec::new();
+
+    // A 5 KiB greeting without CRLF: the client's EHLO follows it, the
+    // EHLO's reply must not be taken for the rest of the greeting.
+    out.push((
+        "endless_greeting",
+        evasion_session(1, 25, |s| {
+            s.server(format!("220 {}", "mx.example.net ".repeat(350)))
+                .client("EHLO client.example.com\r\n")
+                .server("250 mx.example.net AUTH LOGIN PLAIN\r\n")
+                .client("AUTH LOGIN\r\n")
+                .server("334 VXNlcm5hbWU6\r\n")
+                .client("YWxpY2U=\r\n")
+                .server("334 UGFzc3dvcmQ6\r\n")
+                .client("c2VjcmV0\r\n")
+                .server("235 2.7.0 Authentication successful\r\n")
+                .client("MAIL FROM:<alice@example.com>\r\n")
+                .server("250 2.1.0 Ok\r\n")
+                .client("RCPT TO:<bob@example.net>\r\n")
+                .server("250 2.1.5 Ok\r\n");
+            evasion_data(
+                s,
+                "From: <alice@example.com>\r\nSubject: after a long greeting\r\n\r\nhi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as G1\r\n",
+            );
+        }),
+    ));
+
+    // SMTP smuggling: a message ending with a non-CRLF end of data, then a
+    // second transaction inside what a strict server reads as message text.
+    // The first two servers accept the short end (five replies), the last
+    // two do not (one reply, to the real end).
+    let smuggle = |host: u8, end: &'static str, lax: bool| {
+        evasion_session(host, 25, move |s| {
+            evasion_envelope(s, "user@example.com", "bob@example.net");
+            let message = format!(
+                "From: <user@example.com>\r\nSubject: cover\r\n\r\nhello{end}\
+                 MAIL FROM:<admin@example.com>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n\
+                 From: <admin@example.com>\r\nSubject: smuggled\r\n\r\npay now\r\n.\r\n"
+            );
+            let replies = if lax {
+                "250 2.0.0 Ok: queued as S1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 go ahead\r\n250 2.0.0 Ok: queued as S2\r\n"
+            } else {
+                "250 2.0.0 Ok: queued as S1\r\n"
+            };
+            evasion_data(s, &message, replies);
+        })
+    };
+    let smuggling = vec![
+        smuggle(10, "\n.\n", true),
+        smuggle(11, "\r\n.\n", true),
+        smuggle(12, "\n.\r\n", false),
+        smuggle(13, "\r\n.\r\r\n", false),
+        // A bare CR is no line end: the message goes on to the real end.
+        smuggle(14, "\r.\r", false),
+        // Nor after a line start: named, as Zeek ends the data there.
+        smuggle(15, "\r\n.\r", false),
+    ];
+    out.push(("smuggling", interleave(smuggling)));
+
+    // A whole session with bare LF line ends, ending its data with `\n.\n`.
+    out.push((
+        "bare_lf",
+        evasion_session(20, 587, |s| {
+            s.server("220 mx.example.net ESMTP\n")
+                .client("EHLO lf.example.com\n")
+                .server("250 mx.example.net\n")
+                .client("MAIL FROM:<lf@example.com>\n")
+                .server("250 ok\n")
+                .client("RCPT TO:<bob@example.net>\n")
+                .server("250 ok\n")
+                .client("DATA\n")
+                .server("354 go ahead\n")
+                .client("From: <lf@example.com>\nTo: <bob@example.net>\nSubject: bare LF\n\nbody\n..dot\n.\n")
+                .server("250 queued\n")
+                .client("QUIT\n")
+                .server("221 bye\n");
+        }),
+    ));
+
+    // NUL bytes: in a command word (not a command), in a header name (not
+    // the header), in a header value (kept).
+    out.push((
+        "nul_bytes",
+        evasion_session(30, 25, |s| {
+            s.server("220 mx.example.net ESMTP\r\n")
+                .client("EHLO client.example.com\r\n")
+                .server("250 mx.example.net\r\n")
+                .client("MAIL\0 FROM:<hidden@example.com>\r\n")
+                .server("500 5.5.2 Error: bad syntax\r\n")
+                .client("MAIL FROM:<alice@example.com>\r\n")
+                .server("250 ok\r\n")
+                .client("RCPT TO:<bob@example.net>\r\n")
+                .server("250 ok\r\n");
+            evasion_data(
+                s,
+                "Fr\0om: <ceo@example.com>\r\nFrom: <alice@example.com>\r\n\
+                 Subject: nul\0inside\r\n\r\nbody\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // Two From and two Subject headers: the last of each is logged.
+    out.push((
+        "duplicate_headers",
+        evasion_session(40, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            evasion_data(
+                s,
+                "From: <ceo@bank.example>\r\nSubject: invoice\r\nTo: <bob@example.net>\r\n\
+                 From: <alice@example.com>\r\nSubject: urgent\r\nMessage-ID: <a@x>\r\n\
+                 Message-ID: <b@x>\r\n\r\nbody\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // Header names with blanks before the colon still name the header.
+    out.push((
+        "header_space_colon",
+        evasion_session(50, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            evasion_data(
+                s,
+                "From : <alice@example.com>\r\nSubject\t: spaced out\r\nTo  : <bob@example.net>\r\n\
+                 \r\nbody\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // RFC 2047 encoded words across folds, one split inside the word.
+    out.push((
+        "rfc2047_folded",
+        evasion_session(60, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            evasion_data(
+                s,
+                "From: =?UTF-8?Q?Al=C3=AFce?=\r\n <alice@example.com>\r\n\
+                 Subject: =?UTF-8?B?SGVsbG8g?=\r\n =?UTF-8?B?V29ybGQ=?=\r\n\t=?UTF-8?Q?spl\r\n it?=\r\n\
+                 \r\nbody\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // RFC 2231 continuations: in order and encoded, out of order, with a
+    // repeated section number, with a missing one.
+    out.push((
+        "rfc2231_continuations",
+        evasion_session(70, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            evasion_data(
+                s,
+                "From: <alice@example.com>\r\nSubject: files\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: multipart/mixed; boundary=\"P\"\r\n\r\n\
+                 --P\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+                 --P\r\nContent-Disposition: attachment;\r\n filename*0*=UTF-8''r%C3%A9sum;\r\n filename*1=\"e.pdf\"\r\n\r\nx\r\n\
+                 --P\r\nContent-Disposition: attachment; filename*1=\".txt\"; filename*0=\"notes\"\r\n\r\nx\r\n\
+                 --P\r\nContent-Disposition: attachment; filename*0=\"invoice\"; filename*0=\"harmless\"; filename*1=\".exe\"\r\n\r\nMZ\r\n\
+                 --P\r\nContent-Type: application/octet-stream; name*0=\"a\"; name*2=\"c.bin\"\r\n\r\nx\r\n\
+                 --P--\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // A delimiter inside a text part starts a part; a nested multipart
+    // whose boundary begins with the outer one loses its delimiters to it.
+    out.push((
+        "boundary_in_part",
+        evasion_session(80, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            evasion_data(
+                s,
+                "From: <alice@example.com>\r\nSubject: parts\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n\
+                 --B\r\nContent-Type: text/plain\r\n\r\nquoted:\r\n\
+                 --B\r\nContent-Disposition: attachment; filename=\"hidden.exe\"\r\n\r\nMZ\r\n\
+                 --B\r\nContent-Type: multipart/alternative; boundary=\"B-inner\"\r\n\r\n\
+                 --B-inner\r\nContent-Type: text/plain; name=\"inner.txt\"\r\n\r\nx\r\n\
+                 --B-inner--\r\n\
+                 --B\r\nContent-Disposition: attachment; filename=\"last.pdf\"\r\n\r\nx\r\n\
+                 --B--\r\n.\r\n",
+                "250 queued\r\n",
+            );
+        }),
+    ));
+
+    // DATA after a BDAT chunk in one transaction: refused by one server,
+    // accepted by a lax one.
+    let mixed = |host: u8, data_reply: &'static str| {
+        evasion_session(host, 25, move |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            let chunk = "From: <alice@example.com>\r\nSubject: chunked\r\n\r\nfirst part\r\n";
+            s.client(format!("BDAT {}\r\n{chunk}", chunk.len()))
+                .server(format!("250 2.0.0 {} octets received\r\n", chunk.len()))
+                .client("DATA\r\n")
+                .server(data_reply);
+            if data_reply.starts_with("354") {
+                s.client("From: <mallory@example.com>\r\nSubject: by DATA\r\n\r\nsecond\r\n.\r\n")
+                    .server("250 2.0.0 Ok: queued\r\n");
+            } else {
+                s.client("RSET\r\n").server("250 2.0.0 Ok\r\n");
+            }
+            s.client("QUIT\r\n").server("221 2.0.0 bye\r\n");
+        })
+    };
+    out.push((
+        "data_bdat_mixed",
+        interleave([
+            mixed(90, "503 5.5.1 Error: DATA after BDAT\r\n"),
+            mixed(91, "354 go ahead\r\n"),
+        ]),
+    ));
+
+    // Other protocols on SMTP ports: an HTTP exchange on port 25, and a
+    // client that keeps sending SMTP commands to a server that answers in
+    // binary (a TLS-only service on 587).
+    let http = evasion_session(100, 25, |s| {
+        s.client("GET / HTTP/1.1\r\nHost: mx.example.net\r\nUser-Agent: probe\r\n\r\n")
+            .server(
+                "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n\
+                 Content-Length: 11\r\nConnection: close\r\n\r\nbad request",
+            );
+    });
+    let binary = evasion_session(101, 587, |s| {
+        s.server(
+            b"\x15\x03\x01\x00\x02\x02\x46\n\x16\x03\x03\n\x00\x00\n\xff\xfe\n\x01\x02\n"
+                .as_slice(),
+        );
+        let mut flood = String::new();
+        for i in 0..40 {
+            let _ = write!(flood, "RCPT TO:<user{i}@example.net>\r\nDATA\r\n");
+        }
+        s.client(flood)
+            .server(b"\x15\x03\x03\x00\x02\x02\x32\n".as_slice());
+    });
+    out.push(("not_smtp", interleave([http, binary])));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
