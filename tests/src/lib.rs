@@ -3,6 +3,7 @@ pub mod live_sensor;
 pub mod logs;
 pub mod mmdb;
 pub mod netns;
+pub mod offline;
 pub mod scratch;
 pub mod sensor_bin;
 pub mod synth;

@@ -11,15 +11,11 @@
 use std::path::{Path, PathBuf};
 
 use sensor_tests::logs::read_log;
+use sensor_tests::offline::run_frames;
 use sensor_tests::scratch::Scratch;
-use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios::{self, Frames};
 use serde_json::{Value, json};
 use smtp_sensor::anomaly::AnomalyCounts;
-use smtp_sensor::config::Config;
-use smtp_sensor::decode::DecodeOptions;
-use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/evasion")
@@ -27,17 +23,7 @@ fn golden_dir() -> PathBuf {
 
 /// smtp.log's text and the anomaly counts of one run over `frames`.
 fn run(frames: &Frames, workers: usize) -> (String, AnomalyCounts) {
-    let dir = Scratch::new("golden-evasion");
-    let pcap = dir.join("in.pcap");
-    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
-    let opts = RunOptions {
-        log_dir: dir.path().to_path_buf(),
-        format: LogFormat::Json,
-        workers,
-        decode: DecodeOptions::default(),
-    };
-    let s = run_offline(&Config::default(), &pcap, &opts).unwrap();
-    assert_eq!(s.packets.packets, frames.len() as u64);
+    let (dir, s) = run_frames("golden-evasion", frames, workers);
     let log = std::fs::read_to_string(dir.join("smtp.log")).unwrap();
     (log, s.anomalies)
 }

@@ -9,36 +9,21 @@
 use std::net::SocketAddr;
 
 use sensor_tests::logs::{assert_same, read_log};
-use sensor_tests::scratch::Scratch;
+use sensor_tests::offline::run_frames;
 use sensor_tests::synth::frame::{TcpFrame, tcp_flags};
-use sensor_tests::synth::pcap::write_pcap;
 use sensor_tests::synth::scenarios::{Frames, load_conversation};
 use sensor_tests::synth::session::{Segment, Side, TcpSession, interleave};
 use sensor_tests::synth::smtp::SmtpConversation;
 use serde_json::Value;
 use smtp_sensor::anomaly::AnomalyCounts;
-use smtp_sensor::config::Config;
-use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::net::Ts;
-use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
 
 const T0: u64 = 1_700_000_000;
 
 /// Runs the offline pipeline on `frames` with `workers` workers: smtp.log's
 /// records and the anomaly counts.
 fn run(frames: &Frames, workers: usize) -> (Vec<Value>, AnomalyCounts) {
-    let dir = Scratch::new("golden-injection");
-    let pcap = dir.join("in.pcap");
-    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
-    let opts = RunOptions {
-        log_dir: dir.path().to_path_buf(),
-        format: LogFormat::Json,
-        workers,
-        decode: DecodeOptions::default(),
-    };
-    let s = run_offline(&Config::default(), &pcap, &opts).unwrap();
-    assert_eq!(s.packets.packets, frames.len() as u64);
+    let (dir, s) = run_frames("golden-injection", frames, workers);
     (read_log(&dir.join("smtp.log")), s.anomalies)
 }
 

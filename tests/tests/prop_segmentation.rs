@@ -14,16 +14,11 @@
 use std::net::SocketAddr;
 
 use proptest::prelude::*;
-use sensor_tests::scratch::Scratch;
-use sensor_tests::synth::pcap::write_pcap;
+use sensor_tests::offline::run_frames;
 use sensor_tests::synth::scenarios::{load_conversation, rich_message};
 use sensor_tests::synth::session::{Side, TcpSession};
 use sensor_tests::synth::smtp::{Message, SmtpConversation};
-use smtp_sensor::config::Config;
-use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::net::Ts;
-use smtp_sensor::output::LogFormat;
-use smtp_sensor::pipeline::{RunOptions, run_offline};
 
 /// Largest turn sent as one segment: a frame must fit the pcap's snaplen.
 const MAX_SEGMENT: usize = 60_000;
@@ -147,17 +142,7 @@ fn whole(len: usize, _turn: usize) -> Vec<usize> {
 
 /// Runs the offline pipeline on `frames`; smtp.log's lines.
 fn smtp_log(frames: &[(Ts, Vec<u8>)]) -> Vec<String> {
-    let dir = Scratch::new("prop-segmentation");
-    let pcap = dir.join("in.pcap");
-    write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
-    let opts = RunOptions {
-        log_dir: dir.path().to_owned(),
-        format: LogFormat::Json,
-        workers: 1,
-        decode: DecodeOptions::default(),
-    };
-    let summary = run_offline(&Config::default(), &pcap, &opts).unwrap();
-    assert_eq!(summary.packets.packets, frames.len() as u64);
+    let (dir, _) = run_frames("prop-segmentation", frames, 1);
     std::fs::read_to_string(dir.join("smtp.log"))
         .unwrap()
         .lines()
