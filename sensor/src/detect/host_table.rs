@@ -413,13 +413,13 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             // Skewed: a few hosts often, many rarely.
-            let h = if x % 4 == 0 {
+            let h = if x.is_multiple_of(4) {
                 (x >> 8) % 8
             } else {
                 (x >> 8) % 5_000
             } as u32;
             // Rejects without a new connection do not move the weight.
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 t.bump(ip(h), 64, |c, fresh| {
                     if fresh {
                         c.total += 1;

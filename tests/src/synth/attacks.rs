@@ -197,7 +197,7 @@ impl Attack {
                 let mut s = attacker_session(b, t, "longline");
                 let size = scale.pick(1_000_000, 10_000_000);
                 let line = vec![b'A'; size];
-                if b % 2 == 0 {
+                if b.is_multiple_of(2) {
                     s.client("DATA\r\n").server("354 go ahead\r\n");
                     s.client("Subject: x\r\n\r\n");
                     s.client(&line);
@@ -260,7 +260,7 @@ impl Attack {
                 (0..n)
                     .map(|i| {
                         let k = (b * n + i) as u32;
-                        let (client, server) = if i % 2 == 0 {
+                        let (client, server) = if i.is_multiple_of(2) {
                             let [_, x, y, z] = k.to_be_bytes();
                             (v4([100, 64 + (x & 0x3f), y, z], 3000), server())
                         } else {
