@@ -343,6 +343,15 @@ mod tests {
         t.bump(host, max, |h, _| h.total += 1);
     }
 
+    /// The figure docs/OPERATIONS.md gives per counted host.
+    #[test]
+    fn a_place_is_small() {
+        let place = std::mem::size_of::<Slot>();
+        let entry = std::mem::size_of::<(IpAddr, u32)>();
+        println!("host place {place} bytes, index entry {entry} bytes + 1 control byte");
+        assert!(place <= 96 && entry <= 24, "{place} {entry}");
+    }
+
     #[test]
     fn exact_while_there_is_room() {
         let mut t = HostTable::default();
