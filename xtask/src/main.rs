@@ -22,6 +22,10 @@
 //!   configurations, at several rates or up to the highest without loss;
 //!   tables (and a plot) of what it took, dropped and logged, beside the
 //!   offline cost of the same capture (see `loadtest.rs`).
+//! - `soak [--scale small|full] [--attack NAME]…`: attack captures
+//!   interleaved with ordinary mail, offline with 1 and 2 workers: cost per
+//!   packet and byte against a clean capture, peak RSS, and whether every
+//!   ordinary session was logged exactly (see `soak.rs`).
 
 mod bench;
 mod compare_zeek;
@@ -31,6 +35,7 @@ mod loadtest;
 mod netns;
 mod pcap;
 mod setup;
+mod soak;
 mod table;
 mod util;
 
@@ -44,9 +49,11 @@ const USAGE: &str =
     "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
                     | fuzz [--seconds N] [--target NAME]
                     | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]
-                    | replay [--netns NS] <pcap> -i <iface> [smtp-replay options]>
+                    | replay [--netns NS] <pcap> -i <iface> [smtp-replay options]
+                    | soak [--scale small|full] [--attack NAME]...>
        cargo xtask loadtest --help
-       cargo xtask replay --help";
+       cargo xtask replay --help
+       cargo xtask soak --help";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
         Some("loadtest") => loadtest::run(&args[1..]),
         Some("replay") => replay(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -23,6 +23,7 @@
 
 pub mod blocklist;
 pub mod geoip;
+pub mod host_table;
 pub mod notice;
 pub mod origination;
 pub mod spam;

@@ -7,12 +7,19 @@
 //! [`MAX_RCPTS_PER_HOST`] addresses. Because each worker keeps the first
 //! addresses of its own sorted list, the first addresses of the merged list
 //! are the same as one worker that saw every connection would keep.
+//!
+//! The host table is bounded per worker (`max_hosts_per_period`): once full,
+//! a new host takes the place of the one with the fewest connections
+//! ([`super::host_table`]). Until it fills, every count is exact; after, a
+//! notice's counts are those since the host took its place, and a host that
+//! may have been counted before says so in the notice's `sub`.
 
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::host_table::HostTable;
 use super::notice::{Note, Notice};
 use crate::config::Config;
 use crate::net::{ConnId, ConnInfo, KeyedMap, Ts};
@@ -29,7 +36,8 @@ pub struct SpamRules {
     pub reject_codes: Vec<u16>,
     pub local_mail: Vec<IpNet>,
     pub local_nets: Vec<IpNet>,
-    /// Hosts one worker counts per period (`max_hosts_per_period`).
+    /// Hosts one worker holds per period (`max_hosts_per_period`); past it
+    /// the lightest host makes room.
     pub max_hosts: usize,
     /// Recipient-address bytes one worker keeps per period
     /// (`max_rcpt_bytes_per_period`).
@@ -89,12 +97,18 @@ impl SpamRules {
                 } else {
                     (Note::PossibleSpam, base)
                 };
+                let sub = (h.uncounted > 0).then(|| {
+                    format!(
+                        "host table full (max_hosts_per_period): counted since it took a place; up to {} earlier connections not counted",
+                        h.uncounted
+                    )
+                });
                 Notice {
                     ts,
                     conn: None,
                     note,
                     msg,
-                    sub: None,
+                    sub,
                     src: Some(host),
                     n: Some(h.total),
                 }
@@ -207,6 +221,10 @@ pub struct HostCounts {
     pub total: u64,
     pub rejects: u64,
     pub rcpts: RcptList,
+    /// Upper bound of this host's connections that were not counted: it took
+    /// a place in a full host table and may have held one before (0: the
+    /// counts are exact).
+    pub uncounted: u64,
 }
 
 /// Everything one period produced on one worker (or, after [`merge`], on
@@ -214,9 +232,11 @@ pub struct HostCounts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeriodCounters {
     pub hosts: KeyedMap<IpAddr, HostCounts>,
-    /// Connection events not counted because the host table was full
-    /// (`max_hosts_per_period`).
-    pub host_overflow: u64,
+    /// Hosts evicted from a full host table (`max_hosts_per_period`) to make
+    /// room for a new one.
+    pub host_evictions: u64,
+    /// Connections those evicted hosts had counted: in no notice.
+    pub evicted_conns: u64,
     /// Connections not tracked because the mark table was full
     /// (`max_flows_per_worker`).
     pub conn_overflow: u64,
@@ -231,7 +251,8 @@ pub struct PeriodCounters {
 impl PeriodCounters {
     /// Adds `other` into `self`: sums, and recipient lists merged in order.
     pub fn merge(&mut self, other: PeriodCounters) {
-        self.host_overflow += other.host_overflow;
+        self.host_evictions += other.host_evictions;
+        self.evicted_conns += other.evicted_conns;
         self.conn_overflow += other.conn_overflow;
         self.rcpt_overflow += other.rcpt_overflow;
         for (host, h) in other.hosts {
@@ -243,6 +264,7 @@ impl PeriodCounters {
                     let mine = o.get_mut();
                     mine.total += h.total;
                     mine.rejects += h.rejects;
+                    mine.uncounted += h.uncounted;
                     mine.rcpts.merge(h.rcpts);
                 }
             }
@@ -251,9 +273,10 @@ impl PeriodCounters {
 
     /// The overflow counters by name (Zeek "weird" style), for the run
     /// summary and anomaly counts.
-    pub fn overflows(&self) -> [(&'static str, u64); 3] {
+    pub fn overflows(&self) -> [(&'static str, u64); 4] {
         [
-            ("spam_host_table_full", self.host_overflow),
+            ("spam_host_evicted", self.host_evictions),
+            ("spam_host_evicted_conns", self.evicted_conns),
             ("spam_conn_table_full", self.conn_overflow),
             ("spam_rcpt_budget_spent", self.rcpt_overflow),
         ]
@@ -265,7 +288,8 @@ impl PeriodCounters {
 
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
-            && self.host_overflow == 0
+            && self.host_evictions == 0
+            && self.evicted_conns == 0
             && self.conn_overflow == 0
             && self.rcpt_overflow == 0
     }
@@ -300,6 +324,8 @@ struct ConnMark {
 #[derive(Debug, Default)]
 pub struct SpamCounters {
     conns: KeyedMap<ConnKey, ConnMark>,
+    /// The live period's hosts (handed over into `period.hosts`).
+    hosts: HostTable,
     period: PeriodCounters,
     generation: u64,
 }
@@ -331,10 +357,13 @@ impl SpamCounters {
                 return;
             }
             Entry::Vacant(v) => {
-                let counted = Self::bump(&mut self.period, rules, conn.id.orig_h, |h| h.total += 1);
-                if !counted {
-                    return;
-                }
+                Self::bump(
+                    &mut self.hosts,
+                    &mut self.period,
+                    rules,
+                    conn.id.orig_h,
+                    |h, _| h.total += 1,
+                );
                 v.insert(ConnMark {
                     counted_in: generation,
                     rejected: false,
@@ -358,39 +387,40 @@ impl SpamCounters {
         };
         let budget_left = self.period.rcpt_bytes < rules.max_rcpt_bytes;
         let mut copied = 0;
-        let counted = Self::bump(&mut self.period, rules, conn.id.orig_h, |h| {
-            if recount {
-                h.total += 1;
-            }
-            h.rejects += 1;
-            if budget_left {
-                copied = h.rcpts.insert(rkey, reply.rcpts.iter());
-            }
-        });
-        if counted && !budget_left && !reply.rcpts.is_empty() {
+        Self::bump(
+            &mut self.hosts,
+            &mut self.period,
+            rules,
+            conn.id.orig_h,
+            |h, fresh| {
+                // Counted again in a new period, or in a place its host took
+                // after being evicted: rejects never exceed the total.
+                if recount || fresh {
+                    h.total += 1;
+                }
+                h.rejects += 1;
+                if budget_left {
+                    copied = h.rcpts.insert(rkey, reply.rcpts.iter());
+                }
+            },
+        );
+        if !budget_left && !reply.rcpts.is_empty() {
             self.period.rcpt_overflow += 1;
         }
         self.period.rcpt_bytes = self.period.rcpt_bytes.saturating_add(copied);
     }
 
-    /// Applies `f` to the host's counts, creating them if the table has
-    /// room; false (and counted) when it has not.
+    /// Applies `f` to the host's counts (`fresh`: just created), evicting
+    /// the lightest host when the table is full.
     fn bump(
+        hosts: &mut HostTable,
         period: &mut PeriodCounters,
         rules: &SpamRules,
         host: IpAddr,
-        f: impl FnOnce(&mut HostCounts),
-    ) -> bool {
-        let len = period.hosts.len();
-        match period.hosts.entry(host) {
-            Entry::Occupied(mut o) => f(o.get_mut()),
-            Entry::Vacant(_) if len >= rules.max_hosts => {
-                period.host_overflow += 1;
-                return false;
-            }
-            Entry::Vacant(v) => f(v.insert(HostCounts::default())),
-        }
-        true
+        f: impl FnOnce(&mut HostCounts, bool),
+    ) {
+        let b = hosts.bump(host, rules.max_hosts, f);
+        period.rcpt_bytes = period.rcpt_bytes.saturating_sub(b.freed_rcpt_bytes);
     }
 
     /// Forgets a finished connection (called when the flow is removed).
@@ -410,6 +440,9 @@ impl SpamCounters {
         self.conns.retain(|_, m| m.last.micros() >= horizon);
         let mut done = std::mem::take(&mut self.period);
         done.rcpt_bytes = 0;
+        done.host_evictions = self.hosts.evictions;
+        done.evicted_conns = self.hosts.evicted_conns;
+        done.hosts = self.hosts.take();
         done
     }
 
@@ -698,25 +731,72 @@ mod tests {
     }
 
     #[test]
-    fn host_table_is_bounded_and_overflow_counted() {
+    fn full_host_table_evicts_the_lightest_host() {
         let r = SpamRules {
             max_hosts: 2,
+            threshold: 3,
             ..rules()
         };
         let mut s = SpamCounters::new();
         let none = rcpts::<&str>(&[]);
-        for (i, h) in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
-            .iter()
-            .enumerate()
-        {
-            s.on_reply(&r, &conn(h, 1, i as u64), &reply(1, 220, &none));
+        // Host 1 three connections, host 2 one, then host 3 three: host 2
+        // makes room, hosts 1 and 3 are counted exactly.
+        let mut port = 0;
+        for (h, n) in [("203.0.113.1", 3), ("203.0.113.2", 1), ("203.0.113.3", 3)] {
+            for _ in 0..n {
+                port += 1;
+                let c = conn(h, port, u64::from(port));
+                s.on_reply(&r, &c, &reply(u64::from(port), 550, &none));
+            }
         }
         let p = s.take_period(&r, Ts(10));
         assert_eq!(p.hosts.len(), 2);
-        assert_eq!(p.host_overflow, 2);
-        assert_eq!(p.overflows()[0], ("spam_host_table_full", 2));
-        // Not a leak into the next period either.
-        assert_eq!(s.tracked_conns(), 2);
+        assert!(p.host("203.0.113.2".parse().unwrap()).is_none());
+        for h in ["203.0.113.1", "203.0.113.3"] {
+            let c = p.host(h.parse().unwrap()).unwrap();
+            assert_eq!((c.total, c.rejects, c.uncounted), (3, 3, 0), "{h}");
+        }
+        assert_eq!((p.host_evictions, p.evicted_conns), (1, 1));
+        assert_eq!(p.overflows()[0], ("spam_host_evicted", 1));
+        assert_eq!(p.overflows()[1], ("spam_host_evicted_conns", 1));
+        let n = r.evaluate(&p, Ts(10));
+        assert_eq!(n.len(), 2);
+        assert!(n.iter().all(|n| n.sub.is_none()));
+        // The next period starts with an empty table.
+        assert!(s.take_period(&r, Ts(20)).is_empty());
+    }
+
+    #[test]
+    fn evicted_host_that_comes_back_is_counted_and_says_so() {
+        let r = SpamRules {
+            max_hosts: 1,
+            threshold: 2,
+            ..rules()
+        };
+        let mut s = SpamCounters::new();
+        let none = rcpts::<&str>(&[]);
+        let a = conn("203.0.113.1", 1, 0);
+        s.on_reply(&r, &a, &reply(1, 220, &none));
+        // Host 2 evicts host 1 (both weight 1: the oldest goes).
+        s.on_reply(&r, &conn("203.0.113.2", 2, 2), &reply(3, 220, &none));
+        // Host 1's connection is rejected after its host was evicted: it is
+        // counted again in its new place, so rejects never exceed the total.
+        s.on_reply(&r, &a, &reply(4, 550, &none));
+        s.on_reply(&r, &conn("203.0.113.1", 3, 5), &reply(6, 550, &none));
+        let p = s.take_period(&r, Ts(10));
+        let h = p.host(a.id.orig_h).unwrap();
+        assert_eq!((h.total, h.rejects), (2, 2));
+        // Its bound: the weight it inherited from host 2.
+        assert_eq!(h.uncounted, 2);
+        let n = r.evaluate(&p, Ts(10));
+        assert_eq!(n[0].msg, "203.0.113.1 - sent: 2 rejected: 100 percent");
+        assert_eq!(
+            n[0].sub.as_deref(),
+            Some(
+                "host table full (max_hosts_per_period): counted since it took a place; up to 2 earlier connections not counted"
+            )
+        );
+        assert_eq!((p.host_evictions, p.evicted_conns), (2, 2));
     }
 
     #[test]

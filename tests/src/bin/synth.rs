@@ -11,6 +11,11 @@
 //! - `synth synflood <out.pcap> [--connections N]`: N spoofed SYNs to port
 //!   25 from distinct clients, nothing else (half-open flows: what the
 //!   flow table's memory per silent flow is measured with).
+//! - `synth attack <name> <out.pcap> [--scale small|full] [--clean]`: an
+//!   attack capture of the soak (`synth::attacks`: synflood, idle,
+//!   endless-data, long-lines, rcpt-flood, dup-address, host-flood, inject,
+//!   random) interleaved with ordinary sessions; `--clean` writes the
+//!   ordinary sessions alone. Prints `frames=N bytes=B ordinary=O`.
 //! - `synth golden <dir>`: one pcap per golden scenario.
 
 use std::path::Path;
@@ -18,11 +23,11 @@ use std::process::ExitCode;
 
 use sensor_tests::synth::pcap::{PcapWriter, write_pcap};
 use sensor_tests::synth::smtp::SmtpConversation;
-use sensor_tests::synth::{demo, scenarios};
+use sensor_tests::synth::{attacks, demo, scenarios};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth synflood <out.pcap> [--connections N] | synth golden <dir>"
+        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth synflood <out.pcap> [--connections N] | synth attack <name> <out.pcap> [--scale small|full] [--clean] | synth golden <dir>"
     );
     ExitCode::from(2)
 }
@@ -74,6 +79,32 @@ fn main() -> ExitCode {
                 }
             }
             stream(out, connections, seed, conversation)
+        }
+        Some("attack") => {
+            let (Some(attack), Some(out)) = (
+                args.get(1).and_then(|a| attacks::Attack::from_name(a)),
+                args.get(2),
+            ) else {
+                return usage();
+            };
+            let (mut scale, mut clean) = (attacks::Scale::Full, false);
+            let mut it = args.iter().skip(3);
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--clean" => clean = true,
+                    "--scale" => match it.next().and_then(|s| attacks::Scale::from_name(s)) {
+                        Some(s) => scale = s,
+                        None => return usage(),
+                    },
+                    _ => return usage(),
+                }
+            }
+            attacks::write(Path::new(out), attack, scale, clean).map(|w| {
+                println!(
+                    "frames={} bytes={} ordinary={}",
+                    w.frames, w.bytes, w.ordinary
+                )
+            })
         }
         Some("synflood") => {
             let Some(out) = args.get(1) else {

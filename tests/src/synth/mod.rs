@@ -1,6 +1,7 @@
 //! Synthetic traffic: frames built byte by byte ([`frame`]) and written to
 //! pcap files ([`pcap`]); SMTP sessions are composed from these.
 
+pub mod attacks;
 pub mod demo;
 pub mod frame;
 pub mod pcap;

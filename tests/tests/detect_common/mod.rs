@@ -31,9 +31,29 @@ pub fn addr(host: &str, port: u16) -> SocketAddr {
 /// a transaction to `rcpts`; if `reject` is set the last recipient gets
 /// that code (the connection is rejected), else the message is delivered.
 pub fn conn(host: &str, port: u16, start_us: u64, rcpts: &[&str], reject: Option<u16>) -> Frames {
+    conn_to(SERVER, host, port, start_us, rcpts, reject)
+}
+
+/// IPv6 server of [`conn6`].
+pub const SERVER6: &str = "[2001:db8:25::25]:25";
+
+/// [`conn`] from an IPv6 host, to [`SERVER6`].
+pub fn conn6(host: &str, port: u16, start_us: u64, rcpts: &[&str], reject: Option<u16>) -> Frames {
+    conn_to(SERVER6, host, port, start_us, rcpts, reject)
+}
+
+/// [`conn`] to `server`.
+pub fn conn_to(
+    server: &str,
+    host: &str,
+    port: u16,
+    start_us: u64,
+    rcpts: &[&str],
+    reject: Option<u16>,
+) -> Frames {
     let mut b = SmtpConversation::builder()
         .client(addr(host, port))
-        .server(SERVER.parse().unwrap())
+        .server(server.parse().unwrap())
         .start(Ts(T0 * 1_000_000 + start_us))
         .mail("sender@example.com");
     for r in rcpts {

@@ -1,0 +1,295 @@
+//! `cargo xtask soak [--scale small|full] [--attack NAME]…`: the sensor
+//! under attack captures (issue 11).
+//!
+//! Each attack of `synth attack` (SYN flood, idle flows, endless DATA,
+//! 10 MB lines, RCPT flood, duplicate addresses, host-table flood,
+//! injected RST/ACK/SYN, random segments on 25/587) is generated
+//! interleaved with ordinary sessions and run offline with 1 and 2
+//! workers, reaped with `wait4`: CPU (user + system) and wall time per
+//! packet and per byte, peak RSS, and whether every ordinary session's
+//! smtp.log record is exactly the one a run of the ordinary sessions alone
+//! writes (`synth attack … --clean`). The cost is compared per byte with a
+//! clean capture of similar size (`synth load`); the goal is at most 5×.
+//! A mismatch in the ordinary records fails the task; a cost over the goal
+//! is reported, not failed (the figures come from whatever machine runs
+//! it). `tests/tests/soak.rs` runs the same captures at `--scale small`
+//! in the test suite.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::{Proc, Scratch};
+use crate::util::{cargo, output, show, target_dir};
+
+pub const HELP: &str = "usage: cargo xtask soak [--scale small|full] [--attack NAME]...
+  --scale small|full  capture sizes: small (seconds, as in the test suite) or
+                      full (about a million packets or 100 MB per attack; default)
+  --attack NAME       only this attack (repeatable): synflood idle endless-data
+                      long-lines rcpt-flood dup-address host-flood inject random";
+
+const ATTACKS: [&str; 9] = [
+    "synflood",
+    "idle",
+    "endless-data",
+    "long-lines",
+    "rcpt-flood",
+    "dup-address",
+    "host-flood",
+    "inject",
+    "random",
+];
+
+/// The attack captures' ordinary clients (`synth::attacks::ORDINARY_NET`).
+const ORDINARY_NET: &str = "198.18.1.";
+
+/// Goal of issue 11: an attack capture costs at most this many times a
+/// clean capture, per byte.
+const GOAL: f64 = 5.0;
+
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+/// One offline run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cost {
+    frames: u64,
+    bytes: u64,
+    cpu: Duration,
+    wall: Duration,
+    max_rss_kib: u64,
+}
+
+impl Cost {
+    fn cpu_ns_per_frame(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e9 / self.frames.max(1) as f64
+    }
+    fn cpu_ns_per_byte(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e9 / self.bytes.max(1) as f64
+    }
+    fn wall_ns_per_frame(&self) -> f64 {
+        self.wall.as_secs_f64() * 1e9 / self.frames.max(1) as f64
+    }
+}
+
+pub fn run(argv: &[String]) -> Result<()> {
+    let mut scale = "full";
+    let mut only: Vec<String> = Vec::new();
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--scale", Some(s)) if s == "small" || s == "full" => scale = s.as_str(),
+            ("--attack", Some(n)) if ATTACKS.contains(&n.as_str()) => only.push(n.clone()),
+            ("-h" | "--help", _) => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            _ => bail!("{HELP}"),
+        }
+    }
+    crate::setup::run()?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "smtp-sensor",
+        "-p",
+        "sensor-tests",
+        "--bins",
+    ])?;
+    let bin = target_dir().join("release");
+    let work = Scratch::create("soak")?;
+    let sensor = bin.join("smtp-sensor");
+    let synth = bin.join("synth");
+
+    // The clean capture of similar size: ordinary mail only.
+    let clean = work.0.join("clean.pcap");
+    let connections = if scale == "small" { "300" } else { "40000" };
+    let mut cmd = Command::new(&synth);
+    cmd.arg("load")
+        .arg(&clean)
+        .args(["--connections", connections]);
+    crate::util::status(&mut cmd)?;
+    let clean_frames = crate::pcap::records(&clean)?;
+    // Frame bytes: the file less its header and the records' headers.
+    let clean_bytes = file_bytes(&clean)?.saturating_sub(24 + 16 * clean_frames);
+    let mut baseline = Vec::new();
+    for workers in [1, 2] {
+        let (_, mut c) = run_sensor(&sensor, &clean, &work.0.join("logs"), workers, &[])?;
+        c.frames = clean_frames;
+        c.bytes = clean_bytes;
+        baseline.push(c);
+    }
+    let _ = std::fs::remove_file(&clean);
+
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for name in ATTACKS
+        .iter()
+        .filter(|a| only.is_empty() || only.iter().any(|o| o == *a))
+    {
+        let dirty = work.0.join(format!("{name}.pcap"));
+        let alone = work.0.join(format!("{name}-clean.pcap"));
+        let info = synth_attack(&synth, name, scale, &dirty, false)?;
+        synth_attack(&synth, name, scale, &alone, true)?;
+        let sets = sets_for(name, scale);
+        let (expected, _) = run_sensor(&sensor, &alone, &work.0.join("logs"), 1, &sets)?;
+        for workers in [1, 2] {
+            let (got, mut c) = run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, &sets)?;
+            c.frames = info.0;
+            c.bytes = info.1;
+            let exact = got == expected;
+            if !exact {
+                failures.push(format!(
+                    "{name} --workers {workers}: {} of {} ordinary records differ",
+                    expected.iter().filter(|l| !got.contains(l)).count()
+                        + got.iter().filter(|l| !expected.contains(l)).count(),
+                    expected.len()
+                ));
+            }
+            rows.push((name, workers, c, expected.len(), exact));
+        }
+        let _ = std::fs::remove_file(&dirty);
+        let _ = std::fs::remove_file(&alone);
+    }
+
+    println!();
+    println!("soak at scale {scale}: CPU = user + system of the whole process");
+    println!(
+        "| capture | workers | packets | MB | CPU ns/packet | wall ns/packet | CPU ns/byte | × clean per byte | peak RSS MB | ordinary records exact |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (w, c) in [1, 2].iter().zip(&baseline) {
+        println!(
+            "| clean (`synth load --connections {connections}`) | {w} | {} | {:.1} | {:.0} | {:.0} | {:.2} | 1.0 | {} | |",
+            c.frames,
+            c.bytes as f64 / 1e6,
+            c.cpu_ns_per_frame(),
+            c.wall_ns_per_frame(),
+            c.cpu_ns_per_byte(),
+            c.max_rss_kib / 1024
+        );
+    }
+    let mut over = Vec::new();
+    for (name, workers, c, n, exact) in &rows {
+        let base = &baseline[usize::from(*workers == 2)];
+        let ratio = c.cpu_ns_per_byte() / base.cpu_ns_per_byte().max(f64::MIN_POSITIVE);
+        if ratio > GOAL {
+            over.push(format!("{name} --workers {workers}: {ratio:.1}×"));
+        }
+        println!(
+            "| {name} | {workers} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {ratio:.1} | {} | {} ({n}) |",
+            c.frames,
+            c.bytes as f64 / 1e6,
+            c.cpu_ns_per_frame(),
+            c.wall_ns_per_frame(),
+            c.cpu_ns_per_byte(),
+            c.max_rss_kib / 1024,
+            if *exact { "yes" } else { "NO" }
+        );
+    }
+    if over.is_empty() {
+        println!("xtask: every attack capture within {GOAL}× a clean capture per byte");
+    } else {
+        println!(
+            "xtask: over {GOAL}× a clean capture per byte: {}",
+            over.join(", ")
+        );
+    }
+    if !failures.is_empty() {
+        bail!(
+            "ordinary sessions not logged exactly: {}",
+            failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// `--set`s of an attack (as `synth::attacks::Attack::sets`).
+fn sets_for(name: &str, scale: &str) -> Vec<String> {
+    match name {
+        "host-flood" => vec![format!(
+            "max_hosts_per_period={}",
+            if scale == "small" { 100 } else { 10_000 }
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// `synth attack`; its (frames, bytes).
+fn synth_attack(
+    synth: &Path,
+    name: &str,
+    scale: &str,
+    out: &Path,
+    clean: bool,
+) -> Result<(u64, u64)> {
+    let mut cmd = Command::new(synth);
+    cmd.args(["attack", name]).arg(out).args(["--scale", scale]);
+    if clean {
+        cmd.arg("--clean");
+    }
+    println!("xtask: $ {}", show(&cmd));
+    let text = output(&mut cmd)?;
+    let field = |k: &str| -> Result<u64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {k} in synth's output {text:?}"))
+    };
+    Ok((field("frames=")?, field("bytes=")?))
+}
+
+/// Runs the sensor offline; the ordinary sessions' smtp.log lines (sorted)
+/// and the cost (frames and bytes left to the caller).
+fn run_sensor(
+    sensor: &Path,
+    pcap: &Path,
+    logs: &Path,
+    workers: u32,
+    sets: &[String],
+) -> Result<(Vec<String>, Cost)> {
+    let _ = std::fs::remove_dir_all(logs);
+    std::fs::create_dir_all(logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let mut cmd = Command::new(sensor);
+    cmd.arg("-r")
+        .arg(pcap)
+        .arg("-l")
+        .arg(logs)
+        .arg("-q")
+        .args(["--workers", &workers.to_string()]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    println!("xtask: $ {}", show(&cmd));
+    let started = Instant::now();
+    let usage = Proc::spawn(&mut cmd)?.wait_deadline(DEADLINE)?;
+    let wall = started.elapsed();
+    if !usage.status.success() {
+        bail!("`{}` failed ({})", show(&cmd), usage.status);
+    }
+    let path: PathBuf = logs.join("smtp.log");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let needle = format!("\"id.orig_h\":\"{ORDINARY_NET}");
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    let cost = Cost {
+        cpu: usage.cpu,
+        wall,
+        max_rss_kib: usage.max_rss_kib,
+        ..Cost::default()
+    };
+    Ok((lines, cost))
+}
+
+fn file_bytes(p: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(p)
+        .with_context(|| format!("cannot stat {}", p.display()))?
+        .len())
+}
