@@ -1,4 +1,4 @@
-//! Evasion cases (issue 10 points 4 and 5): each scenario of
+//! Session state and evasion cases (issue 10 points 1–5): each scenario of
 //! `synth::scenarios::evasion()` is written as a pcap, run through the real
 //! offline pipeline, and checked three ways: its smtp.log field by field
 //! against `tests/golden/evasion/<name>.smtp.log`, the fields that show the
@@ -86,6 +86,57 @@ fn counts_are(name: &str, counts: &AnomalyCounts, want: &[(&str, u64)]) {
             counts.get(anomaly)
         );
     }
+}
+
+#[test]
+fn pipelined_end_of_data_keeps_each_reply_with_its_message() {
+    // Point 1: the `250 … queued` of the first message arrives after the
+    // client pipelined the next MAIL, RCPT and DATA. On the main of the
+    // issue the first record's last_reply was the 354 and the second had
+    // no headers; until this test, the second message's lines were taken
+    // for commands (the late reply put the client side back to commands
+    // after the pipelined DATA).
+    let (recs, counts) = check("pipelined_end_of_data");
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["trans_depth"], 1);
+    assert_eq!(recs[0]["subject"], "first");
+    assert_eq!(recs[0]["last_reply"], "250 2.0.0 Ok: queued as P1");
+    assert_eq!(recs[1]["trans_depth"], 2);
+    assert_eq!(recs[1]["mailfrom"], "carol@example.com");
+    assert_eq!(recs[1]["subject"], "second");
+    assert_eq!(recs[1]["from"], "<carol@example.com>");
+    assert_eq!(recs[1]["last_reply"], "250 2.0.0 Ok: queued as P2");
+    counts_are(
+        "pipelined_end_of_data",
+        &counts,
+        &[
+            ("smtp_unknown_command", 0),
+            ("smtp_mail_transaction_invalid", 0),
+        ],
+    );
+}
+
+#[test]
+fn refused_data_leaves_the_next_message_its_headers() {
+    // Point 2: on the main of the issue a DATA answered 554 left a
+    // body-seen flag, and the accepted DATA's message lost its headers.
+    let (recs, _) = check("refused_data_then_data");
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r["subject"], "second try");
+    assert_eq!(r["from"], "<alice@example.com>");
+    assert_eq!(r["to"], json!(["<bob@example.net>"]));
+    assert_eq!(r["last_reply"], "250 2.0.0 Ok: queued as R2");
+}
+
+#[test]
+fn refused_ehlo_keeps_the_accepted_helo() {
+    // Point 3: on the main of the issue a bare EHLO answered 501 replaced
+    // helo with an empty string.
+    let (recs, _) = check("refused_ehlo");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["helo"], "good.example.com");
+    assert_eq!(recs[0]["subject"], "after a bad EHLO");
 }
 
 #[test]

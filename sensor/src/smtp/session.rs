@@ -767,7 +767,12 @@ impl SmtpSession {
                     self.helo = before;
                 }
             }
-            Some(Cmd::EndOfData) => self.state = State::Commands,
+            // The client's `.` already gave its side back to commands; what
+            // it sent since (a pipelined MAIL, RCPT, DATA whose 354 follows
+            // this reply) set the state now, and the late reply to the end
+            // of data must not undo it (a DATA pipelined after `.` would
+            // lose its message to command parsing).
+            Some(Cmd::EndOfData) => {}
             Some(Cmd::Verb(Verb::Auth) | Cmd::AuthAnswer) => {
                 self.state = if code == 334 {
                     State::InAuth

@@ -16,7 +16,7 @@
 //!   endless-data, long-lines, rcpt-flood, dup-address, host-flood, inject,
 //!   random) interleaved with ordinary sessions; `--clean` writes the
 //!   ordinary sessions alone. Prints `frames=N bytes=B ordinary=O`.
-//! - `synth golden <dir>`: one pcap per golden scenario.
+//! - `synth golden <dir>`: one pcap per golden and evasion scenario.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Some("golden") => match args.get(1) {
             Some(dir) => {
                 let mut res = Ok(());
-                for (name, frames) in scenarios::golden() {
+                for (name, frames) in scenarios::golden().into_iter().chain(scenarios::evasion()) {
                     let path = Path::new(dir).join(format!("{name}.pcap"));
                     if let Err(e) =
                         write_pcap(&path, frames.iter().map(|(t, f)| (*t, f.as_slice())))

@@ -487,11 +487,74 @@ fn evasion_data(s: &mut super::session::TcpSession, message: &str, replies: &str
         .server("221 2.0.0 bye\r\n");
 }
 
-/// The evasion scenarios of issue 10 (points 4 and 5): `(name, frames)`,
+/// The state and evasion scenarios of issue 10 (points 1–5): `(name, frames)`,
 /// each a capture of its own; `tests/tests/golden_evasion.rs` says what
 /// each must log and count.
 pub fn evasion() -> Vec<(&'static str, Frames)> {
     let mut out: Vec<(&'static str, Frames)> = Vec::new();
+
+    // Point 1: the client pipelines past the end of a message (`.`, then
+    // the next MAIL, RCPT and DATA in the same flight); the server's
+    // `250 … queued` comes after them and belongs to the first message.
+    out.push((
+        "pipelined_end_of_data",
+        evasion_session(40, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            s.client("DATA\r\n")
+                .server("354 go ahead\r\n")
+                .client(
+                    "From: <alice@example.com>\r\nSubject: first\r\n\r\none\r\n.\r\n\
+                     MAIL FROM:<carol@example.com>\r\nRCPT TO:<dave@example.net>\r\nDATA\r\n",
+                )
+                .server(
+                    "250 2.0.0 Ok: queued as P1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                     354 go ahead\r\n",
+                )
+                .client("From: <carol@example.com>\r\nSubject: second\r\n\r\ntwo\r\n.\r\n")
+                .server("250 2.0.0 Ok: queued as P2\r\n")
+                .client("QUIT\r\n")
+                .server("221 2.0.0 bye\r\n");
+        }),
+    ));
+
+    // Point 2: a DATA refused, then a DATA accepted with a whole message:
+    // the message's headers belong to the record.
+    out.push((
+        "refused_data_then_data",
+        evasion_session(41, 25, |s| {
+            evasion_envelope(s, "alice@example.com", "bob@example.net");
+            s.client("DATA\r\n")
+                .server("554 5.5.1 Error: no valid recipients\r\n");
+            evasion_data(
+                s,
+                "From: <alice@example.com>\r\nTo: <bob@example.net>\r\n\
+                 Subject: second try\r\n\r\nhello\r\n.\r\n",
+                "250 2.0.0 Ok: queued as R2\r\n",
+            );
+        }),
+    ));
+
+    // Point 3: an accepted EHLO, then a bare EHLO the server refuses: helo
+    // keeps the accepted name (RFC 5321 §4.1.4).
+    out.push((
+        "refused_ehlo",
+        evasion_session(42, 25, |s| {
+            s.server("220 mx.example.net ESMTP\r\n")
+                .client("EHLO good.example.com\r\n")
+                .server("250 mx.example.net\r\n")
+                .client("EHLO\r\n")
+                .server("501 5.5.4 Syntax: EHLO hostname\r\n")
+                .client("MAIL FROM:<alice@example.com>\r\n")
+                .server("250 2.1.0 Ok\r\n")
+                .client("RCPT TO:<bob@example.net>\r\n")
+                .server("250 2.1.5 Ok\r\n");
+            evasion_data(
+                s,
+                "From: <alice@example.com>\r\nSubject: after a bad EHLO\r\n\r\nhi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as E1\r\n",
+            );
+        }),
+    ));
 
     // A 5 KiB greeting without CRLF: the client's EHLO follows it, the
     // EHLO's reply must not be taken for the rest of the greeting.
