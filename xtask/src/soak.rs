@@ -131,9 +131,8 @@ pub fn run(argv: &[String]) -> Result<()> {
     {
         let dirty = work.0.join(format!("{name}.pcap"));
         let alone = work.0.join(format!("{name}-clean.pcap"));
-        let info = synth_attack(&synth, name, scale, &dirty, false)?;
+        let (info, sets) = synth_attack(&synth, name, scale, &dirty, false)?;
         synth_attack(&synth, name, scale, &alone, true)?;
-        let sets = sets_for(name, scale);
         let (expected, _) = run_sensor(&sensor, &alone, &work.0.join("logs"), 1, &sets)?;
         for workers in [1, 2] {
             let (got, mut c) = run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, &sets)?;
@@ -206,25 +205,15 @@ pub fn run(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `--set`s of an attack (as `synth::attacks::Attack::sets`).
-fn sets_for(name: &str, scale: &str) -> Vec<String> {
-    match name {
-        "host-flood" => vec![format!(
-            "max_hosts_per_period={}",
-            if scale == "small" { 100 } else { 10_000 }
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// `synth attack`; its (frames, bytes).
+/// `synth attack`; its (frames, bytes) and the sensor `--set`s the attack
+/// is to be run with (synth says them: `synth::attacks::Attack::sets`).
 fn synth_attack(
     synth: &Path,
     name: &str,
     scale: &str,
     out: &Path,
     clean: bool,
-) -> Result<(u64, u64)> {
+) -> Result<((u64, u64), Vec<String>)> {
     let mut cmd = Command::new(synth);
     cmd.args(["attack", name]).arg(out).args(["--scale", scale]);
     if clean {
@@ -232,13 +221,22 @@ fn synth_attack(
     }
     println!("xtask: $ {}", show(&cmd));
     let text = output(&mut cmd)?;
-    let field = |k: &str| -> Result<u64> {
+    let word = |k: &str| -> Result<&str> {
         text.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {k} in synth's output {text:?}"))
     };
-    Ok((field("frames=")?, field("bytes=")?))
+    let number = |k: &str| -> Result<u64> {
+        word(k)?
+            .parse()
+            .with_context(|| format!("bad {k} in synth's output {text:?}"))
+    };
+    let sets = word("sets=")?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(((number("frames=")?, number("bytes=")?), sets))
 }
 
 /// Runs the sensor offline; the ordinary sessions' smtp.log lines (sorted)

@@ -2,7 +2,8 @@
 //!
 //! A frame's bytes are cold when the pipeline reaches it: live, the kernel
 //! copied it into the UMEM on another core; offline, it is the next stretch
-//! of a mapped file. The first code to read it (the checksum) then waits on
+//! of a mapped file. The first code to read it (offline the checksum, live
+//! the line framing, as no checksum is verified there) then waits on
 //! memory for every cache line, ≈ a tenth of the per-packet cost on the
 //! load capture. Both inputs know which bytes come next (the rest of the
 //! batch, the rest of the file), so they ask for them a few frames ahead,
@@ -37,13 +38,15 @@ pub fn frame(frame: &[u8], max: usize) {
     let end = frame.len().min(max);
     let mut at = 0;
     while at < end {
-        line(frame[at..].as_ptr());
+        if let Some(b) = frame.get(at) {
+            line(b);
+        }
         at += LINE;
     }
 }
 
-/// Frames of a batch ahead of the one being processed whose first lines
-/// are requested: a miss to memory takes about as long as processing one
+/// How many frames of a batch ahead of the one being processed are
+/// requested ([`BATCH_BYTES`] of each): a miss to memory takes about as long as processing one
 /// or two small frames.
 pub const BATCH_AHEAD: usize = 3;
 
@@ -93,7 +96,8 @@ impl Ahead {
             }
             at += LINE;
         }
-        self.done = at.max(self.done);
+        // Never behind `done`: the loop starts there or later.
+        self.done = at;
     }
 }
 

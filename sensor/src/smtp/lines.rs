@@ -125,11 +125,6 @@ impl LineBuf {
         self.skipping || (!self.handed_out && !self.buf.is_empty())
     }
 
-    /// The rest of a cut line is being dropped (its end has not come yet).
-    pub fn in_cut_line(&self) -> bool {
-        self.skipping
-    }
-
     /// Ends a cut line whose end has not come: the next bytes start a new
     /// line. Returns whether there was one.
     pub fn end_cut_line(&mut self) -> bool {
@@ -345,7 +340,7 @@ mod tests {
             l.map(|l| (l.bytes.to_vec(), l.truncated)),
             Some((b"220 012345".to_vec(), true))
         );
-        assert!(lb.in_cut_line());
+        // True: the rest of the cut line was being dropped.
         assert!(lb.end_cut_line());
         assert!(!lb.end_cut_line(), "only once");
         // Without it, the next line would be dropped up to its end.

@@ -12,7 +12,7 @@ use memchr::memchr;
 
 use super::anomaly::SmtpAnomaly;
 use super::limits::SmtpLimits;
-use super::parser::{parse_header, trim};
+use super::parser::{bytes_into_string, parse_header, trim};
 use super::text::lossy;
 
 /// What the MIME tracker reports to the transaction it fills.
@@ -159,7 +159,7 @@ pub fn param_checked(value: &[u8], name: &[u8], irregular: &mut bool) -> Option<
         }
         return Some(bytes_to_string(&bytes, charset.as_deref()));
     }
-    plain.map(|p| lossy(&p).into_owned())
+    plain.map(bytes_into_string)
 }
 
 /// `charset'language'rest` → (charset, rest); without two quotes, no charset.

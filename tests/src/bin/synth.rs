@@ -99,10 +99,15 @@ fn main() -> ExitCode {
                     _ => return usage(),
                 }
             }
+            // `sets=`: the sensor's `--set`s to run the capture with, comma
+            // separated (what `cargo xtask soak` passes on).
             attacks::write(Path::new(out), attack, scale, clean).map(|w| {
                 println!(
-                    "frames={} bytes={} ordinary={}",
-                    w.frames, w.bytes, w.ordinary
+                    "frames={} bytes={} ordinary={} sets={}",
+                    w.frames,
+                    w.bytes,
+                    w.ordinary,
+                    attack.sets(scale).join(",")
                 )
             })
         }
