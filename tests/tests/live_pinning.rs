@@ -1,6 +1,7 @@
 //! `--cpus`: the live sensor's capture threads take the first CPUs of the
 //! list and its workers the next ones, round robin, as the kernel reports
-//! for each thread (`/proc/<pid>/task/*/status`). Needs root.
+//! for each thread (`/proc/<pid>/task/*/status`); and the log writer yields
+//! the CPU to capture (`SCHED_IDLE`, `/proc/<pid>/task/*/stat`). Needs root.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,6 +26,56 @@ fn affinities(pid: u32) -> BTreeMap<String, String> {
         out.insert(name.trim().to_owned(), cpus.trim().to_owned());
     }
     out
+}
+
+/// Thread name → scheduling policy (field 41 of `stat`) of every thread of
+/// `pid`.
+fn policies(pid: u32) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(Result::ok) {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The fields after the command name, which ends at the last ')':
+        // the first of them is field 3.
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+            .and_then(|p| p.parse().ok());
+        if let Some(p) = policy {
+            out.insert(name.trim().to_owned(), p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_log_writer_yields_the_cpu_to_capture() {
+    require_root();
+    let dir = Scratch::new("live-policy");
+    let pair = VethPair::create("pol", 1);
+    let sensor = LiveSensor::start(&pair, dir.path(), &["--stats-interval", "0"]);
+    // SCHED_IDLE for the log writer, the normal class for capture.
+    let want = BTreeMap::from([
+        ("capture-q0".to_owned(), libc::SCHED_OTHER as u32),
+        ("collector".to_owned(), libc::SCHED_IDLE as u32),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got: BTreeMap<String, u32> = policies(sensor.pid())
+            .into_iter()
+            .filter(|(k, _)| want.contains_key(k))
+            .collect();
+        if got == want || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(got, want);
+    let (status, _) = sensor.stop();
+    assert!(status.success(), "sensor exited with {status}");
 }
 
 #[test]
