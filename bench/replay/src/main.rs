@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sensor_common::replay::ReplayCounter;
 use smtp_replay::report::Report;
-use smtp_replay::run::{self, Plan, Rate, Wire};
+use smtp_replay::run::{self, Pace, Plan, Rate, Wire};
 use smtp_replay::sender::{self, CallEnd, SendError, Sender};
 use smtp_replay::table::{FrameTable, Limits, Split, TableBuilder};
 use smtp_sensor::capture::pcap::PcapReader;
@@ -30,7 +30,8 @@ struct Args {
     /// Interface to send from (the veth end whose peer the sensor watches).
     #[arg(short = 'i', long = "iface")]
     iface: String,
-    /// Frames per second, evenly spaced by the program; default: top speed.
+    /// Frames per second, in evenly spaced bursts (--burst) paced by the
+    /// program; default: top speed.
     #[arg(long, conflicts_with = "topspeed")]
     pps: Option<u64>,
     /// As fast as possible (the default).
@@ -59,6 +60,11 @@ struct Args {
     /// Kernel memory for frame data at most, in MiB.
     #[arg(long = "max-mb", value_name = "MB", default_value_t = 2048)]
     max_mb: u64,
+    /// Paced: frames per burst at most, as a NIC hands them to the stack per
+    /// interrupt (a burst spans at most 50 µs of the rate, so low rates
+    /// send smaller ones); 1 spaces every frame on its own.
+    #[arg(long, value_name = "N", default_value_t = run::MAX_BURST)]
+    burst: u32,
     /// Frames per kernel batch inside a call (1..=256).
     #[arg(long = "kernel-batch", value_name = "N", default_value_t = sender::KERNEL_BATCH)]
     kernel_batch: u32,
@@ -141,6 +147,12 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         (None, Some(_)) => None,
         (None, None) => Some(1),
     };
+    if !(1..=4096).contains(&args.burst) {
+        return Err(Failure::Usage(format!(
+            "--burst {}: must be between 1 and 4096",
+            args.burst
+        )));
+    }
     if !(1..=256).contains(&args.kernel_batch) {
         return Err(Failure::Usage(format!(
             "--kernel-batch {}: must be between 1 and 256",
@@ -163,6 +175,7 @@ fn replay(args: &Args) -> Result<Report, Failure> {
         rate,
         passes,
         seconds,
+        burst: args.burst,
     };
     let mut wire = KernelWire {
         sender: &mut sender,
@@ -259,8 +272,9 @@ struct KernelWire<'a> {
 }
 
 impl Wire for KernelWire<'_> {
-    fn pace(&mut self, lane: usize, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError> {
-        self.sender.pace(lane as u32, interval_ns, max_lag_ns)
+    fn pace(&mut self, lane: usize, pace: Pace) -> Result<(), SendError> {
+        self.sender
+            .pace(lane as u32, pace.interval_ns, pace.burst, pace.max_lag_ns)
     }
 
     fn send(&mut self, lane: usize, budget: u64, runs: u32) -> Result<(CallEnd, u64), SendError> {

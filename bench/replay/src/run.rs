@@ -4,11 +4,13 @@
 //! A call costs a page-pool setup and teardown in the kernel (about 20 ms),
 //! so calls are long: [`ROUND`] each. At top speed a call sends as many
 //! frames as the rate measured so far fits in a round, back to back. Paced
-//! (`--pps`), the program itself spaces the frames by the kernel's clock
-//! (see `sensor_common::replay::Lane`): a call gets the frames due by the end
-//! of its round as a budget, and enough runs to last about a round (idle
-//! runs cost little and are how the program waits). Frames therefore leave
-//! evenly spaced, not in one burst per call; between calls the program
+//! (`--pps`), the program itself spaces bursts of frames by the kernel's
+//! clock (see `sensor_common::replay::Lane`): a call gets the frames due by
+//! the end of its round as a budget, and enough runs to last about a round
+//! (idle runs cost little and are how the program waits). Frames therefore
+//! leave in small evenly spaced bursts ([`burst_of`]: what a NIC with
+//! interrupt coalescing hands the stack at a time), not in one burst per
+//! call; between calls the program
 //! falls behind by the call overhead and catches up at the next call's
 //! start. Lanes advance in proportion to their share of the capture, so
 //! they end their passes together; with several lanes the calls alternate,
@@ -35,6 +37,30 @@ const FIRST_CALL: Duration = Duration::from_millis(100);
 /// What an idle run is taken to cost before the first paced call has
 /// measured it (on the project's machines: about 60 ns).
 const FIRST_IDLE_RUN_NS: u64 = 50;
+/// Frames per paced burst at most by default: NAPI's weight, the most a
+/// driver hands the stack per poll.
+pub const MAX_BURST: u32 = 64;
+/// Time a paced burst spans at most: a NIC's interrupt coalescing (tens of
+/// microseconds), so a low rate is not sent in long gaps between bursts.
+pub const BURST_SPAN: Duration = Duration::from_micros(50);
+
+/// The pacing of one lane (see `sensor_common::replay::Lane`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    /// Between the starts of two bursts.
+    pub interval_ns: u64,
+    /// Frames per burst.
+    pub burst: u32,
+    /// Lag behind the schedule the lane catches up at most.
+    pub max_lag_ns: u64,
+}
+
+/// Frames per burst at `pps`: what arrives in [`BURST_SPAN`], at least 1 and
+/// at most `max`.
+pub fn burst_of(pps: f64, max: u32) -> u32 {
+    let due = (pps * BURST_SPAN.as_secs_f64()).floor();
+    (due.min(f64::from(max)) as u32).max(1)
+}
 
 /// How fast to send.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,14 +79,15 @@ pub struct Plan {
     pub passes: Option<u64>,
     /// No pass starts after this much time.
     pub seconds: Option<Duration>,
+    /// Paced: frames per burst at most (1: every frame spaced alone).
+    pub burst: u32,
 }
 
 /// Where frames go: the kernel ([`crate::sender::Sender`]), or a test's
 /// recorder.
 pub trait Wire {
-    /// Paces `lane` at one frame every `interval_ns` from now on, catching
-    /// up at most `max_lag_ns`.
-    fn pace(&mut self, lane: usize, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError>;
+    /// Paces `lane` as `pace` says from now on.
+    fn pace(&mut self, lane: usize, pace: Pace) -> Result<(), SendError>;
 
     /// Runs the program `runs` times on `lane`, sending at most `budget`
     /// frames (all of them when the lane is not paced, where `runs ==
@@ -111,8 +138,14 @@ pub fn run(
         // burst.
         let max_lag = CATCH_UP + ROUND * (lanes.len() as u32 - 1);
         for (lane, share) in shares.iter().enumerate() {
-            let interval = (1e9 / (r as f64 * share).max(1e-9)).max(1.0) as u64;
-            wire.pace(lane, interval, max_lag.as_nanos() as u64)?;
+            let pps = (r as f64 * share).max(1e-9);
+            let burst = burst_of(pps, plan.burst);
+            let pace = Pace {
+                interval_ns: (f64::from(burst) * 1e9 / pps).max(1.0) as u64,
+                burst,
+                max_lag_ns: max_lag.as_nanos() as u64,
+            };
+            wire.pace(lane, pace)?;
         }
     }
     let max_passes = plan.passes.unwrap_or(u64::MAX);
@@ -123,6 +156,10 @@ pub fn run(
     let mut goal: Vec<u64> = lanes.to_vec();
     // Runs per call of each paced lane, tuned so a call lasts a round.
     let mut runs: Vec<u64> = vec![0; lanes.len()];
+    // Frames a run of each paced lane sent in its last full call: what the
+    // end of a pass needs runs for. Below one when idle runs wait, one
+    // when the lane is slower than its rate.
+    let mut sent_per_run: Vec<Option<f64>> = vec![None; lanes.len()];
     let start = Instant::now();
     let mut top_call = FIRST_TOP_CALL;
     'run: loop {
@@ -156,16 +193,21 @@ pub fn run(
                         runs[lane] = FIRST_CALL.as_nanos() as u64 / FIRST_IDLE_RUN_NS;
                     }
                     // The end of a pass needs less than a round: runs for
-                    // the time its frames take (and some), no long idle
-                    // tail after the last one.
-                    let per_round = (r as f64 * shares[lane] * ROUND.as_secs_f64()).max(1.0);
-                    let part = (budget as f64 / per_round).min(1.0);
-                    let call_runs = if part < 1.0 {
-                        (runs[lane] as f64 * part * 1.5) as u64
-                    } else {
-                        runs[lane]
+                    // its frames (and half again), no long idle tail after
+                    // the last one. From what a run sent in the last full
+                    // call: a lane slower than its rate sends on every run,
+                    // and runs counted from the rate would end the pass in
+                    // a crawl of calls of a few runs, each paying the
+                    // call's fixed cost (tens of ms).
+                    let need = match sent_per_run[lane] {
+                        Some(f) => budget as f64 / f * 1.5 + 64.0,
+                        None => {
+                            let per_round =
+                                (r as f64 * shares[lane] * ROUND.as_secs_f64()).max(1.0);
+                            runs[lane] as f64 * (budget as f64 / per_round) * 1.5
+                        }
                     };
-                    (budget, call_runs.max(1))
+                    (budget, (need as u64).clamp(1, runs[lane]))
                 }
                 Rate::Top => {
                     let n = ((top_call as f64 * shares[lane]).ceil() as u64).clamp(1, left);
@@ -184,12 +226,15 @@ pub fn run(
                 sent.interrupted = true;
                 break 'run;
             }
-            if matches!(plan.rate, Rate::Pps(_)) {
+            if matches!(plan.rate, Rate::Pps(_)) && u64::from(call_runs) == runs[lane] {
                 // Aim the next call of this lane at one round: the mix of
                 // sending and idle runs at a given rate changes little.
+                // Only from full calls: a short one is mostly the call's
+                // fixed cost.
                 let took = t.elapsed().as_secs_f64().max(1e-6);
                 let per_run = took / f64::from(call_runs);
                 runs[lane] = ((ROUND.as_secs_f64() / per_run) as u64).clamp(1, u64::from(u32::MAX));
+                sent_per_run[lane] = Some((n as f64 / f64::from(call_runs)).clamp(1e-6, 1.0));
             }
         }
         if let Rate::Top = plan.rate {
@@ -212,17 +257,24 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         calls: Vec<(usize, u64, u32)>,
-        paced: Vec<(usize, u64)>,
+        paced: Vec<(usize, Pace)>,
         interrupt_after: Option<usize>,
         /// Sleep per call, for the time-based tests.
         call_time: Duration,
         /// Lane 1 sends only this share of each budget (a slow lane).
         lane1_share: Option<f64>,
+        /// Every run sends, at most `budget` (a lane slower than its rate:
+        /// the program is always behind its schedule).
+        run_sends: bool,
+        /// Sleep per run on top of `call_time`.
+        run_time: Duration,
+        /// Fail a test at once beyond this many calls (a crawl).
+        call_limit: Option<usize>,
     }
 
     impl Wire for Recorder {
-        fn pace(&mut self, lane: usize, interval: u64, _lag: u64) -> Result<(), SendError> {
-            self.paced.push((lane, interval));
+        fn pace(&mut self, lane: usize, pace: Pace) -> Result<(), SendError> {
+            self.paced.push((lane, pace));
             Ok(())
         }
 
@@ -235,9 +287,13 @@ mod tests {
             if self.interrupt_after == Some(self.calls.len()) {
                 return Ok((CallEnd::Interrupted, budget / 2));
             }
-            std::thread::sleep(self.call_time);
+            if let Some(limit) = self.call_limit {
+                assert!(self.calls.len() < limit, "more than {limit} calls");
+            }
+            std::thread::sleep(self.call_time + self.run_time * runs);
             self.calls.push((lane, budget, runs));
             let sent = match (lane, self.lane1_share) {
+                _ if self.run_sends => budget.min(u64::from(runs)),
                 (1, Some(f)) => ((budget as f64 * f) as u64).max(1),
                 _ => budget,
             };
@@ -258,6 +314,7 @@ mod tests {
                 rate: Rate::Top,
                 passes: Some(3),
                 seconds: None,
+                burst: 1,
             },
             &mut w,
         );
@@ -281,23 +338,82 @@ mod tests {
                 rate: Rate::Pps(1_000_000),
                 passes: Some(1),
                 seconds: None,
+                burst: 1,
             },
             &mut w,
         );
         assert_eq!(s.per_lane, [300_000, 100_000]);
         // One frame per µs over the capture, shared 3:1 between the lanes.
         assert_eq!(w.paced.len(), 2);
-        let (i0, i1) = (w.paced[0].1, w.paced[1].1);
+        let (i0, i1) = (w.paced[0].1.interval_ns, w.paced[1].1.interval_ns);
         assert!(
             (1300..1350).contains(&i0) && (3950..4050).contains(&i1),
             "{i0} {i1}"
         );
+        assert!(w.paced.iter().all(|(_, p)| p.burst == 1));
         // The first call's budget: what is due two rounds on (500 ms: 375 000
         // frames of lane 0), capped by the pass (300 000); lane 1: its pass.
         assert_eq!(w.calls[0].1, 300_000, "{:?}", w.calls);
         assert_eq!(w.calls[1].1, 100_000, "{:?}", w.calls);
         // Paced calls get more runs than frames (idle runs wait).
         assert!(w.calls.iter().all(|&(_, b, r)| u64::from(r) >= b));
+    }
+
+    #[test]
+    fn bursts_span_at_most_the_coalescing_time() {
+        // 2 Mpps: 100 frames in 50 µs, capped at the NAPI weight; the
+        // interval grows with the burst, so the rate stays.
+        assert_eq!(burst_of(2e6, MAX_BURST), 64);
+        assert_eq!(burst_of(1e6, MAX_BURST), 50);
+        assert_eq!(burst_of(1e5, MAX_BURST), 5);
+        assert_eq!(burst_of(1e3, MAX_BURST), 1);
+        assert_eq!(burst_of(2e6, 1), 1);
+        let mut w = Recorder::default();
+        go(
+            &[1000],
+            Plan {
+                rate: Rate::Pps(2_000_000),
+                passes: Some(1),
+                seconds: None,
+                burst: MAX_BURST,
+            },
+            &mut w,
+        );
+        let p = w.paced[0].1;
+        assert_eq!(p.burst, 64);
+        assert_eq!(p.interval_ns, 32_000);
+    }
+
+    #[test]
+    fn a_lane_slower_than_its_rate_ends_its_passes_in_few_calls() {
+        // Asked more than it can send: every run sends, and each call costs
+        // its fixed time. The end of a pass must not turn into calls of a
+        // few runs each (it did: runs counted from the rate, then
+        // recalibrated from those short calls).
+        let mut w = Recorder {
+            call_time: Duration::from_millis(5),
+            run_sends: true,
+            run_time: Duration::from_nanos(500),
+            call_limit: Some(100),
+            ..Recorder::default()
+        };
+        let s = go(
+            &[50_000],
+            Plan {
+                rate: Rate::Pps(10_000_000),
+                passes: Some(4),
+                seconds: None,
+                burst: 1,
+            },
+            &mut w,
+        );
+        assert_eq!(s.frames(), 200_000);
+        assert!(
+            w.calls.len() <= 16,
+            "{} calls: {:?}",
+            w.calls.len(),
+            w.calls
+        );
     }
 
     #[test]
@@ -312,6 +428,7 @@ mod tests {
                 rate: Rate::Top,
                 passes: None,
                 seconds: Some(Duration::from_millis(150)),
+                burst: 1,
             },
             &mut w,
         );
@@ -335,6 +452,7 @@ mod tests {
                 rate: Rate::Top,
                 passes: None,
                 seconds: Some(Duration::from_millis(30)),
+                burst: 1,
             },
             &mut w,
         );
@@ -353,6 +471,7 @@ mod tests {
             rate: Rate::Top,
             passes: None,
             seconds: None,
+            burst: 1,
         };
         let s = run(&mut w, &[1 << 20], &plan, &AtomicBool::new(false)).unwrap();
         assert!(s.interrupted);

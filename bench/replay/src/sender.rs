@@ -170,11 +170,19 @@ impl Sender {
         lanes.set(i, lane, 0).map_err(map_err(replay::LANES))
     }
 
-    /// Paces `lane` at one frame per `interval_ns` from now on, catching up
-    /// at most `max_lag_ns` behind the schedule.
-    pub fn pace(&mut self, lane: u32, interval_ns: u64, max_lag_ns: u64) -> Result<(), SendError> {
+    /// Paces `lane` at one burst of `burst` frames per `interval_ns` from
+    /// now on, catching up at most `max_lag_ns` behind the schedule.
+    pub fn pace(
+        &mut self,
+        lane: u32,
+        interval_ns: u64,
+        burst: u32,
+        max_lag_ns: u64,
+    ) -> Result<(), SendError> {
         let mut l = self.lane(lane)?;
         l.interval_ns = interval_ns;
+        l.burst = burst.max(1);
+        l.burst_left = 0;
         l.max_lag_ns = max_lag_ns;
         l.next_ns = monotonic_ns();
         self.set_lane(lane, l)

@@ -96,29 +96,38 @@ pub enum IpKind {
 ///
 /// Pacing happens in the program, against the kernel's monotonic clock
 /// (`bpf_ktime_get_ns`, the same clock as userspace's `CLOCK_MONOTONIC`):
-/// with `interval_ns` set, a run sends only when `next_ns` has come, and
-/// otherwise drops the test frame at once ([`ReplayCounter::Idle`]), so
-/// frames leave evenly spaced within a call instead of in one burst per
-/// call. A late program (after the pause between calls, or slower than the
-/// rate) catches up at twice the rate, by at most `max_lag_ns`. `budget` is
-/// what the current call may still send.
+/// with `interval_ns` set, a run starts a burst of `burst` frames only when
+/// `next_ns` has come, and otherwise drops the test frame at once
+/// ([`ReplayCounter::Idle`]), so bursts leave evenly spaced within a call
+/// instead of one burst per call. A burst is what a NIC hands the stack per
+/// interrupt (see `smtp-replay --burst`); with `burst` 1 every frame is
+/// spaced on its own, and each one is then flushed to the peer alone,
+/// which costs the receiving side a wakeup per frame and caps the rate well
+/// below top speed. A late program (after the pause between calls, or
+/// slower than the rate) catches up at twice the rate, by at most
+/// `max_lag_ns`. `budget` is what the current call may still send.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lane {
     pub first: u32,
     pub count: u32,
     pub sent: u64,
-    /// Nanoseconds between frames; 0: as fast as possible.
+    /// Nanoseconds between the starts of two bursts; 0: as fast as
+    /// possible.
     pub interval_ns: u64,
-    /// When the next frame is due (monotonic clock, ns).
+    /// When the next burst is due (monotonic clock, ns).
     pub next_ns: u64,
-    /// When the last frame was sent (ns): catching up, frames are at least
+    /// When the last burst started (ns): catching up, bursts are at least
     /// half an interval apart.
     pub last_ns: u64,
     /// Lag behind the schedule the program catches up at most.
     pub max_lag_ns: u64,
     /// Frames the current call may still send (paced lanes only).
     pub budget: u64,
+    /// Frames per burst (paced lanes; 0 counts as 1).
+    pub burst: u32,
+    /// Frames of the current burst still to send.
+    pub burst_left: u32,
 }
 
 crate::counters! {
@@ -176,7 +185,8 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` data without padding holes the kernel
     // could leak (explicit `_pad`), valid for any bit pattern.
     unsafe impl aya::Pod for super::FrameRef {}
-    // SAFETY: as above; two `u32`s and six `u64`s have no padding.
+    // SAFETY: as above; two `u32`s, six `u64`s and two `u32`s have no
+    // padding.
     unsafe impl aya::Pod for super::Lane {}
     // SAFETY: a byte array.
     unsafe impl aya::Pod for super::Chunk {}

@@ -86,21 +86,26 @@ fn try_smtp_replay(ctx: &XdpContext) -> Result<u32, ReplayCounter> {
         if l.budget == 0 {
             return Err(ReplayCounter::Idle);
         }
-        // SAFETY: helper without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
-        if now < l.next_ns {
-            return Err(ReplayCounter::Idle);
+        if l.burst_left == 0 {
+            // SAFETY: helper without arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            if now < l.next_ns {
+                return Err(ReplayCounter::Idle);
+            }
+            // Behind the schedule (after the pause between two calls):
+            // catch up at twice the rate at most, not in one burst at top
+            // speed.
+            let late = now > l.next_ns + l.interval_ns;
+            if late && now < l.last_ns + l.interval_ns / 2 {
+                return Err(ReplayCounter::Idle);
+            }
+            l.last_ns = now;
+            let next = l.next_ns + l.interval_ns;
+            let floor = now.saturating_sub(l.max_lag_ns);
+            l.next_ns = if next < floor { floor } else { next };
+            l.burst_left = if l.burst == 0 { 1 } else { l.burst };
         }
-        // Behind the schedule (after the pause between two calls): catch
-        // up at twice the rate at most, not in one burst at top speed.
-        let late = now > l.next_ns + l.interval_ns;
-        if late && now < l.last_ns + l.interval_ns / 2 {
-            return Err(ReplayCounter::Idle);
-        }
-        l.last_ns = now;
-        let next = l.next_ns + l.interval_ns;
-        let floor = now.saturating_sub(l.max_lag_ns);
-        l.next_ns = if next < floor { floor } else { next };
+        l.burst_left -= 1;
         l.budget -= 1;
     }
     let sent = l.sent;

@@ -33,9 +33,11 @@ logged, beside what the same capture costs offline.
   --seed S           generator seed                                [1]
   --rates LIST       packets/s, comma separated (50000,100k,1M; `top`
                      for top speed)                     [50000,100000,top]
-                     smtp-replay spaces the frames evenly (in the
-                     kernel, by its clock), one call of 250 ms per lane
-                     at a time
+                     smtp-replay spaces bursts of frames evenly (in
+                     the kernel, by its clock), one call of 250 ms per
+                     lane at a time
+  --burst N          smtp-replay, paced: frames per burst at most (what
+                     arrives in 50 µs; 1 spaces every frame alone)  [64]
   --topspeed         top speed only; with --rates, after those rates
   --find-max         per configuration, the highest rate without loss:
                      top speed, then a bisection on the rate (not with
@@ -119,6 +121,8 @@ pub struct Options {
     pub pin: bool,
     /// `None`: the release build of this tree.
     pub sensor: Option<PathBuf>,
+    /// smtp-replay's `--burst` (its default when `None`).
+    pub burst: Option<u32>,
     pub sensor_args: Vec<String>,
 }
 
@@ -141,6 +145,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
         plot: None,
         pin: true,
         sensor: None,
+        burst: None,
         sensor_args: Vec::new(),
     };
     let mut single = Layout {
@@ -205,6 +210,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--no-pin" => o.pin = false,
             "--plot" => o.plot = Some(PathBuf::from(value()?)),
             "--sensor" => o.sensor = Some(PathBuf::from(value()?)),
+            "--burst" => o.burst = Some(positive(a, value()?)?),
             "--" => {
                 o.sensor_args = it.cloned().collect();
                 break;

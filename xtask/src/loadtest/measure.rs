@@ -92,6 +92,7 @@ impl Bench<'_> {
             frames_per_pass: self.offline.frames,
             dir,
             cpu: pin.map(|(cpu, _)| cpu),
+            burst: self.opts.burst,
         })?;
         let sending = sender.wait_sending(interrupted)?;
         let host_start = hostcpu::Snapshot::take()?;

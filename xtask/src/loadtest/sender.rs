@@ -87,6 +87,8 @@ pub struct Job<'a> {
     pub dir: &'a Path,
     /// Pin the sender to this CPU.
     pub cpu: Option<usize>,
+    /// smtp-replay's `--burst`.
+    pub burst: Option<u32>,
 }
 
 impl Job<'_> {
@@ -144,6 +146,7 @@ impl Running {
                     split: job.layout.split(),
                     json: &json,
                     pcap: job.pcap,
+                    burst: job.burst,
                 };
                 let mut cmd = job.peer_cmd(job.bin_dir.join("smtp-replay"));
                 cmd.args(smtp_replay::args(&plan))

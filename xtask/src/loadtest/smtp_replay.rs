@@ -36,6 +36,8 @@ pub struct Plan<'a> {
     pub split: &'a str,
     pub json: &'a Path,
     pub pcap: &'a Path,
+    /// `--burst` (smtp-replay's default when `None`).
+    pub burst: Option<u32>,
 }
 
 /// smtp-replay's arguments after `smtp-replay`.
@@ -57,6 +59,9 @@ pub fn args(p: &Plan) -> Vec<String> {
     ];
     if let Rate::Pps(r) = p.rate {
         a.extend(["--pps".into(), r.to_string()]);
+    }
+    if let Some(b) = p.burst {
+        a.extend(["--burst".into(), b.to_string()]);
     }
     a
 }
@@ -217,6 +222,7 @@ mod tests {
             split: "tuple",
             json: Path::new("/w/replay.json"),
             pcap: Path::new("/w/load.pcap"),
+            burst: None,
         };
         let a = args(&plan).join(" ");
         assert_eq!(
@@ -229,5 +235,13 @@ mod tests {
             ..plan
         });
         assert!(!top.iter().any(|x| x == "--pps"), "{top:?}");
+        let burst = args(&Plan {
+            burst: Some(1),
+            ..plan
+        });
+        assert!(
+            burst.ends_with(&["--burst".into(), "1".into()]),
+            "{burst:?}"
+        );
     }
 }
