@@ -23,7 +23,31 @@ use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_contro
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (mimalloc.h): the
+/// 16th option. The test below checks it against the option's default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed memory before giving it back to the OS.
+/// Its default, 1 s, is about how long the log writer holds a window's
+/// records: under steady load the memory went back and was faulted in
+/// again (the kernel zeroing huge pages on the capture thread), 7 000 –
+/// 21 000 page faults in 7 s at 1.5–2 Mpps against ≈ 60 with 10 s
+/// (docs/PERFORMANCE.md). After 10 s of lower load it still goes back.
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// Sets mimalloc's options, unless the operator set them in the
+/// environment (`MIMALLOC_PURGE_DELAY`, which mimalloc reads itself).
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; called first thing in main,
+        // before any other thread exists (mimalloc's options are not
+        // synchronised).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -135,6 +159,28 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
                 | RunError::Output(_) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // mimalloc 3's default purge delay is 1000 ms; another index would
+        // show another option's default.
+        // SAFETY: reads an integer option.
+        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(before, 1000, "not the purge delay (or its default changed)");
+        }
+        tune_allocator();
+        // SAFETY: as above.
+        let after = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(after, PURGE_DELAY_MS);
         }
     }
 }

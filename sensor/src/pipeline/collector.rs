@@ -26,6 +26,7 @@ use crate::output::{LogFormat, LogWriter};
 use crate::smtp::record::ConnRecord;
 
 use super::dispatch::RecordBudget;
+use super::record_vecs::RecordVecs;
 use super::reload::DetectionWatch;
 use super::worker::PacketStats;
 use crate::telemetry::Telemetry;
@@ -212,6 +213,8 @@ pub struct Collector {
     flush_every: Option<Duration>,
     /// Live: records admitted and not written yet (released as written).
     budget: Option<Arc<RecordBudget>>,
+    /// Where the written windows' vectors go back to the workers.
+    record_vecs: Option<Arc<RecordVecs>>,
 }
 
 /// The collector's running state between windows.
@@ -254,6 +257,7 @@ impl Collector {
             control: None,
             flush_every: None,
             budget: None,
+            record_vecs: None,
         })
     }
 
@@ -275,6 +279,12 @@ impl Collector {
 
     pub fn with_telemetry(mut self, t: Arc<Telemetry>) -> Self {
         self.telemetry = Some(t);
+        self
+    }
+
+    /// Hands each written window's record vectors back through `pool`.
+    pub fn with_record_vecs(mut self, pool: Arc<RecordVecs>) -> Self {
+        self.record_vecs = Some(pool);
         self
     }
 
@@ -464,6 +474,11 @@ impl Collector {
         st.sum.records += written;
         if let Some(b) = &self.budget {
             b.release(written);
+        }
+        if let Some(pool) = &self.record_vecs {
+            for v in w.records {
+                pool.put(v);
+            }
         }
         for n in w.notices {
             st.queue.push(n);

@@ -29,6 +29,7 @@ use crate::telemetry::Telemetry;
 
 use super::collector::{Collector, CollectorControl, OpenMode};
 use super::dispatch::{DispatchCounts, Dispatcher, LIVE_RECORD_BUDGET, RecordBudget, ReportTx};
+use super::record_vecs::RecordVecs;
 use super::reload::{DetectionWatch, SharedDetection, reload};
 use super::stats_line::StatsLine;
 use super::transport::{self, WhenFull};
@@ -107,6 +108,7 @@ pub fn run(
     let shared = SharedDetection::new(detection.clone());
     let control = Arc::new(CollectorControl::default());
     let budget = RecordBudget::new(LIVE_RECORD_BUDGET);
+    let record_vecs = RecordVecs::for_workers(workers);
     let collector = Collector::open(
         &opts.log_dir,
         opts.format,
@@ -120,7 +122,8 @@ pub fn run(
         budget.clone(),
         LOG_FLUSH,
     )
-    .with_telemetry(telemetry.clone());
+    .with_telemetry(telemetry.clone())
+    .with_record_vecs(record_vecs.clone());
     let _metrics = metrics(ctl, &telemetry)?;
     let hup = crate::signals::hup_flag().map_err(RunError::Signal)?;
 
@@ -142,7 +145,8 @@ pub fn run(
     let dispatcher = |id: usize| {
         let worker = Worker::new(id, flow.clone(), detection.clone(), factory.clone())
             .with_reload(DetectionWatch::new(shared.clone()))
-            .with_telemetry(telemetry.clone());
+            .with_telemetry(telemetry.clone())
+            .with_record_vecs(record_vecs.clone());
         Dispatcher::new(
             vec![worker],
             ReportTx::budgeted(tx.clone(), budget.clone(), id).with_telemetry(telemetry.clone()),

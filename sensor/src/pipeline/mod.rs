@@ -11,6 +11,7 @@ pub mod collector;
 pub mod dispatch;
 pub mod input;
 pub mod live;
+pub mod record_vecs;
 pub mod reload;
 pub mod shard;
 pub mod smtp_flow;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use crate::affinity::CpuList;
 use crate::metrics::{MetricsError, MetricsServer};
 use crate::telemetry::Telemetry;
+use record_vecs::RecordVecs;
 use reload::ConfigSource;
 
 use crate::anomaly::CaptureAnomaly;
@@ -155,9 +157,11 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     let workers = opts.workers.max(1);
     let telemetry = Telemetry::offline(workers);
     let _metrics = metrics(ctl, &telemetry)?;
+    let record_vecs = RecordVecs::for_workers(workers);
     let collector =
         Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?
-            .with_telemetry(telemetry.clone());
+            .with_telemetry(telemetry.clone())
+            .with_record_vecs(record_vecs.clone());
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())
@@ -168,6 +172,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         .map(|id| {
             Worker::new(id, flow.clone(), detection.clone(), factory.clone())
                 .with_telemetry(telemetry.clone())
+                .with_record_vecs(record_vecs.clone())
                 .with_cpu(ctl.cpus.nth(id))
         })
         .collect();

@@ -14,6 +14,7 @@ use crate::smtp::record::{ConnRecord, MessageRecord};
 use crate::smtp::sink::{Reply, SmtpSink};
 
 use super::collector::Report;
+use super::record_vecs::RecordVecs;
 use super::reload::DetectionWatch;
 use crate::telemetry::{Telemetry, WorkerSnapshot};
 
@@ -120,6 +121,8 @@ pub struct Worker<P> {
     telemetry: Option<Arc<Telemetry>>,
     /// The CPU its thread is pinned to (`--cpus`).
     pub cpu: Option<usize>,
+    /// Where the next window's record vector comes from.
+    record_vecs: Option<Arc<RecordVecs>>,
 }
 
 impl<P: StreamParser<WorkerSink>> Worker<P> {
@@ -149,6 +152,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
             reload: None,
             telemetry: None,
             cpu: None,
+            record_vecs: None,
         }
     }
 
@@ -161,6 +165,13 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
     /// Follows configuration reloads published in `watch`.
     pub fn with_reload(mut self, watch: DetectionWatch) -> Self {
         self.reload = Some(watch);
+        self
+    }
+
+    /// Takes each report's record vector from `pool` (where the collector
+    /// puts the written ones back).
+    pub fn with_record_vecs(mut self, pool: Arc<RecordVecs>) -> Self {
+        self.record_vecs = Some(pool);
         self
     }
 
@@ -269,7 +280,13 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
             worker: self.id,
             window: self.window,
             closes,
-            records: std::mem::take(&mut self.sink.records),
+            records: std::mem::replace(
+                &mut self.sink.records,
+                self.record_vecs
+                    .as_ref()
+                    .map(|p| p.take())
+                    .unwrap_or_default(),
+            ),
             notices,
             period,
             last: last.then(|| super::collector::FinalCounts {
