@@ -163,6 +163,19 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
     }
 }
 
+/// A run whose worker panicked lost flows: it fails (exit 1) even though
+/// the logs hold everything else.
+fn exit_after(summary: &smtp_sensor::pipeline::RunSummary, ok: ExitCode) -> ExitCode {
+    if summary.worker_panics > 0 {
+        eprintln!(
+            "smtp-sensor: {} worker thread(s) panicked; their connections are missing from the logs (a bug: please report it)",
+            summary.worker_panics
+        );
+        return ExitCode::from(1);
+    }
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,17 +196,4 @@ mod tests {
             assert_eq!(after, PURGE_DELAY_MS);
         }
     }
-}
-
-/// A run whose worker panicked lost flows: it fails (exit 1) even though
-/// the logs hold everything else.
-fn exit_after(summary: &smtp_sensor::pipeline::RunSummary, ok: ExitCode) -> ExitCode {
-    if summary.worker_panics > 0 {
-        eprintln!(
-            "smtp-sensor: {} worker thread(s) panicked; their connections are missing from the logs (a bug: please report it)",
-            summary.worker_panics
-        );
-        return ExitCode::from(1);
-    }
-    ok
 }
