@@ -201,6 +201,7 @@ fn flow_table(input: &Input) {
         smtp_ports: vec![25, 587],
         idle_timeout_us: 5 * 60 * 1_000_000,
         max_flows: 2,
+        max_silent_flows: 2,
         max_ooo_bytes: usize::from(input.cap),
     };
     let mut table: FlowTable<Probe> = FlowTable::new(cfg);

@@ -142,6 +142,10 @@ pub struct Config {
     // --- limits (DESIGN.md: every limit is a named value with a default) ---
     /// Connections one worker tracks at once; more are not analysed (counted).
     pub max_flows_per_worker: usize,
+    /// Flows that have not carried a byte (half-open, handshake only) one
+    /// worker keeps apart in compact entries; 0 keeps them in the flow
+    /// table instead.
+    pub max_silent_flows_per_worker: usize,
     /// Out-of-order bytes buffered per flow direction before a gap is declared.
     pub max_ooo_bytes_per_flow: usize,
     /// Originating hosts one worker counts per inspection period; more are
@@ -198,6 +202,7 @@ impl Default for Config {
             geoip_db: None,
             conn_idle_timeout: Duration::from_secs(5 * 60),
             max_flows_per_worker: 1 << 20,
+            max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
             max_hosts_per_period: 4 << 20,
             max_rcpt_bytes_per_period: 64 << 20,
@@ -233,6 +238,7 @@ pub const KEYS: &[&str] = &[
     "geoip_db",
     "conn_idle_timeout",
     "max_flows_per_worker",
+    "max_silent_flows_per_worker",
     "max_ooo_bytes_per_flow",
     "max_hosts_per_period",
     "max_rcpt_bytes_per_period",
@@ -416,9 +422,13 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 16] {
+    pub fn limits(&self) -> [(&'static str, usize); 17] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
+            (
+                "max_silent_flows_per_worker",
+                self.max_silent_flows_per_worker,
+            ),
             ("max_ooo_bytes_per_flow", self.max_ooo_bytes_per_flow),
             ("max_hosts_per_period", self.max_hosts_per_period),
             ("max_rcpt_bytes_per_period", self.max_rcpt_bytes_per_period),
@@ -440,6 +450,7 @@ impl Config {
     fn limit_mut(&mut self, key: &str) -> Option<&mut usize> {
         Some(match key {
             "max_flows_per_worker" => &mut self.max_flows_per_worker,
+            "max_silent_flows_per_worker" => &mut self.max_silent_flows_per_worker,
             "max_ooo_bytes_per_flow" => &mut self.max_ooo_bytes_per_flow,
             "max_hosts_per_period" => &mut self.max_hosts_per_period,
             "max_rcpt_bytes_per_period" => &mut self.max_rcpt_bytes_per_period,
@@ -778,21 +789,22 @@ mod tests {
             geoip_db = "/nonexistent/x.mmdb"
             conn_idle_timeout = "30s"
             max_flows_per_worker = 10
-            max_ooo_bytes_per_flow = 11
-            max_hosts_per_period = 12
-            max_rcpt_bytes_per_period = 13
-            max_line_len = 14
-            max_header_len = 15
-            max_headers = 16
-            max_rcptto = 17
-            max_to = 18
-            max_cc = 19
-            max_path = 20
-            max_files = 21
-            max_mime_depth = 22
-            max_pending_commands = 23
-            max_reply_len = 24
-            max_invalid_transactions = 25
+            max_silent_flows_per_worker = 11
+            max_ooo_bytes_per_flow = 12
+            max_hosts_per_period = 13
+            max_rcpt_bytes_per_period = 14
+            max_line_len = 15
+            max_header_len = 16
+            max_headers = 17
+            max_rcptto = 18
+            max_to = 19
+            max_cc = 20
+            max_path = 21
+            max_files = 22
+            max_mime_depth = 23
+            max_pending_commands = 24
+            max_reply_len = 25
+            max_invalid_transactions = 26
             "#,
         )
         .unwrap();
@@ -811,9 +823,9 @@ mod tests {
         );
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(30));
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..26).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..27).collect::<Vec<usize>>());
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 29);
+        assert_eq!(KEYS.len(), 30);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }

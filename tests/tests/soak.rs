@@ -1,8 +1,9 @@
 //! The soak at small scale (issue 11): every attack capture of
 //! `synth::attacks`, interleaved with ordinary sessions, through the real
 //! offline pipeline with 1 and 2 workers. The ordinary sessions' records
-//! must be exactly those of a run of the ordinary sessions alone, and no
-//! thread may panic. `cargo xtask soak --scale full` runs the same captures
+//! must be exactly those of a run of the ordinary sessions alone, the
+//! anomalies the attack is named by (`Attack::anomalies`) must be counted,
+//! and no thread may panic. `cargo xtask soak --scale full` runs the same captures
 //! at full size, timed, for docs/PERFORMANCE.md.
 
 use std::path::Path;
@@ -95,6 +96,12 @@ fn ordinary_sessions_are_logged_exactly_under_every_attack() {
                 got.len(),
                 summary.anomalies.iter().collect::<Vec<_>>()
             );
+            for a in attack.anomalies() {
+                assert!(
+                    summary.anomalies.get(a) > 0,
+                    "{name} --workers {workers}: {a} not counted"
+                );
+            }
             let missing: Vec<&String> = expected.iter().filter(|l| !got.contains(l)).collect();
             let extra: Vec<&String> = got.iter().filter(|l| !expected.contains(l)).collect();
             assert!(

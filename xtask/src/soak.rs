@@ -1,9 +1,10 @@
 //! `cargo xtask soak [--scale small|full] [--attack NAME]…`: the sensor
 //! under attack captures (issue 11).
 //!
-//! Each attack of `synth attack` (SYN flood, idle flows, endless DATA,
-//! 10 MB lines, RCPT flood, duplicate addresses, host-table flood,
-//! injected RST/ACK/SYN, random segments on 25/587) is generated
+//! Each attack of `synth attack --list` (SYN flood, idle flows, endless
+//! DATA, 10 MB lines, RCPT flood, duplicate addresses, host-table flood,
+//! injected RST/ACK/SYN, random segments on 25/587, MIME bombs, colliding
+//! flow keys) is generated
 //! interleaved with ordinary sessions and run offline with 1 and 2
 //! workers, reaped with `wait4`: CPU (user + system) and wall time per
 //! packet and per byte, peak RSS, and whether every ordinary session's
@@ -27,20 +28,7 @@ use crate::util::{cargo, output, show, target_dir};
 pub const HELP: &str = "usage: cargo xtask soak [--scale small|full] [--attack NAME]...
   --scale small|full  capture sizes: small (seconds, as in the test suite) or
                       full (about a million packets or 100 MB per attack; default)
-  --attack NAME       only this attack (repeatable): synflood idle endless-data
-                      long-lines rcpt-flood dup-address host-flood inject random";
-
-const ATTACKS: [&str; 9] = [
-    "synflood",
-    "idle",
-    "endless-data",
-    "long-lines",
-    "rcpt-flood",
-    "dup-address",
-    "host-flood",
-    "inject",
-    "random",
-];
+  --attack NAME       only this attack (repeatable); `synth attack --list` names them";
 
 /// The attack captures' ordinary clients (`synth::attacks::ORDINARY_NET`).
 const ORDINARY_NET: &str = "198.18.1.";
@@ -80,7 +68,7 @@ pub fn run(argv: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match (a.as_str(), it.next()) {
             ("--scale", Some(s)) if s == "small" || s == "full" => scale = s.as_str(),
-            ("--attack", Some(n)) if ATTACKS.contains(&n.as_str()) => only.push(n.clone()),
+            ("--attack", Some(n)) => only.push(n.clone()),
             ("-h" | "--help", _) => {
                 println!("{HELP}");
                 return Ok(());
@@ -102,6 +90,15 @@ pub fn run(argv: &[String]) -> Result<()> {
     let work = Scratch::create("soak")?;
     let sensor = bin.join("smtp-sensor");
     let synth = bin.join("synth");
+    // The attacks, from the one list (`synth::attacks::Attack::ALL`).
+    let attacks: Vec<String> = output(Command::new(&synth).args(["attack", "--list"]))?
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(unknown) = only.iter().find(|o| !attacks.contains(o)) {
+        bail!("no attack {unknown}: {}\n{HELP}", attacks.join(" "));
+    }
 
     // The clean capture of similar size: ordinary mail only.
     let clean = work.0.join("clean.pcap");
@@ -125,9 +122,9 @@ pub fn run(argv: &[String]) -> Result<()> {
 
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    for name in ATTACKS
+    for name in attacks
         .iter()
-        .filter(|a| only.is_empty() || only.iter().any(|o| o == *a))
+        .filter(|a| only.is_empty() || only.contains(a))
     {
         let dirty = work.0.join(format!("{name}.pcap"));
         let alone = work.0.join(format!("{name}-clean.pcap"));

@@ -22,7 +22,8 @@ pub struct FlowKey {
     pub b_port: u16,
 }
 
-fn addr_bits(a: IpAddr) -> u128 {
+/// An address as a key holds it: IPv4 mapped into `::ffff:0:0/96`.
+pub fn addr_bits(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6),

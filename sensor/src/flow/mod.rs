@@ -41,6 +41,10 @@ pub enum FlowAnomaly {
     /// The flow table was full; the least recently active flow was closed
     /// to make room.
     FlowEvicted,
+    /// The silent flows (half-open, handshake only) were at their limit
+    /// (`max_silent_flows_per_worker`); the least recently active was
+    /// dropped to make room. Under a SYN flood, the flood's own flows.
+    SilentFlowEvicted,
     /// An ACK more than `reassembly::MAX_ACK_AHEAD` beyond every byte seen
     /// of the stream it acknowledges (a forged or broken ACK); ignored.
     AckAboveWindow,
@@ -67,6 +71,7 @@ impl FlowAnomaly {
             FlowAnomaly::ContentGap => "content_gap",
             FlowAnomaly::OutOfOrderLimit => "tcp_out_of_order_limit",
             FlowAnomaly::FlowEvicted => "flow_table_full_evicted",
+            FlowAnomaly::SilentFlowEvicted => "silent_flow_table_full_evicted",
             FlowAnomaly::AckAboveWindow => "TCP_ack_above_window",
             FlowAnomaly::RstOutsideWindow => "RST_outside_window",
             FlowAnomaly::SynSeqJump => "SYN_seq_jump",

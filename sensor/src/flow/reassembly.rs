@@ -89,6 +89,18 @@ impl Segment {
     }
 }
 
+/// All there is of a direction that has carried no byte (nothing delivered,
+/// skipped or buffered): whether it started, its first sequence number and
+/// its FIN. What a silent flow keeps in place of two [`Reassembler`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    pub started: bool,
+    pub isn: u32,
+    /// Stream offset of the FIN, once seen. With nothing delivered it is
+    /// below 2^31 (a sequence number's distance from the first).
+    pub fin: Option<u32>,
+}
+
 /// Reassembly state of one direction.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -124,6 +136,35 @@ impl Reassembler {
             ooo_cap,
             recent: None,
             recent_from: 0,
+        }
+    }
+
+    /// The state of a direction that has carried no byte; `None` once it
+    /// has (or holds anything a [`Handshake`] cannot say).
+    pub fn handshake(&self) -> Option<Handshake> {
+        if self.next != 0 || !self.ooo.is_empty() || self.recent.is_some() || self.recent_from != 0
+        {
+            return None;
+        }
+        let fin = match self.fin {
+            Some(f) => Some(u32::try_from(f).ok()?),
+            None => None,
+        };
+        Some(Handshake {
+            started: self.started,
+            isn: self.isn,
+            fin,
+        })
+    }
+
+    /// A direction in state `h`, as [`Reassembler::new`] and the segments
+    /// `h` sums up would have made it.
+    pub fn from_handshake(h: Handshake, ooo_cap: usize) -> Self {
+        Reassembler {
+            started: h.started,
+            isn: h.isn,
+            fin: h.fin.map(u64::from),
+            ..Reassembler::new(ooo_cap)
         }
     }
 
@@ -901,5 +942,38 @@ mod tests {
         let ev = seg(&mut r, &mut s, 12, b"mnopq");
         assert!(ev.ooo_limit);
         assert_eq!(s.gaps, [4]);
+    }
+
+    /// A silent direction rebuilt from its handshake answers every later
+    /// segment, ACK and RST as the original does; one that carried a byte
+    /// has no handshake form.
+    #[test]
+    fn handshake_round_trips_while_silent() {
+        let (mut r, mut s) = (Reassembler::new(64), Sink::default());
+        assert_eq!(r.handshake(), Some(Handshake::default()));
+        syn(&mut r, &mut s);
+        // A FIN ahead of bytes never seen.
+        r.segment(ISN + 1 + 10, false, true, b"", &mut s.cb());
+        let h = r.handshake().unwrap();
+        assert_eq!(
+            h,
+            Handshake {
+                started: true,
+                isn: ISN + 1,
+                fin: Some(10)
+            }
+        );
+        let mut copy = Reassembler::from_handshake(h, 64);
+        for seq in [ISN, ISN + 1, ISN + 0x2_0000, ISN.wrapping_sub(0x2_0000)] {
+            assert_eq!(copy.rst_in_window(seq), r.rst_in_window(seq));
+        }
+        let (mut s2, ack) = (Sink::default(), ISN + 1 + 11);
+        assert_eq!(copy.ack(ack, &mut s2.cb()), r.ack(ack, &mut s.cb()));
+        assert_eq!((s2.gaps, s.gaps.clone()), (vec![10], vec![10]));
+        assert_eq!(r.handshake(), None);
+        let (mut r, mut s) = (Reassembler::new(64), Sink::default());
+        syn(&mut r, &mut s);
+        seg(&mut r, &mut s, 1, b"x");
+        assert_eq!(r.handshake(), None, "buffered out of order");
     }
 }

@@ -2,16 +2,21 @@
 //! originator is, per-direction reassembly, the connection's lifecycle, and
 //! the protocol parser it feeds.
 //!
-//! Flows sit in a slab threaded on two intrusive LRU lists (most recently
-//! active at the head): flows that have not carried a byte yet (half-open,
-//! handshake only) and flows that have. The idle-timeout scan and the
-//! eviction when the table is full are O(1) per flow and take no per-packet
-//! allocation; eviction takes a silent flow first, so that a flood of
-//! spoofed SYNs cannot push a live mail session out.
+//! A flow that has not carried a byte (half-open, handshake only) is kept as
+//! a compact entry among the silent flows (`silent`: ~100 bytes, its own
+//! bound and LRU eviction), so that a flood of spoofed SYNs costs little per
+//! SYN and ages out its own flows, never a live mail session. A flow that
+//! has spoken lives in a full slot (`Flow`: reassembly, addresses, its
+//! parser) in a slab threaded on intrusive LRU lists (`lru`); with the
+//! compact store off (`max_silent_flows = 0`) silent flows take full slots
+//! too, on a list of their own, evicted first. A packet of a silent flow
+//! rebuilds it from its entry and runs through the same code as a full
+//! flow's (`step`), so where a flow is kept never changes what is logged.
+//! The idle-timeout scan and the eviction are O(1) per flow and take no
+//! per-packet allocation.
 //!
 //! A flow's parser (an SMTP session, over a kilobyte) is made only when the
-//! first payload byte or gap reaches the flow: a silent flow is its slot
-//! alone (key, addresses, reassembly state; see `tests::silent_flows_are_small`).
+//! first payload byte or gap reaches the flow, and its uid with it.
 //!
 //! Timeouts are decided in network time and only at two points — when a
 //! packet of the flow arrives (`last + timeout < now`) and at `expire(now)`,
@@ -32,8 +37,13 @@ pub struct FlowConfig {
     pub smtp_ports: Vec<u16>,
     /// Network-time microseconds without a packet after which a flow ends.
     pub idle_timeout_us: u64,
-    /// Most live flows; the least recently active is closed to make room.
+    /// Most full flows (those that have carried a byte); the least recently
+    /// active is closed to make room.
     pub max_flows: usize,
+    /// Most silent flows (half-open, handshake only) kept as compact
+    /// entries apart from the full flows; the least recently active goes to
+    /// make room. 0: silent flows are full flows (evicted first).
+    pub max_silent_flows: usize,
     /// Out-of-order bytes buffered per direction.
     pub max_ooo_bytes: usize,
 }
@@ -44,6 +54,7 @@ impl Default for FlowConfig {
             smtp_ports: vec![25, 587],
             idle_timeout_us: 5 * 60 * 1_000_000,
             max_flows: 1 << 20,
+            max_silent_flows: 1 << 20,
             max_ooo_bytes: 64 * 1024,
         }
     }
@@ -56,6 +67,7 @@ impl FlowConfig {
             idle_timeout_us: c.conn_idle_timeout_us(),
             // Slots are numbered with u32 (u32::MAX marks "none").
             max_flows: c.max_flows_per_worker.clamp(1, (u32::MAX - 1) as usize),
+            max_silent_flows: c.max_silent_flows_per_worker.min((u32::MAX - 1) as usize),
             max_ooo_bytes: c.max_ooo_bytes_per_flow,
         }
     }
@@ -91,32 +103,27 @@ impl FlowStats {
     }
 }
 
-const NIL: u32 = u32::MAX;
+mod lru;
+mod silent;
 
-/// The two LRU lists a flow can be on.
+use lru::LruSlab;
+use silent::{Silent, SilentFlows};
+
+/// The two LRU lists of the full table: flows that have not carried a byte
+/// (only when they cannot be kept as compact entries: see `silent`) and
+/// flows that have.
 const SILENT: usize = 0;
 const SPEAKING: usize = 1;
-
-/// An intrusive doubly linked list of slots: most recently active first.
-#[derive(Clone, Copy)]
-struct List {
-    head: u32,
-    tail: u32,
-}
-
-const EMPTY: List = List {
-    head: NIL,
-    tail: NIL,
-};
 
 struct Flow<P> {
     /// Whether the originator is endpoint `a` of the key.
     orig_is_a: bool,
     /// The originator's bytes, then the responder's.
     reasm: [Reassembler; 2],
-    /// The connection, for the parser made when the first byte arrives
-    /// (and the flow's key, derived from it).
-    conn: ConnInfo,
+    /// The connection and its first packet's time, for the parser made when
+    /// the first byte arrives (its uid is computed then, not per SYN).
+    id: ConnId,
+    start: Ts,
     /// `None` until the flow carries a payload byte or a gap: half-open
     /// and handshake-only flows never pay for one.
     parser: Option<Box<P>>,
@@ -125,8 +132,6 @@ struct Flow<P> {
     /// port pair was reused.
     other_syn: Option<u32>,
     last: Ts,
-    prev: u32,
-    next: u32,
 }
 
 impl<P> Flow<P> {
@@ -137,15 +142,21 @@ impl<P> Flow<P> {
             SILENT
         }
     }
+
+    fn key(&self) -> FlowKey {
+        let id = &self.id;
+        FlowKey::new(id.orig_h, id.orig_p, id.resp_h, id.resp_p).0
+    }
 }
 
 /// The flow's parser, made now if it has none.
 fn parser_of<'a, P>(
     parser: &'a mut Option<Box<P>>,
-    conn: &ConnInfo,
+    id: &ConnId,
+    start: Ts,
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
 ) -> &'a mut P {
-    parser.get_or_insert_with(|| Box::new(new_parser(conn)))
+    parser.get_or_insert_with(|| Box::new(new_parser(&ConnInfo::new(*id, start))))
 }
 
 /// What a packet means for the connection its flow holds.
@@ -185,6 +196,113 @@ fn rst_in_window<P>(f: &Flow<P>, dir: Direction, pkt: &Packet<'_>) -> bool {
     }
 }
 
+/// Whether packet `pkt` for flow `f` ends that connection to start a new
+/// one on the same port pair (or is to be ignored). Past the idle check
+/// only SYNs get here: the rare case.
+fn reuse<P>(f: &Flow<P>, idle_timeout_us: u64, pkt: &Packet<'_>, src_is_a: bool) -> Reuse {
+    if pkt.ts.saturating_sub(f.last) > idle_timeout_us {
+        return Reuse::Idle(f.last);
+    }
+    if !pkt.flags.syn() {
+        return Reuse::No;
+    }
+    let sender_is_orig = src_is_a == f.orig_is_a;
+    let orig = &f.reasm[0];
+    if sender_is_orig && !pkt.flags.ack() {
+        // A retransmitted SYN, or the first one of a flow the responder
+        // opened: nothing to decide.
+        if !orig.started() || pkt.seq.wrapping_add(1) == orig.isn() {
+            return Reuse::No;
+        }
+        // A new SYN once either side has closed: the port pair is being
+        // reused (as Zeek does).
+        if f.reasm.iter().any(Reassembler::fin_seen) {
+            return Reuse::Closed;
+        }
+        // On a live connection anyone who knows the port pair can send one;
+        // the responder's SYN-ACK decides (see `Answered`).
+        return Reuse::Suspect(if f.parser.is_some() {
+            FlowAnomaly::ActiveConnectionReuse
+        } else {
+            FlowAnomaly::SynSeqJump
+        });
+    }
+    if !sender_is_orig
+        && pkt.flags.ack()
+        && let Some(syn) = f.other_syn
+        && pkt.ack == syn.wrapping_add(1)
+    {
+        return Reuse::Answered(syn);
+    }
+    Reuse::No
+}
+
+/// Runs segment `pkt` through flow `f`, wherever the flow is kept: `None`
+/// when it is not activity of the connection (a blind reset, counted), else
+/// whether it ended the connection.
+fn step<P: StreamParser<S>, S: ?Sized>(
+    f: &mut Flow<P>,
+    pkt: &Packet<'_>,
+    src_is_a: bool,
+    sink: &mut S,
+    anomalies: &mut AnomalyCounts,
+    new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    stats: &mut SegmentStats,
+) -> Option<bool> {
+    let dir = if src_is_a == f.orig_is_a {
+        Direction::Orig
+    } else {
+        Direction::Resp
+    };
+    if pkt.flags.rst() && !rst_in_window(f, dir, pkt) {
+        // A blind reset: the connection goes on, and the RST is not
+        // activity of it.
+        anomalies.add(FlowAnomaly::RstOutsideWindow);
+        return None;
+    }
+    f.last = pkt.ts;
+    let Flow {
+        reasm,
+        parser,
+        id,
+        start,
+        ..
+    } = f;
+    let start = *start;
+    // Payload may be buffered out of order before anything is delivered:
+    // the parser exists from the first payload byte on, so that whatever a
+    // flow holds has a parser to go to.
+    if !pkt.payload.is_empty() {
+        parser_of(parser, id, start, new_parser);
+    }
+    let ts = pkt.ts;
+    let [orig, resp] = reasm;
+    let (mine, theirs) = match dir {
+        Direction::Orig => (orig, resp),
+        Direction::Resp => (resp, orig),
+    };
+    let mut deliver_other = |c: Chunk<'_>| {
+        let p = parser_of(parser, id, start, new_parser);
+        deliver(p, dir.flip(), ts, c, sink, stats);
+    };
+    if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
+        anomalies.add(FlowAnomaly::AckAboveWindow);
+    }
+    let mut deliver_mine = |c: Chunk<'_>| {
+        let p = parser_of(parser, id, start, new_parser);
+        deliver(p, dir, ts, c, sink, stats);
+    };
+    let ev = mine.segment(
+        pkt.seq,
+        pkt.flags.syn(),
+        pkt.flags.fin(),
+        pkt.payload,
+        &mut deliver_mine,
+    );
+    stats.events(ev);
+    Some(pkt.flags.rst() || (mine.finished() && theirs.finished()))
+}
+
 /// Why a flow ends, for counters.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -194,149 +312,164 @@ enum End {
     Flushed,
 }
 
+/// Where a packet's flow is kept. A value of one packet's processing, on
+/// the stack: boxing the rebuilt flow would allocate per packet.
+#[allow(clippy::large_enum_variant)]
+enum Place<P> {
+    Nowhere,
+    Full(u32),
+    /// Entry `.0` of the silent flows, and the flow rebuilt from it for
+    /// this packet.
+    Silent(u32, Flow<P>),
+}
+
 /// The flows of one worker, each with its parser `P`.
 pub struct FlowTable<P> {
     cfg: FlowConfig,
+    /// Full flows: every flow that has carried a byte, and silent ones only
+    /// when the compact store is off.
     index: KeyedMap<FlowKey, u32>,
-    slab: Vec<Option<Flow<P>>>,
-    free: Vec<u32>,
-    /// `SILENT` and `SPEAKING` flows, each in order of last activity.
-    lists: [List; 2],
+    flows: LruSlab<Flow<P>, 2>,
+    /// Flows that have not carried a byte, in compact entries.
+    silent: SilentFlows,
     pub stats: FlowStats,
 }
 
 impl<P> FlowTable<P> {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
+            silent: SilentFlows::new(cfg.max_silent_flows),
             cfg,
             index: KeyedMap::default(),
-            slab: Vec::new(),
-            free: Vec::new(),
-            lists: [EMPTY; 2],
+            flows: LruSlab::default(),
             stats: FlowStats::default(),
         }
     }
 
+    /// Live flows, silent ones included.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len() + self.silent.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
+    }
+
+    /// Live flows that have not carried a byte, in compact entries.
+    pub fn silent_len(&self) -> usize {
+        self.silent.len()
     }
 
     fn flow(&self, i: u32) -> Option<&Flow<P>> {
-        self.slab.get(i as usize).and_then(Option::as_ref)
+        self.flows.get(i)
     }
 
     fn flow_mut(&mut self, i: u32) -> Option<&mut Flow<P>> {
-        self.slab.get_mut(i as usize).and_then(Option::as_mut)
-    }
-
-    /// Takes slot `i` off `list`.
-    fn unlink_from(&mut self, i: u32, list: usize) {
-        let Some((prev, next)) = self.flow(i).map(|f| (f.prev, f.next)) else {
-            return;
-        };
-        match self.flow_mut(prev) {
-            Some(p) => p.next = next,
-            None => self.lists[list].head = next,
-        }
-        match self.flow_mut(next) {
-            Some(n) => n.prev = prev,
-            None => self.lists[list].tail = prev,
-        }
-    }
-
-    /// Takes slot `i` off the list it is on.
-    fn unlink(&mut self, i: u32) {
-        if let Some(list) = self.flow(i).map(Flow::list) {
-            self.unlink_from(i, list);
-        }
-    }
-
-    /// Puts slot `i` at the head of the list its state says.
-    fn push_front(&mut self, i: u32) {
-        let Some(list) = self.flow(i).map(Flow::list) else {
-            return;
-        };
-        let old = self.lists[list].head;
-        if let Some(f) = self.flow_mut(i) {
-            f.prev = NIL;
-            f.next = old;
-        }
-        match self.flow_mut(old) {
-            Some(h) => h.prev = i,
-            None => self.lists[list].tail = i,
-        }
-        self.lists[list].head = i;
+        self.flows.get_mut(i)
     }
 
     /// Slot `i` was active: to the head of its list (`was`: the list it was
     /// on before this packet, which differs when it has just spoken).
     fn touch(&mut self, i: u32, was: usize) {
         let now = self.flow(i).map_or(was, Flow::list);
-        if now != was || self.lists[now].head != i {
-            self.unlink_from(i, was);
-            self.push_front(i);
-        }
+        self.flows.touch(i, was, now);
     }
 
-    /// The least recently active flow, silent ones first: what to evict.
-    fn victim(&self) -> u32 {
-        if self.lists[SILENT].tail != NIL {
-            self.lists[SILENT].tail
-        } else {
-            self.lists[SPEAKING].tail
-        }
+    /// The least recently active full flow, silent ones first: what to
+    /// evict.
+    fn victim(&self) -> Option<u32> {
+        self.flows
+            .tail(SILENT)
+            .or_else(|| self.flows.tail(SPEAKING))
     }
 
-    /// Whether packet `pkt` for flow `i` ends that connection to start a
-    /// new one on the same port pair (or is to be ignored). Past the idle
-    /// check only SYNs get here: the rare case.
-    fn reuse(&self, i: u32, pkt: &Packet<'_>, src_is_a: bool) -> Reuse {
-        let Some(f) = self.flow(i) else {
-            return Reuse::No;
-        };
-        if pkt.ts.saturating_sub(f.last) > self.cfg.idle_timeout_us {
-            return Reuse::Idle(f.last);
+    fn locate(&self, key: &FlowKey) -> Place<P> {
+        if let Some(&i) = self.index.get(key) {
+            return Place::Full(i);
         }
-        if !pkt.flags.syn() {
-            return Reuse::No;
+        if self.silent.len() == 0 {
+            return Place::Nowhere;
         }
-        let sender_is_orig = src_is_a == f.orig_is_a;
-        let orig = &f.reasm[0];
-        if sender_is_orig && !pkt.flags.ack() {
-            // A retransmitted SYN, or the first one of a flow the responder
-            // opened: nothing to decide.
-            if !orig.started() || pkt.seq.wrapping_add(1) == orig.isn() {
-                return Reuse::No;
-            }
-            // A new SYN once either side has closed: the port pair is
-            // being reused (as Zeek does).
-            if f.reasm.iter().any(Reassembler::fin_seen) {
-                return Reuse::Closed;
-            }
-            // On a live connection anyone who knows the port pair can send
-            // one; the responder's SYN-ACK decides (see `Answered`).
-            return Reuse::Suspect(if f.parser.is_some() {
-                FlowAnomaly::ActiveConnectionReuse
-            } else {
-                FlowAnomaly::SynSeqJump
-            });
-        }
-        if !sender_is_orig
-            && pkt.flags.ack()
-            && let Some(syn) = f.other_syn
-            && pkt.ack == syn.wrapping_add(1)
+        match self
+            .silent
+            .find(key)
+            .and_then(|j| Some((j, self.silent.get(j)?)))
         {
-            return Reuse::Answered(syn);
+            Some((j, s)) => Place::Silent(j, s.flow(self.cfg.max_ooo_bytes)),
+            None => Place::Nowhere,
         }
-        Reuse::No
     }
 
     fn is_smtp_port(&self, p: u16) -> bool {
         self.cfg.smtp_ports.contains(&p)
+    }
+
+    fn count_end(&mut self, end: End) {
+        match end {
+            End::Closed => self.stats.flows_closed += 1,
+            End::TimedOut => self.stats.flows_timed_out += 1,
+            End::Evicted => self.stats.flows_evicted += 1,
+            End::Flushed => {}
+        }
+    }
+
+    /// A new flow for the first packet of a connection, kept nowhere yet.
+    fn new_flow(&mut self, src_is_a: bool, pkt: &Packet<'_>) -> Flow<P> {
+        // The originator: the side that sent the SYN; without one, the
+        // side not on an SMTP port (the sender if both or neither are).
+        let sender_is_orig = if pkt.flags.syn() {
+            !pkt.flags.ack()
+        } else if self.is_smtp_port(pkt.dport) {
+            true
+        } else {
+            !self.is_smtp_port(pkt.sport)
+        };
+        let (orig, resp) = if sender_is_orig {
+            ((pkt.src, pkt.sport), (pkt.dst, pkt.dport))
+        } else {
+            ((pkt.dst, pkt.dport), (pkt.src, pkt.sport))
+        };
+        self.stats.flows_created += 1;
+        Flow {
+            orig_is_a: src_is_a == sender_is_orig,
+            reasm: [
+                Reassembler::new(self.cfg.max_ooo_bytes),
+                Reassembler::new(self.cfg.max_ooo_bytes),
+            ],
+            id: ConnId {
+                orig_h: orig.0,
+                orig_p: orig.1,
+                resp_h: resp.0,
+                resp_p: resp.1,
+            },
+            start: pkt.ts,
+            parser: None,
+            other_syn: None,
+            last: pkt.ts,
+        }
+    }
+
+    /// Keeps silent flow `s` as a compact entry, ending the least recently
+    /// active one if they are at their limit.
+    fn insert_silent(&mut self, s: Silent, anomalies: &mut AnomalyCounts) {
+        if self.silent.is_full()
+            && let Some(v) = self.silent.oldest()
+        {
+            anomalies.add(FlowAnomaly::SilentFlowEvicted);
+            self.silent.remove(v);
+            self.count_end(End::Evicted);
+        }
+        self.silent.insert(s);
+    }
+
+    fn account(&mut self, s: &SegmentStats, anomalies: &mut AnomalyCounts) {
+        self.stats.retransmissions += s.retransmissions;
+        self.stats.out_of_order += s.out_of_order;
+        self.stats.gaps += s.gaps;
+        self.stats.gap_bytes += s.gap_bytes;
+        anomalies.add_n(FlowAnomaly::ContentGap, s.gaps);
+        anomalies.add_n(FlowAnomaly::OutOfOrderLimit, s.ooo_limit);
+        anomalies.add_n(FlowAnomaly::InconsistentRetransmission, s.inconsistent);
     }
 }
 
@@ -353,111 +486,128 @@ impl<P> FlowTable<P> {
         P: StreamParser<S>,
     {
         let (key, src_is_a) = FlowKey::new(pkt.src, pkt.sport, pkt.dst, pkt.dport);
-        let mut slot = self.index.get(&key).copied();
+        let mut place = self.locate(&key);
+        let idle = self.cfg.idle_timeout_us;
+        let verdict = match &place {
+            Place::Nowhere => Reuse::No,
+            Place::Full(i) => self
+                .flow(*i)
+                .map_or(Reuse::No, |f| reuse(f, idle, pkt, src_is_a)),
+            Place::Silent(_, f) => reuse(f, idle, pkt, src_is_a),
+        };
         // The originator's SYN that the responder has just answered, when
         // that starts a new connection on the port pair.
         let mut answered_syn = None;
-        if let Some(i) = slot {
-            match self.reuse(i, pkt, src_is_a) {
-                Reuse::No => {}
-                Reuse::Idle(at) => {
-                    self.remove(i, at, End::TimedOut, sink, anomalies);
-                    slot = None;
-                }
-                Reuse::Closed => {
-                    self.remove(i, pkt.ts, End::Closed, sink, anomalies);
-                    slot = None;
-                }
-                Reuse::Answered(syn) => {
-                    self.remove(i, pkt.ts, End::Closed, sink, anomalies);
-                    slot = None;
-                    answered_syn = Some(syn);
-                }
-                Reuse::Suspect(a) => {
-                    // Not activity of the connection: it goes on as if the
-                    // SYN had not been sent.
-                    anomalies.add(a);
-                    if let Some(f) = self.flow_mut(i) {
-                        f.other_syn = Some(pkt.seq);
+        match verdict {
+            Reuse::No => {}
+            Reuse::Idle(at) => {
+                self.end(&place, at, End::TimedOut, sink, anomalies);
+                place = Place::Nowhere;
+            }
+            Reuse::Closed => {
+                self.end(&place, pkt.ts, End::Closed, sink, anomalies);
+                place = Place::Nowhere;
+            }
+            Reuse::Answered(syn) => {
+                self.end(&place, pkt.ts, End::Closed, sink, anomalies);
+                place = Place::Nowhere;
+                answered_syn = Some(syn);
+            }
+            Reuse::Suspect(a) => {
+                // Not activity of the connection: it goes on as if the SYN
+                // had not been sent.
+                anomalies.add(a);
+                match place {
+                    Place::Full(i) => {
+                        if let Some(f) = self.flow_mut(i) {
+                            f.other_syn = Some(pkt.seq);
+                        }
                     }
+                    Place::Silent(j, _) => {
+                        if let Some(s) = self.silent.get_mut(j) {
+                            s.set_other_syn(pkt.seq);
+                        }
+                    }
+                    Place::Nowhere => {}
+                }
+                return;
+            }
+        }
+        match place {
+            Place::Full(i) => self.step_full(i, pkt, src_is_a, sink, anomalies, new_parser),
+            Place::Silent(j, f) => {
+                self.step_apart(Some(j), key, f, pkt, src_is_a, sink, anomalies, new_parser)
+            }
+            Place::Nowhere => {
+                if pkt.flags.rst() || (pkt.payload.is_empty() && !pkt.flags.syn()) {
+                    self.stats.untracked_segments += 1;
                     return;
+                }
+                if self.silent.enabled()
+                    && answered_syn.is_none()
+                    && pkt.payload.is_empty()
+                    && pkt.flags.syn()
+                    && !pkt.flags.ack()
+                    && !pkt.flags.fin()
+                {
+                    // The SYN flood's path: straight to a compact entry.
+                    self.stats.flows_created += 1;
+                    self.insert_silent(Silent::syn(&key, src_is_a, pkt), anomalies);
+                    return;
+                }
+                let mut f = self.new_flow(src_is_a, pkt);
+                if let Some(syn) = answered_syn {
+                    f.reasm[0].segment(syn, true, false, &[], &mut |_| {});
+                }
+                if pkt.payload.is_empty() && self.silent.enabled() {
+                    self.step_apart(None, key, f, pkt, src_is_a, sink, anomalies, new_parser);
+                } else {
+                    let i = self.insert_full(key, f, pkt.ts, sink, anomalies);
+                    self.step_full(i, pkt, src_is_a, sink, anomalies, new_parser);
                 }
             }
         }
-        let i = match slot {
-            Some(i) => i,
-            None => {
-                if pkt.payload.is_empty() && !pkt.flags.syn() {
-                    self.stats.untracked_segments += 1;
-                    return;
-                }
-                if pkt.flags.rst() {
-                    self.stats.untracked_segments += 1;
-                    return;
-                }
-                let i = self.insert(key, src_is_a, pkt, sink, anomalies);
-                if let Some(syn) = answered_syn
-                    && let Some(f) = self.flow_mut(i)
-                {
-                    f.reasm[0].segment(syn, true, false, &[], &mut |_| {});
-                }
-                i
+    }
+
+    /// Ends the flow at `place` (see `remove`).
+    fn end<S: ?Sized>(
+        &mut self,
+        place: &Place<P>,
+        ts: Ts,
+        end: End,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+    ) where
+        P: StreamParser<S>,
+    {
+        match place {
+            Place::Full(i) => self.remove(*i, ts, end, sink, anomalies),
+            Place::Silent(j, _) => {
+                // Silent: nothing to flush, no parser to close.
+                self.silent.remove(*j);
+                self.count_end(end);
             }
-        };
+            Place::Nowhere => {}
+        }
+    }
+
+    /// `pkt` for full flow `i`.
+    fn step_full<S: ?Sized>(
+        &mut self,
+        i: u32,
+        pkt: &Packet<'_>,
+        src_is_a: bool,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+        new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    ) where
+        P: StreamParser<S>,
+    {
         let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
-        let closed = {
-            let Some(f) = self.flow_mut(i) else { return };
-            let dir = if src_is_a == f.orig_is_a {
-                Direction::Orig
-            } else {
-                Direction::Resp
-            };
-            if pkt.flags.rst() && !rst_in_window(f, dir, pkt) {
-                // A blind reset: the connection goes on, and the RST is
-                // not activity of it.
-                anomalies.add(FlowAnomaly::RstOutsideWindow);
-                return;
-            }
-            f.last = pkt.ts;
-            let Flow {
-                reasm,
-                parser,
-                conn,
-                ..
-            } = f;
-            // Payload may be buffered out of order before anything is
-            // delivered: the parser exists from the first payload byte on,
-            // so that whatever a flow holds has a parser to go to.
-            if !pkt.payload.is_empty() {
-                parser_of(parser, conn, new_parser);
-            }
-            let ts = pkt.ts;
-            let [orig, resp] = reasm;
-            let (mine, theirs) = match dir {
-                Direction::Orig => (orig, resp),
-                Direction::Resp => (resp, orig),
-            };
-            let mut deliver_other = |c: Chunk<'_>| {
-                let p = parser_of(parser, conn, new_parser);
-                deliver(p, dir.flip(), ts, c, sink, &mut stats);
-            };
-            if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
-                anomalies.add(FlowAnomaly::AckAboveWindow);
-            }
-            let mut deliver_mine = |c: Chunk<'_>| {
-                let p = parser_of(parser, conn, new_parser);
-                deliver(p, dir, ts, c, sink, &mut stats);
-            };
-            let ev = mine.segment(
-                pkt.seq,
-                pkt.flags.syn(),
-                pkt.flags.fin(),
-                pkt.payload,
-                &mut deliver_mine,
-            );
-            stats.events(ev);
-            pkt.flags.rst() || (mine.finished() && theirs.finished())
+        let Some(f) = self.flow_mut(i) else { return };
+        let Some(closed) = step(f, pkt, src_is_a, sink, anomalies, new_parser, &mut stats) else {
+            return;
         };
         self.touch(i, was);
         self.account(&stats, anomalies);
@@ -466,83 +616,84 @@ impl<P> FlowTable<P> {
         }
     }
 
-    fn insert<S: ?Sized>(
+    /// `pkt` for flow `f`, kept apart from the full table: silent entry
+    /// `j`, or a new flow (`None`). Afterwards the flow is kept where its
+    /// state says: a compact entry while it is silent, the full table once
+    /// it has spoken.
+    #[allow(clippy::too_many_arguments)]
+    fn step_apart<S: ?Sized>(
+        &mut self,
+        j: Option<u32>,
+        key: FlowKey,
+        mut f: Flow<P>,
+        pkt: &Packet<'_>,
+        src_is_a: bool,
+        sink: &mut S,
+        anomalies: &mut AnomalyCounts,
+        new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    ) where
+        P: StreamParser<S>,
+    {
+        let mut stats = SegmentStats::default();
+        let closed = match step(
+            &mut f, pkt, src_is_a, sink, anomalies, new_parser, &mut stats,
+        ) {
+            Some(closed) => closed,
+            // Nothing changed: the entry stays as it was.
+            None if j.is_some() => return,
+            None => false,
+        };
+        self.account(&stats, anomalies);
+        match (Silent::of(&f), j) {
+            (Some(_), j) if closed => {
+                if let Some(j) = j {
+                    self.silent.remove(j);
+                }
+                self.count_end(End::Closed);
+            }
+            (Some(s), Some(j)) => {
+                self.silent.set(j, s);
+                self.silent.touch(j);
+            }
+            (Some(s), None) => self.insert_silent(s, anomalies),
+            (None, j) => {
+                // It has spoken: a full flow from now on.
+                if let Some(j) = j {
+                    self.silent.remove(j);
+                }
+                let i = self.insert_full(key, f, pkt.ts, sink, anomalies);
+                if closed {
+                    self.remove(i, pkt.ts, End::Closed, sink, anomalies);
+                }
+            }
+        }
+    }
+
+    /// Keeps `f` in the full table, ending the least recently active full
+    /// flow (silent ones first) if it is at its limit.
+    fn insert_full<S: ?Sized>(
         &mut self,
         key: FlowKey,
-        src_is_a: bool,
-        pkt: &Packet<'_>,
+        f: Flow<P>,
+        ts: Ts,
         sink: &mut S,
         anomalies: &mut AnomalyCounts,
     ) -> u32
     where
         P: StreamParser<S>,
     {
-        if self.index.len() >= self.cfg.max_flows && self.victim() != NIL {
+        if self.index.len() >= self.cfg.max_flows
+            && let Some(v) = self.victim()
+        {
             anomalies.add(FlowAnomaly::FlowEvicted);
-            self.remove(self.victim(), pkt.ts, End::Evicted, sink, anomalies);
+            self.remove(v, ts, End::Evicted, sink, anomalies);
         }
-        // The originator: the side that sent the SYN; without one, the
-        // side not on an SMTP port (the sender if both or neither are).
-        let sender_is_orig = if pkt.flags.syn() {
-            !pkt.flags.ack()
-        } else if self.is_smtp_port(pkt.dport) {
-            true
-        } else {
-            !self.is_smtp_port(pkt.sport)
-        };
-        let (orig, resp) = if sender_is_orig {
-            ((pkt.src, pkt.sport), (pkt.dst, pkt.dport))
-        } else {
-            ((pkt.dst, pkt.dport), (pkt.src, pkt.sport))
-        };
-        let id = ConnId {
-            orig_h: orig.0,
-            orig_p: orig.1,
-            resp_h: resp.0,
-            resp_p: resp.1,
-        };
-        let flow = Flow {
-            orig_is_a: src_is_a == sender_is_orig,
-            reasm: [
-                Reassembler::new(self.cfg.max_ooo_bytes),
-                Reassembler::new(self.cfg.max_ooo_bytes),
-            ],
-            conn: ConnInfo::new(id, pkt.ts),
-            parser: None,
-            other_syn: None,
-            last: pkt.ts,
-            prev: NIL,
-            next: NIL,
-        };
-        let i = match self.free.pop() {
-            Some(i) => {
-                if let Some(s) = self.slab.get_mut(i as usize) {
-                    *s = Some(flow);
-                }
-                i
-            }
-            None => {
-                self.slab.push(Some(flow));
-                (self.slab.len() - 1) as u32
-            }
-        };
+        let i = self.flows.insert(f.list(), f);
         self.index.insert(key, i);
-        self.push_front(i);
-        self.stats.flows_created += 1;
         i
     }
 
-    fn account(&mut self, s: &SegmentStats, anomalies: &mut AnomalyCounts) {
-        self.stats.retransmissions += s.retransmissions;
-        self.stats.out_of_order += s.out_of_order;
-        self.stats.gaps += s.gaps;
-        self.stats.gap_bytes += s.gap_bytes;
-        anomalies.add_n(FlowAnomaly::ContentGap, s.gaps);
-        anomalies.add_n(FlowAnomaly::OutOfOrderLimit, s.ooo_limit);
-        anomalies.add_n(FlowAnomaly::InconsistentRetransmission, s.inconsistent);
-    }
-
-    /// Ends flow `i`: remaining buffered data (with gaps) goes to the
+    /// Ends full flow `i`: remaining buffered data (with gaps) goes to the
     /// parser, then its `on_close`.
     fn remove<S: ?Sized>(
         &mut self,
@@ -554,14 +705,13 @@ impl<P> FlowTable<P> {
     ) where
         P: StreamParser<S>,
     {
-        self.unlink(i);
-        let Some(mut f) = self.slab.get_mut(i as usize).and_then(Option::take) else {
+        let Some(list) = self.flow(i).map(Flow::list) else {
             return;
         };
-        let id = &f.conn.id;
-        self.index
-            .remove(&FlowKey::new(id.orig_h, id.orig_p, id.resp_h, id.resp_p).0);
-        self.free.push(i);
+        let Some(mut f) = self.flows.remove(i, list) else {
+            return;
+        };
+        self.index.remove(&f.key());
         let mut stats = SegmentStats::default();
         // A flow without a parser never carried a payload byte, so it
         // holds nothing to flush and has nothing to close.
@@ -572,26 +722,35 @@ impl<P> FlowTable<P> {
             parser.on_close(ts, sink);
         }
         self.account(&stats, anomalies);
-        match end {
-            End::Closed => self.stats.flows_closed += 1,
-            End::TimedOut => self.stats.flows_timed_out += 1,
-            End::Evicted => self.stats.flows_evicted += 1,
-            End::Flushed => {}
-        }
+        self.count_end(end);
     }
 
-    /// Ends every flow idle for longer than the timeout at `now`.
+    /// Ends every flow idle for longer than the timeout at `now`: the
+    /// silent ones, then the full table's lists, each from its least
+    /// recently active end.
     pub fn expire<S: ?Sized>(&mut self, now: Ts, sink: &mut S, anomalies: &mut AnomalyCounts)
     where
         P: StreamParser<S>,
     {
+        let idle = self.cfg.idle_timeout_us;
+        while let Some(j) = self.silent.oldest() {
+            match self.silent.get(j) {
+                Some(s) if now.saturating_sub(s.last()) > idle => {
+                    self.silent.remove(j);
+                    self.count_end(End::TimedOut);
+                }
+                _ => break,
+            }
+        }
         for list in [SILENT, SPEAKING] {
-            while let Some(f) = self.flow(self.lists[list].tail) {
-                if now.saturating_sub(f.last) <= self.cfg.idle_timeout_us {
+            while let Some(i) = self.flows.tail(list) {
+                let Some(last) = self.flow(i).map(|f| f.last) else {
+                    break;
+                };
+                if now.saturating_sub(last) <= idle {
                     break;
                 }
-                let last = f.last;
-                self.remove(self.lists[list].tail, last, End::TimedOut, sink, anomalies);
+                self.remove(i, last, End::TimedOut, sink, anomalies);
             }
         }
     }
@@ -602,9 +761,12 @@ impl<P> FlowTable<P> {
     where
         P: StreamParser<S>,
     {
+        while let Some(j) = self.silent.oldest() {
+            self.silent.remove(j);
+        }
         for list in [SILENT, SPEAKING] {
-            while self.lists[list].tail != NIL {
-                self.remove(self.lists[list].tail, now, End::Flushed, sink, anomalies);
+            while let Some(i) = self.flows.tail(list) {
+                self.remove(i, now, End::Flushed, sink, anomalies);
             }
         }
     }

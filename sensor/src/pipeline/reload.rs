@@ -128,6 +128,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.max_flows_per_worker != new.max_flows_per_worker,
     );
     check(
+        "max_silent_flows_per_worker",
+        old.max_silent_flows_per_worker != new.max_silent_flows_per_worker,
+    );
+    check(
         "max_ooo_bytes_per_flow",
         old.max_ooo_bytes_per_flow != new.max_ooo_bytes_per_flow,
     );

@@ -14,8 +14,10 @@
 //! - `synth attack <name> <out.pcap> [--scale small|full] [--clean]`: an
 //!   attack capture of the soak (`synth::attacks`: synflood, idle,
 //!   endless-data, long-lines, rcpt-flood, dup-address, host-flood, inject,
-//!   random) interleaved with ordinary sessions; `--clean` writes the
-//!   ordinary sessions alone. Prints `frames=N bytes=B ordinary=O`.
+//!   random, mime-bomb, colliding-keys) interleaved with ordinary sessions;
+//!   `--clean` writes the ordinary sessions alone. Prints `frames=N
+//!   bytes=B ordinary=O sets=…`. `synth attack --list` prints the names,
+//!   one a line.
 //! - `synth golden <dir>`: one pcap per golden and evasion scenario.
 
 use std::path::Path;
@@ -27,7 +29,7 @@ use sensor_tests::synth::{attacks, demo, scenarios};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth synflood <out.pcap> [--connections N] | synth attack <name> <out.pcap> [--scale small|full] [--clean] | synth golden <dir>"
+        "usage: synth demo <out.pcap> | synth load|bulk <out.pcap> [--connections N] [--seed S] | synth synflood <out.pcap> [--connections N] | synth attack <name> <out.pcap> [--scale small|full] [--clean] | synth attack --list | synth golden <dir>"
     );
     ExitCode::from(2)
 }
@@ -79,6 +81,13 @@ fn main() -> ExitCode {
                 }
             }
             stream(out, connections, seed, conversation)
+        }
+        Some("attack") if args.get(1).map(String::as_str) == Some("--list") => {
+            // One name a line: what `cargo xtask soak` runs.
+            for a in attacks::Attack::ALL {
+                println!("{}", a.name());
+            }
+            Ok(())
         }
         Some("attack") => {
             let (Some(attack), Some(out)) = (

@@ -84,10 +84,19 @@ pub enum Attack {
     /// Random TCP segments (flags, numbers, payload bytes) to ports 25 and
     /// 587.
     Random,
+    /// MIME bombs: multiparts nested far beyond `max_mime_depth`, a
+    /// message of 100 000 parts (each an attachment), a part that never
+    /// ends, broken base64.
+    MimeBomb,
+    /// Spoofed SYNs (and a few one-segment connections) from IPv6 clients
+    /// of one /64 whose addresses differ only in the upper half of the
+    /// interface id and share the source port: keys built to collide in a
+    /// fixed hash (issue 11 point 2; the tables use a keyed one).
+    CollidingKeys,
 }
 
 impl Attack {
-    pub const ALL: [Attack; 9] = [
+    pub const ALL: [Attack; 11] = [
         Attack::SynFlood,
         Attack::Idle,
         Attack::EndlessData,
@@ -97,6 +106,8 @@ impl Attack {
         Attack::HostFlood,
         Attack::Inject,
         Attack::Random,
+        Attack::MimeBomb,
+        Attack::CollidingKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +121,8 @@ impl Attack {
             Attack::HostFlood => "host-flood",
             Attack::Inject => "inject",
             Attack::Random => "random",
+            Attack::MimeBomb => "mime-bomb",
+            Attack::CollidingKeys => "colliding-keys",
         }
     }
 
@@ -126,14 +139,31 @@ impl Attack {
         }
     }
 
+    /// Anomalies a run of the attack's capture must count (at any scale).
+    pub fn anomalies(self) -> &'static [&'static str] {
+        match self {
+            Attack::MimeBomb => &["mime_depth_exceeded", "smtp_too_many_files"],
+            Attack::Inject => &[
+                "RST_outside_window",
+                "active_connection_reuse",
+                "TCP_ack_above_window",
+            ],
+            _ => &[],
+        }
+    }
+
     /// Batches of the capture.
     pub fn batches(self, scale: Scale) -> usize {
         match self {
-            Attack::SynFlood | Attack::Idle | Attack::HostFlood | Attack::Random => {
-                scale.pick(3, 100)
-            }
+            Attack::SynFlood
+            | Attack::Idle
+            | Attack::HostFlood
+            | Attack::Random
+            | Attack::CollidingKeys => scale.pick(3, 100),
             Attack::Inject => scale.pick(3, 200),
-            Attack::EndlessData | Attack::LongLines | Attack::DupAddress => scale.pick(2, 10),
+            Attack::EndlessData | Attack::LongLines | Attack::DupAddress | Attack::MimeBomb => {
+                scale.pick(2, 10)
+            }
             Attack::RcptFlood => scale.pick(2, 5),
         }
     }
@@ -344,8 +374,100 @@ impl Attack {
                         .collect(),
                 ]
             }
+            Attack::MimeBomb => mime_bombs(scale, b, t),
+            Attack::CollidingKeys => {
+                let n = scale.pick(1_000, 20_000);
+                let server6 = SocketAddr::from(([0x2001, 0xdb8, 0x25, 0, 0, 0, 0, 0x25], 25));
+                (0..n)
+                    .map(|i| {
+                        let k = (b * n + i) as u64;
+                        // Interface ids k << 32 | a constant: the low bits
+                        // the same for every client.
+                        let iid = (k << 32) | 0x5eed_c011;
+                        let words = [
+                            0x2001,
+                            0xdb8,
+                            0xc011,
+                            0,
+                            (iid >> 48) as u16,
+                            (iid >> 32) as u16,
+                            (iid >> 16) as u16,
+                            iid as u16,
+                        ];
+                        let client = SocketAddr::from((words, 4444));
+                        let at = t + spread(i, n);
+                        if i % 10 == 9 {
+                            // A connection that speaks once: a full flow.
+                            let mut s = TcpSession::new(client, server6, Ts(at));
+                            s.step_us = 200;
+                            s.handshake();
+                            s.client("EHLO collide.example.com\r\n");
+                            return s.frames();
+                        }
+                        let mut f = TcpFrame::new(client, server6);
+                        f.flags = tcp_flags::SYN;
+                        f.seq = rng.next() as u32;
+                        vec![(Ts(at), f.build())]
+                    })
+                    .collect()
+            }
         }
     }
+}
+
+/// The MIME bombs of batch `b`, one attacker connection each: nested
+/// multiparts, many parts, a part that never ends, broken base64.
+fn mime_bombs(scale: Scale, b: usize, t: u64) -> Vec<Frames> {
+    let (depth, parts, endless, b64) = scale.pick(
+        (100, 2_000, 200_000, 200_000),
+        (1_000, 100_000, 5_000_000, 5_000_000),
+    );
+    let mut nested = String::from("Subject: nested\r\n");
+    for d in 0..depth {
+        nested.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"n{d}\"\r\n\r\n--n{d}\r\n"
+        ));
+    }
+    nested.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
+    for d in (0..depth).rev() {
+        nested.push_str(&format!("--n{d}--\r\n"));
+    }
+    let mut many = String::from(
+        "Subject: many parts\r\nContent-Type: multipart/mixed; boundary=\"p\"\r\n\r\n",
+    );
+    for i in 0..parts {
+        many.push_str(&format!(
+            "--p\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=\"f{i}.txt\"\r\n\r\nx\r\n"
+        ));
+    }
+    many.push_str("--p--\r\n");
+    let line = "the part that never ends goes on and on without its boundary\r\n";
+    let never = format!(
+        "Subject: endless part\r\nContent-Type: multipart/mixed; boundary=\"e\"\r\n\r\n--e\r\nContent-Type: text/plain\r\n\r\n{}",
+        line.repeat(endless / line.len())
+    );
+    let junk = "!!!!not*base64~~~~%%%%@@@@####$$$$^^^^&&&&((((]]]]{{{{||||<<<<>>>>??\r\n";
+    let broken = format!(
+        "Subject: broken base64\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"x.bin\"\r\n\r\nQUJD=\r\n{}--b--\r\n",
+        junk.repeat(b64 / junk.len())
+    );
+    [nested, many, never, broken]
+        .into_iter()
+        .enumerate()
+        .map(|(k, msg)| {
+            let client = v4([192, 0, 2, 1 + (b % 250) as u8], 5000 + (b * 4 + k) as u16);
+            let mut s = attacker_session_from(client, t + 1_000 + k as u64 * 1_000, "mime");
+            s.client("DATA\r\n").server("354 go ahead\r\n");
+            // In 64 KiB writes, as a client streams it.
+            for chunk in msg.as_bytes().chunks(64 * 1024) {
+                s.client(chunk);
+            }
+            s.client("\r\n.\r\n").server("250 ok\r\n");
+            s.client("QUIT\r\n").server("221 bye\r\n");
+            s.close(Side::Client);
+            s.frames()
+        })
+        .collect()
 }
 
 /// Ordinary session `j` of batch `b`.
@@ -412,7 +534,13 @@ fn v4(a: [u8; 4], port: u16) -> SocketAddr {
 /// An attacker's connection up to an accepted RCPT TO, at batch `b`.
 fn attacker_session(b: usize, t: u64, name: &str) -> TcpSession {
     let client = v4([192, 0, 2, 1 + (b % 250) as u8], 4000 + b as u16);
-    let mut s = TcpSession::new(client, server(), Ts(t + 1_000));
+    attacker_session_from(client, t + 1_000, name)
+}
+
+/// An attacker's connection from `client` at `t` µs up to an accepted
+/// RCPT TO.
+fn attacker_session_from(client: SocketAddr, t: u64, name: &str) -> TcpSession {
+    let mut s = TcpSession::new(client, server(), Ts(t));
     s.step_us = 100;
     s.handshake();
     s.server("220 mx.example.net ESMTP\r\n");

@@ -153,47 +153,145 @@ fn rst_closes() {
 }
 
 #[test]
-fn a_full_table_evicts_silent_flows_first() {
-    let cfg = FlowConfig {
-        max_flows: 3,
-        ..FlowConfig::default()
-    };
-    let mut h = Harness::new(cfg);
-    // A mail session, then a flood of SYNs from other ports.
-    h.feed(pkt(1, true, 43000, 100, 0, SYN, b""));
-    h.feed(pkt(2, false, 43000, 500, 101, ACK, b"220 hi\r\n"));
-    for p in 0..50u16 {
-        h.feed(pkt(3 + u64::from(p), true, 43001 + p, 7, 0, SYN, b""));
+fn silent_flows_are_evicted_first() {
+    // Apart from the full flows with a bound of their own, or (store off)
+    // in the full table on a list evicted first: either way a SYN flood
+    // ends silent flows only.
+    for (max_silent_flows, name) in [
+        (2, "silent_flow_table_full_evicted"),
+        (0, "flow_table_full_evicted"),
+    ] {
+        let cfg = FlowConfig {
+            max_flows: 3,
+            max_silent_flows,
+            ..FlowConfig::default()
+        };
+        let mut h = Harness::new(cfg);
+        // A mail session, then a flood of SYNs from other ports.
+        h.feed(pkt(1, true, 43000, 100, 0, SYN, b""));
+        h.feed(pkt(2, false, 43000, 500, 101, ACK, b"220 hi\r\n"));
+        for p in 0..50u16 {
+            h.feed(pkt(3 + u64::from(p), true, 43001 + p, 7, 0, SYN, b""));
+        }
+        // The session is the least recently active flow, yet it stays.
+        h.feed(pkt(60, true, 43000, 101, 508, ACK, b"QUIT\r\n"));
+        assert_eq!(h.t.len(), 3);
+        assert_eq!(h.t.silent_len(), max_silent_flows);
+        assert_eq!(h.t.stats.flows_evicted, 48);
+        assert_eq!(h.an.get(name), 48);
+        assert_eq!(h.log.0, ["43000:Resp:220 hi\r\n", "43000:Orig:QUIT\r\n"]);
+        // With only speaking flows, the least recently active goes.
+        h.feed(pkt(61, true, 44000, 1, 0, ACK, b"a"));
+        h.feed(pkt(62, true, 44001, 1, 0, ACK, b"b"));
+        h.feed(pkt(63, true, 44002, 1, 0, ACK, b"c"));
+        assert!(
+            h.log.0.contains(&"43000:close@63".to_string()),
+            "{:?}",
+            h.log.0
+        );
     }
-    // The session is the least recently active flow, yet it stays.
-    h.feed(pkt(60, true, 43000, 101, 508, ACK, b"QUIT\r\n"));
-    assert_eq!(h.t.len(), 3);
-    assert_eq!(h.t.stats.flows_evicted, 48);
-    assert_eq!(h.log.0, ["43000:Resp:220 hi\r\n", "43000:Orig:QUIT\r\n"]);
-    // With only speaking flows, the least recently active goes.
-    h.feed(pkt(61, true, 44000, 1, 0, ACK, b"a"));
-    h.feed(pkt(62, true, 44001, 1, 0, ACK, b"b"));
-    h.feed(pkt(63, true, 44002, 1, 0, ACK, b"c"));
-    assert!(
-        h.log.0.contains(&"43000:close@63".to_string()),
-        "{:?}",
-        h.log.0
-    );
 }
 
 #[test]
 fn silent_flows_are_small() {
     use crate::smtp::SmtpSession;
-    // A half-open flow holds its slot and no session (the session is
-    // boxed, made with the first byte): what a SYN flood costs per flow.
+    // A half-open flow is a compact entry: no slot, no session (boxed,
+    // made with the first byte). What a SYN flood costs per flow.
     let slot = std::mem::size_of::<Option<Flow<SmtpSession>>>();
+    let entry = std::mem::size_of::<Silent>();
     let session = std::mem::size_of::<SmtpSession>();
-    assert!(slot <= 320, "a silent flow takes {slot} bytes");
+    assert!(slot <= 320, "a full flow takes {slot} bytes");
+    assert!(3 * entry <= slot, "a silent flow takes {entry} bytes");
     assert!(
         session > 2 * slot,
         "the session ({session} bytes) is the big part"
     );
-    eprintln!("silent flow slot: {slot} bytes; SMTP session: {session} bytes");
+    eprintln!(
+        "silent flow entry: {entry} bytes; full flow slot: {slot} bytes; SMTP session: {session} bytes"
+    );
+}
+
+#[test]
+fn a_silent_flow_speaks_into_the_full_table() {
+    let mut h = Harness::new(FlowConfig::default());
+    h.feed(pkt(1, true, 40030, 100, 0, SYN, b""));
+    h.feed(pkt(2, false, 40030, 500, 101, SYNACK, b""));
+    h.feed(pkt(3, true, 40030, 101, 501, ACK, b""));
+    assert_eq!((h.t.len(), h.t.silent_len()), (1, 1));
+    h.feed(pkt(4, false, 40030, 501, 101, ACK, b"220 hi\r\n"));
+    assert_eq!((h.t.len(), h.t.silent_len()), (1, 0));
+    // A silent flow that closes ends without a trace but its counter.
+    h.feed(pkt(5, true, 40031, 100, 0, SYN, b""));
+    h.feed(pkt(6, false, 40031, 0, 101, RST | ACK, b""));
+    assert_eq!((h.t.len(), h.t.silent_len()), (1, 0));
+    assert_eq!(h.t.stats.flows_closed, 1);
+    assert_eq!(h.log.0, ["40030:Resp:220 hi\r\n"]);
+    assert_eq!(h.t.stats.flows_created, 2);
+}
+
+/// xorshift64*: deterministic packets for the equivalence test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Where a flow is kept never changes what the table does: random
+/// handshakes, data, FINs, RSTs (in and out of the window), new SYNs and
+/// idle gaps over a few port pairs, with the compact store on and off, give
+/// the same parser events, anomalies and counters.
+#[test]
+fn compact_silent_flows_change_nothing() {
+    for seed in 1..40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut on = Harness::new(FlowConfig {
+            idle_timeout_us: 50,
+            ..FlowConfig::default()
+        });
+        let mut off = Harness::new(FlowConfig {
+            idle_timeout_us: 50,
+            max_silent_flows: 0,
+            ..FlowConfig::default()
+        });
+        let mut ts = 1;
+        for n in 0..400 {
+            let r = rng.next();
+            ts += r % 8;
+            let port = 45000 + (r >> 8) as u16 % 4;
+            let from_client = r >> 12 & 1 == 1;
+            let base: u32 = if from_client { 1000 } else { 9000 };
+            let flags =
+                [SYN, SYNACK, ACK, ACK, ACK, FINACK, RST, RST | ACK][(r >> 16) as usize % 8];
+            let seq = match r >> 20 & 7 {
+                0 => base + (r >> 24) as u32 % 8,
+                1 => 0x8000_0000,
+                _ => base + 1 + (r >> 24) as u32 % 24,
+            };
+            let ack = (if from_client { 9001 } else { 1001 }) + (r >> 32) as u32 % 24;
+            let payload: &[u8] = [&b""[..], b"", b"", b"ab", b"cdef"][(r >> 40) as usize % 5];
+            let p = pkt(ts, from_client, port, seq, ack, flags, payload);
+            on.feed(p);
+            off.feed(p);
+            if n % 50 == 49 {
+                on.t.expire(Ts(ts), &mut on.log, &mut on.an);
+                off.t.expire(Ts(ts), &mut off.log, &mut off.an);
+            }
+            assert_eq!(on.t.len(), off.t.len(), "seed {seed}, packet {n}");
+        }
+        on.t.flush_all(Ts(ts), &mut on.log, &mut on.an);
+        off.t.flush_all(Ts(ts), &mut off.log, &mut off.an);
+        assert_eq!(on.log.0, off.log.0, "seed {seed}");
+        assert_eq!(on.an, off.an, "seed {seed}");
+        assert_eq!(on.t.stats, off.t.stats, "seed {seed}");
+        assert!(on.t.stats.flows_created > 4, "seed {seed}");
+    }
 }
 
 #[test]
@@ -411,6 +509,29 @@ fn many_flows_slots_are_reused() {
         }
         assert!(h.t.is_empty());
     }
-    assert!(h.t.slab.len() <= 100);
+    assert!(h.t.flows.places() <= 100);
     assert_eq!(h.t.stats.flows_created, 300);
+}
+
+/// The SYN flood's shortcut makes the entry the general path makes.
+#[test]
+fn a_bare_syn_entry_is_the_general_one() {
+    let mut h = Harness::new(FlowConfig::default());
+    for (from_client, seq) in [(true, 100), (false, u32::MAX)] {
+        let p = pkt(7, from_client, 40040, seq, 0, SYN, b"");
+        let (key, src_is_a) = FlowKey::new(p.src, p.sport, p.dst, p.dport);
+        let mut f = h.t.new_flow(src_is_a, &p);
+        let mut stats = SegmentStats::default();
+        let closed = step(
+            &mut f,
+            &p,
+            src_is_a,
+            &mut h.log,
+            &mut h.an,
+            &mut |c| Rec { conn: *c },
+            &mut stats,
+        );
+        assert_eq!(closed, Some(false));
+        assert_eq!(Silent::of(&f), Some(Silent::syn(&key, src_is_a, &p)));
+    }
 }
