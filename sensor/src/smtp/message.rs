@@ -486,6 +486,41 @@ mod tests {
         assert_eq!(tx.add_rcpt("r@example.net", 1), Added::New);
     }
 
+    proptest::proptest! {
+        /// Any mix of new and repeated addresses over the lists: the same
+        /// outcome as a plain list-scanning model, and every repeat found
+        /// by its hash (no scan: each address costs O(1), so a flood costs
+        /// O(n) in its size whatever the lists hold).
+        #[test]
+        fn prop_address_lists_match_a_scanning_model_without_scans(
+            ops in proptest::collection::vec((0usize..3, 0u16..300), 0..3000),
+            max in 1usize..200,
+        ) {
+            let mut tx = Transaction::new(&conn());
+            let fields = [ListField::Rcptto, ListField::To, ListField::Cc];
+            let mut model: [Vec<String>; 3] = Default::default();
+            let mut dups = [0usize; 3];
+            for (f, a) in ops {
+                let addr = format!("u{a}@example.com");
+                let want = if model[f].contains(&addr) {
+                    dups[f] += 1;
+                    if dups[f] == max + 1 { Added::DuplicateFlood } else { Added::Duplicate }
+                } else if model[f].len() >= max {
+                    Added::Full
+                } else {
+                    model[f].push(addr.clone());
+                    Added::New
+                };
+                proptest::prop_assert_eq!(tx.add_unique(fields[f], &addr, max), want);
+            }
+            for (f, field) in fields.iter().enumerate() {
+                let got: Vec<&str> = tx.record.list(*field).iter().collect();
+                proptest::prop_assert_eq!(got, model[f].iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            proptest::prop_assert_eq!(tx.addresses.slow_scans, 0);
+        }
+    }
+
     #[test]
     fn hostile_replies_and_headers_keep_the_transaction_bounded() {
         let cfg = SmtpConfig {
