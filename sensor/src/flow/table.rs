@@ -19,7 +19,7 @@
 //! which worker owns a flow or how many workers there are.
 
 use super::key::FlowKey;
-use super::reassembly::{Chunk, Reassembler, SegmentEvents};
+use super::reassembly::{Chunk, Reassembler, RecentRing, SegmentEvents};
 use super::{FlowAnomaly, StreamParser};
 use crate::anomaly::AnomalyCounts;
 use crate::decode::Packet;
@@ -139,13 +139,57 @@ impl<P> Flow<P> {
     }
 }
 
-/// The flow's parser, made now if it has none.
-fn parser_of<'a, P>(
+/// Closed flows' parsers and windows of recent bytes kept for new flows,
+/// at most this many parsers (and twice as many windows) per table: a new
+/// connection then reuses a session's buffers instead of making a dozen
+/// allocations, while flows end and begin at about the same rate. Bounded
+/// so that a burst of closes (an idle timeout over many flows) does not
+/// keep their memory for good; each kept session keeps at most a usual
+/// line's capacity in its buffers (`SmtpSession::reuse`).
+pub const SPARE_PARSERS: usize = 64;
+
+/// What [`SPARE_PARSERS`] keeps.
+struct Spares<P> {
+    parsers: Vec<Box<P>>,
+    rings: Vec<RecentRing>,
+}
+
+/// The flow's parser, made now if it has none (see [`made_parser`]).
+fn parser_of<'a, P: StreamParser<S>, S: ?Sized>(
     parser: &'a mut Option<Box<P>>,
+    reasm: &mut [Reassembler],
     conn: &ConnInfo,
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    spares: &mut Spares<P>,
 ) -> &'a mut P {
-    parser.get_or_insert_with(|| Box::new(new_parser(conn)))
+    parser.get_or_insert_with(|| made_parser(reasm, conn, new_parser, spares))
+}
+
+/// A new flow's parser: a spare one reused if there is one that can be,
+/// else a new one; the flow's directions get spare windows of recent
+/// bytes too. Once per connection, out of line: the packet path only asks
+/// whether the flow has its parser.
+#[cold]
+#[inline(never)]
+fn made_parser<P: StreamParser<S>, S: ?Sized>(
+    reasm: &mut [Reassembler],
+    conn: &ConnInfo,
+    new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    spares: &mut Spares<P>,
+) -> Box<P> {
+    for r in reasm.iter_mut() {
+        if !r.has_recent()
+            && let Some(ring) = spares.rings.pop()
+        {
+            r.lend_recent(ring);
+        }
+    }
+    if let Some(mut p) = spares.parsers.pop()
+        && p.reuse(conn)
+    {
+        return p;
+    }
+    Box::new(new_parser(conn))
 }
 
 /// What a packet means for the connection its flow holds.
@@ -202,6 +246,7 @@ pub struct FlowTable<P> {
     free: Vec<u32>,
     /// `SILENT` and `SPEAKING` flows, each in order of last activity.
     lists: [List; 2],
+    spares: Spares<P>,
     pub stats: FlowStats,
 }
 
@@ -213,6 +258,10 @@ impl<P> FlowTable<P> {
             slab: Vec::new(),
             free: Vec::new(),
             lists: [EMPTY; 2],
+            spares: Spares {
+                parsers: Vec::new(),
+                rings: Vec::new(),
+            },
             stats: FlowStats::default(),
         }
     }
@@ -407,7 +456,10 @@ impl<P> FlowTable<P> {
         let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
         let closed = {
-            let Some(f) = self.flow_mut(i) else { return };
+            let spares = &mut self.spares;
+            let Some(f) = self.slab.get_mut(i as usize).and_then(Option::as_mut) else {
+                return;
+            };
             let dir = if src_is_a == f.orig_is_a {
                 Direction::Orig
             } else {
@@ -430,7 +482,7 @@ impl<P> FlowTable<P> {
             // delivered: the parser exists from the first payload byte on,
             // so that whatever a flow holds has a parser to go to.
             if !pkt.payload.is_empty() {
-                parser_of(parser, conn, new_parser);
+                parser_of(parser, reasm, conn, new_parser, spares);
             }
             let ts = pkt.ts;
             let [orig, resp] = reasm;
@@ -439,14 +491,14 @@ impl<P> FlowTable<P> {
                 Direction::Resp => (resp, orig),
             };
             let mut deliver_other = |c: Chunk<'_>| {
-                let p = parser_of(parser, conn, new_parser);
+                let p = parser_of(parser, &mut [], conn, new_parser, spares);
                 deliver(p, dir.flip(), ts, c, sink, &mut stats);
             };
             if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
                 anomalies.add(FlowAnomaly::AckAboveWindow);
             }
             let mut deliver_mine = |c: Chunk<'_>| {
-                let p = parser_of(parser, conn, new_parser);
+                let p = parser_of(parser, &mut [], conn, new_parser, spares);
                 deliver(p, dir, ts, c, sink, &mut stats);
             };
             let ev = mine.segment(
@@ -570,6 +622,19 @@ impl<P> FlowTable<P> {
             orig.flush(&mut |c| deliver(parser, Direction::Orig, ts, c, sink, &mut stats));
             resp.flush(&mut |c| deliver(parser, Direction::Resp, ts, c, sink, &mut stats));
             parser.on_close(ts, sink);
+        }
+        let spares = &mut self.spares;
+        if let Some(parser) = f.parser.take()
+            && spares.parsers.len() < SPARE_PARSERS
+        {
+            spares.parsers.push(parser);
+        }
+        for r in &mut f.reasm {
+            if let Some(ring) = r.take_recent()
+                && spares.rings.len() < 2 * SPARE_PARSERS
+            {
+                spares.rings.push(ring);
+            }
         }
         self.account(&stats, anomalies);
         match end {
