@@ -4,7 +4,9 @@
 //! generated mail three times over. The same conversations with short and
 //! with long bodies (four times the packets, the same records) must cost the
 //! same number of allocations once the worker is warm, and a finished
-//! record a bounded number (at most 32, connection set-up included).
+//! record a bounded number (at most 10, connection set-up included: about
+//! 8 measured, with closed flows' sessions and windows of recent bytes
+//! reused by new ones; 21 before that pool).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -169,7 +171,7 @@ fn allocations_do_not_grow_with_packets() {
     );
     let per_record = short_allocs as f64 / short_records as f64;
     assert!(
-        per_record <= 32.0,
+        per_record <= 10.0,
         "{per_record:.1} allocations per record (connection set-up included)"
     );
 }

@@ -14,7 +14,7 @@ pub use key::{FlowKey, flow_hash, packet_flow_hash, random_flow_key};
 pub use reassembly::{Chunk, Reassembler};
 pub use table::{FlowConfig, FlowStats, FlowTable};
 
-use crate::net::{Direction, Ts};
+use crate::net::{ConnInfo, Direction, Ts};
 
 /// What a protocol analyser (the SMTP session) gets from the flow layer, in
 /// the manner of Retina's parsers: in-order bytes per direction, gaps where
@@ -28,6 +28,13 @@ pub trait StreamParser<S: ?Sized> {
     /// The connection is over (FIN/RST, idle timeout, eviction, end of
     /// input); called exactly once.
     fn on_close(&mut self, ts: Ts, sink: &mut S);
+    /// Makes this parser, closed (`on_close`), the parser of a new
+    /// connection `conn` as a new one would be, keeping what it allocated;
+    /// false if it cannot be (the flow table then makes a new one). The
+    /// table keeps a few closed parsers for this ([`table::SPARE_PARSERS`]).
+    fn reuse(&mut self, _conn: &ConnInfo) -> bool {
+        false
+    }
 }
 
 /// Anomalies of the flow layer (Zeek weird names where Zeek has one).

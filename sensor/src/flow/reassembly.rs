@@ -55,6 +55,12 @@ pub const RST_WINDOW: u64 = 64 * 1024;
 /// overlaps are compared over their most recent part.
 pub const RECENT_BYTES: usize = 2048;
 
+/// The window of [`RECENT_BYTES`], a heap block of its own (a thin box:
+/// the flow slot stays small), which the flow table hands from a closed
+/// flow to a new one ([`Reassembler::take_recent`],
+/// [`Reassembler::lend_recent`]).
+pub type RecentRing = Box<[u8; RECENT_BYTES]>;
+
 /// Buffered out-of-order segments are also limited in number: one per this
 /// many bytes of the byte limit. Without it, a peer sending thousands of
 /// one-byte segments in descending order would make every insertion (and
@@ -118,7 +124,7 @@ pub struct Reassembler {
     ooo_cap: usize,
     /// The last [`RECENT_BYTES`] delivered bytes, byte `o` of the stream
     /// at `o % RECENT_BYTES`; made with the first byte delivered.
-    recent: Option<Box<[u8; RECENT_BYTES]>>,
+    recent: Option<RecentRing>,
     /// First offset `recent` holds (a gap empties it).
     recent_from: u64,
 }
@@ -166,6 +172,27 @@ impl Reassembler {
             fin: h.fin.map(u64::from),
             ..Reassembler::new(ooo_cap)
         }
+    }
+
+    /// Gives this direction a window for its recent bytes, if it has none
+    /// yet. What the window held before is never compared: only offsets
+    /// delivered since the last gap, from this stream's first byte on, are
+    /// (see `differs_from_delivered`), and each was written when delivered.
+    pub fn lend_recent(&mut self, ring: RecentRing) {
+        if self.recent.is_none() {
+            self.recent = Some(ring);
+        }
+    }
+
+    /// Takes the window of recent bytes back (the flow is over), for
+    /// [`Reassembler::lend_recent`] to a later one.
+    pub fn take_recent(&mut self) -> Option<RecentRing> {
+        self.recent.take()
+    }
+
+    /// Whether this direction has a window for its recent bytes yet.
+    pub fn has_recent(&self) -> bool {
+        self.recent.is_some()
     }
 
     /// Sequence number of the stream's first byte (the SYN's plus one).

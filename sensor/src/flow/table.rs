@@ -24,7 +24,7 @@
 //! which worker owns a flow or how many workers there are.
 
 use super::key::FlowKey;
-use super::reassembly::{Chunk, Reassembler, SegmentEvents};
+use super::reassembly::{Chunk, Reassembler, RecentRing, SegmentEvents};
 use super::{FlowAnomaly, StreamParser};
 use crate::anomaly::AnomalyCounts;
 use crate::decode::Packet;
@@ -149,14 +149,78 @@ impl<P> Flow<P> {
     }
 }
 
-/// The flow's parser, made now if it has none.
-fn parser_of<'a, P>(
+/// Closed flows' parsers and windows of recent bytes kept for new flows,
+/// at most this many parsers (and twice as many windows) per table: a new
+/// connection then reuses a session's buffers instead of making a dozen
+/// allocations, while flows end and begin at about the same rate. Bounded
+/// so that a burst of closes (an idle timeout over many flows) does not
+/// keep their memory for good; each kept session keeps at most a usual
+/// line's capacity in its buffers (`SmtpSession::reuse`).
+pub const SPARE_PARSERS: usize = 64;
+
+/// What [`SPARE_PARSERS`] keeps.
+struct Spares<P> {
+    parsers: Vec<Box<P>>,
+    rings: Vec<RecentRing>,
+}
+
+impl<P> Spares<P> {
+    /// Keeps what ended flow `f` leaves, if there is room.
+    fn keep(&mut self, f: &mut Flow<P>) {
+        if let Some(parser) = f.parser.take()
+            && self.parsers.len() < SPARE_PARSERS
+        {
+            self.parsers.push(parser);
+        }
+        for r in &mut f.reasm {
+            if let Some(ring) = r.take_recent()
+                && self.rings.len() < 2 * SPARE_PARSERS
+            {
+                self.rings.push(ring);
+            }
+        }
+    }
+}
+
+/// The flow's parser, made now if it has none (see [`made_parser`]).
+fn parser_of<'a, P: StreamParser<S>, S: ?Sized>(
     parser: &'a mut Option<Box<P>>,
+    reasm: &mut [Reassembler],
     id: &ConnId,
     start: Ts,
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    spares: &mut Spares<P>,
 ) -> &'a mut P {
-    parser.get_or_insert_with(|| Box::new(new_parser(&ConnInfo::new(*id, start))))
+    parser.get_or_insert_with(|| {
+        made_parser(reasm, &ConnInfo::new(*id, start), new_parser, spares)
+    })
+}
+
+/// A new flow's parser: a spare one reused if there is one that can be,
+/// else a new one; the flow's directions get spare windows of recent
+/// bytes too. Once per connection, out of line: the packet path only asks
+/// whether the flow has its parser.
+#[cold]
+#[inline(never)]
+fn made_parser<P: StreamParser<S>, S: ?Sized>(
+    reasm: &mut [Reassembler],
+    conn: &ConnInfo,
+    new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    spares: &mut Spares<P>,
+) -> Box<P> {
+    for r in reasm.iter_mut() {
+        if !r.has_recent()
+            && let Some(ring) = spares.rings.pop()
+        {
+            r.lend_recent(ring);
+        }
+    }
+    if let Some(mut p) = spares.parsers.pop()
+        && p.reuse(conn)
+    {
+        return p;
+    }
+    Box::new(new_parser(conn))
 }
 
 /// What a packet means for the connection its flow holds.
@@ -247,6 +311,7 @@ fn step<P: StreamParser<S>, S: ?Sized>(
     sink: &mut S,
     anomalies: &mut AnomalyCounts,
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
+    spares: &mut Spares<P>,
     stats: &mut SegmentStats,
 ) -> Option<bool> {
     let dir = if src_is_a == f.orig_is_a {
@@ -273,7 +338,7 @@ fn step<P: StreamParser<S>, S: ?Sized>(
     // the parser exists from the first payload byte on, so that whatever a
     // flow holds has a parser to go to.
     if !pkt.payload.is_empty() {
-        parser_of(parser, id, start, new_parser);
+        parser_of(parser, reasm, id, start, new_parser, spares);
     }
     let ts = pkt.ts;
     let [orig, resp] = reasm;
@@ -282,14 +347,14 @@ fn step<P: StreamParser<S>, S: ?Sized>(
         Direction::Resp => (resp, orig),
     };
     let mut deliver_other = |c: Chunk<'_>| {
-        let p = parser_of(parser, id, start, new_parser);
+        let p = parser_of(parser, &mut [], id, start, new_parser, spares);
         deliver(p, dir.flip(), ts, c, sink, stats);
     };
     if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
         anomalies.add(FlowAnomaly::AckAboveWindow);
     }
     let mut deliver_mine = |c: Chunk<'_>| {
-        let p = parser_of(parser, id, start, new_parser);
+        let p = parser_of(parser, &mut [], id, start, new_parser, spares);
         deliver(p, dir, ts, c, sink, stats);
     };
     let ev = mine.segment(
@@ -332,6 +397,8 @@ pub struct FlowTable<P> {
     flows: LruSlab<Flow<P>, 2>,
     /// Flows that have not carried a byte, in compact entries.
     silent: SilentFlows,
+    /// Ended flows' parsers and windows, for new flows.
+    spares: Spares<P>,
     pub stats: FlowStats,
 }
 
@@ -342,6 +409,10 @@ impl<P> FlowTable<P> {
             cfg,
             index: KeyedMap::default(),
             flows: LruSlab::default(),
+            spares: Spares {
+                parsers: Vec::new(),
+                rings: Vec::new(),
+            },
             stats: FlowStats::default(),
         }
     }
@@ -605,8 +676,10 @@ impl<P> FlowTable<P> {
     {
         let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
-        let Some(f) = self.flow_mut(i) else { return };
-        let Some(closed) = step(f, pkt, src_is_a, sink, anomalies, new_parser, &mut stats) else {
+        let FlowTable { flows, spares, .. } = self;
+        let Some(f) = flows.get_mut(i) else { return };
+        let Some(closed) = step(f, pkt, src_is_a, sink, anomalies, new_parser, spares, &mut stats)
+        else {
             return;
         };
         self.touch(i, was);
@@ -636,7 +709,14 @@ impl<P> FlowTable<P> {
     {
         let mut stats = SegmentStats::default();
         let closed = match step(
-            &mut f, pkt, src_is_a, sink, anomalies, new_parser, &mut stats,
+            &mut f,
+            pkt,
+            src_is_a,
+            sink,
+            anomalies,
+            new_parser,
+            &mut self.spares,
+            &mut stats,
         ) {
             Some(closed) => closed,
             // Nothing changed: the entry stays as it was.
@@ -721,6 +801,7 @@ impl<P> FlowTable<P> {
             resp.flush(&mut |c| deliver(parser, Direction::Resp, ts, c, sink, &mut stats));
             parser.on_close(ts, sink);
         }
+        self.spares.keep(&mut f);
         self.account(&stats, anomalies);
         self.count_end(end);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, MailPathCapture};
 use crate::flow::StreamParser;
-use crate::net::{Direction, Ts};
+use crate::net::{ConnInfo, Direction, Ts};
 use crate::smtp::config::{PathCapture, SmtpConfig};
 use crate::smtp::limits::SmtpLimits;
 use crate::smtp::session::SmtpSession;
@@ -63,5 +63,10 @@ impl StreamParser<WorkerSink> for SmtpSession {
         SmtpSession::on_close(self, ts, sink);
         let conn = *self.conn();
         sink.conn_end(&conn);
+    }
+
+    fn reuse(&mut self, conn: &ConnInfo) -> bool {
+        SmtpSession::reuse(self, *conn);
+        true
     }
 }

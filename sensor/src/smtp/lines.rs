@@ -2,8 +2,17 @@
 //! `memchr`, hands out complete lines without copying when a line lies
 //! inside one segment, and keeps a bounded buffer for a line split across
 //! segments. Lines longer than the limit are cut and the rest skipped.
+//! The search for the line end also finds NUL bytes (`NUL_in_line`), so
+//! that a command, reply or header line is not searched a second time.
 
-use memchr::{memchr, memchr_iter, memmem, memrchr};
+use std::sync::LazyLock;
+
+use memchr::{memchr, memchr_iter, memchr2, memmem, memrchr};
+
+/// Capacity a buffer kept for the next connection keeps at most
+/// ([`LineBuf::recycle`]): what a usual line or header needs, so that a
+/// pool of idle sessions does not hold what one long line once took.
+pub const KEEP_CAPACITY: usize = 1024;
 
 /// One complete line: without its `\n` and without trailing `\r`s (Zeek
 /// accepts `(\r)*\n` as a line end).
@@ -15,6 +24,8 @@ pub struct Line<'a> {
     /// It ended with exactly `\r\n` (not a bare `\n`, not `\r\r\n`, not
     /// cut): what RFC 5321 allows. The end of DATA is checked with it.
     pub crlf: bool,
+    /// `bytes` hold a NUL (found by the same search as the line end).
+    pub nul: bool,
 }
 
 /// The partial-line state of one direction. The buffer grows to at most the
@@ -26,6 +37,10 @@ pub struct LineBuf {
     handed_out: bool,
     /// Dropping bytes until the next line end (after a cut line or a gap).
     skipping: bool,
+    /// `buf` holds a NUL (when not `buf_unsearched`).
+    buf_nul: bool,
+    /// Bytes were buffered without looking for NULs (`find_nul` false).
+    buf_unsearched: bool,
 }
 
 /// The line without its trailing `\r`s, and whether there was exactly one.
@@ -38,14 +53,37 @@ fn strip_cr(mut line: &[u8]) -> (&[u8], bool) {
     (line, crs == 1)
 }
 
-/// A complete line as handed out (`cut`: the limit was reached first).
-fn line(bytes: &[u8], truncated: bool, cut: bool) -> Line<'_> {
+/// A complete line as handed out (`cut`: the limit was reached first;
+/// `nul`: `bytes` hold a NUL, which stripping `\r`s does not change).
+fn line(bytes: &[u8], truncated: bool, cut: bool, nul: bool) -> Line<'_> {
     let (bytes, one_cr) = strip_cr(bytes);
     Line {
         bytes,
         truncated,
         crlf: one_cr && !cut,
+        nul,
     }
+}
+
+/// The first `\n` of `data` and the first NUL before it, in one pass
+/// while there is no NUL (`memchr2`); after a NUL only the line end is
+/// searched for, so a line full of NULs costs no more than one without.
+fn scan(data: &[u8]) -> (Option<usize>, Option<usize>) {
+    match memchr2(b'\n', 0, data) {
+        Some(i) if data.get(i) == Some(&0) => {
+            let end = data
+                .get(i + 1..)
+                .and_then(|rest| memchr(b'\n', rest))
+                .map(|j| i + 1 + j);
+            (end, Some(i))
+        }
+        end => (end, None),
+    }
+}
+
+/// Whether the first NUL (at `nul`, if any) lies in the first `kept` bytes.
+fn nul_within(nul: Option<usize>, kept: usize) -> bool {
+    nul.is_some_and(|n| n < kept)
 }
 
 /// Whether a run of complete lines (starting at a line start, ending with
@@ -65,16 +103,37 @@ impl LineBuf {
         pos: &mut usize,
         max: usize,
     ) -> Option<Line<'a>> {
+        self.next_line_with(data, pos, max, true)
+    }
+
+    /// [`LineBuf::next_line`], looking for NULs only if `find_nul`: a body
+    /// line's NUL means nothing, and the search for `\n` alone is cheaper.
+    /// Without it [`Line::nul`] is false. Bytes of a partial line buffered
+    /// without the search are searched by the call that wants it and
+    /// completes the line, so the flag is exact whenever it was asked for.
+    pub fn next_line_with<'a>(
+        &'a mut self,
+        data: &'a [u8],
+        pos: &mut usize,
+        max: usize,
+        find_nul: bool,
+    ) -> Option<Line<'a>> {
         if self.handed_out {
-            self.buf.clear();
-            self.handed_out = false;
+            self.clear_buf();
         }
         loop {
             let rest = data.get(*pos..).unwrap_or_default();
             if rest.is_empty() {
                 return None;
             }
-            match memchr(b'\n', rest) {
+            // NULs are looked for only in the bytes handed out: not in the
+            // rest of a cut line, nor in a line being dropped.
+            let (end, nul) = if find_nul {
+                scan(rest)
+            } else {
+                (memchr(b'\n', rest), None)
+            };
+            match end {
                 Some(i) => {
                     let chunk = rest.get(..i).unwrap_or_default();
                     *pos += i + 1;
@@ -84,15 +143,19 @@ impl LineBuf {
                     }
                     if self.buf.is_empty() {
                         let truncated = chunk.len() > max;
-                        let bytes = chunk.get(..max.min(chunk.len())).unwrap_or_default();
-                        return Some(line(bytes, truncated, truncated));
+                        let kept = max.min(chunk.len());
+                        let bytes = chunk.get(..kept).unwrap_or_default();
+                        return Some(line(bytes, truncated, truncated, nul_within(nul, kept)));
                     }
                     let room = max.saturating_sub(self.buf.len());
                     let truncated = chunk.len() > room;
+                    let kept = room.min(chunk.len());
                     self.buf
-                        .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+                        .extend_from_slice(chunk.get(..kept).unwrap_or_default());
+                    self.buf_nul |= nul_within(nul, kept);
                     self.handed_out = true;
-                    return Some(line(&self.buf, truncated, truncated));
+                    let nul = self.buf_nul_if(find_nul);
+                    return Some(line(&self.buf, truncated, truncated, nul));
                 }
                 None => {
                     *pos = data.len();
@@ -104,18 +167,39 @@ impl LineBuf {
                         // A line of exactly `max` bytes is not too long:
                         // whether one comes is known from the next byte.
                         self.buf.extend_from_slice(rest);
+                        self.buf_nul |= nul.is_some();
+                        self.buf_unsearched |= !find_nul;
                         return None;
                     }
                     // The limit is passed without a line end: hand out
                     // what fits and drop the rest of this line.
                     self.buf
                         .extend_from_slice(rest.get(..room).unwrap_or_default());
+                    self.buf_nul |= nul_within(nul, room);
                     self.handed_out = true;
                     self.skipping = true;
-                    return Some(line(&self.buf, true, true));
+                    let nul = self.buf_nul_if(find_nul);
+                    return Some(line(&self.buf, true, true, nul));
                 }
             }
         }
+    }
+
+    /// Whether the buffered line holds a NUL, if that is wanted; bytes
+    /// buffered without the search are searched now.
+    fn buf_nul_if(&mut self, find_nul: bool) -> bool {
+        if find_nul && self.buf_unsearched {
+            self.buf_nul = memchr(0, &self.buf).is_some();
+            self.buf_unsearched = false;
+        }
+        find_nul && self.buf_nul
+    }
+
+    fn clear_buf(&mut self) {
+        self.buf.clear();
+        self.buf_nul = false;
+        self.buf_unsearched = false;
+        self.handed_out = false;
     }
 
     /// Whether bytes of an unfinished line are held (or the rest of a cut
@@ -133,17 +217,23 @@ impl LineBuf {
 
     /// Hands out a partial line left at the end of a stream (the last BDAT
     /// chunk ends without CRLF), or `None` if there is none.
-    pub fn take_partial(&mut self) -> Option<&[u8]> {
+    pub fn take_partial(&mut self) -> Option<Line<'_>> {
         if self.handed_out {
-            self.buf.clear();
-            self.handed_out = false;
+            self.clear_buf();
         }
         self.skipping = false;
         if self.buf.is_empty() {
             return None;
         }
         self.handed_out = true;
-        Some(&self.buf)
+        let nul = self.buf_nul_if(true);
+        // Not a line end: the bytes as they are, no `\r` stripped.
+        Some(Line {
+            bytes: &self.buf,
+            truncated: false,
+            crlf: false,
+            nul,
+        })
     }
 
     /// Forgets the partial line (Zeek's "skip partial" after a content
@@ -152,16 +242,22 @@ impl LineBuf {
     /// or counts, rather than losing a whole line when the gap ended at a
     /// line boundary.
     pub fn skip_partial(&mut self) {
-        self.buf.clear();
-        self.handed_out = false;
+        self.clear_buf();
         self.skipping = false;
     }
 
     /// Forgets everything, keeping the allocation.
     pub fn reset(&mut self) {
-        self.buf.clear();
-        self.handed_out = false;
+        self.clear_buf();
         self.skipping = false;
+    }
+
+    /// [`LineBuf::reset`] for a new connection: the buffer keeps its
+    /// capacity up to [`KEEP_CAPACITY`] (a usual line), not the limit a
+    /// long line made it grow to.
+    pub fn recycle(&mut self) {
+        self.reset();
+        self.buf.shrink_to(KEEP_CAPACITY);
     }
 }
 
@@ -189,12 +285,23 @@ pub fn inert_prefix(data: &[u8], max: usize, marks: &[u8]) -> usize {
     }
     let mut run = complete.len();
     for &m in marks {
-        if let Some(i) = memmem::find(complete, &[b'\n', m]) {
+        let found = match m {
+            b'.' => DOT_LINE.find(complete),
+            b'-' => DASH_LINE.find(complete),
+            _ => memmem::find(complete, &[b'\n', m]),
+        };
+        if let Some(i) = found {
             run = run.min(i + 1);
         }
     }
     run
 }
+
+/// Searchers for a line starting with `.` or `-` (the marks the session
+/// asks for), built once: `memmem::find` builds a searcher on every call,
+/// which costs about as much as searching a full segment with it.
+static DOT_LINE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n."));
+static DASH_LINE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n-"));
 
 /// [`inert_prefix`] line by line, for data that may hold too long a line.
 fn inert_prefix_by_line(data: &[u8], max: usize, marks: &[u8]) -> usize {
@@ -275,7 +382,7 @@ mod tests {
         let mut lb = LineBuf::default();
         let got = all_lines(&mut lb, &[b"a\nb\r\r\nc"], 100);
         assert_eq!(got, [("a".into(), false), ("b".into(), false)]);
-        assert_eq!(lb.take_partial(), Some(&b"c"[..]));
+        assert_eq!(lb.take_partial().map(|l| l.bytes), Some(&b"c"[..]));
         assert_eq!(lb.take_partial(), None);
     }
 
@@ -366,6 +473,96 @@ mod tests {
         assert_eq!(inert_prefix(b"ab\r\n0123456789ABC\r\nx\n", 10, b"."), 4);
         assert_eq!(inert_prefix(b"0123456789\n", 10, b"."), 11);
         assert_eq!(inert_prefix(b"0123456789\nab\n", 10, b"."), 14);
+    }
+
+    /// `(line, nul)` of every line handed out for `segments`.
+    fn nul_flags(segments: &[&[u8]], max: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut lb = LineBuf::default();
+        let mut out = Vec::new();
+        for seg in segments {
+            let mut pos = 0;
+            while let Some(l) = lb.next_line(seg, &mut pos, max) {
+                out.push((l.bytes.to_vec(), l.nul));
+            }
+        }
+        if let Some(l) = lb.take_partial() {
+            out.push((l.bytes.to_vec(), l.nul));
+        }
+        out
+    }
+
+    #[test]
+    fn nul_is_found_in_the_bytes_handed_out_only() {
+        let flags = |segments: &[&[u8]]| -> Vec<bool> {
+            nul_flags(segments, 10).into_iter().map(|l| l.1).collect()
+        };
+        assert_eq!(flags(&[b"a\0b\r\nok\r\n\0\n"]), [true, false, true]);
+        // In the buffered part, in the part that ends it, in neither.
+        assert_eq!(flags(&[b"a\0", b"b\r\nc"]), [true, false]);
+        assert_eq!(flags(&[b"ab", b"\0\r\nc\0"]), [true, true]);
+        assert_eq!(flags(&[b"ab", b"cd\r\n"]), [false]);
+        // Past the limit: cut off, not counted; nor in the dropped rest.
+        assert_eq!(flags(&[b"0123456789\0\r\nok\n"]), [false, false]);
+        assert_eq!(flags(&[b"012345678\0AB\nok\n"]), [true, false]);
+        assert_eq!(flags(&[b"01234", b"56789A\0", b"\0\nok\n"]), [false, false]);
+        // A NUL after the line end belongs to the next line.
+        assert_eq!(flags(&[b"ab\n\0", b"\n"]), [false, true]);
+    }
+
+    #[test]
+    fn a_line_buffered_without_the_search_is_searched_when_it_matters() {
+        let mut lb = LineBuf::default();
+        let mut pos = 0;
+        assert!(lb.next_line_with(b"a\0b", &mut pos, 100, false).is_none());
+        pos = 0;
+        let l = lb.next_line_with(b"c\r\nd\0\n", &mut pos, 100, true);
+        assert_eq!(l.map(|l| (l.bytes, l.nul)), Some((&b"a\0bc"[..], true)));
+        // Not asked for: not said.
+        let l = lb.next_line_with(b"d\0\n", &mut 0, 100, false);
+        assert_eq!(l.map(|l| (l.bytes, l.nul)), Some((&b"d\0"[..], false)));
+    }
+
+    /// The flag is what a search of each line handed out would say, for
+    /// lines of NULs, CRs, LFs and letters cut into segments anyhow, with
+    /// and without the search for the bytes before the line's last part.
+    #[test]
+    fn nul_flag_equals_a_search_of_the_line() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let len = (next() % 60) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| [b'a', b'b', 0, b'\r', b'\n'][(next() % 5) as usize])
+                .collect();
+            let mut segments = Vec::new();
+            let mut rest = data.as_slice();
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at(1 + (next() as usize) % rest.len());
+                segments.push(a);
+                rest = b;
+            }
+            let max = 1 + (next() % 12) as usize;
+            for (bytes, nul) in nul_flags(&segments, max) {
+                assert_eq!(nul, bytes.contains(&0), "{data:?} {segments:?} {max}");
+            }
+            // Asked for at random: exact wherever it was.
+            let mut lb = LineBuf::default();
+            for seg in &segments {
+                let mut pos = 0;
+                loop {
+                    let find = next() % 2 == 0;
+                    let Some(l) = lb.next_line_with(seg, &mut pos, max, find) else {
+                        break;
+                    };
+                    assert_eq!(l.nul, find && l.bytes.contains(&0), "{data:?} {segments:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::net::{ConnInfo, KeyedMap, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
+use super::lines::KEEP_CAPACITY;
 use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
 use super::received::PathWalker;
@@ -114,6 +115,16 @@ impl Transaction {
         self.last_reply.clear();
         self.last_error.clear();
         self.addresses.clear();
+    }
+
+    /// [`Transaction::reset`] for a transaction of another connection,
+    /// keeping the reply buffers and the address index (capacity up to
+    /// [`KEEP_CAPACITY`] for the text).
+    pub fn recycle(&mut self, conn: &ConnInfo) {
+        self.reset();
+        self.ends = [conn.id.resp_h, conn.id.orig_h];
+        self.last_reply.shrink_to(KEEP_CAPACITY);
+        self.last_error.shrink_to(KEEP_CAPACITY);
     }
 
     /// Records the time of the first packet of the transaction.

@@ -8,10 +8,11 @@
 //! entity's headers go to the transaction (through `HeaderSink`), nested
 //! entities' headers are read for file names only, as Zeek does.
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 use super::anomaly::SmtpAnomaly;
 use super::limits::SmtpLimits;
+use super::lines::KEEP_CAPACITY;
 use super::parser::{bytes_into_string, parse_header, trim};
 use super::text::lossy;
 
@@ -29,7 +30,9 @@ const MAX_PARAM_SECTIONS: usize = 64;
 
 /// Calls `f(attribute, value)` for each `; attr=value` parameter of a
 /// structured header value (Content-Type, Content-Disposition). Quoted
-/// values are unquoted (backslash escapes removed).
+/// values are unquoted (backslash escapes removed): handed out in place
+/// when they have no escape (the usual `boundary="…"`), copied only when
+/// one must be removed.
 pub fn for_each_param(value: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
     let Some(first) = value.iter().position(|&b| b == b';') else {
         return;
@@ -54,21 +57,36 @@ pub fn for_each_param(value: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
         }
         if value.get(i) == Some(&b'"') {
             i += 1;
-            unquoted.clear();
-            while let Some(&b) = value.get(i) {
-                i += 1;
-                match b {
-                    b'"' => break,
-                    b'\\' => {
-                        if let Some(&e) = value.get(i) {
-                            unquoted.push(e);
-                            i += 1;
+            let start = i;
+            let rest = value.get(i..).unwrap_or_default();
+            match memchr2(b'"', b'\\', rest) {
+                // No escape before the closing quote (or the end).
+                None => {
+                    i = n;
+                    f(attr, rest);
+                }
+                Some(q) if rest.get(q) == Some(&b'"') => {
+                    i = start + q + 1;
+                    f(attr, rest.get(..q).unwrap_or_default());
+                }
+                Some(_) => {
+                    unquoted.clear();
+                    while let Some(&b) = value.get(i) {
+                        i += 1;
+                        match b {
+                            b'"' => break,
+                            b'\\' => {
+                                if let Some(&e) = value.get(i) {
+                                    unquoted.push(e);
+                                    i += 1;
+                                }
+                            }
+                            _ => unquoted.push(b),
                         }
                     }
-                    _ => unquoted.push(b),
+                    f(attr, &unquoted);
                 }
             }
-            f(attr, &unquoted);
             // Skip anything up to the next separator.
             while value.get(i).is_some_and(|&b| b != b';') {
                 i += 1;
@@ -342,6 +360,30 @@ impl MimeTracker {
         self.top_headers = top_headers;
     }
 
+    /// Whether an entity's header block is being read: a header line may
+    /// come next (what would count a NUL in it).
+    pub fn in_header(&self) -> bool {
+        self.stack.iter().any(|e| e.in_header)
+    }
+
+    /// Forgets the body, for a new connection: buffers keep their capacity
+    /// up to [`KEEP_CAPACITY`].
+    pub fn recycle(&mut self) {
+        let MimeTracker {
+            stack,
+            header,
+            keep,
+            header_cut,
+            top_headers,
+        } = self;
+        stack.clear();
+        header.clear();
+        header.shrink_to(KEEP_CAPACITY);
+        *keep = None;
+        *header_cut = false;
+        *top_headers = false;
+    }
+
     /// Which lines `line` would act on now. Holds until a line it does not
     /// ignore is handed in.
     pub fn interest(&self) -> LineInterest {
@@ -360,13 +402,25 @@ impl MimeTracker {
 
     /// One line of the body (dot-unstuffed, without line end).
     pub fn line(&mut self, line: &[u8], limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        self.framed_line(line, memchr(0, line).is_some(), limits, sink);
+    }
+
+    /// [`MimeTracker::line`] for a line whose framing already knows whether
+    /// it holds a NUL (`nul`), which only header lines are counted for.
+    pub fn framed_line(
+        &mut self,
+        line: &[u8],
+        nul: bool,
+        limits: &SmtpLimits,
+        sink: &mut dyn HeaderSink,
+    ) {
         let mut depth = 0;
         loop {
             let Some(ent) = self.stack.get(depth) else {
                 return;
             };
             if ent.in_header {
-                self.header_line(depth, line, limits, sink);
+                self.header_line(depth, line, nul, limits, sink);
                 return;
             }
             if ent.body == Body::Multipart && !ent.boundary.is_empty() {
@@ -407,6 +461,7 @@ impl MimeTracker {
         &mut self,
         depth: usize,
         line: &[u8],
+        nul: bool,
         limits: &SmtpLimits,
         sink: &mut dyn HeaderSink,
     ) {
@@ -415,7 +470,7 @@ impl MimeTracker {
             self.end_headers(depth, limits, sink);
             return;
         }
-        if memchr(0, line).is_some() {
+        if nul {
             sink.anomaly(SmtpAnomaly::NulInLine);
         }
         if matches!(line.first(), Some(b' ' | b'\t')) {
@@ -640,6 +695,32 @@ mod tests {
         assert_eq!(param(b"attachment", b"filename"), None);
         // "filename" must not match the "name" parameter.
         assert_eq!(param(b"x; filename=a", b"name"), None);
+    }
+
+    /// Quoted values without an escape are handed out in place: the same
+    /// values, separators and unterminated quotes as when unquoted by copy.
+    #[test]
+    fn quoted_params_in_place_and_by_copy_agree() {
+        let params = |v: &[u8]| {
+            let mut out = Vec::new();
+            for_each_param(v, |a, b| out.push((a.to_vec(), b.to_vec())));
+            out
+        };
+        let p = |a: &str, b: &str| (a.as_bytes().to_vec(), b.as_bytes().to_vec());
+        assert_eq!(
+            params(b"multipart/mixed; boundary=\"=_a;b\" ; x=\"1\"junk; y=2"),
+            [p("boundary", "=_a;b"), p("x", "1"), p("y", "2")]
+        );
+        assert_eq!(params(b"x; a=\"open ; b=1"), [p("a", "open ; b=1")]);
+        assert_eq!(
+            params(b"x; a=\"\"; b=\"\\\\\\\"\""),
+            [p("a", ""), p("b", "\\\"")]
+        );
+        assert_eq!(params(b"x; a=\"tail\\"), [p("a", "tail")]);
+        assert_eq!(
+            params(b"x; a=\"q\\\"x\"; b=\"y\""),
+            [p("a", "q\"x"), p("b", "y")]
+        );
     }
 
     #[test]

@@ -7,13 +7,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use memchr::memchr;
-
 use crate::net::{ConnInfo, Direction, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
-use super::lines::{LineBuf, ends_with_crlf, inert_prefix};
+use super::lines::{Line, LineBuf, ends_with_crlf, inert_prefix};
 use super::message::{Added, HeaderApplier, Transaction};
 use super::mime::{LineInterest, MimeTracker};
 use super::parser::{
@@ -185,6 +183,76 @@ impl SmtpSession {
         }
     }
 
+    /// Makes this session, whose connection is over, the session of
+    /// `conn`, as [`SmtpSession::new`] would make it but keeping the
+    /// buffers' capacity (line buffers, reply text, MIME header, command
+    /// queue, the transaction's reply buffers and address index), so that a
+    /// pool of ended sessions spares a new connection a dozen allocations.
+    /// Every field is named here: one added later must say what a reused
+    /// session does with it.
+    pub fn reuse(&mut self, conn: ConnInfo) {
+        let SmtpSession {
+            conn: my_conn,
+            cfg: _,
+            orig_lines,
+            resp_lines,
+            chunk_lines,
+            state,
+            pending,
+            reply,
+            reply_text,
+            bdat,
+            mime,
+            in_body,
+            tx,
+            awaiting_end,
+            spare,
+            helo,
+            helo_before,
+            body_seen_before,
+            messages,
+            mail_from_seen,
+            rcpt_to_seen,
+            invalid_transactions,
+            orig_crlf,
+            confirmed,
+            violations,
+            nul_reported,
+            anomalies,
+        } = self;
+        *my_conn = conn;
+        for lines in [orig_lines, resp_lines, chunk_lines] {
+            lines.recycle();
+        }
+        *state = State::Commands;
+        pending.clear();
+        pending.push_back(Cmd::Greeting);
+        *reply = None;
+        reply_text.clear();
+        reply_text.shrink_to(super::lines::KEEP_CAPACITY);
+        *bdat = None;
+        mime.recycle();
+        *in_body = false;
+        tx.recycle(&conn);
+        // Each waiting transaction is written at the close; none is left.
+        awaiting_end.clear();
+        if let Some(t) = spare.as_mut() {
+            t.recycle(&conn);
+        }
+        *helo = None;
+        *helo_before = None;
+        *body_seen_before = None;
+        *messages = 0;
+        *mail_from_seen = false;
+        *rcpt_to_seen = false;
+        *invalid_transactions = 0;
+        *orig_crlf = true;
+        *confirmed = false;
+        *violations = 0;
+        *nul_reported = false;
+        anomalies.clear();
+    }
+
     /// The connection this session analyses.
     pub fn conn(&self) -> &ConnInfo {
         &self.conn
@@ -229,13 +297,14 @@ impl SmtpSession {
                 Direction::Orig => &mut self.orig_lines,
                 Direction::Resp => &mut self.resp_lines,
             });
-            if let Some(line) = lines.next_line(data, &mut pos, max) {
+            let find_nul = self.nul_matters(dir);
+            if let Some(line) = lines.next_line_with(data, &mut pos, max, find_nul) {
                 if line.truncated {
                     self.anomalies.push(SmtpAnomaly::LineTooLong);
                 }
                 match dir {
-                    Direction::Orig => self.client_line(ts, line.bytes, line.crlf, sink),
-                    Direction::Resp => self.server_line(ts, line.bytes, sink),
+                    Direction::Orig => self.client_line(ts, line, sink),
+                    Direction::Resp => self.server_line(ts, line, sink),
                 }
             }
             *match dir {
@@ -303,6 +372,20 @@ impl SmtpSession {
         self.drain_anomalies(sink);
     }
 
+    /// Whether a NUL in the next line of `dir` is counted (`NUL_in_line`):
+    /// in replies, commands and header lines, not in a message body (nor in
+    /// lines ignored after a gap or answering AUTH, which are not looked
+    /// at), so body lines are framed without looking for one. Decided by
+    /// the state the line will be handled in.
+    fn nul_matters(&self, dir: Direction) -> bool {
+        match (dir, self.state) {
+            (Direction::Resp, _) => true,
+            (Direction::Orig, State::InData) => !self.in_body || self.mime.in_header(),
+            (Direction::Orig, State::AfterGap | State::InAuth) => false,
+            (Direction::Orig, _) => true,
+        }
+    }
+
     fn drain_anomalies(&mut self, sink: &mut dyn SmtpSink) {
         for a in self.anomalies.drain(..) {
             if a == SmtpAnomaly::NulInLine {
@@ -317,9 +400,15 @@ impl SmtpSession {
 
     // ---- client side -------------------------------------------------
 
-    /// One client line; `crlf`: it ended with exactly CRLF.
-    fn client_line(&mut self, ts: Ts, line: &[u8], crlf: bool, sink: &mut dyn SmtpSink) {
+    /// One client line.
+    fn client_line(&mut self, ts: Ts, framed: Line<'_>, sink: &mut dyn SmtpSink) {
         self.touch(ts);
+        let Line {
+            bytes: line,
+            crlf,
+            nul,
+            ..
+        } = framed;
         let prev_crlf = std::mem::replace(&mut self.orig_crlf, crlf);
         // The client speaks only once the server has finished: a server
         // line cut at the limit and still unfinished (a greeting without
@@ -352,11 +441,11 @@ impl SmtpSession {
                 if !self.in_body {
                     self.begin_data();
                 }
-                self.body_line(data);
+                self.body_line(data, nul);
             }
             State::InAuth => self.push_cmd(Cmd::AuthAnswer),
             _ => {
-                if memchr(0, line).is_some() {
+                if nul {
                     self.anomalies.push(SmtpAnomaly::NulInLine);
                 }
                 self.command(ts, parse_command(line), sink);
@@ -595,7 +684,9 @@ impl SmtpSession {
         n
     }
 
-    fn body_line(&mut self, line: &[u8]) {
+    /// One line of the open body; `nul`: it holds a NUL (the framing
+    /// found it, so the MIME tracker does not search header lines again).
+    fn body_line(&mut self, line: &[u8], nul: bool) {
         if !self.in_body {
             return;
         }
@@ -604,7 +695,8 @@ impl SmtpSession {
             cfg: &self.cfg,
             anomalies: &mut self.anomalies,
         };
-        self.mime.line(line, &self.cfg.limits, &mut applier);
+        self.mime
+            .framed_line(line, nul, &self.cfg.limits, &mut applier);
     }
 
     fn finish_body(&mut self) {
@@ -645,13 +737,14 @@ impl SmtpSession {
                     pos += inert_prefix(rest, max, marks);
                 }
             }
-            let Some(line) = lines.next_line(chunk, &mut pos, max) else {
+            let find_nul = self.in_body && self.mime.in_header();
+            let Some(line) = lines.next_line_with(chunk, &mut pos, max, find_nul) else {
                 break;
             };
             if line.truncated {
                 self.anomalies.push(SmtpAnomaly::LineTooLong);
             }
-            self.body_line(line.bytes);
+            self.body_line(line.bytes, line.nul);
         }
         self.chunk_lines = lines;
     }
@@ -659,7 +752,7 @@ impl SmtpSession {
     fn flush_chunk_partial(&mut self) {
         let mut lines = std::mem::take(&mut self.chunk_lines);
         if let Some(rest) = lines.take_partial() {
-            self.body_line(rest);
+            self.body_line(rest.bytes, rest.nul);
         }
         lines.reset();
         self.chunk_lines = lines;
@@ -675,9 +768,10 @@ impl SmtpSession {
 
     // ---- server side -------------------------------------------------
 
-    fn server_line(&mut self, ts: Ts, line: &[u8], sink: &mut dyn SmtpSink) {
+    fn server_line(&mut self, ts: Ts, framed: Line<'_>, sink: &mut dyn SmtpSink) {
         self.touch(ts);
-        if memchr(0, line).is_some() {
+        let line = framed.bytes;
+        if framed.nul {
             self.anomalies.push(SmtpAnomaly::NulInLine);
         }
         let Some(r) = parse_reply(line) else {
@@ -984,6 +1078,67 @@ mod tests {
             self.s.on_close(Ts(self.t), &mut self.sink);
             self
         }
+    }
+
+    /// A session reused after a connection that left every kind of state
+    /// behind (a cut line, an open body with MIME parts, pipelined
+    /// transactions awaiting their end, a NUL counted, an unfinished BDAT,
+    /// an AUTH exchange) gives the next connection exactly what a new
+    /// session gives it.
+    #[test]
+    fn a_reused_session_is_a_new_one() {
+        let messy = |h: &mut Harness| {
+            h.srv(&format!("220 {}", "x".repeat(3000)));
+            h.c("EHLO first.example\r\n").srv("250 ok\r\n");
+            h.c("MA\0IL x\r\n").srv("500 no\r\n");
+            h.c("AUTH LOGIN\r\n").srv("334 VXNlcm5hbWU6\r\n");
+            h.c("dXNlcg==\r\n").srv("235 ok\r\n");
+            h.c("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+            h.srv("250 ok\r\n250 ok\r\n354 go\r\n");
+            h.c("Content-Type: multipart/mixed; boundary=\"b1\"\r\nSubject: one\r\n\r\n");
+            h.c("--b1\r\nContent-Type: text/plain; name=\"f.txt\"\r\n\r\npart\r\n.\r\n");
+            h.c("MAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nBDAT 100\r\nSubject: half");
+            h.c(&"y".repeat(1500));
+        };
+        let fresh = |h: &mut Harness| {
+            h.srv("220 mx\r\n")
+                .c("EHLO second.example\r\n")
+                .srv("250 ok\r\n");
+            one_mail(
+                h,
+                "e@x",
+                "f@y",
+                "Subject: two\r\nFrom: <e@x>\r\nX-Mailer: m\0\r\n\r\nbody\r\n",
+            );
+            h.c("DATA\r\n").c("MAIL FROM:<g@x>\r\n").close();
+        };
+        let other = {
+            let mut c = conn();
+            c.id.orig_h = "198.18.0.9".parse().unwrap();
+            c.id.orig_p = 41000;
+            c
+        };
+        let mut reused = Harness::new();
+        messy(&mut reused);
+        reused.close();
+        reused.s.reuse(other);
+        reused.sink = Sink::default();
+        reused.t = 100;
+        fresh(&mut reused);
+        let mut new = Harness::new();
+        new.s = SmtpSession::new(other, new.s.cfg.clone());
+        fresh(&mut new);
+        let show = |h: &Harness| {
+            (
+                format!("{:?}", h.sink.records),
+                h.sink.anomalies.clone(),
+                h.sink.replies.clone(),
+                *h.s.conn(),
+            )
+        };
+        assert!(!new.sink.records.is_empty());
+        assert!(new.sink.anomalies.contains(&SmtpAnomaly::NulInLine));
+        assert_eq!(show(&reused), show(&new));
     }
 
     fn one_mail(h: &mut Harness, from: &str, to: &str, body: &str) {
