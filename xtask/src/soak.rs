@@ -15,6 +15,14 @@
 //! is reported, not failed (the figures come from whatever machine runs
 //! it). `tests/tests/soak.rs` runs the same captures at `--scale small`
 //! in the test suite.
+//!
+//! CPU time on a shared two-core machine varies by a third between two
+//! runs of one capture, so each capture runs `--repeat` times (3 at full
+//! scale) and the least CPU counts (the run the least disturbed); a run
+//! with one worker is pinned to one CPU (reading thread, worker and log
+//! writer on it, as the offline figures of docs/PERFORMANCE.md are), so the
+//! log writer does not add a second core's cache misses. Every run's
+//! ordinary records must be exact.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +33,8 @@ use anyhow::{Context, Result, bail};
 use crate::netns::{Proc, Scratch};
 use crate::util::{cargo, output, show, target_dir};
 
-pub const HELP: &str = "usage: cargo xtask soak [--scale small|full] [--attack NAME]...
+pub const HELP: &str =
+    "usage: cargo xtask soak [--scale small|full] [--attack NAME]... [--repeat N]
   --scale small|full  capture sizes: small (seconds, as in the test suite) or
                       full (about a million packets or 100 MB per attack; default)
   --attack NAME       only this attack (repeatable); `synth attack --list` names them";
@@ -64,11 +73,16 @@ impl Cost {
 pub fn run(argv: &[String]) -> Result<()> {
     let mut scale = "full";
     let mut only: Vec<String> = Vec::new();
+    let mut repeat: Option<u32> = None;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         match (a.as_str(), it.next()) {
             ("--scale", Some(s)) if s == "small" || s == "full" => scale = s.as_str(),
             ("--attack", Some(n)) => only.push(n.clone()),
+            ("--repeat", Some(n)) => match n.parse::<u32>() {
+                Ok(r) if r > 0 => repeat = Some(r),
+                _ => bail!("--repeat {n}: not a positive number\n{HELP}"),
+            },
             ("-h" | "--help", _) => {
                 println!("{HELP}");
                 return Ok(());
@@ -76,6 +90,7 @@ pub fn run(argv: &[String]) -> Result<()> {
             _ => bail!("{HELP}"),
         }
     }
+    let repeat = repeat.unwrap_or(if scale == "full" { 3 } else { 1 });
     crate::setup::run()?;
     cargo(&[
         "build",
@@ -113,7 +128,9 @@ pub fn run(argv: &[String]) -> Result<()> {
     let clean_bytes = file_bytes(&clean)?.saturating_sub(24 + 16 * clean_frames);
     let mut baseline = Vec::new();
     for workers in [1, 2] {
-        let (_, mut c) = run_sensor(&sensor, &clean, &work.0.join("logs"), workers, &[])?;
+        let (_, mut c) = least_of(repeat, || {
+            run_sensor(&sensor, &clean, &work.0.join("logs"), workers, &[])
+        })?;
         c.frames = clean_frames;
         c.bytes = clean_bytes;
         baseline.push(c);
@@ -132,10 +149,14 @@ pub fn run(argv: &[String]) -> Result<()> {
         synth_attack(&synth, name, scale, &alone, true)?;
         let (expected, _) = run_sensor(&sensor, &alone, &work.0.join("logs"), 1, &sets)?;
         for workers in [1, 2] {
-            let (got, mut c) = run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, &sets)?;
+            let mut exact = true;
+            let (got, mut c) = least_of(repeat, || {
+                let (got, c) = run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, &sets)?;
+                exact &= got == expected;
+                Ok((got, c))
+            })?;
             c.frames = info.0;
             c.bytes = info.1;
-            let exact = got == expected;
             if !exact {
                 failures.push(format!(
                     "{name} --workers {workers}: {} of {} ordinary records differ",
@@ -236,8 +257,26 @@ fn synth_attack(
     Ok(((number("frames=")?, number("bytes=")?), sets))
 }
 
-/// Runs the sensor offline; the ordinary sessions' smtp.log lines (sorted)
-/// and the cost (frames and bytes left to the caller).
+/// `run` `n` times: the last run's records, and the cost of the run with
+/// the least CPU time.
+fn least_of(
+    n: u32,
+    mut run: impl FnMut() -> Result<(Vec<String>, Cost)>,
+) -> Result<(Vec<String>, Cost)> {
+    let (mut lines, mut best) = run()?;
+    for _ in 1..n {
+        let (l, c) = run()?;
+        lines = l;
+        if c.cpu < best.cpu {
+            best = c;
+        }
+    }
+    Ok((lines, best))
+}
+
+/// Runs the sensor offline, with one worker pinned to one CPU; the
+/// ordinary sessions' smtp.log lines (sorted) and the cost (frames and
+/// bytes left to the caller).
 fn run_sensor(
     sensor: &Path,
     pcap: &Path,
@@ -247,7 +286,14 @@ fn run_sensor(
 ) -> Result<(Vec<String>, Cost)> {
     let _ = std::fs::remove_dir_all(logs);
     std::fs::create_dir_all(logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let mut cmd = Command::new(sensor);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut cmd = if workers == 1 && cpus > 1 {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(sensor);
+        c
+    } else {
+        Command::new(sensor)
+    };
     cmd.arg("-r")
         .arg(pcap)
         .arg("-l")

@@ -191,9 +191,7 @@ fn parser_of<'a, P: StreamParser<S>, S: ?Sized>(
     new_parser: &mut dyn FnMut(&ConnInfo) -> P,
     spares: &mut Spares<P>,
 ) -> &'a mut P {
-    parser.get_or_insert_with(|| {
-        made_parser(reasm, &ConnInfo::new(*id, start), new_parser, spares)
-    })
+    parser.get_or_insert_with(|| made_parser(reasm, &ConnInfo::new(*id, start), new_parser, spares))
 }
 
 /// A new flow's parser: a spare one reused if there is one that can be,
@@ -304,6 +302,7 @@ fn reuse<P>(f: &Flow<P>, idle_timeout_us: u64, pkt: &Packet<'_>, src_is_a: bool)
 /// Runs segment `pkt` through flow `f`, wherever the flow is kept: `None`
 /// when it is not activity of the connection (a blind reset, counted), else
 /// whether it ended the connection.
+#[allow(clippy::too_many_arguments)]
 fn step<P: StreamParser<S>, S: ?Sized>(
     f: &mut Flow<P>,
     pkt: &Packet<'_>,
@@ -678,8 +677,9 @@ impl<P> FlowTable<P> {
         let mut stats = SegmentStats::default();
         let FlowTable { flows, spares, .. } = self;
         let Some(f) = flows.get_mut(i) else { return };
-        let Some(closed) = step(f, pkt, src_is_a, sink, anomalies, new_parser, spares, &mut stats)
-        else {
+        let Some(closed) = step(
+            f, pkt, src_is_a, sink, anomalies, new_parser, spares, &mut stats,
+        ) else {
             return;
         };
         self.touch(i, was);

@@ -529,6 +529,7 @@ fn a_bare_syn_entry_is_the_general_one() {
             &mut h.log,
             &mut h.an,
             &mut |c| Rec { conn: *c },
+            &mut h.t.spares,
             &mut stats,
         );
         assert_eq!(closed, Some(false));
