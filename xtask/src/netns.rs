@@ -191,14 +191,33 @@ pub struct Usage {
     pub status: ExitStatus,
     /// User + system CPU time.
     pub cpu: Duration,
-    /// Peak resident set size, KiB.
+    /// Peak resident set size, KiB: the highest `VmHWM` seen while the
+    /// child ran (sampled at each look), else `wait4`'s `ru_maxrss`. The
+    /// latter counts the spawning process's own resident memory too (the
+    /// child starts on its address space until it execs), so a large
+    /// xtask made every child look as large.
     pub max_rss_kib: u64,
+}
+
+/// `VmHWM` (peak resident set) of process `pid` in KiB, while it runs.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A child reaped with `wait4` (for its [`Usage`]) instead of std's wait.
 pub struct Proc {
     child: Child,
     usage: Option<Usage>,
+    /// Highest `VmHWM` of the running child seen so far, KiB.
+    hwm_kib: u64,
 }
 
 impl Proc {
@@ -206,7 +225,11 @@ impl Proc {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start `{}`", crate::util::show(cmd)))?;
-        Ok(Proc { child, usage: None })
+        Ok(Proc {
+            child,
+            usage: None,
+            hwm_kib: 0,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -253,6 +276,9 @@ impl Proc {
             return Ok(Some(u));
         }
         let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        if let Some(hwm) = vm_hwm_kib(self.child.id()) {
+            self.hwm_kib = self.hwm_kib.max(hwm);
+        }
         let mut st: libc::c_int = 0;
         // SAFETY: zeroed rusage is a valid value to be overwritten.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -271,7 +297,11 @@ impl Proc {
         let u = Usage {
             status: ExitStatus::from_raw(st),
             cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
-            max_rss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            max_rss_kib: if self.hwm_kib > 0 {
+                self.hwm_kib
+            } else {
+                u64::try_from(ru.ru_maxrss).unwrap_or(0)
+            },
         };
         self.usage = Some(u);
         Ok(Some(u))
@@ -435,6 +465,26 @@ impl LiveSensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_from_proc_status() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(1234));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        assert!(vm_hwm_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn peak_rss_is_the_childs_own() {
+        // 256 MiB resident here; a small child must not look as large
+        // (wait4's ru_maxrss counts the address space it started on).
+        let big = vec![1u8; 256 << 20];
+        let mut p = Proc::spawn(Command::new("sh").args(["-c", "sleep 0.3"])).unwrap();
+        let u = p.wait_deadline(Duration::from_secs(10)).unwrap();
+        assert!(u.max_rss_kib > 0);
+        assert!(u.max_rss_kib < 64 << 10, "{} KiB", u.max_rss_kib);
+        assert_eq!(big.iter().map(|&b| u64::from(b)).sum::<u64>(), 256 << 20);
+    }
 
     #[test]
     fn usage_of_a_reaped_child() {
