@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn layout_is_what_the_program_indexes() {
         assert_eq!(core::mem::size_of::<FrameRef>(), 16);
-        assert_eq!(core::mem::size_of::<Lane>(), 56);
+        assert_eq!(core::mem::size_of::<Lane>(), 64);
         assert!(CHUNK_SPAN as usize + MAX_FRAME as usize <= CHUNK_BYTES);
         for (i, c) in ReplayCounter::ALL.iter().enumerate() {
             assert_eq!(c.index() as usize, i);
