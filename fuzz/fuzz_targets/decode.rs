@@ -95,5 +95,9 @@ fuzz_target!(|data: &[u8]| {
         flow_hash(key, p.src, p.sport, p.dst, p.dport),
         flow_hash(key, p.dst, p.dport, p.src, p.sport)
     );
-    let _ = p.on_port(&[25, 587]);
+    let ports = smtp_sensor::decode::PortSet::new(&[25, 587]);
+    assert_eq!(
+        p.on_port(&ports),
+        [25, 587].contains(&p.sport) || [25, 587].contains(&p.dport)
+    );
 });

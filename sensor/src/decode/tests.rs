@@ -259,3 +259,13 @@ fn non_tcp_and_non_ip_are_ignored() {
         Decoded::Ignored
     ));
 }
+
+#[test]
+fn port_sets_hold_exactly_their_ports() {
+    let set = super::PortSet::new(&[25, 587, 0, 65535]);
+    for p in 0..=u16::MAX {
+        assert_eq!(set.contains(p), [25, 587, 0, 65535].contains(&p), "{p}");
+    }
+    assert_eq!(set.as_slice(), [25, 587, 0, 65535]);
+    assert!(!super::PortSet::new(&[]).contains(25));
+}

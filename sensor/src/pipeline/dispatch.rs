@@ -14,8 +14,8 @@ use sensor_common::flowhash::FlowHashKey;
 
 use crate::anomaly::{AnomalyCounts, CaptureAnomaly};
 use crate::decode::{
-    DecodeAnomaly, DecodeOptions, Decoded, LinkType, decode, tcp_segment, verify_checksums,
-    verify_ip_checksum, verify_tcp_checksum,
+    DecodeAnomaly, DecodeOptions, Decoded, LinkType, PortSet, decode, tcp_segment,
+    verify_checksums, verify_ip_checksum, verify_tcp_checksum,
 };
 use crate::detect::PeriodClock;
 use crate::flow::{StreamParser, packet_flow_hash, random_flow_key};
@@ -185,7 +185,7 @@ pub struct Dispatcher<P> {
     last_ts: Ts,
     decode_opts: DecodeOptions,
     /// The workers' SMTP ports: whose segments get their checksums checked.
-    smtp_ports: Vec<u16>,
+    smtp_ports: PortSet,
     pub counts: DispatchCounts,
     finished: bool,
 }
@@ -203,10 +203,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         period_us: u64,
         decode_opts: DecodeOptions,
     ) -> Self {
-        let smtp_ports = workers
-            .first()
-            .map(|w| w.smtp_ports().to_vec())
-            .unwrap_or_default();
+        let smtp_ports = PortSet::new(workers.first().map_or(&[], |w| w.smtp_ports()));
         let mode = if workers.len() <= 1 {
             match workers.pop() {
                 Some(w) => Mode::Inline(Box::new(w)),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::anomaly::AnomalyCounts;
-use crate::decode::{DecodeAnomaly, Decoded, Packet};
+use crate::decode::{DecodeAnomaly, Decoded, Packet, PortSet};
 use crate::detect::{Detection, Detector, Notice, PeriodCounters};
 use crate::flow::{FlowConfig, FlowStats, FlowTable, StreamParser};
 use crate::net::{ConnInfo, Ts};
@@ -107,7 +107,7 @@ pub struct Worker<P> {
     table: FlowTable<P>,
     sink: WorkerSink,
     factory: ParserFactory<P>,
-    smtp_ports: Vec<u16>,
+    smtp_ports: PortSet,
     pub stats: PacketStats,
     /// Ticks seen: the window the worker is in.
     window: u64,
@@ -132,7 +132,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         detection: Arc<Detection>,
         factory: ParserFactory<P>,
     ) -> Self {
-        let smtp_ports = flow.smtp_ports.clone();
+        let smtp_ports = PortSet::new(&flow.smtp_ports);
         Worker {
             id,
             table: FlowTable::new(flow),
@@ -189,7 +189,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
 
     /// The ports it takes for SMTP.
     pub fn smtp_ports(&self) -> &[u16] {
-        &self.smtp_ports
+        self.smtp_ports.as_slice()
     }
 
     /// Whether a segment is on a watched port (either side).
