@@ -21,22 +21,11 @@ use smtp_sensor::flow::key::FlowKey;
 use smtp_sensor::flow::{flow_hash, random_flow_key};
 use smtp_sensor::net::Ts;
 
-const LINKS: [LinkType; 8] = [
-    LinkType::Ethernet,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::RawIp,
-    LinkType::Ipv4,
-    LinkType::Ipv6,
-    LinkType::Null,
-    LinkType::Loop,
-];
-
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, frame)) = data.split_first() else {
         return;
     };
-    let link = LINKS[usize::from(sel & 7)];
+    let link = LinkType::ALL[usize::from(sel & 7)];
     let verify = sel & 0x80 != 0;
     let opts = DecodeOptions {
         verify_checksums: verify,

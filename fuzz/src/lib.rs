@@ -29,30 +29,12 @@ pub fn conn() -> ConnInfo {
     ConnInfo::new(id, Ts(1))
 }
 
-/// Limits small enough that a short input reaches every one of them.
-pub fn tiny_limits() -> SmtpLimits {
-    SmtpLimits {
-        max_line_len: 16,
-        max_header_len: 24,
-        max_headers: 3,
-        max_rcptto: 2,
-        max_to: 2,
-        max_cc: 2,
-        max_path: 2,
-        max_files: 1,
-        max_mime_depth: 2,
-        max_pending_commands: 4,
-        max_reply_len: 8,
-        max_invalid_transactions: 3,
-    }
-}
-
 /// The session configuration an input's first byte selects: bit 0 tiny
 /// limits, bits 1-2 the Received-path rule, bit 3 198.18.0.0/15 local.
 pub fn smtp_config(sel: u8) -> SmtpConfig {
     SmtpConfig {
         limits: if sel & 1 != 0 {
-            tiny_limits()
+            SmtpLimits::tiny()
         } else {
             SmtpLimits::default()
         },

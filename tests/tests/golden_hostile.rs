@@ -20,20 +20,7 @@ use smtp_sensor::net::Ts;
 use smtp_sensor::output::LogFormat;
 use smtp_sensor::pipeline::{RunError, RunOptions, run_offline};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use sensor_tests::synth::rng::Rng;
 
 const TOKENS: &[&[u8]] = &[
     b"MAIL FROM:<a@b>\r\n",
@@ -65,7 +52,7 @@ fn frames(seed: u64, n: usize) -> Vec<(Ts, Vec<u8>)> {
         if r.below(10) == 0 {
             // Raw garbage, any length.
             let len = r.below(120) as usize;
-            out.push((Ts(ts), (0..len).map(|_| r.next() as u8).collect()));
+            out.push((Ts(ts), (0..len).map(|_| r.next_u64() as u8).collect()));
             continue;
         }
         let client = format!("198.18.0.{}:{}", r.below(4) + 1, 40000 + r.below(6));
@@ -85,12 +72,12 @@ fn frames(seed: u64, n: usize) -> Vec<(Ts, Vec<u8>)> {
         }
         let mut f = TcpFrame {
             seq: if r.below(3) == 0 {
-                r.next() as u32
+                r.next_u64() as u32
             } else {
                 1000 + r.below(4000) as u32
             },
-            ack: r.next() as u32,
-            flags: r.next() as u8 & 0x1f,
+            ack: r.next_u64() as u32,
+            flags: r.next_u64() as u8 & 0x1f,
             payload: &payload,
             ..TcpFrame::new(src.parse().unwrap(), dst.parse().unwrap())
         }
@@ -232,7 +219,7 @@ fn mutate(r: &mut Rng, frames: &mut Frames, rounds: usize) {
             // Random bytes appended (or a frame replaced by random bytes).
             2 => {
                 let extra = r.below(200) as usize;
-                let junk: Vec<u8> = (0..extra).map(|_| r.next() as u8).collect();
+                let junk: Vec<u8> = (0..extra).map(|_| r.next_u64() as u8).collect();
                 if r.below(4) == 0 {
                     frames[i].1 = junk;
                 } else {
@@ -251,7 +238,7 @@ fn mutate(r: &mut Rng, frames: &mut Frames, rounds: usize) {
                             0 => b'\r',
                             1 => b'\n',
                             2 => b'.',
-                            _ => r.next() as u8,
+                            _ => r.next_u64() as u8,
                         };
                     }
                 }
@@ -494,7 +481,7 @@ fn damage_file(r: &mut Rng, bytes: &mut Vec<u8>, kind: usize) {
         }
         2 => {
             let at = r.below(bytes.len() as u64) as usize;
-            let junk: Vec<u8> = (0..r.below(100)).map(|_| r.next() as u8).collect();
+            let junk: Vec<u8> = (0..r.below(100)).map(|_| r.next_u64() as u8).collect();
             bytes.splice(at..at, junk);
         }
         _ => {

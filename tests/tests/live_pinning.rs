@@ -10,45 +10,45 @@ use sensor_tests::live_sensor::LiveSensor;
 use sensor_tests::netns::{VethPair, require_root};
 use sensor_tests::scratch::Scratch;
 
-/// Thread name → `Cpus_allowed_list` of every thread of `pid`.
-fn affinities(pid: u32) -> BTreeMap<String, String> {
+/// Thread name → what `read` makes of the thread's directory
+/// (`/proc/<pid>/task/<tid>`), for every thread of `pid` it gives a value.
+fn per_thread<T>(pid: u32, read: impl Fn(&std::path::Path) -> Option<T>) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for t in tasks.filter_map(Result::ok) {
         let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if let Some(v) = read(&t.path()) {
+            out.insert(name.trim().to_owned(), v);
+        }
+    }
+    out
+}
+
+/// Thread name → `Cpus_allowed_list` of every thread of `pid`.
+fn affinities(pid: u32) -> BTreeMap<String, String> {
+    per_thread(pid, |task| {
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
         let cpus = status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .unwrap_or_default();
-        out.insert(name.trim().to_owned(), cpus.trim().to_owned());
-    }
-    out
+        Some(cpus.trim().to_owned())
+    })
 }
 
 /// Thread name → scheduling policy (field 41 of `stat`) of every thread of
 /// `pid`.
 fn policies(pid: u32) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.filter_map(Result::ok) {
-        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+    per_thread(pid, |task| {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
         // The fields after the command name, which ends at the last ')':
         // the first of them is field 3.
-        let policy = stat
-            .rsplit_once(')')
+        stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
-            .and_then(|p| p.parse().ok());
-        if let Some(p) = policy {
-            out.insert(name.trim().to_owned(), p);
-        }
-    }
-    out
+            .and_then(|p| p.parse().ok())
+    })
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sensor_tests::scratch::Scratch;
-use sensor_tests::synth::attacks::{self, Attack, ORDINARY_NET, Scale};
+use sensor_tests::synth::attacks::{self, Attack, Scale};
 use smtp_sensor::config::Config;
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::output::LogFormat;
@@ -45,14 +45,7 @@ fn run(pcap: &Path, out: &Path, sets: &[String], workers: usize) -> (Vec<String>
     };
     let summary = run_offline(&cfg, pcap, &opts).unwrap();
     let text = std::fs::read_to_string(out.join("smtp.log")).unwrap_or_default();
-    let needle = format!("\"id.orig_h\":\"{ORDINARY_NET}");
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    (lines, summary)
+    (attacks::ordinary_lines(&text), summary)
 }
 
 #[test]

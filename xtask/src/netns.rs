@@ -158,6 +158,12 @@ pub fn prepare_live_task_with(what: &str, packages: &[&str]) -> Result<(Arc<Atom
         bail!("the {what} attaches XDP and creates network namespaces: run it as root");
     }
     let interrupted = interrupt_flag()?;
+    Ok((interrupted, release_binaries(packages)?))
+}
+
+/// The toolchain set up, and release builds of `smtp-sensor`, `synth` and
+/// the binaries of `packages` (one cargo run); returns their directory.
+pub fn release_binaries(packages: &[&str]) -> Result<PathBuf> {
     crate::setup::run()?;
     let mut args = vec![
         "build",
@@ -172,7 +178,7 @@ pub fn prepare_live_task_with(what: &str, packages: &[&str]) -> Result<(Arc<Atom
     }
     args.push("--bins");
     crate::util::cargo(&args)?;
-    Ok((interrupted, crate::util::target_dir().join("release")))
+    Ok(crate::util::target_dir().join("release"))
 }
 
 /// A flag set by SIGINT or SIGTERM, in place of dying.
@@ -191,11 +197,13 @@ pub struct Usage {
     pub status: ExitStatus,
     /// User + system CPU time.
     pub cpu: Duration,
-    /// Peak resident set size, KiB: the highest `VmHWM` seen while the
-    /// child ran (sampled at each look), else `wait4`'s `ru_maxrss`. The
-    /// latter counts the spawning process's own resident memory too (the
-    /// child starts on its address space until it execs), so a large
-    /// xtask made every child look as large.
+    /// Peak resident set size, KiB: the child's `VmHWM` at the last look
+    /// before it ended (sampled every look; the peak of the program it
+    /// last exec'd, e.g. the sensor behind `taskset`), else `wait4`'s
+    /// `ru_maxrss`. The latter counts the spawning process's own resident
+    /// memory too (the child starts on its address space until it execs),
+    /// so a large xtask made every child look as large. A child that ends
+    /// within a look or two may show an earlier program's figure.
     pub max_rss_kib: u64,
 }
 
@@ -216,7 +224,7 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 pub struct Proc {
     child: Child,
     usage: Option<Usage>,
-    /// Highest `VmHWM` of the running child seen so far, KiB.
+    /// `VmHWM` of the running child at the last look, KiB (0: none yet).
     hwm_kib: u64,
 }
 
@@ -276,8 +284,11 @@ impl Proc {
             return Ok(Some(u));
         }
         let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        // The last reading, not the highest: `VmHWM` only grows within one
+        // program, and an earlier reading may be of the spawning xtask's
+        // address space (before exec) or of `taskset`.
         if let Some(hwm) = vm_hwm_kib(self.child.id()) {
-            self.hwm_kib = self.hwm_kib.max(hwm);
+            self.hwm_kib = hwm;
         }
         let mut st: libc::c_int = 0;
         // SAFETY: zeroed rusage is a valid value to be overwritten.

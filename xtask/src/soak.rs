@@ -30,17 +30,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::netns::{Proc, Scratch};
-use crate::util::{cargo, output, show, target_dir};
+use crate::netns::{Proc, Scratch, release_binaries};
+use crate::util::{output, show};
 
 pub const HELP: &str =
     "usage: cargo xtask soak [--scale small|full] [--attack NAME]... [--repeat N]
   --scale small|full  capture sizes: small (seconds, as in the test suite) or
                       full (about a million packets or 100 MB per attack; default)
   --attack NAME       only this attack (repeatable); `synth attack --list` names them";
-
-/// The attack captures' ordinary clients (`synth::attacks::ORDINARY_NET`).
-const ORDINARY_NET: &str = "198.18.1.";
 
 /// Goal of issue 11: an attack capture costs at most this many times a
 /// clean capture, per byte.
@@ -91,17 +88,7 @@ pub fn run(argv: &[String]) -> Result<()> {
         }
     }
     let repeat = repeat.unwrap_or(if scale == "full" { 3 } else { 1 });
-    crate::setup::run()?;
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "smtp-sensor",
-        "-p",
-        "sensor-tests",
-        "--bins",
-    ])?;
-    let bin = target_dir().join("release");
+    let bin = release_binaries(&[])?;
     let work = Scratch::create("soak")?;
     let sensor = bin.join("smtp-sensor");
     let synth = bin.join("synth");
@@ -129,7 +116,7 @@ pub fn run(argv: &[String]) -> Result<()> {
     let mut baseline = Vec::new();
     for workers in [1, 2] {
         let (_, mut c) = least_of(repeat, || {
-            run_sensor(&sensor, &clean, &work.0.join("logs"), workers, &[])
+            run_sensor(&sensor, &clean, &work.0.join("logs"), workers, &[], None)
         })?;
         c.frames = clean_frames;
         c.bytes = clean_bytes;
@@ -145,18 +132,20 @@ pub fn run(argv: &[String]) -> Result<()> {
     {
         let dirty = work.0.join(format!("{name}.pcap"));
         let alone = work.0.join(format!("{name}-clean.pcap"));
-        let (info, sets) = synth_attack(&synth, name, scale, &dirty, false)?;
+        let info = synth_attack(&synth, name, scale, &dirty, false)?;
         synth_attack(&synth, name, scale, &alone, true)?;
-        let (expected, _) = run_sensor(&sensor, &alone, &work.0.join("logs"), 1, &sets)?;
+        let (sets, net) = (&info.sets, Some(info.ordinary_net.as_str()));
+        let (expected, _) = run_sensor(&sensor, &alone, &work.0.join("logs"), 1, sets, net)?;
         for workers in [1, 2] {
             let mut exact = true;
             let (got, mut c) = least_of(repeat, || {
-                let (got, c) = run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, &sets)?;
+                let (got, c) =
+                    run_sensor(&sensor, &dirty, &work.0.join("logs"), workers, sets, net)?;
                 exact &= got == expected;
                 Ok((got, c))
             })?;
-            c.frames = info.0;
-            c.bytes = info.1;
+            c.frames = info.frames;
+            c.bytes = info.bytes;
             if !exact {
                 failures.push(format!(
                     "{name} --workers {workers}: {} of {} ordinary records differ",
@@ -223,15 +212,20 @@ pub fn run(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `synth attack`; its (frames, bytes) and the sensor `--set`s the attack
-/// is to be run with (synth says them: `synth::attacks::Attack::sets`).
-fn synth_attack(
-    synth: &Path,
-    name: &str,
-    scale: &str,
-    out: &Path,
-    clean: bool,
-) -> Result<((u64, u64), Vec<String>)> {
+/// What `synth attack` says of the capture it wrote.
+struct Written {
+    frames: u64,
+    bytes: u64,
+    /// The sensor `--set`s the attack is to be run with
+    /// (`synth::attacks::Attack::sets`).
+    sets: Vec<String>,
+    /// Prefix of the ordinary sessions' client addresses
+    /// (`synth::attacks::ORDINARY_NET`).
+    ordinary_net: String,
+}
+
+/// `synth attack`, and what it says of the capture.
+fn synth_attack(synth: &Path, name: &str, scale: &str, out: &Path, clean: bool) -> Result<Written> {
     let mut cmd = Command::new(synth);
     cmd.args(["attack", name]).arg(out).args(["--scale", scale]);
     if clean {
@@ -254,7 +248,12 @@ fn synth_attack(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    Ok(((number("frames=")?, number("bytes=")?), sets))
+    Ok(Written {
+        frames: number("frames=")?,
+        bytes: number("bytes=")?,
+        sets,
+        ordinary_net: word("ordinary_net=")?.to_owned(),
+    })
 }
 
 /// `run` `n` times: the last run's records, and the cost of the run with
@@ -275,14 +274,16 @@ fn least_of(
 }
 
 /// Runs the sensor offline, with one worker pinned to one CPU; the
-/// ordinary sessions' smtp.log lines (sorted) and the cost (frames and
-/// bytes left to the caller).
+/// smtp.log lines (sorted) of the ordinary sessions, whose clients' addresses
+/// start with `ordinary_net` (none read without it), and the cost (frames
+/// and bytes left to the caller).
 fn run_sensor(
     sensor: &Path,
     pcap: &Path,
     logs: &Path,
     workers: u32,
     sets: &[String],
+    ordinary_net: Option<&str>,
 ) -> Result<(Vec<String>, Cost)> {
     let _ = std::fs::remove_dir_all(logs);
     std::fs::create_dir_all(logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -310,16 +311,19 @@ fn run_sensor(
     if !usage.status.success() {
         bail!("`{}` failed ({})", show(&cmd), usage.status);
     }
-    let path: PathBuf = logs.join("smtp.log");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let needle = format!("\"id.orig_h\":\"{ORDINARY_NET}");
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
+    let mut lines = Vec::new();
+    if let Some(net) = ordinary_net {
+        let path: PathBuf = logs.join("smtp.log");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let needle = format!("\"id.orig_h\":\"{net}");
+        lines = text
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+    }
     let cost = Cost {
         cpu: usage.cpu,
         wall,

@@ -27,6 +27,18 @@ pub enum LinkType {
 }
 
 impl LinkType {
+    /// Every link type, for tests and fuzzing that try each.
+    pub const ALL: [LinkType; 8] = [
+        LinkType::Ethernet,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::RawIp,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::Null,
+        LinkType::Loop,
+    ];
+
     /// The decoder's link type for a pcap `LINKTYPE_*` number.
     pub fn from_linktype(n: i32) -> Option<LinkType> {
         Some(match n {

@@ -208,16 +208,7 @@ fn never_panics_on_any_prefix_or_garbage() {
         ether(0x86dd, &[], &ipv6_tcp(b"z")),
         ip.clone(),
     ];
-    let links = [
-        LinkType::Ethernet,
-        LinkType::LinuxSll,
-        LinkType::LinuxSll2,
-        LinkType::RawIp,
-        LinkType::Ipv4,
-        LinkType::Ipv6,
-        LinkType::Null,
-        LinkType::Loop,
-    ];
+    let links = LinkType::ALL;
     for f in &frames {
         for n in 0..=f.len() {
             for &l in &links {

@@ -203,7 +203,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         period_us: u64,
         decode_opts: DecodeOptions,
     ) -> Self {
-        let smtp_ports = PortSet::new(workers.first().map_or(&[], |w| w.smtp_ports()));
+        let smtp_ports = workers
+            .first()
+            .map_or_else(|| PortSet::new(&[]), |w| w.smtp_ports().clone());
         let mode = if workers.len() <= 1 {
             match workers.pop() {
                 Some(w) => Mode::Inline(Box::new(w)),

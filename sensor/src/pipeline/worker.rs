@@ -188,8 +188,8 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
     }
 
     /// The ports it takes for SMTP.
-    pub fn smtp_ports(&self) -> &[u16] {
-        self.smtp_ports.as_slice()
+    pub fn smtp_ports(&self) -> &PortSet {
+        &self.smtp_ports
     }
 
     /// Whether a segment is on a watched port (either side).

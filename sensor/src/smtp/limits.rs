@@ -37,6 +37,27 @@ pub struct SmtpLimits {
     pub max_invalid_transactions: u32,
 }
 
+impl SmtpLimits {
+    /// Limits small enough that a short input reaches every one of them:
+    /// for the session's own randomized tests and the fuzz targets.
+    pub fn tiny() -> Self {
+        SmtpLimits {
+            max_line_len: 16,
+            max_header_len: 24,
+            max_headers: 3,
+            max_rcptto: 2,
+            max_to: 2,
+            max_cc: 2,
+            max_path: 2,
+            max_files: 1,
+            max_mime_depth: 2,
+            max_pending_commands: 4,
+            max_reply_len: 8,
+            max_invalid_transactions: 3,
+        }
+    }
+}
+
 impl Default for SmtpLimits {
     fn default() -> Self {
         SmtpLimits {

@@ -2151,20 +2151,7 @@ mod robustness {
         let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let conn = super::tests::conn();
         let tiny = SmtpConfig {
-            limits: super::super::limits::SmtpLimits {
-                max_line_len: 16,
-                max_header_len: 24,
-                max_headers: 3,
-                max_rcptto: 2,
-                max_to: 2,
-                max_cc: 2,
-                max_path: 2,
-                max_files: 1,
-                max_mime_depth: 2,
-                max_pending_commands: 4,
-                max_reply_len: 8,
-                max_invalid_transactions: 3,
-            },
+            limits: super::super::limits::SmtpLimits::tiny(),
             ..SmtpConfig::default()
         };
         const ALPHABET: &[u8] = b"\r\n\r\n.. 0123456789-:<>@=;\"BDATLSMRCPOFHEQUIT";

@@ -16,7 +16,8 @@
 //!   endless-data, long-lines, rcpt-flood, dup-address, host-flood, inject,
 //!   random, mime-bomb, colliding-keys) interleaved with ordinary sessions;
 //!   `--clean` writes the ordinary sessions alone. Prints `frames=N
-//!   bytes=B ordinary=O sets=…`. `synth attack --list` prints the names,
+//!   bytes=B ordinary=O ordinary_net=P sets=…` (P: the prefix of the
+//!   ordinary sessions' client addresses). `synth attack --list` prints the names,
 //!   one a line.
 //! - `synth golden <dir>`: one pcap per golden and evasion scenario.
 
@@ -112,10 +113,11 @@ fn main() -> ExitCode {
             // separated (what `cargo xtask soak` passes on).
             attacks::write(Path::new(out), attack, scale, clean).map(|w| {
                 println!(
-                    "frames={} bytes={} ordinary={} sets={}",
+                    "frames={} bytes={} ordinary={} ordinary_net={} sets={}",
                     w.frames,
                     w.bytes,
                     w.ordinary,
+                    attacks::ORDINARY_NET,
                     attack.sets(scale).join(",")
                 )
             })

@@ -18,6 +18,7 @@ use smtp_sensor::net::Ts;
 
 use super::frame::{TcpFrame, tcp_flags};
 use super::pcap::{PcapWriteError, PcapWriter};
+use super::rng::Rng;
 use super::scenarios;
 use super::session::{Side, TcpSession, interleave};
 use super::smtp::SmtpConversation;
@@ -32,6 +33,19 @@ const SPREAD_US: u64 = 10_000_000;
 pub const ORDINARY_PER_BATCH: usize = 20;
 /// The ordinary sessions' clients: `id.orig_h` of their records.
 pub const ORDINARY_NET: &str = "198.18.1.";
+
+/// The lines of a JSON smtp.log that are the ordinary sessions' records,
+/// sorted (what a run of the ordinary sessions alone must also write).
+pub fn ordinary_lines(smtp_log: &str) -> Vec<String> {
+    let needle = format!("\"id.orig_h\":\"{ORDINARY_NET}");
+    let mut lines: Vec<String> = smtp_log
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
 
 const SERVER: ([u8; 4], u16) = ([198, 19, 0, 25], 25);
 
@@ -186,7 +200,7 @@ impl Attack {
                             );
                             let mut f = TcpFrame::new(client, server());
                             f.flags = tcp_flags::SYN;
-                            f.seq = rng.next() as u32;
+                            f.seq = rng.next_u64() as u32;
                             (Ts(t + spread(i, n)), f.build())
                         })
                         .collect(),
@@ -346,7 +360,7 @@ impl Attack {
                 vec![
                     (0..n)
                         .map(|i| {
-                            let r = rng.next();
+                            let r = rng.next_u64();
                             let client = v4(
                                 [172, 16, (r >> 8) as u8, r as u8],
                                 1024 + (r >> 16) as u16 % 60_000,
@@ -355,9 +369,9 @@ impl Attack {
                             if r >> 40 & 1 == 1 {
                                 server.set_port(587);
                             }
-                            let len = (rng.next() % 1400) as usize;
+                            let len = (rng.next_u64() % 1400) as usize;
                             for byte in payload.iter_mut().take(len) {
-                                *byte = rng.next() as u8;
+                                *byte = rng.next_u64() as u8;
                             }
                             let (src, dst) = if r >> 41 & 1 == 1 {
                                 (server, client)
@@ -365,9 +379,9 @@ impl Attack {
                                 (client, server)
                             };
                             let mut f = TcpFrame::new(src, dst);
-                            f.flags = (rng.next() & 0x3f) as u8;
-                            f.seq = rng.next() as u32;
-                            f.ack = rng.next() as u32;
+                            f.flags = (rng.next_u64() & 0x3f) as u8;
+                            f.seq = rng.next_u64() as u32;
+                            f.ack = rng.next_u64() as u32;
                             f.payload = &payload[..len];
                             (Ts(t + spread(i, n)), f.build())
                         })
@@ -406,7 +420,7 @@ impl Attack {
                         }
                         let mut f = TcpFrame::new(client, server6);
                         f.flags = tcp_flags::SYN;
-                        f.seq = rng.next() as u32;
+                        f.seq = rng.next_u64() as u32;
                         vec![(Ts(at), f.build())]
                     })
                     .collect()
@@ -550,18 +564,4 @@ fn attacker_session_from(client: SocketAddr, t: u64, name: &str) -> TcpSession {
         .server("250 ok\r\n");
     s.client("RCPT TO:<b@example.net>\r\n").server("250 ok\r\n");
     s
-}
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }

@@ -5,6 +5,7 @@ pub mod attacks;
 pub mod demo;
 pub mod frame;
 pub mod pcap;
+pub mod rng;
 pub mod scenarios;
 pub mod session;
 pub mod smtp;
