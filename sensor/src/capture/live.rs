@@ -46,7 +46,7 @@ const SPIN_BEFORE_POLL: Duration = Duration::from_micros(20);
 const SMALL_BATCH_DIVISOR: usize = 8;
 /// The nap after a small batch: long enough for a batch's worth of frames
 /// to gather at a few hundred thousand frames a second, short against what
-/// the UMEM holds (10 ms at line rate; 100 µs is 200 frames at 2 Mpps).
+/// the UMEM holds (40 ms at line rate; 100 µs is 200 frames at 2 Mpps).
 /// Without it a thread that keeps up takes one or two frames per look and
 /// pays the per-batch costs for each, and it competes for its core (with
 /// the log writer, with the kernel's receive work) as if it were busy,
@@ -438,7 +438,7 @@ pub struct LiveArgs {
     /// Live: capture rx queues 0..N (default: all rx queues).
     #[arg(long = "queues", value_name = "N")]
     pub queues: Option<u32>,
-    /// Live: UMEM frames per queue, a power of two (default: 10 ms of the
+    /// Live: UMEM frames per queue, a power of two (default: 40 ms of the
     /// link's line rate in small frames, within a memory budget; see
     /// docs/PERFORMANCE.md).
     #[arg(long = "umem-frames", value_name = "N")]
