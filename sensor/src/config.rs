@@ -138,6 +138,12 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
     /// A connection with no packet for this long is finished (> 0).
     pub conn_idle_timeout: Duration,
+    /// notice.log's `peer_descr`: which sensor wrote the notice (Zeek: the
+    /// node's name). Default: the host name.
+    pub sensor_name: String,
+    /// Seed of the logs' `community_id` (Community ID v1; 0 as Zeek's and
+    /// Suricata's default, so the same flow gets the same id in every tool).
+    pub community_id_seed: u16,
 
     // --- limits (DESIGN.md: every limit is a named value with a default) ---
     /// Connections one worker tracks at once; more are not analysed (counted).
@@ -201,6 +207,8 @@ impl Default for Config {
             suspicious_networks: Vec::new(),
             geoip_db: None,
             conn_idle_timeout: Duration::from_secs(5 * 60),
+            sensor_name: default_sensor_name(),
+            community_id_seed: 0,
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
@@ -237,6 +245,8 @@ pub const KEYS: &[&str] = &[
     "suspicious_networks",
     "geoip_db",
     "conn_idle_timeout",
+    "sensor_name",
+    "community_id_seed",
     "max_flows_per_worker",
     "max_silent_flows_per_worker",
     "max_ooo_bytes_per_flow",
@@ -407,6 +417,21 @@ impl Config {
                     .ok_or_else(|| bad("expected the path of a MaxMind .mmdb file"))?;
                 self.geoip_db = Some(PathBuf::from(s));
             }
+            "sensor_name" => {
+                self.sensor_name = value
+                    .as_str()
+                    .filter(|s| valid_sensor_name(s))
+                    .ok_or_else(|| {
+                        bad("expected a name of 1 to 255 characters without control characters")
+                    })?
+                    .to_owned();
+            }
+            "community_id_seed" => {
+                self.community_id_seed = value
+                    .as_integer()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| bad("expected an integer from 0 to 65535"))?;
+            }
             _ => match self.limit_mut(key) {
                 Some(slot) => *slot = limit(value).map_err(&bad)?,
                 None => {
@@ -541,11 +566,28 @@ impl Config {
             "conn_idle_timeout = {}",
             s(&format_duration(self.conn_idle_timeout))
         );
+        let _ = writeln!(out, "sensor_name = {}", s(&self.sensor_name));
+        let _ = writeln!(out, "community_id_seed = {}", self.community_id_seed);
         for (k, v) in self.limits() {
             let _ = writeln!(out, "{k} = {v}");
         }
         out
     }
+}
+
+/// The host name (the kernel's), or `smtp-sensor` when it cannot be read.
+fn default_sensor_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| valid_sensor_name(h))
+        .unwrap_or_else(|| "smtp-sensor".to_owned())
+}
+
+/// A name that fits in one log field: 1–255 characters, none a control
+/// character (a tab or newline would break the TSV and JSON lines).
+fn valid_sensor_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 255 && !s.chars().any(char::is_control)
 }
 
 /// The value shape a key expects, so `--set` text can be turned into TOML.
@@ -565,7 +607,8 @@ fn key_kind(key: &str) -> Option<Kind> {
         | "suspicious_networks"
         | "suspicious_countries"
         | "blocklist_patterns" => Kind::StrList,
-        "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db" => Kind::Str,
+        "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db"
+        | "sensor_name" => Kind::Str,
         k if KEYS.contains(&k) => Kind::Int,
         _ => return None,
     })
@@ -788,6 +831,8 @@ mod tests {
             suspicious_networks = ["198.18.0.0/15"]
             geoip_db = "/nonexistent/x.mmdb"
             conn_idle_timeout = "30s"
+            sensor_name = "mx-uplink-1"
+            community_id_seed = 65535
             max_flows_per_worker = 10
             max_silent_flows_per_worker = 11
             max_ooo_bytes_per_flow = 12
@@ -822,10 +867,12 @@ mod tests {
             Some(Path::new("/nonexistent/x.mmdb"))
         );
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.sensor_name, "mx-uplink-1");
+        assert_eq!(c.community_id_seed, 65535);
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
         assert_eq!(limits, (10..27).collect::<Vec<usize>>());
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 30);
+        assert_eq!(KEYS.len(), 32);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }
@@ -937,6 +984,10 @@ mod tests {
                 "\"(unclosed\"",
             ),
             ("max_line_len=0", "`max_line_len`", "0"),
+            ("community_id_seed=65536", "`community_id_seed`", "65536"),
+            ("community_id_seed=-1", "`community_id_seed`", "-1"),
+            ("sensor_name=", "`sensor_name`", "\"\""),
+            ("sensor_name=\"a\tb\"", "`sensor_name`", "\"a\\tb\""),
         ];
         for (set, key, value) in cases {
             let e = err_line(&[set]);

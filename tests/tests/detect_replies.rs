@@ -256,7 +256,11 @@ fn origination_with_maxmind_city_database() {
     ];
     let p = pcap(&dir, "city.pcap", sessions);
     let geo = format!("geoip_db={}", db.display());
-    let ns = run_both(&dir, &p, &[&geo, "suspicious_countries=SE"]);
+    let ns = run_both(
+        &dir,
+        &p,
+        &[&geo, "suspicious_countries=SE", "sensor_name=mx-test-1"],
+    );
     assert_eq!(
         notes(&ns),
         [(
@@ -264,5 +268,32 @@ fn origination_with_maxmind_city_database() {
             "An email originated from SE (89.160.20.112).".to_owned()
         )]
     );
-    assert_eq!(ns[0]["sub"], "Subject: hej");
+    let n = &ns[0];
+    assert_eq!(n["sub"], "Subject: hej");
+    // Zeek's notice.log fields beyond the seed's: the connection's
+    // protocol, responder and port, who wrote it, the action, and where the
+    // suspicious address is (the City database has all of it).
+    assert_eq!(n["proto"], "tcp");
+    let server: std::net::SocketAddr = SERVER.parse().unwrap();
+    assert_eq!(n["dst"], server.ip().to_string());
+    assert_eq!(n["p"], server.port());
+    assert_eq!(n["peer_descr"], "mx-test-1");
+    assert_eq!(n["actions"], serde_json::json!(["Notice::ACTION_LOG"]));
+    assert_eq!(n["remote_location.country_code"], "SE");
+    assert!(n["remote_location.city"].as_str().is_some_and(|c| !c.is_empty()), "{n}");
+    let (lat, lon) = (
+        n["remote_location.latitude"].as_f64().unwrap_or(0.0),
+        n["remote_location.longitude"].as_f64().unwrap_or(0.0),
+    );
+    assert!((55.0..70.0).contains(&lat) && (10.0..25.0).contains(&lon), "{n}");
+    let id = smtp_sensor::net::ConnId {
+        orig_h: "198.19.7.1".parse().unwrap(),
+        orig_p: 11_001,
+        resp_h: server.ip(),
+        resp_p: server.port(),
+    };
+    assert_eq!(
+        n["community_id"].as_str(),
+        smtp_sensor::output::community_id::of_tcp(&id, 0).as_deref()
+    );
 }

@@ -96,6 +96,8 @@ impl Blocklist {
             sub: Some(reply.text.to_owned()),
             src: Some(orig),
             n: None,
+            location: None,
+            written_by: None,
         })
     }
 }

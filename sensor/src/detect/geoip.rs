@@ -32,6 +32,16 @@ pub enum GeoIpError {
     WrongType { path: PathBuf, db_type: String },
 }
 
+/// A notice's `remote_location` (Zeek's `geo_location` record).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Location {
+    pub country_code: Option<String>,
+    pub region: Option<String>,
+    pub city: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
 /// An open country database, shared read-only by all workers.
 pub struct GeoIp {
     reader: Reader<Vec<u8>>,
@@ -105,6 +115,57 @@ impl GeoIp {
         }
     }
 
+    /// Where `addr` is, as Zeek's `lookup_location` gives it for a notice's
+    /// `remote_location`: the country code, the first (largest) subdivision's
+    /// code as the region, the city's English name and the coordinates, each
+    /// present only when the database has it (a Country database has no
+    /// region, city or coordinates). `None` when it has none of them.
+    pub fn location(&self, addr: IpAddr) -> Option<Location> {
+        use PathElement::{Index, Key};
+        let found = match self.reader.lookup(addr) {
+            Ok(r) => r,
+            Err(_) => {
+                self.lookup_errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let mut bad = false;
+        let mut text = |path: &[PathElement<'_>]| -> Option<String> {
+            match found.decode_path::<&str>(path) {
+                Ok(v) => v.map(str::to_owned),
+                Err(_) => {
+                    bad = true;
+                    None
+                }
+            }
+        };
+        let country_code = text(&[Key("country"), Key("iso_code")]);
+        let region = text(&[Key("subdivisions"), Index(0), Key("iso_code")]);
+        let city = text(&[Key("city"), Key("names"), Key("en")]);
+        let mut number = |path: &[PathElement<'_>]| -> Option<f64> {
+            match found.decode_path::<f64>(path) {
+                Ok(v) => v,
+                Err(_) => {
+                    bad = true;
+                    None
+                }
+            }
+        };
+        let latitude = number(&[Key("location"), Key("latitude")]);
+        let longitude = number(&[Key("location"), Key("longitude")]);
+        if bad {
+            self.lookup_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let l = Location {
+            country_code,
+            region,
+            city,
+            latitude,
+            longitude,
+        };
+        (l != Location::default()).then_some(l)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -156,6 +217,28 @@ mod tests {
             assert_eq!(cc(&db, "127.0.0.1"), None, "{name}");
             assert_eq!(db.lookup_errors(), 0);
         }
+    }
+
+    #[test]
+    fn locations_come_from_the_city_database_and_only_countries_from_a_country_one() {
+        let city = GeoIp::open(&shared_db("GeoIP2-City-Test.mmdb")).unwrap();
+        let l = city.location("81.2.69.142".parse().unwrap()).unwrap();
+        assert_eq!(l.country_code.as_deref(), Some("GB"));
+        assert_eq!(l.region.as_deref(), Some("ENG"));
+        assert_eq!(l.city.as_deref(), Some("London"));
+        assert!(l.latitude.is_some_and(|v| (v - 51.5142).abs() < 0.01), "{l:?}");
+        assert!(l.longitude.is_some_and(|v| (v + 0.0931).abs() < 0.01), "{l:?}");
+        assert_eq!(city.location("198.18.0.1".parse().unwrap()), None);
+        let country = GeoIp::open(&shared_db("GeoIP2-Country-Test.mmdb")).unwrap();
+        let l = country.location("81.2.69.142".parse().unwrap()).unwrap();
+        assert_eq!(
+            l,
+            Location {
+                country_code: Some("GB".into()),
+                ..Location::default()
+            }
+        );
+        assert_eq!(city.lookup_errors() + country.lookup_errors(), 0);
     }
 
     #[test]

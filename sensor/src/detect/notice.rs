@@ -9,7 +9,9 @@
 //! [`SUPPRESS_FOR`] earlier in network time.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use super::geoip::Location;
 use crate::net::{ConnId, ConnInfo, KeyedMap, Ts, Uid};
 use crate::output::{Column, LogRecord, Value, col};
 
@@ -79,7 +81,28 @@ pub struct Notice {
     pub src: Option<IpAddr>,
     /// For spam notices: the host's connection total.
     pub n: Option<u64>,
+    /// For origination notices: where `src` is (`remote_location.*`).
+    pub location: Option<Box<Location>>,
+    /// Filled by the log writer as it writes the notice: the sensor's name
+    /// (`peer_descr`) and the connection's `community_id`.
+    pub written_by: Option<WrittenBy>,
 }
+
+/// What the log writer adds to a notice (see [`Notice::written_by`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WrittenBy {
+    pub peer_descr: Arc<str>,
+    pub community_id: Option<String>,
+}
+
+fn str_or_absent(s: Option<&str>) -> Value<'_> {
+    s.map_or(Value::Absent, Value::Str)
+}
+
+/// notice.log's `actions`: this sensor only logs (Zeek's default action).
+const ACTIONS: [&str; 1] = ["Notice::ACTION_LOG"];
+/// notice.log's `email_dest`: never mailed, an empty set.
+const EMAIL_DEST: [&str; 0] = [];
 
 impl Notice {
     /// The order notices are written in: time, then fields that make ties
@@ -97,7 +120,9 @@ impl Notice {
 
 impl LogRecord for Notice {
     const PATH: &'static str = "notice";
-    /// Zeek's notice.log columns that SEMANTICS.md names, in Zeek's order.
+    /// Zeek's notice.log columns in Zeek's order (SEMANTICS.md "Zeek log
+    /// schemas"), then `community_id` where Zeek's community-id policy puts
+    /// it, after the last.
     const COLUMNS: &'static [Column] = &[
         col("ts", "time"),
         col("uid", "string"),
@@ -105,12 +130,27 @@ impl LogRecord for Notice {
         col("id.orig_p", "port"),
         col("id.resp_h", "addr"),
         col("id.resp_p", "port"),
+        col("fuid", "string"),
+        col("file_mime_type", "string"),
+        col("file_desc", "string"),
+        col("proto", "enum"),
         col("note", "enum"),
         col("msg", "string"),
         col("sub", "string"),
         col("src", "addr"),
+        col("dst", "addr"),
+        col("p", "port"),
         col("n", "count"),
+        col("peer_descr", "string"),
+        col("actions", "set[enum]"),
+        col("email_dest", "set[string]"),
         col("suppress_for", "interval"),
+        col("remote_location.country_code", "string"),
+        col("remote_location.region", "string"),
+        col("remote_location.city", "string"),
+        col("remote_location.latitude", "double"),
+        col("remote_location.longitude", "double"),
+        col("community_id", "string"),
     ];
 
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
@@ -129,12 +169,33 @@ impl LogRecord for Notice {
                 }
             }
         }
+        // fuid, file_mime_type, file_desc: no notice is about a file.
+        for _ in 0..3 {
+            f(Value::Absent);
+        }
+        // As Zeek's `Notice::populate`: a connection's notice takes its
+        // protocol, responder and port from the connection.
+        let id = self.conn.as_ref().map(|c| c.id);
+        f(if id.is_some() { Value::Str("tcp") } else { Value::Absent });
         f(Value::Str(self.note.as_str()));
         f(Value::Str(&self.msg));
-        f(self.sub.as_deref().map_or(Value::Absent, Value::Str));
+        f(str_or_absent(self.sub.as_deref()));
         f(self.src.map_or(Value::Absent, Value::Addr));
+        f(id.map_or(Value::Absent, |i| Value::Addr(i.resp_h)));
+        f(id.map_or(Value::Absent, |i| Value::Port(i.resp_p)));
         f(self.n.map_or(Value::Absent, Value::Count));
+        let by = self.written_by.as_ref();
+        f(str_or_absent(by.map(|b| &*b.peer_descr)));
+        f(Value::Strs(&ACTIONS));
+        f(Value::Strs(&EMAIL_DEST));
         f(Value::Interval(SUPPRESS_FOR_SECS as f64));
+        let l = self.location.as_deref();
+        f(str_or_absent(l.and_then(|l| l.country_code.as_deref())));
+        f(str_or_absent(l.and_then(|l| l.region.as_deref())));
+        f(str_or_absent(l.and_then(|l| l.city.as_deref())));
+        f(l.and_then(|l| l.latitude).map_or(Value::Absent, Value::Double));
+        f(l.and_then(|l| l.longitude).map_or(Value::Absent, Value::Double));
+        f(str_or_absent(by.and_then(|b| b.community_id.as_deref())));
     }
 }
 
@@ -253,6 +314,65 @@ impl NoticeQueue {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_connection_notice_fills_zeeks_columns_in_zeeks_order() {
+        let id = ConnId {
+            orig_h: "198.18.0.9".parse().unwrap(),
+            orig_p: 40000,
+            resp_h: "198.18.0.25".parse().unwrap(),
+            resp_p: 25,
+        };
+        let mut n = notice(7, Note::SuspiciousOrigination, "81.2.69.142");
+        n.conn = Some(NoticeConn::from(&ConnInfo::new(id, Ts(1))));
+        n.location = Some(Box::new(Location {
+            country_code: Some("GB".into()),
+            region: Some("ENG".into()),
+            city: Some("London".into()),
+            latitude: Some(51.5142),
+            longitude: Some(-0.0931),
+        }));
+        n.written_by = Some(WrittenBy {
+            peer_descr: "mx-1".into(),
+            community_id: Some("1:x".into()),
+        });
+        let mut line = Vec::new();
+        crate::output::writer::format_tsv(&n, &mut line);
+        let line = String::from_utf8(line).unwrap();
+        let fields: Vec<&str> = line.trim_end().split('\t').collect();
+        assert_eq!(fields.len(), Notice::COLUMNS.len(), "{line}");
+        let at = |name: &str| {
+            let i = Notice::COLUMNS.iter().position(|c| c.name == name).unwrap();
+            fields[i]
+        };
+        assert_eq!(at("fuid"), "-");
+        assert_eq!(at("proto"), "tcp");
+        assert_eq!(at("src"), "81.2.69.142");
+        assert_eq!((at("dst"), at("p")), ("198.18.0.25", "25"));
+        assert_eq!(at("peer_descr"), "mx-1");
+        assert_eq!(at("actions"), "Notice::ACTION_LOG");
+        assert_eq!(at("email_dest"), "(empty)");
+        assert_eq!(at("suppress_for"), "3600.000000");
+        assert_eq!(at("remote_location.city"), "London");
+        assert_eq!(at("remote_location.latitude"), "51.514200");
+        assert_eq!(at("community_id"), "1:x");
+        let mut json = Vec::new();
+        crate::output::writer::format_json(&n, &mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["remote_location.longitude"], -0.0931);
+        assert_eq!(v["actions"], serde_json::json!(["Notice::ACTION_LOG"]));
+
+        // Not tied to a connection (a spam notice): no proto, dst or p.
+        let host = notice(7, Note::PossibleSpam, "198.18.0.9");
+        let mut line = Vec::new();
+        crate::output::writer::format_tsv(&host, &mut line);
+        let line = String::from_utf8(line).unwrap();
+        let fields: Vec<&str> = line.trim_end().split('\t').collect();
+        for name in ["uid", "proto", "dst", "p", "peer_descr", "community_id"] {
+            let i = Notice::COLUMNS.iter().position(|c| c.name == name).unwrap();
+            assert_eq!(fields[i], "-", "{name}: {line}");
+        }
+    }
+
     fn notice(secs: u64, note: Note, src: &str) -> Notice {
         Notice {
             ts: Ts::from_secs(secs),
@@ -262,6 +382,8 @@ mod tests {
             sub: None,
             src: Some(src.parse().unwrap()),
             n: None,
+            location: None,
+            written_by: None,
         }
     }
 

@@ -83,6 +83,12 @@ impl Origination {
             )),
             src: Some(addr),
             n: None,
+            location: self
+                .geoip
+                .as_ref()
+                .and_then(|g| g.location(addr))
+                .map(Box::new),
+            written_by: None,
         })
     }
 }

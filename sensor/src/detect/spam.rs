@@ -111,6 +111,8 @@ impl SpamRules {
                     sub,
                     src: Some(host),
                     n: Some(h.total),
+                    location: None,
+                    written_by: None,
                 }
             })
             .collect()

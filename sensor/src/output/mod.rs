@@ -29,6 +29,7 @@ pub enum Value<'a> {
     Absent,
     Time(Ts),
     Interval(f64),
+    Double(f64),
     Str(&'a str),
     Count(u64),
     Port(u16),
@@ -61,6 +62,15 @@ impl StrList for Vec<String> {
     }
 }
 
+impl<const N: usize> StrList for [&str; N] {
+    fn len(&self) -> usize {
+        N
+    }
+    fn for_each_str(&self, f: &mut dyn FnMut(&str)) {
+        self.iter().for_each(|s| f(s));
+    }
+}
+
 /// A record that can be written as one log line.
 pub trait LogRecord {
     /// Zeek's `#path`: the log's name without extension (`smtp`, `notice`).
@@ -71,6 +81,7 @@ pub trait LogRecord {
     fn visit(&self, f: &mut dyn FnMut(Value<'_>));
 }
 
+pub mod community_id;
 pub mod smtp_log;
 pub mod writer;
 

@@ -259,6 +259,12 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
         Value::Interval(f) => {
             let _ = write!(out, "{f:.6}");
         }
+        // The shortest text that reads back as the same number, as Zeek's
+        // JSON writer; JSON has no NaN or infinity.
+        Value::Double(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        Value::Double(_) => out.extend_from_slice(b"null"),
         Value::Str(s) => json_str(out, s),
         Value::Count(n) => int(out, n),
         Value::Port(p) => int(out, p),
@@ -307,7 +313,7 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
         match v {
             Value::Absent => out.push(b'-'),
             Value::Time(ts) => time(out, ts),
-            Value::Interval(f) => {
+            Value::Interval(f) | Value::Double(f) => {
                 let _ = write!(out, "{f:.6}");
             }
             Value::Str(s) => tsv_str(out, s, false),

@@ -19,10 +19,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::anomaly::AnomalyCounts;
+use crate::detect::notice::WrittenBy;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
-use crate::output::{LogFormat, LogWriter};
+use crate::output::{LogFormat, LogWriter, community_id};
 use crate::smtp::record::ConnRecord;
 
 use super::dispatch::RecordBudget;
@@ -215,6 +216,25 @@ pub struct Collector {
     budget: Option<Arc<RecordBudget>>,
     /// Where the written windows' vectors go back to the workers.
     record_vecs: Option<Arc<RecordVecs>>,
+    /// What every notice line says about who wrote it.
+    identity: LogIdentity,
+}
+
+/// The sensor's own fields of its log lines: notice.log's `peer_descr`
+/// (`sensor_name`) and the seed of every `community_id`.
+#[derive(Clone, Debug)]
+pub struct LogIdentity {
+    pub sensor_name: Arc<str>,
+    pub community_id_seed: u16,
+}
+
+impl LogIdentity {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        LogIdentity {
+            sensor_name: cfg.sensor_name.as_str().into(),
+            community_id_seed: cfg.community_id_seed,
+        }
+    }
 }
 
 /// The collector's running state between windows.
@@ -258,7 +278,14 @@ impl Collector {
             flush_every: None,
             budget: None,
             record_vecs: None,
+            identity: LogIdentity::from_config(&crate::config::Config::default()),
         })
+    }
+
+    /// The sensor's name and Community ID seed for the log lines.
+    pub fn with_identity(mut self, identity: LogIdentity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Live operation: reload and reopen requests, periodic flushes,
@@ -524,7 +551,15 @@ impl Collector {
         out: &mut Vec<Notice>,
         sum: &mut CollectorSummary,
     ) -> Result<(), OutputError> {
-        for n in out.drain(..) {
+        for mut n in out.drain(..) {
+            let id = &self.identity;
+            n.written_by = Some(WrittenBy {
+                peer_descr: id.sensor_name.clone(),
+                community_id: n
+                    .conn
+                    .as_ref()
+                    .and_then(|c| community_id::of_tcp(&c.id, id.community_id_seed)),
+            });
             self.logs
                 .notice
                 .write(&n)

@@ -123,6 +123,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "conn_idle_timeout",
         old.conn_idle_timeout != new.conn_idle_timeout,
     );
+    check("sensor_name", old.sensor_name != new.sensor_name);
+    check(
+        "community_id_seed",
+        old.community_id_seed != new.community_id_seed,
+    );
     check(
         "max_flows_per_worker",
         old.max_flows_per_worker != new.max_flows_per_worker,
