@@ -184,6 +184,9 @@ pub struct Config {
     pub max_reply_len: usize,
     /// Invalid transactions after which a session stops parsing.
     pub max_invalid_transactions: usize,
+    /// weird.log rows written per second of network time; more are
+    /// counted (`weird_log_rate_limited`), not written.
+    pub max_weirds_per_second: usize,
 }
 
 impl Default for Config {
@@ -226,6 +229,7 @@ impl Default for Config {
             max_pending_commands: smtp.max_pending_commands,
             max_reply_len: smtp.max_reply_len,
             max_invalid_transactions: smtp.max_invalid_transactions as usize,
+            max_weirds_per_second: 1000,
         }
     }
 }
@@ -264,6 +268,7 @@ pub const KEYS: &[&str] = &[
     "max_pending_commands",
     "max_reply_len",
     "max_invalid_transactions",
+    "max_weirds_per_second",
 ];
 
 impl Config {
@@ -447,7 +452,7 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 17] {
+    pub fn limits(&self) -> [(&'static str, usize); 18] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
             (
@@ -469,6 +474,7 @@ impl Config {
             ("max_pending_commands", self.max_pending_commands),
             ("max_reply_len", self.max_reply_len),
             ("max_invalid_transactions", self.max_invalid_transactions),
+            ("max_weirds_per_second", self.max_weirds_per_second),
         ]
     }
 
@@ -491,6 +497,7 @@ impl Config {
             "max_pending_commands" => &mut self.max_pending_commands,
             "max_reply_len" => &mut self.max_reply_len,
             "max_invalid_transactions" => &mut self.max_invalid_transactions,
+            "max_weirds_per_second" => &mut self.max_weirds_per_second,
             _ => return None,
         })
     }
@@ -850,6 +857,7 @@ mod tests {
             max_pending_commands = 24
             max_reply_len = 25
             max_invalid_transactions = 26
+            max_weirds_per_second = 27
             "#,
         )
         .unwrap();
@@ -870,9 +878,9 @@ mod tests {
         assert_eq!(c.sensor_name, "mx-uplink-1");
         assert_eq!(c.community_id_seed, 65535);
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..27).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..28).collect::<Vec<usize>>());
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 32);
+        assert_eq!(KEYS.len(), 33);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }

@@ -280,12 +280,20 @@ fn origination_with_maxmind_city_database() {
     assert_eq!(n["peer_descr"], "mx-test-1");
     assert_eq!(n["actions"], serde_json::json!(["Notice::ACTION_LOG"]));
     assert_eq!(n["remote_location.country_code"], "SE");
-    assert!(n["remote_location.city"].as_str().is_some_and(|c| !c.is_empty()), "{n}");
+    assert!(
+        n["remote_location.city"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{n}"
+    );
     let (lat, lon) = (
         n["remote_location.latitude"].as_f64().unwrap_or(0.0),
         n["remote_location.longitude"].as_f64().unwrap_or(0.0),
     );
-    assert!((55.0..70.0).contains(&lat) && (10.0..25.0).contains(&lon), "{n}");
+    assert!(
+        (55.0..70.0).contains(&lat) && (10.0..25.0).contains(&lon),
+        "{n}"
+    );
     let id = smtp_sensor::net::ConnId {
         orig_h: "198.19.7.1".parse().unwrap(),
         orig_p: 11_001,

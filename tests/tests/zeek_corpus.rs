@@ -180,6 +180,85 @@ fn invalid_transactions_are_counted_like_zeeks_weird() {
     );
 }
 
+/// weird.log against Zeek's: every row Zeek wrote is ours too (same
+/// connection, name, addl, notice, peer and source; the uid and ts are
+/// ours), and each row more is of a name Zeek has no weird for
+/// (docs/ZEEK-DIFFERENCES.md, "weird.log").
+#[test]
+fn weird_log_holds_zeeks_rows() {
+    const OURS_ONLY: &[&str] = &["smtp_unknown_command"];
+    let caps = compare_zeek::captures(&corpus_dir()).expect("corpus present");
+    let mut compared = 0;
+    for cap in &caps {
+        let zeek_path = cap.pcap.with_file_name("zeek-weird.log");
+        let mut cfg = Config::default();
+        for s in compare_zeek::SENSOR_SETS {
+            cfg.apply_set(s).expect("corpus setting applies");
+        }
+        // Zeek standalone names itself `zeek` in `peer`.
+        cfg.apply_set("sensor_name=zeek")
+            .expect("sensor_name applies");
+        let dir = Scratch::new(&format!("zeek-weird-{}", cap.name));
+        let opts = RunOptions {
+            log_dir: dir.path().to_path_buf(),
+            format: LogFormat::Zeek,
+            workers: 1,
+            decode: DecodeOptions::default(),
+        };
+        run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
+        let ours =
+            compare_zeek::parse_tsv(&std::fs::read_to_string(dir.join("weird.log")).unwrap())
+                .expect("our weird.log parses");
+        let key = |log: &compare_zeek::Log, row: &[String]| -> Vec<String> {
+            [
+                "id.orig_h",
+                "id.orig_p",
+                "id.resp_h",
+                "id.resp_p",
+                "name",
+                "addl",
+                "notice",
+                "peer",
+                "source",
+            ]
+            .iter()
+            .map(|f| {
+                let i = log.fields.iter().position(|x| x == f).expect("column");
+                row.get(i).cloned().unwrap_or_default()
+            })
+            .collect()
+        };
+        let our_rows: Vec<Vec<String>> = ours.rows.iter().map(|r| key(&ours, r)).collect();
+        let Ok(text) = std::fs::read_to_string(&zeek_path) else {
+            // No weird.log from Zeek: only names Zeek lacks may appear.
+            for r in &our_rows {
+                assert!(OURS_ONLY.contains(&r[4].as_str()), "{}: {r:?}", cap.name);
+            }
+            continue;
+        };
+        let zeek = compare_zeek::parse_tsv(&text).expect("Zeek's weird.log parses");
+        assert_eq!(ours.fields, zeek.fields, "weird.log columns");
+        assert_eq!(ours.types, zeek.types, "weird.log types");
+        let zeek_rows: Vec<Vec<String>> = zeek.rows.iter().map(|r| key(&zeek, r)).collect();
+        for z in &zeek_rows {
+            assert!(
+                our_rows.contains(z),
+                "{}: Zeek's row {z:?} missing from {our_rows:?}",
+                cap.name
+            );
+            compared += 1;
+        }
+        for r in our_rows.iter().filter(|r| !zeek_rows.contains(r)) {
+            assert!(
+                OURS_ONLY.contains(&r[4].as_str()),
+                "{}: extra row {r:?}",
+                cap.name
+            );
+        }
+    }
+    assert_eq!(compared, 1, "the corpus has one weird.log with one row");
+}
+
 /// The clean captures give no SMTP anomaly at all.
 #[test]
 fn clean_captures_have_no_smtp_anomalies() {

@@ -226,8 +226,14 @@ mod tests {
         assert_eq!(l.country_code.as_deref(), Some("GB"));
         assert_eq!(l.region.as_deref(), Some("ENG"));
         assert_eq!(l.city.as_deref(), Some("London"));
-        assert!(l.latitude.is_some_and(|v| (v - 51.5142).abs() < 0.01), "{l:?}");
-        assert!(l.longitude.is_some_and(|v| (v + 0.0931).abs() < 0.01), "{l:?}");
+        assert!(
+            l.latitude.is_some_and(|v| (v - 51.5142).abs() < 0.01),
+            "{l:?}"
+        );
+        assert!(
+            l.longitude.is_some_and(|v| (v + 0.0931).abs() < 0.01),
+            "{l:?}"
+        );
         assert_eq!(city.location("198.18.0.1".parse().unwrap()), None);
         let country = GeoIp::open(&shared_db("GeoIP2-Country-Test.mmdb")).unwrap();
         let l = country.location("81.2.69.142".parse().unwrap()).unwrap();

@@ -176,7 +176,11 @@ impl LogRecord for Notice {
         // As Zeek's `Notice::populate`: a connection's notice takes its
         // protocol, responder and port from the connection.
         let id = self.conn.as_ref().map(|c| c.id);
-        f(if id.is_some() { Value::Str("tcp") } else { Value::Absent });
+        f(if id.is_some() {
+            Value::Str("tcp")
+        } else {
+            Value::Absent
+        });
         f(Value::Str(self.note.as_str()));
         f(Value::Str(&self.msg));
         f(str_or_absent(self.sub.as_deref()));
@@ -193,8 +197,10 @@ impl LogRecord for Notice {
         f(str_or_absent(l.and_then(|l| l.country_code.as_deref())));
         f(str_or_absent(l.and_then(|l| l.region.as_deref())));
         f(str_or_absent(l.and_then(|l| l.city.as_deref())));
-        f(l.and_then(|l| l.latitude).map_or(Value::Absent, Value::Double));
-        f(l.and_then(|l| l.longitude).map_or(Value::Absent, Value::Double));
+        f(l.and_then(|l| l.latitude)
+            .map_or(Value::Absent, Value::Double));
+        f(l.and_then(|l| l.longitude)
+            .map_or(Value::Absent, Value::Double));
         f(str_or_absent(by.and_then(|b| b.community_id.as_deref())));
     }
 }

@@ -47,7 +47,11 @@ mod tests {
             (1, "1:HhA1B+6CoLbiKPEs5nhNYN4XWfk="),
         ] {
             assert_eq!(of_tcp(&c, seed).as_deref(), Some(want), "seed {seed}");
-            assert_eq!(of_tcp(&r, seed).as_deref(), Some(want), "seed {seed}, reversed");
+            assert_eq!(
+                of_tcp(&r, seed).as_deref(),
+                Some(want),
+                "seed {seed}, reversed"
+            );
         }
     }
 

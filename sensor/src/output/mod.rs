@@ -83,6 +83,7 @@ pub trait LogRecord {
 
 pub mod community_id;
 pub mod smtp_log;
+pub mod weird_log;
 pub mod writer;
 
 pub use writer::{LogFormat, LogWriter};

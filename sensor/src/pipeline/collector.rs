@@ -23,6 +23,7 @@ use crate::detect::notice::WrittenBy;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
+use crate::output::weird_log::{Weird, WeirdLimiter};
 use crate::output::{LogFormat, LogWriter, community_id};
 use crate::smtp::record::ConnRecord;
 
@@ -54,6 +55,7 @@ pub struct Report {
     pub closes: bool,
     pub records: Vec<ConnRecord>,
     pub notices: Vec<Notice>,
+    pub weirds: Vec<Weird>,
     /// The period's counters, when the window ends a period.
     pub period: Option<PeriodCounters>,
     /// Present in the worker's final report only.
@@ -82,6 +84,7 @@ struct Window {
     /// megabytes every window).
     records: Vec<Vec<ConnRecord>>,
     notices: Vec<Notice>,
+    weirds: Vec<Weird>,
     periods: Vec<PeriodCounters>,
     closed: usize,
     end: Option<(crate::net::Ts, Option<crate::net::Ts>)>,
@@ -108,6 +111,8 @@ pub struct CollectorSummary {
     pub records: u64,
     pub notices: u64,
     pub notices_suppressed: u64,
+    /// weird.log rows written.
+    pub weirds: u64,
     pub finals: Vec<FinalCounts>,
     /// Detection's own limits that were hit (host table full, notice
     /// buffer released early, …), by name.
@@ -117,8 +122,10 @@ pub struct CollectorSummary {
 struct Logs {
     smtp: LogWriter<ConnRecord, BufWriter<File>>,
     notice: LogWriter<Notice, BufWriter<File>>,
+    weird: LogWriter<Weird, BufWriter<File>>,
     smtp_path: PathBuf,
     notice_path: PathBuf,
+    weird_path: PathBuf,
 }
 
 /// How log files are opened.
@@ -157,11 +164,18 @@ impl Logs {
             path: notice_path.clone(),
             source,
         })?;
+        let (w, weird_path) = open("weird.log")?;
+        let weird = LogWriter::new(w, format).map_err(|source| OutputError::Write {
+            path: weird_path.clone(),
+            source,
+        })?;
         Ok(Logs {
             smtp,
             notice,
+            weird,
             smtp_path,
             notice_path,
+            weird_path,
         })
     }
 
@@ -173,10 +187,14 @@ impl Logs {
         self.notice.flush().map_err(|source| OutputError::Write {
             path: self.notice_path.clone(),
             source,
+        })?;
+        self.weird.flush().map_err(|source| OutputError::Write {
+            path: self.weird_path.clone(),
+            source,
         })
     }
 
-    /// Closes both files (Zeek `#close` trailer, flush).
+    /// Closes every file (Zeek `#close` trailer, flush).
     fn close(&mut self) -> Result<(), OutputError> {
         self.smtp.close().map_err(|source| OutputError::Write {
             path: self.smtp_path.clone(),
@@ -184,6 +202,10 @@ impl Logs {
         })?;
         self.notice.close().map_err(|source| OutputError::Write {
             path: self.notice_path.clone(),
+            source,
+        })?;
+        self.weird.close().map_err(|source| OutputError::Write {
+            path: self.weird_path.clone(),
             source,
         })
     }
@@ -216,23 +238,26 @@ pub struct Collector {
     budget: Option<Arc<RecordBudget>>,
     /// Where the written windows' vectors go back to the workers.
     record_vecs: Option<Arc<RecordVecs>>,
-    /// What every notice line says about who wrote it.
-    identity: LogIdentity,
+    /// The sensor's own fields of the log lines, weird.log's budget.
+    settings: LogSettings,
 }
 
-/// The sensor's own fields of its log lines: notice.log's `peer_descr`
-/// (`sensor_name`) and the seed of every `community_id`.
+/// What the configuration says about the log lines: the sensor's name
+/// (notice.log's `peer_descr`, weird.log's `peer`), the seed of every
+/// `community_id`, and weird.log's rows per second.
 #[derive(Clone, Debug)]
-pub struct LogIdentity {
+pub struct LogSettings {
     pub sensor_name: Arc<str>,
     pub community_id_seed: u16,
+    pub max_weirds_per_second: u64,
 }
 
-impl LogIdentity {
+impl LogSettings {
     pub fn from_config(cfg: &crate::config::Config) -> Self {
-        LogIdentity {
+        LogSettings {
             sensor_name: cfg.sensor_name.as_str().into(),
             community_id_seed: cfg.community_id_seed,
+            max_weirds_per_second: cfg.max_weirds_per_second as u64,
         }
     }
 }
@@ -247,6 +272,7 @@ struct State {
     latest_end: Vec<Option<Ts>>,
     sum: CollectorSummary,
     last_flush: Instant,
+    weird_budget: WeirdLimiter,
 }
 
 impl Collector {
@@ -278,13 +304,13 @@ impl Collector {
             flush_every: None,
             budget: None,
             record_vecs: None,
-            identity: LogIdentity::from_config(&crate::config::Config::default()),
+            settings: LogSettings::from_config(&crate::config::Config::default()),
         })
     }
 
-    /// The sensor's name and Community ID seed for the log lines.
-    pub fn with_identity(mut self, identity: LogIdentity) -> Self {
-        self.identity = identity;
+    /// The log lines' settings (see [`LogSettings`]).
+    pub fn with_settings(mut self, settings: LogSettings) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -366,6 +392,7 @@ impl Collector {
             latest_end: vec![None; n],
             sum: CollectorSummary::default(),
             last_flush: Instant::now(),
+            weird_budget: WeirdLimiter::new(self.settings.max_weirds_per_second),
         };
         while finished.iter().sum::<usize>() < total {
             self.service(&mut st)?;
@@ -391,6 +418,7 @@ impl Collector {
                         w.records.push(r.records);
                     }
                     w.notices.extend(r.notices);
+                    w.weirds.extend(r.weirds);
                     w.periods.extend(r.period);
                     if r.closes {
                         w.closed += 1;
@@ -443,6 +471,9 @@ impl Collector {
             "notice_suppression_table_full",
             st.queue.suppression_table_full(),
         );
+        st.sum
+            .detect_anomalies
+            .add_named("weird_log_rate_limited", st.weird_budget.limited);
         if let Some(t) = &self.telemetry {
             t.collector.set_detect_anomalies(&st.sum.detect_anomalies);
         }
@@ -507,6 +538,7 @@ impl Collector {
                 pool.put(v);
             }
         }
+        self.write_weirds(w.weirds, st)?;
         for n in w.notices {
             st.queue.push(n);
         }
@@ -546,13 +578,34 @@ impl Collector {
         Ok(())
     }
 
+    /// Writes a window's weird.log rows in time order, within the budget
+    /// per second.
+    fn write_weirds(&mut self, mut weirds: Vec<Weird>, st: &mut State) -> Result<(), OutputError> {
+        weirds.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        for mut w in weirds {
+            if !st.weird_budget.admit(w.ts) {
+                continue;
+            }
+            w.peer = Some(self.settings.sensor_name.clone());
+            self.logs
+                .weird
+                .write(&w)
+                .map_err(|source| OutputError::Write {
+                    path: self.logs.weird_path.clone(),
+                    source,
+                })?;
+            st.sum.weirds += 1;
+        }
+        Ok(())
+    }
+
     fn write_notices(
         &mut self,
         out: &mut Vec<Notice>,
         sum: &mut CollectorSummary,
     ) -> Result<(), OutputError> {
         for mut n in out.drain(..) {
-            let id = &self.identity;
+            let id = &self.settings;
             n.written_by = Some(WrittenBy {
                 peer_descr: id.sensor_name.clone(),
                 community_id: n
@@ -629,6 +682,7 @@ mod tests {
             closes: true,
             records: Vec::new(),
             notices: Vec::new(),
+            weirds: Vec::new(),
             period,
             last: last.then(FinalCounts::default),
         }))

@@ -469,6 +469,7 @@ mod tests {
                 })
                 .collect(),
             notices: Vec::new(),
+            weirds: Vec::new(),
             period: None,
             last: None,
         }

@@ -27,7 +27,7 @@ use crate::flow::{FlowConfig, StreamParser, random_flow_key};
 use crate::net::Ts;
 use crate::telemetry::Telemetry;
 
-use super::collector::{Collector, CollectorControl, LogIdentity, OpenMode};
+use super::collector::{Collector, CollectorControl, LogSettings, OpenMode};
 use super::dispatch::{DispatchCounts, Dispatcher, LIVE_RECORD_BUDGET, RecordBudget, ReportTx};
 use super::record_vecs::RecordVecs;
 use super::reload::{DetectionWatch, SharedDetection, reload};
@@ -122,7 +122,7 @@ pub fn run(
         budget.clone(),
         LOG_FLUSH,
     )
-    .with_identity(LogIdentity::from_config(cfg))
+    .with_settings(LogSettings::from_config(cfg))
     .with_telemetry(telemetry.clone())
     .with_record_vecs(record_vecs.clone());
     let _metrics = metrics(ctl, &telemetry)?;

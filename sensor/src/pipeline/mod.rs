@@ -40,7 +40,7 @@ use crate::detect::{DetectError, Detection};
 use crate::flow::{FlowConfig, StreamParser};
 use crate::output::LogFormat;
 
-pub use collector::{Collector, LogIdentity, OutputError};
+pub use collector::{Collector, LogSettings, OutputError};
 pub use dispatch::{Dispatcher, RecordBudget, ReportTx};
 pub use summary::RunSummary;
 pub use worker::{ParserFactory, Worker, WorkerSink};
@@ -160,7 +160,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     let record_vecs = RecordVecs::for_workers(workers);
     let collector =
         Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?
-            .with_identity(LogIdentity::from_config(cfg))
+            .with_settings(LogSettings::from_config(cfg))
             .with_telemetry(telemetry.clone())
             .with_record_vecs(record_vecs.clone());
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);

@@ -125,6 +125,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("sensor_name", old.sensor_name != new.sensor_name);
     check(
+        "max_weirds_per_second",
+        old.max_weirds_per_second != new.max_weirds_per_second,
+    );
+    check(
         "community_id_seed",
         old.community_id_seed != new.community_id_seed,
     );

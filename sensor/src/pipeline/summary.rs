@@ -19,6 +19,8 @@ pub struct RunSummary {
     pub records: u64,
     pub notices: u64,
     pub notices_suppressed: u64,
+    /// weird.log rows written.
+    pub weirds: u64,
     pub anomalies: AnomalyCounts,
     pub truncated_tail: bool,
     /// Records lost because the collector fell behind (live only).
@@ -42,6 +44,7 @@ impl RunSummary {
             records: collected.records,
             notices: collected.notices,
             notices_suppressed: collected.notices_suppressed,
+            weirds: collected.weirds,
             anomalies: dispatch.anomalies,
             worker_panics: dispatch.worker_panics,
             ..RunSummary::default()
@@ -87,8 +90,8 @@ impl fmt::Display for RunSummary {
         )?;
         writeln!(
             f,
-            "smtp-sensor: {} smtp.log records, {} notices ({} suppressed)",
-            self.records, self.notices, self.notices_suppressed
+            "smtp-sensor: {} smtp.log records, {} notices ({} suppressed), {} weird.log rows",
+            self.records, self.notices, self.notices_suppressed, self.weirds
         )?;
         if self.stopped_early {
             writeln!(

@@ -8,7 +8,8 @@ use crate::anomaly::AnomalyCounts;
 use crate::decode::{DecodeAnomaly, Decoded, Packet, PortSet};
 use crate::detect::{Detection, Detector, Notice, PeriodCounters};
 use crate::flow::{FlowConfig, FlowStats, FlowTable, StreamParser};
-use crate::net::{ConnInfo, Ts};
+use crate::net::{ConnInfo, KeyedMap, Ts, Uid};
+use crate::output::weird_log::Weird;
 use crate::smtp::anomaly::SmtpAnomaly;
 use crate::smtp::record::{ConnRecord, MessageRecord};
 use crate::smtp::sink::{Reply, SmtpSink};
@@ -19,11 +20,17 @@ use super::reload::DetectionWatch;
 use crate::telemetry::{Telemetry, WorkerSnapshot};
 
 /// Where a worker's parsers report: the detector, the finished records of
-/// the current window, the anomaly counters.
+/// the current window, the anomaly counters and weird.log rows.
 pub struct WorkerSink {
     pub detector: Detector,
     pub records: Vec<ConnRecord>,
     pub anomalies: AnomalyCounts,
+    /// weird.log rows of the current window: the first anomaly of each
+    /// name on each connection.
+    pub weirds: Vec<Weird>,
+    /// The anomaly names each live connection has had a row for; an entry
+    /// only for a connection that had one, gone when the connection ends.
+    weird_seen: KeyedMap<Uid, Vec<&'static str>>,
     /// Network time of the packet being processed (or of the tick).
     pub now: Ts,
 }
@@ -41,8 +48,21 @@ impl SmtpSink for WorkerSink {
         });
     }
 
-    fn anomaly(&mut self, _conn: &ConnInfo, anomaly: SmtpAnomaly) {
+    fn anomaly(&mut self, conn: &ConnInfo, anomaly: SmtpAnomaly) {
         self.anomalies.add(anomaly);
+        let name = anomaly.name();
+        let seen = self.weird_seen.entry(conn.uid).or_default();
+        if !seen.contains(&name) {
+            seen.push(name);
+            self.weirds.push(Weird {
+                ts: self.now,
+                conn: *conn,
+                name,
+                addl: anomaly.addl(),
+                source: "SMTP",
+                peer: None,
+            });
+        }
     }
 }
 
@@ -50,6 +70,9 @@ impl WorkerSink {
     /// The flow of `conn` is gone: the detector may forget it.
     pub fn conn_end(&mut self, conn: &ConnInfo) {
         self.detector.on_conn_end(conn);
+        if !self.weird_seen.is_empty() {
+            self.weird_seen.remove(&conn.uid);
+        }
     }
 }
 
@@ -140,6 +163,8 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
                 detector: Detector::new(detection),
                 records: Vec::new(),
                 anomalies: AnomalyCounts::new(),
+                weirds: Vec::new(),
+                weird_seen: KeyedMap::default(),
                 now: Ts(0),
             },
             factory,
@@ -288,6 +313,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
                     .unwrap_or_default(),
             ),
             notices,
+            weirds: std::mem::take(&mut self.sink.weirds),
             period,
             last: last.then(|| super::collector::FinalCounts {
                 packets: self.stats,
@@ -321,3 +347,64 @@ fn with_flow_anomalies(
 
 /// Records after which a worker sends what it has before its window ends.
 pub const PARTIAL_REPORT_RECORDS: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::net::ConnId;
+
+    fn conn(port: u16) -> ConnInfo {
+        let id = ConnId {
+            orig_h: "198.18.0.9".parse().unwrap(),
+            orig_p: port,
+            resp_h: "198.18.0.25".parse().unwrap(),
+            resp_p: 25,
+        };
+        ConnInfo::new(id, Ts(1))
+    }
+
+    #[test]
+    fn a_weird_row_per_name_and_connection_every_one_counted() {
+        let detection = Arc::new(Detection::from_config(&Config::default()).unwrap());
+        let mut sink = WorkerSink {
+            detector: Detector::new(detection),
+            records: Vec::new(),
+            anomalies: AnomalyCounts::new(),
+            weirds: Vec::new(),
+            weird_seen: KeyedMap::default(),
+            now: Ts(5),
+        };
+        let (a, b) = (conn(40000), conn(40001));
+        for _ in 0..3 {
+            sink.anomaly(&a, SmtpAnomaly::MailTransactionInvalid);
+            // The same name with another addl: no second row either.
+            sink.anomaly(&a, SmtpAnomaly::DataMissingRcptTo);
+            sink.anomaly(&a, SmtpAnomaly::UnknownCommand);
+            sink.anomaly(&b, SmtpAnomaly::UnknownCommand);
+        }
+        let rows: Vec<(u16, &str, Option<&str>)> = sink
+            .weirds
+            .iter()
+            .map(|w| (w.conn.id.orig_p, w.name, w.addl))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    40000,
+                    "smtp_mail_transaction_invalid",
+                    Some("rcpt to missing mail from")
+                ),
+                (40000, "smtp_unknown_command", None),
+                (40001, "smtp_unknown_command", None),
+            ]
+        );
+        assert_eq!(sink.anomalies.get("smtp_mail_transaction_invalid"), 6);
+        assert_eq!(sink.anomalies.get("smtp_unknown_command"), 6);
+        // A connection's names are forgotten when it ends.
+        sink.conn_end(&a);
+        sink.conn_end(&b);
+        assert!(sink.weird_seen.is_empty());
+    }
+}

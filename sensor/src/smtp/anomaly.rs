@@ -15,8 +15,11 @@ pub enum SmtpAnomaly {
     MaxPathLength,
     /// More attachment names than `max_files`.
     TooManyFiles,
-    /// RCPT TO without MAIL FROM, or DATA/BDAT without RCPT TO.
+    /// RCPT TO without MAIL FROM.
     MailTransactionInvalid,
+    /// DATA/BDAT without RCPT TO (the same weird name as Zeek's, with
+    /// another `addl`).
+    DataMissingRcptTo,
     /// More invalid transactions than `max_invalid_transactions`; the
     /// session stops parsing.
     ExcessiveInvalidTransactions,
@@ -101,7 +104,9 @@ impl SmtpAnomaly {
             SmtpAnomaly::TooManyCc => "smtp_too_many_cc_addresses",
             SmtpAnomaly::MaxPathLength => "smtp_max_path_length_exceeded",
             SmtpAnomaly::TooManyFiles => "smtp_too_many_files",
-            SmtpAnomaly::MailTransactionInvalid => "smtp_mail_transaction_invalid",
+            SmtpAnomaly::MailTransactionInvalid | SmtpAnomaly::DataMissingRcptTo => {
+                "smtp_mail_transaction_invalid"
+            }
             SmtpAnomaly::ExcessiveInvalidTransactions => "smtp_excessive_invalid_mail_transactions",
             SmtpAnomaly::ExcessivePendingCommands => "smtp_excessive_pending_cmds",
             SmtpAnomaly::InvalidBdatCommand => "smtp_invalid_bdat_command",
@@ -127,6 +132,17 @@ impl SmtpAnomaly {
             SmtpAnomaly::BoundaryPrefixMatch => "mime_boundary_prefix_match",
             SmtpAnomaly::Rfc2231BadContinuation => "mime_rfc2231_bad_continuation",
             SmtpAnomaly::AnalyzerViolation => "smtp_analyzer_violation",
+        }
+    }
+}
+
+impl SmtpAnomaly {
+    /// weird.log's `addl`: what Zeek's SMTP script adds to the weird.
+    pub const fn addl(self) -> Option<&'static str> {
+        match self {
+            SmtpAnomaly::MailTransactionInvalid => Some("rcpt to missing mail from"),
+            SmtpAnomaly::DataMissingRcptTo => Some("data missing rcpt to"),
+            _ => None,
         }
     }
 }

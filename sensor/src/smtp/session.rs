@@ -576,7 +576,7 @@ impl SmtpSession {
                 self.tx.client_activity = true;
                 self.rcpt_to_seen = true;
                 if !self.mail_from_seen {
-                    self.invalid_transaction();
+                    self.invalid_transaction(SmtpAnomaly::MailTransactionInvalid);
                 }
             }
             Verb::Mail if starts_with_ci(arg, b"from:") => {
@@ -592,7 +592,7 @@ impl SmtpSession {
             }
             Verb::Data | Verb::Bdat => {
                 if !self.rcpt_to_seen {
-                    self.invalid_transaction();
+                    self.invalid_transaction(SmtpAnomaly::DataMissingRcptTo);
                 }
                 if bdat_last {
                     self.mail_from_seen = false;
@@ -603,8 +603,10 @@ impl SmtpSession {
         }
     }
 
-    fn invalid_transaction(&mut self) {
-        self.anomalies.push(SmtpAnomaly::MailTransactionInvalid);
+    /// Zeek's `mail_transaction_invalid`: `why` is the weird (its `addl`
+    /// says which rule broke).
+    fn invalid_transaction(&mut self, why: SmtpAnomaly) {
+        self.anomalies.push(why);
         self.invalid_transactions += 1;
         if self.invalid_transactions > self.cfg.limits.max_invalid_transactions {
             self.anomalies
@@ -1976,6 +1978,7 @@ mod tests {
             assert_eq!(r.text(TextField::Subject), Some(subject), "{reply}");
             assert_eq!(count(&h, SmtpAnomaly::MissingBdatLastChunk), 1, "{reply}");
             assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 0, "{reply}");
+            assert_eq!(count(&h, SmtpAnomaly::DataMissingRcptTo), 0, "{reply}");
         }
         // BDAT after a completed DATA message is a new transaction without
         // MAIL FROM: invalid, as in Zeek.
@@ -1984,7 +1987,11 @@ mod tests {
         h.c("BDAT 3 LAST\r\nabc").srv("503 5.5.1 MAIL first\r\n");
         h.close();
         assert_eq!(h.sink.records[0].text(TextField::Subject), Some("data"));
-        assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 1);
+        assert_eq!(count(&h, SmtpAnomaly::DataMissingRcptTo), 1);
+        assert_eq!(
+            SmtpAnomaly::DataMissingRcptTo.addl(),
+            Some("data missing rcpt to")
+        );
     }
 
     #[test]
@@ -2003,6 +2010,7 @@ mod tests {
         assert!(h.sink.records.is_empty());
         assert_eq!(count(&h, SmtpAnomaly::AnalyzerViolation), 1);
         assert_eq!(count(&h, SmtpAnomaly::MailTransactionInvalid), 0);
+        assert_eq!(count(&h, SmtpAnomaly::DataMissingRcptTo), 0);
         assert_eq!(count(&h, SmtpAnomaly::BadReplyLine), 5);
     }
 
