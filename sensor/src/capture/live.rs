@@ -780,7 +780,7 @@ impl LiveArgs {
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
             flow_hash: None,
-            on_loss: OnInterfaceLoss::Exit,
+            on_loss: self.on_interface_loss,
             link: Arc::default(),
         }
     }
