@@ -123,7 +123,10 @@ impl VethPair {
 
     /// Deletes the veth pair (both ends); the namespaces stay.
     pub fn delete_link(&self) {
-        run("ip", &["-n", &self.sensor_ns, "link", "del", &self.sensor_if]);
+        run(
+            "ip",
+            &["-n", &self.sensor_ns, "link", "del", &self.sensor_if],
+        );
     }
 
     /// Creates the pair again under the same names (after

@@ -54,8 +54,8 @@ fn write(dir: &Path, name: &str, cs: &[SmtpConversation]) -> PathBuf {
 }
 
 fn mailfrom(line: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
     v["mailfrom"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -111,8 +111,16 @@ fn a_deleted_interface_ends_the_run_with_its_records_flushed() {
 fn wait_attaches_to_a_new_interface_of_the_same_name() {
     require_root();
     let dir = Scratch::new("live-if-wait");
-    let before = write(dir.path(), "before.pcap", &[mail(40500, "before@example.com")]);
-    let after = write(dir.path(), "after.pcap", &[mail(40501, "after@example.com")]);
+    let before = write(
+        dir.path(),
+        "before.pcap",
+        &[mail(40500, "before@example.com")],
+    );
+    let after = write(
+        dir.path(),
+        "after.pcap",
+        &[mail(40501, "after@example.com")],
+    );
     let logs = dir.dir("logs");
     let pair = VethPair::create("ifw", 1);
     let mut sensor = LiveSensor::start(
@@ -146,7 +154,11 @@ fn wait_attaches_to_a_new_interface_of_the_same_name() {
 fn link_down_and_up_is_reported_and_capture_resumes() {
     require_root();
     let dir = Scratch::new("live-if-flap");
-    let pcap = write(dir.path(), "after.pcap", &[mail(40600, "after@example.com")]);
+    let pcap = write(
+        dir.path(),
+        "after.pcap",
+        &[mail(40600, "after@example.com")],
+    );
     let logs = dir.dir("logs");
     let pair = VethPair::create("ifl", 1);
     let mut sensor = LiveSensor::start(&pair, &logs, &["--stats-interval", "1"]);
@@ -170,8 +182,16 @@ fn link_down_and_up_is_reported_and_capture_resumes() {
 fn kill_9_then_restart_keeps_the_log_valid_json_lines() {
     require_root();
     let dir = Scratch::new("live-kill9");
-    let first = write(dir.path(), "first.pcap", &[mail(40700, "first@example.com")]);
-    let second = write(dir.path(), "second.pcap", &[mail(40701, "second@example.com")]);
+    let first = write(
+        dir.path(),
+        "first.pcap",
+        &[mail(40700, "first@example.com")],
+    );
+    let second = write(
+        dir.path(),
+        "second.pcap",
+        &[mail(40701, "second@example.com")],
+    );
     let logs = dir.dir("logs");
     let pair = VethPair::create("k9", 1);
     let sensor = LiveSensor::start(&pair, &logs, &["--stats-interval", "0"]);
@@ -229,7 +249,11 @@ impl Drop for Immutable<'_> {
 fn an_unwritable_log_directory_drops_counts_and_recovers() {
     require_root();
     let dir = Scratch::new("live-logs-ro");
-    let first = write(dir.path(), "first.pcap", &[mail(40800, "first@example.com")]);
+    let first = write(
+        dir.path(),
+        "first.pcap",
+        &[mail(40800, "first@example.com")],
+    );
     let lost = write(dir.path(), "lost.pcap", &[mail(40801, "lost@example.com")]);
     let back = write(dir.path(), "back.pcap", &[mail(40802, "back@example.com")]);
     let logs = dir.dir("logs");
@@ -283,7 +307,11 @@ fn in_sensor_mounts(sensor: &LiveSensor, script: &str) -> String {
 fn a_full_disk_drops_whole_records_and_recovers() {
     require_root();
     let dir = Scratch::new("live-disk-full");
-    let first = write(dir.path(), "first.pcap", &[mail(40900, "first@example.com")]);
+    let first = write(
+        dir.path(),
+        "first.pcap",
+        &[mail(40900, "first@example.com")],
+    );
     let many: Vec<SmtpConversation> = (0..30)
         .map(|i| mail(41000 + i, &format!("lost{i}@example.com")))
         .collect();
@@ -326,7 +354,10 @@ fn a_full_disk_drops_whole_records_and_recovers() {
         if t.contains("back@example.com") {
             break t;
         }
-        assert!(Instant::now() < deadline, "record after recovery not written");
+        assert!(
+            Instant::now() < deadline,
+            "record after recovery not written"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let (status, log) = sensor.stop();
@@ -363,6 +394,7 @@ fn a_second_sensor_on_the_same_interface_is_refused() {
         .output()
         .expect("run a second sensor");
     let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("second sensor: {err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.lines()

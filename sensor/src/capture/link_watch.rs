@@ -381,7 +381,11 @@ mod tests {
     fn an_attached_program_id_is_read() {
         let mut m = vec![0u8; IFINFOMSG];
         put(&mut m, 4, &7u32.to_ne_bytes());
-        put(&mut m, 8, &((libc::IFF_UP | libc::IFF_LOWER_UP) as u32).to_ne_bytes());
+        put(
+            &mut m,
+            8,
+            &((libc::IFF_UP | libc::IFF_LOWER_UP) as u32).to_ne_bytes(),
+        );
         // IFLA_XDP { IFLA_XDP_PROG_ID = 42 }
         m.extend_from_slice(&12u16.to_ne_bytes());
         m.extend_from_slice(&(IFLA_XDP | 0x8000).to_ne_bytes());

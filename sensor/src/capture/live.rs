@@ -220,8 +220,7 @@ where
     let mut panicked = None;
     // One pass per attachment to the interface: more than one only when
     // it was deleted and came back (`--on-interface-loss wait`).
-    loop {
-        let Some(a) = att.as_mut() else { break };
+    while let Some(a) = att.as_mut() {
         let sockets = std::mem::take(&mut a.sockets);
         let (back, lost_q, end) = capture_until(
             opts,
@@ -245,8 +244,15 @@ where
             interface_lost = true;
             break;
         }
-        match wait_for_interface(opts, &settings, sizing, queues, &mut sinks, &stop, &mut on_control)
-        {
+        match wait_for_interface(
+            opts,
+            &settings,
+            sizing,
+            queues,
+            &mut sinks,
+            &stop,
+            &mut on_control,
+        ) {
             Some((a, w)) => {
                 att = Some(a);
                 watch = w;
@@ -529,8 +535,7 @@ fn wait_for_interface<S: FrameSink, C: FnMut(Option<XdpCounters>)>(
             let t = now();
             sinks.iter_mut().for_each(|s| s.tick(t));
         }
-        if ifindex(&opts.iface).is_none() || last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY)
-        {
+        if ifindex(&opts.iface).is_none() || last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
             continue;
         }
         last_try = Some(Instant::now());

@@ -427,9 +427,14 @@ mod tests {
     fn append_cuts_a_partial_last_line_and_counts_it() {
         let d = scratch("cut");
         std::fs::write(d.join("t.log"), "{\"s\":\"a\"}\n{\"s\":\"b\"}\n{\"s\":\"c").unwrap();
-        let mut f =
-            LogFile::<L>::open(&d, "t.log", LogFormat::Json, OpenMode::Append, OnError::Fail)
-                .unwrap();
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Fail,
+        )
+        .unwrap();
         assert_eq!(f.counts().partial_lines_cut, 1);
         assert_eq!(f.counts().partial_bytes_cut, 7);
         f.write(&L("d")).unwrap();
@@ -444,10 +449,22 @@ mod tests {
         let d = scratch("whole");
         std::fs::write(d.join("a.log"), "{\"s\":").unwrap();
         std::fs::write(d.join("b.log"), "{\"s\":\"a\"}\n").unwrap();
-        let a = LogFile::<L>::open(&d, "a.log", LogFormat::Json, OpenMode::Append, OnError::Fail)
-            .unwrap();
-        let b = LogFile::<L>::open(&d, "b.log", LogFormat::Json, OpenMode::Append, OnError::Fail)
-            .unwrap();
+        let a = LogFile::<L>::open(
+            &d,
+            "a.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Fail,
+        )
+        .unwrap();
+        let b = LogFile::<L>::open(
+            &d,
+            "b.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Fail,
+        )
+        .unwrap();
         assert_eq!(a.counts().partial_bytes_cut, 5);
         assert_eq!(b.counts(), LogFileCounts::default());
         assert_eq!(std::fs::read(d.join("a.log")).unwrap(), b"");
@@ -461,8 +478,14 @@ mod tests {
         let mut body = b"{\"s\":\"a\"}\n".to_vec();
         body.extend(std::iter::repeat_n(b'x', 200_000));
         std::fs::write(d.join("t.log"), &body).unwrap();
-        let f = LogFile::<L>::open(&d, "t.log", LogFormat::Json, OpenMode::Append, OnError::Fail)
-            .unwrap();
+        let f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Fail,
+        )
+        .unwrap();
         assert_eq!(f.counts().partial_bytes_cut, 200_000);
         assert_eq!(std::fs::read(d.join("t.log")).unwrap(), b"{\"s\":\"a\"}\n");
         let _ = std::fs::remove_dir_all(&d);
@@ -471,9 +494,14 @@ mod tests {
     #[test]
     fn records_reach_the_file_only_as_whole_lines() {
         let d = scratch("lines");
-        let mut f =
-            LogFile::<L>::open(&d, "t.log", LogFormat::Json, OpenMode::Truncate, OnError::Fail)
-                .unwrap();
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Truncate,
+            OnError::Fail,
+        )
+        .unwrap();
         // Enough records for several buffers: the file, read at any point,
         // ends on a line end.
         for _ in 0..20_000 {
@@ -498,9 +526,14 @@ mod tests {
     #[test]
     fn a_vanished_directory_drops_and_counts_then_recovers() {
         let d = scratch("gone");
-        let mut f =
-            LogFile::<L>::open(&d, "t.log", LogFormat::Json, OpenMode::Append, OnError::Drop)
-                .unwrap();
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Drop,
+        )
+        .unwrap();
         f.write(&L("kept")).unwrap();
         f.flush().unwrap();
         // logrotate-like move away, the directory removed: the reopen fails.
@@ -531,9 +564,14 @@ mod tests {
     #[test]
     fn offline_a_failure_is_an_error() {
         let d = scratch("fail");
-        let mut f =
-            LogFile::<L>::open(&d, "t.log", LogFormat::Json, OpenMode::Truncate, OnError::Fail)
-                .unwrap();
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Truncate,
+            OnError::Fail,
+        )
+        .unwrap();
         std::fs::remove_dir_all(&d).unwrap();
         assert!(matches!(f.reopen(), Err(LogFileError::Create { .. })));
     }
@@ -549,9 +587,14 @@ mod tests {
     #[test]
     fn zeek_header_again_after_a_reopen() {
         let d = scratch("zeek");
-        let mut f =
-            LogFile::<L>::open(&d, "t.log", LogFormat::Zeek, OpenMode::Append, OnError::Drop)
-                .unwrap();
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Zeek,
+            OpenMode::Append,
+            OnError::Drop,
+        )
+        .unwrap();
         f.write(&L("a")).unwrap();
         std::fs::rename(d.join("t.log"), d.join("t.log.1")).unwrap();
         f.reopen().unwrap();
