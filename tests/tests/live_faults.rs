@@ -381,6 +381,46 @@ fn a_full_disk_drops_whole_records_and_recovers() {
 }
 
 #[test]
+fn offline_a_full_disk_is_exit_2_and_leaves_whole_lines() {
+    require_root();
+    let dir = Scratch::new("offline-disk-full");
+    let many: Vec<SmtpConversation> = (0..1500)
+        .map(|i| mail(20000 + i, &format!("m{i}@example.com")))
+        .collect();
+    let pcap = write(dir.path(), "many.pcap", &many);
+    let logs = dir.dir("logs");
+    let logs_s = logs.to_str().unwrap();
+    // 256 KiB of tmpfs in a private mount namespace: 1500 records do not
+    // fit. The file is checked from inside before the namespace goes.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=256k smtp-sensor-test {logs_s} && {} -r {} -l {logs_s}; echo \"exit=$?\"; cat {logs_s}/smtp.log",
+            sensor_bin().display(),
+            pcap.display()
+        ))
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, log) = stdout.split_once('\n').expect("exit line");
+    assert_eq!(status, "exit=2", "{stderr}");
+    assert!(
+        stderr.contains("cannot write log file") && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(log.len() > 1000, "some records were written: {log:?}");
+    assert!(
+        log.ends_with('\n'),
+        "partial last line: {:?}",
+        &log[log.len() - 100..]
+    );
+    for l in log.lines() {
+        mailfrom(l);
+    }
+}
+
+#[test]
 fn a_second_sensor_on_the_same_interface_is_refused() {
     require_root();
     let dir = Scratch::new("live-second");

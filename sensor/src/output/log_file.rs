@@ -562,6 +562,37 @@ mod tests {
     }
 
     #[test]
+    fn a_reopen_cuts_a_partial_line_too() {
+        let d = scratch("reopen-cut");
+        let mut f = LogFile::<L>::open(
+            &d,
+            "t.log",
+            LogFormat::Json,
+            OpenMode::Append,
+            OnError::Drop,
+        )
+        .unwrap();
+        f.write(&L("a")).unwrap();
+        f.flush().unwrap();
+        // Another writer (or a copytruncate gone wrong) left half a line.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("t.log"))
+            .unwrap()
+            .write_all(b"{\"s\":")
+            .unwrap();
+        f.reopen().unwrap();
+        assert_eq!(f.counts().partial_lines_cut, 1);
+        f.write(&L("b")).unwrap();
+        f.close().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("t.log")).unwrap(),
+            "{\"s\":\"a\"}\n{\"s\":\"b\"}\n"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn offline_a_failure_is_an_error() {
         let d = scratch("fail");
         let mut f = LogFile::<L>::open(
