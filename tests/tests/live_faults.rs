@@ -346,6 +346,8 @@ fn a_full_disk_drops_whole_records_and_recovers() {
     let text = in_sensor_mounts(&sensor, &format!("cat {smtp}"));
     assert!(text.ends_with('\n'), "{text:?}");
     in_sensor_mounts(&sensor, &format!("rm {logs_s}/filler"));
+    // Retried at most once a second: after that the next record is written.
+    std::thread::sleep(Duration::from_secs(2));
     replay(&pair, &back, 1000);
     sensor.wait_for("is writable again", WAIT);
     let deadline = Instant::now() + WAIT;
@@ -444,4 +446,21 @@ fn a_second_sensor_on_the_same_interface_is_refused() {
     // The first one is unharmed.
     let (status, _) = sensor.stop();
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_missing_log_directory_is_exit_2_before_capture() {
+    require_root();
+    let dir = Scratch::new("live-no-logdir");
+    let pair = VethPair::create("nld", 1);
+    let missing = dir.join("missing");
+    let out = pair
+        .sensor_cmd(sensor_bin().to_str().unwrap())
+        .args(["-i", &pair.sensor_if, "-l", missing.to_str().unwrap()])
+        .output()
+        .expect("run the sensor");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!pair.xdp_attached());
 }

@@ -196,6 +196,9 @@ impl<R: LogRecord> LogFile<R> {
     /// Appends one record; it reaches the file with the next buffer.
     pub fn write(&mut self, record: &R) -> Result<(), LogFileError> {
         if self.file.is_none() {
+            self.retry();
+        }
+        if self.file.is_none() {
             self.counts.dropped += 1;
             return Ok(());
         }

@@ -315,14 +315,25 @@ impl Collector {
         }
         if let Some(t) = &self.telemetry {
             let c = &t.collector;
-            c.records_written.store(st.sum.records, Ordering::Relaxed);
-            c.notices_written.store(st.sum.notices, Ordering::Relaxed);
+            let (records, notices) = self.written(&st.sum);
+            c.records_written.store(records, Ordering::Relaxed);
+            c.notices_written.store(notices, Ordering::Relaxed);
             c.notices_suppressed
                 .store(st.queue.suppressed, Ordering::Relaxed);
             let (files, unwritable) = self.logs.counts();
             c.set_log_files(&files, unwritable);
         }
         Ok(())
+    }
+
+    /// Records and notices that reached their files: those handed to the
+    /// logs less those a log could not write (live, unwritable).
+    fn written(&self, sum: &CollectorSummary) -> (u64, u64) {
+        (
+            sum.records.saturating_sub(self.logs.smtp.counts().dropped),
+            sum.notices
+                .saturating_sub(self.logs.notice.counts().dropped),
+        )
     }
 
     /// Runs until every worker of every source has sent its final report.
@@ -425,6 +436,7 @@ impl Collector {
         if let Some(t) = &self.telemetry {
             t.collector.set_log_files(&files, unwritable);
         }
+        (st.sum.records, st.sum.notices) = self.written(&st.sum);
         st.sum.log_files = files;
         Ok(st.sum)
     }
