@@ -164,8 +164,16 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
 }
 
 /// A run whose worker panicked lost flows: it fails (exit 1) even though
-/// the logs hold everything else.
+/// the logs hold everything else. So does a live run whose interface was
+/// deleted (`--on-interface-loss exit`): its records are flushed, and the
+/// failure lets systemd's `Restart=on-failure` start it again.
 fn exit_after(summary: &smtp_sensor::pipeline::RunSummary, ok: ExitCode) -> ExitCode {
+    if let Some(iface) = &summary.interface_lost {
+        eprintln!(
+            "smtp-sensor: capture interface {iface} was deleted; every record so far is written; exiting with code 1 (--on-interface-loss wait waits for it instead)"
+        );
+        return ExitCode::from(1);
+    }
     if summary.worker_panics > 0 {
         eprintln!(
             "smtp-sensor: {} worker thread(s) panicked; their connections are missing from the logs (a bug: please report it)",

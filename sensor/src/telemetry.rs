@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::anomaly::AnomalyCounts;
+use crate::capture::link_watch::LinkCounters;
 use crate::capture::stats::QueueCounters;
 use crate::capture::xdp::XdpCounters;
 use crate::flow::FlowStats;
@@ -98,12 +99,30 @@ pub struct CollectorTelemetry {
     pub config_reloads: AtomicU64,
     /// Reloads refused because the new configuration was invalid.
     pub config_reload_errors: AtomicU64,
+    /// Records and notices dropped because a log file could not be
+    /// written (directory gone, read-only, disk full).
+    pub log_records_dropped: AtomicU64,
+    /// Failed log writes and reopens.
+    pub log_write_failures: AtomicU64,
+    /// Partial last lines cut from a log when it was opened for append.
+    pub log_partial_lines_cut: AtomicU64,
+    /// Log files that cannot be written now (a gauge).
+    pub logs_unwritable: AtomicU64,
     /// Detection's own limits that were hit (host table full, notice
     /// buffer released early, …), by name; published at each period.
     detect_anomalies: Mutex<AnomalyCounts>,
 }
 
 impl CollectorTelemetry {
+    /// Publishes the log files' counters, and how many are unwritable.
+    pub fn set_log_files(&self, c: &crate::output::LogFileCounts, unwritable: u64) {
+        self.log_records_dropped.store(c.dropped, Ordering::Relaxed);
+        self.log_write_failures.store(c.failures, Ordering::Relaxed);
+        self.log_partial_lines_cut
+            .store(c.partial_lines_cut, Ordering::Relaxed);
+        self.logs_unwritable.store(unwritable, Ordering::Relaxed);
+    }
+
     pub fn set_detect_anomalies(&self, a: &AnomalyCounts) {
         *lock(&self.detect_anomalies) = a.clone();
     }
@@ -134,6 +153,9 @@ pub struct Telemetry {
     pub hops: Vec<HopCounters>,
     pub workers: Vec<WorkerTelemetry>,
     pub collector: CollectorTelemetry,
+    /// Live: the interface's state (up, losses, re-attachments), kept by
+    /// capture's link watch.
+    pub link: Arc<LinkCounters>,
     /// The XDP program's counters (summed over CPUs), refreshed by the
     /// control loop.
     xdp: Mutex<Option<XdpCounters>>,
@@ -158,6 +180,7 @@ impl Telemetry {
             hops: (0..queues).map(|_| HopCounters::default()).collect(),
             workers: (0..workers).map(|_| WorkerTelemetry::default()).collect(),
             collector: CollectorTelemetry::default(),
+            link: Arc::default(),
             xdp: Mutex::new(None),
         })
     }

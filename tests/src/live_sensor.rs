@@ -30,11 +30,17 @@ impl LiveSensor {
 
     /// [`LiveSensor::start`] with another build of the sensor (`bin`).
     pub fn start_bin(bin: &Path, pair: &VethPair, logdir: &Path, extra: &[&str]) -> LiveSensor {
-        let mut child = pair
-            .sensor_cmd(bin.to_str().expect("UTF-8 path"))
-            .args(["-i", &pair.sensor_if, "-l"])
+        let mut cmd = pair.sensor_cmd(bin.to_str().expect("UTF-8 path"));
+        cmd.args(["-i", &pair.sensor_if, "-l"])
             .arg(logdir)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd, logdir)
+    }
+
+    /// Spawns `cmd` (a sensor command line, possibly wrapped, that execs
+    /// into the sensor) writing to `logdir`, and waits until it captures.
+    pub fn spawn(mut cmd: std::process::Command, logdir: &Path) -> LiveSensor {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

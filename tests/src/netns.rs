@@ -68,42 +68,48 @@ impl VethPair {
         // From here on, drop removes whatever exists.
         run("ip", &["netns", "add", &pair.sensor_ns]);
         run("ip", &["netns", "add", &pair.peer_ns]);
+        pair.add_link(queues);
+        pair
+    }
+
+    /// Creates the veth pair between the two namespaces, addressed and up.
+    fn add_link(&self, queues: u32) {
         let q = queues.to_string();
         run(
             "ip",
             &[
                 "link",
                 "add",
-                &pair.sensor_if,
+                &self.sensor_if,
                 "numrxqueues",
                 &q,
                 "numtxqueues",
                 &q,
                 "netns",
-                &pair.sensor_ns,
+                &self.sensor_ns,
                 "type",
                 "veth",
                 "peer",
                 "name",
-                &pair.peer_if,
+                &self.peer_if,
                 "numrxqueues",
                 &q,
                 "numtxqueues",
                 &q,
                 "netns",
-                &pair.peer_ns,
+                &self.peer_ns,
             ],
         );
         for (ns, dev, v4, v6) in [
             (
-                &pair.sensor_ns,
-                &pair.sensor_if,
+                &self.sensor_ns,
+                &self.sensor_if,
                 "198.18.0.1/24",
                 "2001:db8::1/64",
             ),
             (
-                &pair.peer_ns,
-                &pair.peer_if,
+                &self.peer_ns,
+                &self.peer_if,
                 "198.18.0.2/24",
                 "2001:db8::2/64",
             ),
@@ -113,7 +119,29 @@ impl VethPair {
             run("ip", &["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             run("ip", &["-n", ns, "link", "set", dev, "up"]);
         }
-        pair
+    }
+
+    /// Deletes the veth pair (both ends); the namespaces stay.
+    pub fn delete_link(&self) {
+        run(
+            "ip",
+            &["-n", &self.sensor_ns, "link", "del", &self.sensor_if],
+        );
+    }
+
+    /// Creates the pair again under the same names (after
+    /// [`VethPair::delete_link`]).
+    pub fn recreate_link(&self, queues: u32) {
+        self.add_link(queues);
+    }
+
+    /// `ip link set <sensor_if> up|down` in the sensor's namespace.
+    pub fn set_sensor_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        run(
+            "ip",
+            &["-n", &self.sensor_ns, "link", "set", &self.sensor_if, state],
+        );
     }
 
     /// `ip netns exec <sensor_ns> …` as a command to configure and spawn.

@@ -15,6 +15,13 @@ pub enum CaptureError {
     #[error("network interface {0:?} not found; list interfaces with `ip link`")]
     InterfaceNotFound(String),
 
+    #[error("cannot watch the state of {iface} over rtnetlink: {source}")]
+    LinkWatch {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error(
         "{what}: permission denied; live capture needs root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_NET_RAW"
     )]

@@ -15,16 +15,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use sensor_common::flowhash::FlowHashKey;
 
 use super::FrameSink;
 use super::afxdp::{CopyMode, XskSocket};
 use super::error::CaptureError;
+use super::link_watch::{LinkCounters, LinkEvent, LinkInfo, LinkWatch, OnInterfaceLoss, ifindex};
 use super::sizing::{BURST_MS, DEFAULT_BATCH, DEFAULT_LINK_MBPS, Link, SMALL_FRAME, XskSizing};
 use super::stats::{LiveStats, QueueCounters};
-use super::xdp::{NonSmtpAction, XdpCounters, XdpModeChoice, XdpProgram, XdpSettings};
+use super::xdp::{
+    AttachedMode, NonSmtpAction, XdpCounters, XdpModeChoice, XdpProgram, XdpSettings,
+};
 use crate::affinity::{CpuList, pin_current_thread};
 use crate::net::Ts;
 
@@ -54,6 +57,10 @@ const SMALL_BATCH_DIVISOR: usize = 8;
 /// 1.4 Mpps: 0.57–0.68 µs of CPU per frame with 25 µs, 0.46–0.49 µs with
 /// 100 µs, no more at 200 µs, and the same loss at top speed.
 const NAP: Duration = Duration::from_micros(100);
+
+/// How often capture on an interface that came back is tried again when
+/// it failed.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything `smtp-sensor -i` needs to capture.
 #[derive(Clone, Debug)]
@@ -87,6 +94,10 @@ pub struct LiveOptions {
     /// Have the XDP program put the flow hash with this key in front of
     /// every SMTP frame (capture threads then route without decoding).
     pub flow_hash: Option<FlowHashKey>,
+    /// What to do when the interface is deleted.
+    pub on_loss: OnInterfaceLoss,
+    /// The interface's state (shared with the metrics and the stats line).
+    pub link: Arc<LinkCounters>,
 }
 
 impl LiveOptions {
@@ -106,6 +117,8 @@ impl LiveOptions {
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
             flow_hash: None,
+            on_loss: OnInterfaceLoss::Exit,
+            link: Arc::default(),
         }
     }
 }
@@ -116,6 +129,9 @@ pub struct LiveReport<S> {
     pub stats: LiveStats,
     /// The per-queue sinks, in queue order, after `finish` was called.
     pub sinks: Vec<S>,
+    /// Capture ended because the interface was deleted
+    /// (`--on-interface-loss exit`): the run should fail.
+    pub interface_lost: bool,
 }
 
 /// Runs live capture until SIGINT/SIGTERM. `make_sink(queue)` creates the
@@ -151,28 +167,20 @@ where
     }
     sizing.validate()?;
 
-    let mut program = XdpProgram::load(&XdpSettings {
+    let settings = XdpSettings {
         smtp_ports: opts.smtp_ports.clone(),
         non_smtp: opts.non_smtp,
         ebpf_log: opts.ebpf_log,
         flow_hash: opts.flow_hash,
-    })?;
-    // Sockets first, then attach: no SMTP frame is passed for lack of a
-    // socket once the program runs.
-    let mut sockets = Vec::with_capacity(queues as usize);
-    for q in 0..queues {
-        let mut s = XskSocket::open(&opts.iface, q, sizing)?;
-        s.read_flow_hash(opts.flow_hash.is_some());
-        if opts.busy_poll_us > 0
-            && let Err(e) = s.set_busy_poll(opts.busy_poll_us)
-        {
-            log::warn!("busy polling not available on queue {q} ({e}); going on without");
-        }
-        program.register_socket(q, &s.fd())?;
-        sockets.push(s);
-    }
-    let socket_mode = sockets.first().map_or(CopyMode::Copy, |s| s.mode);
-    let xdp_mode = program.attach(&opts.iface, opts.xdp_mode)?;
+    };
+    let watch_err = |source| CaptureError::LinkWatch {
+        iface: opts.iface.clone(),
+        source,
+    };
+    let (mut watch, state) = LinkWatch::new(&opts.iface).map_err(watch_err)?;
+    let first = Attachment::open(opts, &settings, sizing, queues)?;
+    let socket_mode = first.socket_mode;
+    let mut att = Some(first);
     info!(
         "AF_XDP: {queues} socket(s) on {} in {} mode; each {} UMEM frames of {} bytes ({} MiB{}), batches of {}",
         opts.iface,
@@ -190,6 +198,14 @@ where
         },
         sizing.batch
     );
+    let lc = &*opts.link;
+    lc.up.store(u64::from(state.up), Ordering::Relaxed);
+    if !state.up {
+        warn!(
+            "{}: link down at start; nothing is captured until it comes up",
+            opts.iface
+        );
+    }
     info!(
         "live capture started on {} (SMTP ports {:?}, non-SMTP frames: {:?})",
         opts.iface, opts.smtp_ports, opts.non_smtp
@@ -199,28 +215,179 @@ where
     let counters: Vec<Arc<QueueCounters>> = (0..queues as usize)
         .map(|q| opts.queue_counters.get(q).cloned().unwrap_or_default())
         .collect();
-    let snapshot = |program: &XdpProgram| -> LiveStats {
+    let mut sinks: Vec<S> = (0..queues).map(&mut make_sink).collect();
+    let mut interface_lost = false;
+    let mut panicked = None;
+    // One pass per attachment to the interface: more than one only when
+    // it was deleted and came back (`--on-interface-loss wait`).
+    while let Some(a) = att.as_mut() {
+        let sockets = std::mem::take(&mut a.sockets);
+        let (back, lost_q, end) = capture_until(
+            opts,
+            sockets,
+            sinks,
+            &counters,
+            &stop,
+            a,
+            &mut watch,
+            &mut on_control,
+        );
+        sinks = back;
+        panicked = panicked.or(lost_q);
+        if end != PassEnd::Lost {
+            break;
+        }
+        if let Some(a) = att.take() {
+            a.program.detach();
+        }
+        if opts.on_loss == OnInterfaceLoss::Exit {
+            interface_lost = true;
+            break;
+        }
+        match wait_for_interface(
+            opts,
+            &settings,
+            sizing,
+            queues,
+            &mut sinks,
+            &stop,
+            &mut on_control,
+        ) {
+            Some((a, w)) => {
+                att = Some(a);
+                watch = w;
+            }
+            None => {
+                // Stopped while waiting: the capture threads are gone, so
+                // the sinks are finished here.
+                sinks.iter_mut().for_each(FrameSink::finish);
+                break;
+            }
+        }
+    }
+
+    let stats = {
         let qs = counters
             .iter()
             .zip(0u32..)
             .map(|(c, q)| c.snapshot(q))
             .collect();
-        let xdp = program.counters().unwrap_or_default();
+        let (xdp, xdp_mode, socket_mode) = match &att {
+            Some(a) => (
+                a.program.counters().unwrap_or_default(),
+                a.xdp_mode.as_str(),
+                a.socket_mode.as_str(),
+            ),
+            None => (XdpCounters::default(), "none", "none"),
+        };
         LiveStats::new(
             &opts.iface,
-            xdp_mode.as_str(),
-            socket_mode.as_str(),
+            xdp_mode,
+            socket_mode,
             started.elapsed().as_secs(),
             qs,
             xdp,
         )
     };
+    info!("final stats: {}", stats.line());
+    if let Some(a) = att {
+        a.program.detach();
+    }
+    if let Some(q) = panicked {
+        return Err(CaptureError::ThreadPanicked(q));
+    }
+    if let Some(path) = &opts.stats_json {
+        let json = serde_json::to_vec_pretty(&stats).unwrap_or_default();
+        std::fs::write(path, json).map_err(|source| CaptureError::StatsFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(LiveReport {
+        stats,
+        sinks,
+        interface_lost,
+    })
+}
 
-    let (sinks, panicked) = thread::scope(|scope| {
+/// The XDP program and the AF_XDP sockets of one attachment to the
+/// interface.
+struct Attachment {
+    program: XdpProgram,
+    /// Taken by the capture threads while they run.
+    sockets: Vec<XskSocket>,
+    queues: u32,
+    socket_mode: CopyMode,
+    xdp_mode: AttachedMode,
+}
+
+impl Attachment {
+    /// Loads the program, opens and registers a socket per queue, then
+    /// attaches (sockets first: no SMTP frame is passed for lack of a
+    /// socket once the program runs).
+    fn open(
+        opts: &LiveOptions,
+        settings: &XdpSettings,
+        sizing: XskSizing,
+        queues: u32,
+    ) -> Result<Attachment, CaptureError> {
+        let mut program = XdpProgram::load(settings)?;
+        let mut sockets = Vec::with_capacity(queues as usize);
+        for q in 0..queues {
+            let mut s = XskSocket::open(&opts.iface, q, sizing)?;
+            s.read_flow_hash(opts.flow_hash.is_some());
+            if opts.busy_poll_us > 0
+                && let Err(e) = s.set_busy_poll(opts.busy_poll_us)
+            {
+                warn!("busy polling not available on queue {q} ({e}); going on without");
+            }
+            program.register_socket(q, &s.fd())?;
+            sockets.push(s);
+        }
+        let socket_mode = sockets.first().map_or(CopyMode::Copy, |s| s.mode);
+        let xdp_mode = program.attach(&opts.iface, opts.xdp_mode)?;
+        Ok(Attachment {
+            program,
+            sockets,
+            queues,
+            socket_mode,
+            xdp_mode,
+        })
+    }
+}
+
+/// Why a capture pass ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PassEnd {
+    /// SIGINT/SIGTERM.
+    Stopped,
+    /// A capture thread ended on its own.
+    ThreadDied,
+    /// The interface was deleted.
+    Lost,
+}
+
+/// Runs one capture thread per socket until a stop, a dead thread or the
+/// interface's loss, watching the link on the control thread meanwhile.
+/// Returns the sinks (finished unless the loss is waited out), the queue
+/// of a thread that panicked, and why the pass ended.
+#[allow(clippy::too_many_arguments)]
+fn capture_until<S: FrameSink, C: FnMut(Option<XdpCounters>)>(
+    opts: &LiveOptions,
+    sockets: Vec<XskSocket>,
+    sinks: Vec<S>,
+    counters: &[Arc<QueueCounters>],
+    stop: &AtomicBool,
+    att: &mut Attachment,
+    watch: &mut LinkWatch,
+    on_control: &mut C,
+) -> (Vec<S>, Option<u32>, PassEnd) {
+    let pause = AtomicBool::new(false);
+    let lc = &*opts.link;
+    thread::scope(|scope| {
         let mut handles = Vec::with_capacity(sockets.len());
-        for (sock, c) in sockets.into_iter().zip(&counters) {
-            let sink = make_sink(sock.queue);
-            let stop = &stop;
+        for ((sock, sink), c) in sockets.into_iter().zip(sinks).zip(counters) {
+            let (stop, pause) = (stop, &pause);
             let c = Arc::clone(c);
             let q = sock.queue;
             let cpu = opts.cpus.nth(q as usize);
@@ -230,7 +397,7 @@ where
                     if let Some(cpu) = cpu {
                         pin_current_thread(cpu, &format!("the capture thread of queue {q}"));
                     }
-                    capture_loop(sock, sink, stop, &c)
+                    capture_loop(sock, sink, stop, pause, &c)
                 });
             match h {
                 Ok(h) => handles.push((q, h)),
@@ -240,19 +407,57 @@ where
                 }
             }
         }
-        while !stop.load(Ordering::Relaxed) {
+        let end = loop {
+            if stop.load(Ordering::Relaxed) {
+                break PassEnd::Stopped;
+            }
             thread::sleep(CONTROL_TICK);
-            program.flush_log();
-            on_control(program.counters().ok());
+            att.program.flush_log();
+            on_control(att.program.counters().ok());
+            match watch.poll() {
+                Some(LinkEvent::WentDown) => {
+                    lc.up.store(0, Ordering::Relaxed);
+                    lc.losses.fetch_add(1, Ordering::Relaxed);
+                    error!(
+                        "{}: link down; nothing is captured until it comes back up (interface_up 0)",
+                        opts.iface
+                    );
+                }
+                Some(LinkEvent::CameUp(info)) => {
+                    lc.up.store(1, Ordering::Relaxed);
+                    info!("{}: link up again; checking the XDP attachment", opts.iface);
+                    recheck(opts, att, info, lc);
+                }
+                Some(LinkEvent::Gone) => {
+                    lc.up.store(0, Ordering::Relaxed);
+                    lc.losses.fetch_add(1, Ordering::Relaxed);
+                    error!(
+                        "{}: the interface was deleted; its XDP program and AF_XDP sockets are gone{}",
+                        opts.iface,
+                        match opts.on_loss {
+                            OnInterfaceLoss::Exit =>
+                                "; flushing every record and exiting (--on-interface-loss exit)",
+                            OnInterfaceLoss::Wait =>
+                                "; waiting for it to come back (--on-interface-loss wait)",
+                        }
+                    );
+                    break PassEnd::Lost;
+                }
+                None => {}
+            }
             if !stop.load(Ordering::Relaxed) && handles.iter().any(|(_, h)| h.is_finished()) {
                 error!("a capture thread stopped unexpectedly; stopping capture");
-                break;
+                break PassEnd::ThreadDied;
             }
-        }
-        if stop.load(Ordering::Relaxed) {
+        };
+        if end == PassEnd::Stopped {
             info!("stopping live capture on {}", opts.iface);
         }
-        stop.store(true, Ordering::Relaxed);
+        if end == PassEnd::Lost && opts.on_loss == OnInterfaceLoss::Wait {
+            pause.store(true, Ordering::Relaxed);
+        } else {
+            stop.store(true, Ordering::Relaxed);
+        }
         let mut sinks = Vec::with_capacity(handles.len());
         let mut panicked = None;
         for (q, h) in handles {
@@ -264,23 +469,105 @@ where
                 }
             }
         }
-        (sinks, panicked)
-    });
+        (sinks, panicked, end)
+    })
+}
 
-    let stats = snapshot(&program);
-    info!("final stats: {}", stats.line());
-    program.detach();
-    if let Some(q) = panicked {
-        return Err(CaptureError::ThreadPanicked(q));
+/// After the link came back up: is our program still the one attached?
+/// If not, attach it again. (The AF_XDP sockets stay bound across a
+/// down/up: the kernel unbinds them only when the device goes away.)
+fn recheck(opts: &LiveOptions, att: &mut Attachment, info: LinkInfo, lc: &LinkCounters) {
+    let ours = att.program.id();
+    if ours.is_some() && info.xdp_prog == ours {
+        info!(
+            "{}: XDP program still attached ({} mode), {} AF_XDP socket(s) bound; capture resumes",
+            opts.iface,
+            att.xdp_mode.as_str(),
+            att.queues
+        );
+        return;
     }
-    if let Some(path) = &opts.stats_json {
-        let json = serde_json::to_vec_pretty(&stats).unwrap_or_default();
-        std::fs::write(path, json).map_err(|source| CaptureError::StatsFile {
-            path: path.clone(),
-            source,
-        })?;
+    warn!(
+        "{}: the XDP program is no longer attached (the interface reports {:?}); attaching it again",
+        opts.iface, info.xdp_prog
+    );
+    match att.program.attach(&opts.iface, opts.xdp_mode) {
+        Ok(mode) => {
+            att.xdp_mode = mode;
+            lc.reattaches.fetch_add(1, Ordering::Relaxed);
+            info!(
+                "{}: XDP program re-attached in {} mode; capture resumes",
+                opts.iface,
+                mode.as_str()
+            );
+        }
+        Err(e) => error!(
+            "{}: cannot attach the XDP program again: {e}; nothing is captured",
+            opts.iface
+        ),
     }
-    Ok(LiveReport { stats, sinks })
+}
+
+/// `--on-interface-loss wait`: until an interface named like the lost one
+/// exists and capture can be set up on it, or until a stop. Meanwhile the
+/// control hook runs every tick and the sinks get their ticks (idle
+/// connections still time out and are logged).
+fn wait_for_interface<S: FrameSink, C: FnMut(Option<XdpCounters>)>(
+    opts: &LiveOptions,
+    settings: &XdpSettings,
+    sizing: XskSizing,
+    queues: u32,
+    sinks: &mut [S],
+    stop: &AtomicBool,
+    on_control: &mut C,
+) -> Option<(Attachment, LinkWatch)> {
+    info!(
+        "waiting for an interface named {} to appear; SIGINT/SIGTERM stops",
+        opts.iface
+    );
+    let mut last_try: Option<Instant> = None;
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(CONTROL_TICK);
+        on_control(None);
+        if last_tick.elapsed() >= TICK_EVERY {
+            last_tick = Instant::now();
+            let t = now();
+            sinks.iter_mut().for_each(|s| s.tick(t));
+        }
+        if ifindex(&opts.iface).is_none() || last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            continue;
+        }
+        last_try = Some(Instant::now());
+        let attempt = (|| -> Result<(Attachment, LinkWatch, LinkInfo), CaptureError> {
+            let (watch, state) =
+                LinkWatch::new(&opts.iface).map_err(|source| CaptureError::LinkWatch {
+                    iface: opts.iface.clone(),
+                    source,
+                })?;
+            let att = Attachment::open(opts, settings, sizing, queues)?;
+            Ok((att, watch, state))
+        })();
+        match attempt {
+            Ok((att, watch, state)) => {
+                let lc = &*opts.link;
+                lc.up.store(u64::from(state.up), Ordering::Relaxed);
+                lc.reattaches.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    "{} is back (index {}): XDP program attached in {} mode, {queues} AF_XDP socket(s) open; capture resumes",
+                    opts.iface,
+                    state.ifindex,
+                    att.xdp_mode.as_str()
+                );
+                return Some((att, watch));
+            }
+            Err(e) => warn!(
+                "{} is back but capture cannot start on it yet: {e}; trying again in a second",
+                opts.iface
+            ),
+        }
+    }
+    None
 }
 
 /// Body of one capture thread: receive batches until `stop`, then finish
@@ -295,6 +582,7 @@ fn capture_loop<S: FrameSink>(
     mut sock: XskSocket,
     mut sink: S,
     stop: &AtomicBool,
+    pause: &AtomicBool,
     c: &QueueCounters,
 ) -> S {
     let small = (sock.batch() as usize / SMALL_BATCH_DIVISOR).max(1);
@@ -303,7 +591,7 @@ fn capture_loop<S: FrameSink>(
     let clock = Clock::new();
     let mut last_tick = clock.mono();
     let mut last_frame = last_tick;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && !pause.load(Ordering::Relaxed) {
         let mono = clock.mono();
         let n = receive(&mut sock, &mut sink, c, clock.ts(mono), &mut invalid);
         if n > 0 {
@@ -336,7 +624,11 @@ fn capture_loop<S: FrameSink>(
         c.set_socket(s);
     }
     c.invalid_descs.store(invalid, Ordering::Relaxed);
-    sink.finish();
+    // Paused (the interface is gone, capture waits for it): the sink goes
+    // on with the next socket, unfinished.
+    if stop.load(Ordering::Relaxed) {
+        sink.finish();
+    }
     sink
 }
 
@@ -464,6 +756,11 @@ pub struct LiveArgs {
     /// ring whenever there is more than one queue.
     #[arg(long = "symmetric-rss")]
     pub symmetric_rss: bool,
+    /// Live: when the interface is deleted, `exit` (flush every record and
+    /// exit with code 1, for a supervisor to restart the sensor) or `wait`
+    /// (attach again when an interface of that name appears).
+    #[arg(long = "on-interface-loss", value_enum, default_value_t = OnInterfaceLoss::Exit)]
+    pub on_interface_loss: OnInterfaceLoss,
 }
 
 impl LiveArgs {
@@ -488,6 +785,8 @@ impl LiveArgs {
             queue_counters: Vec::new(),
             cpus: CpuList::default(),
             flow_hash: None,
+            on_loss: self.on_interface_loss,
+            link: Arc::default(),
         }
     }
 }

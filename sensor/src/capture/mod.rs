@@ -8,6 +8,7 @@
 
 pub mod afxdp;
 pub mod error;
+pub mod link_watch;
 pub mod live;
 pub mod pcap;
 pub mod prefetch;

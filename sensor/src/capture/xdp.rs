@@ -259,6 +259,11 @@ impl XdpProgram {
         })
     }
 
+    /// The program's kernel id (what the interface reports as attached).
+    pub fn id(&mut self) -> Option<u32> {
+        self.program_mut().ok()?.info().ok().map(|i| i.id())
+    }
+
     /// Puts the AF_XDP socket `fd` into the redirect map for rx `queue`.
     pub fn register_socket(&mut self, queue: u32, fd: &impl AsRawFd) -> Result<(), CaptureError> {
         let mut xsks: XskMap<&mut MapData> =

@@ -18,6 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 use sensor_common::maps::Counter;
 
 use super::MetricsError;
+use crate::capture::link_watch::LinkCounters;
 use crate::capture::stats::QueueCounters;
 use crate::telemetry::{CollectorTelemetry, HopCounters, Telemetry, WorkerSnapshot};
 
@@ -244,6 +245,24 @@ const COLLECTOR_COUNTERS: &[Spec<CollectorTelemetry>] = &[
         value: |c| load(&c.log_reopens),
     },
     Spec {
+        name: "smtp_sensor_log_records_dropped",
+        help: "Records and notices dropped because a log file could not be written (directory gone or read-only, disk full).",
+        unit: None,
+        value: |c| load(&c.log_records_dropped),
+    },
+    Spec {
+        name: "smtp_sensor_log_write_failures",
+        help: "Failed log writes and reopens (each logged; retried every second).",
+        unit: None,
+        value: |c| load(&c.log_write_failures),
+    },
+    Spec {
+        name: "smtp_sensor_log_partial_lines_cut",
+        help: "Partial last lines cut from a log opened for append (left by a killed run).",
+        unit: None,
+        value: |c| load(&c.log_partial_lines_cut),
+    },
+    Spec {
         name: "smtp_sensor_config_reloads",
         help: "Successful configuration reloads (SIGHUP).",
         unit: None,
@@ -316,6 +335,13 @@ impl Collector for TelemetryCollector {
             )?;
             m.encode_counter::<NoLabelSet, _, u64>(&(spec.value)(&t.collector), None)?;
         }
+        enc.encode_descriptor(
+            "smtp_sensor_logs_unwritable",
+            "Log files that cannot be written now (their records are dropped and counted; retried every second).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(load(&t.collector.logs_unwritable) as i64))?;
         encode_detect_anomalies(&mut enc, &t.collector)?;
         encode_period_merge(&mut enc, &t.collector)
     }
@@ -384,6 +410,9 @@ fn encode_run(enc: &mut DescriptorEncoder, t: &Telemetry) -> fmt::Result {
         Some(iface) => m.encode_info(&[("mode", "live"), ("interface", iface.as_str())])?,
         None => m.encode_info(&[("mode", "offline")])?,
     }
+    if t.interface.is_some() {
+        encode_link(enc, &t.link)?;
+    }
     enc.encode_descriptor(
         "smtp_sensor_uptime",
         "Seconds since the sensor started.",
@@ -391,6 +420,31 @@ fn encode_run(enc: &mut DescriptorEncoder, t: &Telemetry) -> fmt::Result {
         MetricType::Gauge,
     )?
     .encode_gauge(&t.started.elapsed().as_secs_f64())
+}
+
+/// The capture interface's state (live only).
+fn encode_link(enc: &mut DescriptorEncoder, l: &LinkCounters) -> fmt::Result {
+    enc.encode_descriptor(
+        "smtp_sensor_interface_up",
+        "1 while the capture interface exists with its link up, else 0.",
+        None,
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&(load(&l.up) as i64))?;
+    enc.encode_descriptor(
+        "smtp_sensor_interface_losses",
+        "Times the capture interface's link went down or the interface was deleted.",
+        None,
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, u64>(&load(&l.losses), None)?;
+    enc.encode_descriptor(
+        "smtp_sensor_interface_reattaches",
+        "Times capture was set up again on the interface (XDP program found missing, or the interface came back).",
+        None,
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, u64>(&load(&l.reattaches), None)
 }
 
 /// Live flows (a gauge) per worker, and anomalies per worker and name.

@@ -82,8 +82,10 @@ pub trait LogRecord {
 }
 
 pub mod community_id;
+pub mod log_file;
 pub mod smtp_log;
 pub mod weird_log;
 pub mod writer;
 
+pub use log_file::{LogFile, LogFileCounts, LogFileError, OnError, OpenMode};
 pub use writer::{LogFormat, LogWriter};

@@ -54,6 +54,17 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
         Ok(w)
     }
 
+    /// Gives access to the underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    /// Gives mutable access to the underlying writer (to take out what
+    /// was written to an in-memory buffer).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     fn write_zeek_header(&mut self) -> io::Result<()> {
         let mut h = String::new();
         h.push_str("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n");
@@ -101,6 +112,24 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
     /// Gives back the underlying writer (after `close`).
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+impl<R: LogRecord> LogWriter<R, Vec<u8>> {
+    /// A writer into memory (`output::log_file` hands the buffer to the
+    /// file in whole lines); writing into a Vec cannot fail.
+    pub fn in_memory(out: Vec<u8>, format: LogFormat) -> Self {
+        let mut w = LogWriter {
+            out,
+            format,
+            line: Vec::with_capacity(1024),
+            closed: false,
+            _record: PhantomData,
+        };
+        if format == LogFormat::Zeek {
+            let _ = w.write_zeek_header();
+        }
+        w
     }
 }
 

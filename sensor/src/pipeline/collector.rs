@@ -10,9 +10,7 @@
 //! window's end as watermark, which makes notice.log identical too.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -23,8 +21,10 @@ use crate::detect::notice::WrittenBy;
 use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
+pub use crate::output::OpenMode;
+use crate::output::log_file::AnyLogFile;
 use crate::output::weird_log::{Weird, WeirdLimiter};
-use crate::output::{LogFormat, LogWriter, community_id};
+use crate::output::{LogFile, LogFileCounts, LogFileError, LogFormat, OnError, community_id};
 use crate::smtp::record::ConnRecord;
 
 use super::dispatch::RecordBudget;
@@ -90,16 +90,8 @@ struct Window {
     end: Option<(crate::net::Ts, Option<crate::net::Ts>)>,
 }
 
-/// Why the logs could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error(
-        "cannot create log file {path}: {source}; check that the log directory exists and is writable"
-    )]
-    Create { path: PathBuf, source: io::Error },
-    #[error("cannot write log file {path}: {source}; check free disk space")]
-    Write { path: PathBuf, source: io::Error },
-}
+/// Why the logs could not be written (the shared log file's error).
+pub type OutputError = LogFileError;
 
 /// How long the collector waits for a message before it services
 /// control-plane requests (reopen, reload, flush) anyway.
@@ -117,97 +109,64 @@ pub struct CollectorSummary {
     /// Detection's own limits that were hit (host table full, notice
     /// buffer released early, …), by name.
     pub detect_anomalies: AnomalyCounts,
+    /// The log files' drops and repairs, summed.
+    pub log_files: LogFileCounts,
 }
 
+/// Every log file of a run. A new log is one more field here and one more
+/// entry in [`Logs::all`]: opening, whole-line writes, repair, reopen and
+/// the unwritable-directory handling are the shared [`LogFile`]'s.
 struct Logs {
-    smtp: LogWriter<ConnRecord, BufWriter<File>>,
-    notice: LogWriter<Notice, BufWriter<File>>,
-    weird: LogWriter<Weird, BufWriter<File>>,
-    smtp_path: PathBuf,
-    notice_path: PathBuf,
-    weird_path: PathBuf,
-}
-
-/// How log files are opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenMode {
-    /// Start empty (offline: a rerun of the same capture gives the same
-    /// files).
-    Truncate,
-    /// Keep what is there (live: a restart or a reopen never destroys
-    /// logs; after logrotate moved the file away a new one is created).
-    Append,
+    smtp: LogFile<ConnRecord>,
+    notice: LogFile<Notice>,
+    weird: LogFile<Weird>,
 }
 
 impl Logs {
     fn create(dir: &Path, format: LogFormat, mode: OpenMode) -> Result<Logs, OutputError> {
-        let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), OutputError> {
-            let path = dir.join(name);
-            let mut o = OpenOptions::new();
-            match mode {
-                OpenMode::Truncate => o.write(true).create(true).truncate(true),
-                OpenMode::Append => o.append(true).create(true),
-            };
-            let f = o.open(&path).map_err(|source| OutputError::Create {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((BufWriter::with_capacity(1 << 16, f), path))
-        };
-        let (s, smtp_path) = open("smtp.log")?;
-        let (n, notice_path) = open("notice.log")?;
-        let smtp = LogWriter::new(s, format).map_err(|source| OutputError::Write {
-            path: smtp_path.clone(),
-            source,
-        })?;
-        let notice = LogWriter::new(n, format).map_err(|source| OutputError::Write {
-            path: notice_path.clone(),
-            source,
-        })?;
-        let (w, weird_path) = open("weird.log")?;
-        let weird = LogWriter::new(w, format).map_err(|source| OutputError::Write {
-            path: weird_path.clone(),
-            source,
-        })?;
         Ok(Logs {
-            smtp,
-            notice,
-            weird,
-            smtp_path,
-            notice_path,
-            weird_path,
+            smtp: LogFile::open(dir, "smtp.log", format, mode, OnError::Fail)?,
+            notice: LogFile::open(dir, "notice.log", format, mode, OnError::Fail)?,
+            weird: LogFile::open(dir, "weird.log", format, mode, OnError::Fail)?,
         })
     }
 
+    fn all(&mut self) -> [&mut dyn AnyLogFile; 3] {
+        [&mut self.smtp, &mut self.notice, &mut self.weird]
+    }
+
     fn flush(&mut self) -> Result<(), OutputError> {
-        self.smtp.flush().map_err(|source| OutputError::Write {
-            path: self.smtp_path.clone(),
-            source,
-        })?;
-        self.notice.flush().map_err(|source| OutputError::Write {
-            path: self.notice_path.clone(),
-            source,
-        })?;
-        self.weird.flush().map_err(|source| OutputError::Write {
-            path: self.weird_path.clone(),
-            source,
-        })
+        self.all().into_iter().try_for_each(|l| l.flush())
     }
 
     /// Closes every file (Zeek `#close` trailer, flush).
     fn close(&mut self) -> Result<(), OutputError> {
-        self.smtp.close().map_err(|source| OutputError::Write {
-            path: self.smtp_path.clone(),
-            source,
-        })?;
-        self.notice.close().map_err(|source| OutputError::Write {
-            path: self.notice_path.clone(),
-            source,
-        })?;
-        self.weird.close().map_err(|source| OutputError::Write {
-            path: self.weird_path.clone(),
-            source,
-        })
+        self.all().into_iter().try_for_each(|l| l.close())
+    }
+
+    /// Closes and reopens every file (SIGHUP).
+    fn reopen(&mut self) -> Result<(), OutputError> {
+        self.all().into_iter().try_for_each(|l| l.reopen())
+    }
+
+    /// Tries the unwritable files again (at most once a second each).
+    fn retry(&mut self) {
+        self.all().into_iter().for_each(|l| l.retry());
+    }
+
+    fn set_on_error(&mut self, e: OnError) {
+        self.all().into_iter().for_each(|l| l.set_on_error(e));
+    }
+
+    /// Summed over the files; and how many are unwritable now.
+    fn counts(&mut self) -> (LogFileCounts, u64) {
+        let mut sum = LogFileCounts::default();
+        let mut unwritable = 0;
+        for l in self.all() {
+            sum.add(&l.counts());
+            unwritable += u64::from(!l.writable());
+        }
+        (sum, unwritable)
     }
 }
 
@@ -222,8 +181,6 @@ pub struct CollectorControl {
 /// startup error).
 pub struct Collector {
     logs: Logs,
-    dir: PathBuf,
-    format: LogFormat,
     detection: Arc<Detection>,
     /// Workers reporting for each source (a dispatcher with its own ticks):
     /// offline one source with every worker; live one per rx queue.
@@ -294,8 +251,6 @@ impl Collector {
     ) -> Result<Self, OutputError> {
         Ok(Collector {
             logs: Logs::create(dir, format, mode)?,
-            dir: dir.to_owned(),
-            format,
             detection,
             sources,
             reload: None,
@@ -323,6 +278,7 @@ impl Collector {
         budget: Arc<RecordBudget>,
         flush_every: Duration,
     ) -> Self {
+        self.logs.set_on_error(OnError::Drop);
         self.reload = Some(reload);
         self.control = Some(control);
         self.budget = Some(budget);
@@ -351,17 +307,18 @@ impl Collector {
             .as_ref()
             .is_some_and(|c| c.reopen.swap(false, Ordering::AcqRel))
         {
-            self.logs.close()?;
-            self.logs = Logs::create(&self.dir, self.format, OpenMode::Append)?;
+            self.logs.reopen()?;
             if let Some(t) = &self.telemetry {
                 t.collector.log_reopens.fetch_add(1, Ordering::Relaxed);
             }
             log::info!(
-                "reopened {} and {}",
-                self.logs.smtp_path.display(),
-                self.logs.notice_path.display()
+                "reopened {}, {} and {}",
+                self.logs.smtp.path().display(),
+                self.logs.notice.path().display(),
+                self.logs.weird.path().display()
             );
         }
+        self.logs.retry();
         if let Some(every) = self.flush_every
             && st.last_flush.elapsed() >= every
         {
@@ -370,12 +327,25 @@ impl Collector {
         }
         if let Some(t) = &self.telemetry {
             let c = &t.collector;
-            c.records_written.store(st.sum.records, Ordering::Relaxed);
-            c.notices_written.store(st.sum.notices, Ordering::Relaxed);
+            let (records, notices) = self.written(&st.sum);
+            c.records_written.store(records, Ordering::Relaxed);
+            c.notices_written.store(notices, Ordering::Relaxed);
             c.notices_suppressed
                 .store(st.queue.suppressed, Ordering::Relaxed);
+            let (files, unwritable) = self.logs.counts();
+            c.set_log_files(&files, unwritable);
         }
         Ok(())
+    }
+
+    /// Records and notices that reached their files: those handed to the
+    /// logs less those a log could not write (live, unwritable).
+    fn written(&self, sum: &CollectorSummary) -> (u64, u64) {
+        (
+            sum.records.saturating_sub(self.logs.smtp.counts().dropped),
+            sum.notices
+                .saturating_sub(self.logs.notice.counts().dropped),
+        )
     }
 
     /// Runs until every worker of every source has sent its final report.
@@ -479,6 +449,12 @@ impl Collector {
         }
         self.service(&mut st)?;
         self.logs.close()?;
+        let (files, unwritable) = self.logs.counts();
+        if let Some(t) = &self.telemetry {
+            t.collector.set_log_files(&files, unwritable);
+        }
+        (st.sum.records, st.sum.notices) = self.written(&st.sum);
+        st.sum.log_files = files;
         Ok(st.sum)
     }
 
@@ -520,13 +496,7 @@ impl Collector {
             .collect();
         order.sort_by_key(|k| record(k).map(write_order));
         for r in order.iter().filter_map(record) {
-            self.logs
-                .smtp
-                .write(r)
-                .map_err(|source| OutputError::Write {
-                    path: self.logs.smtp_path.clone(),
-                    source,
-                })?;
+            self.logs.smtp.write(r)?;
         }
         let written = order.len() as u64;
         st.sum.records += written;
@@ -587,13 +557,7 @@ impl Collector {
                 continue;
             }
             w.peer = Some(self.settings.sensor_name.clone());
-            self.logs
-                .weird
-                .write(&w)
-                .map_err(|source| OutputError::Write {
-                    path: self.logs.weird_path.clone(),
-                    source,
-                })?;
+            self.logs.weird.write(&w)?;
             st.sum.weirds += 1;
         }
         Ok(())
@@ -613,13 +577,7 @@ impl Collector {
                     .as_ref()
                     .and_then(|c| community_id::of_tcp(&c.id, id.community_id_seed)),
             });
-            self.logs
-                .notice
-                .write(&n)
-                .map_err(|source| OutputError::Write {
-                    path: self.logs.notice_path.clone(),
-                    source,
-                })?;
+            self.logs.notice.write(&n)?;
             sum.notices += 1;
         }
         Ok(())

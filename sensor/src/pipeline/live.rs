@@ -101,6 +101,7 @@ pub fn run(
 
     let telemetry = Telemetry::live(iface, queues, workers);
     live.queue_counters = telemetry.queues.clone();
+    live.link = telemetry.link.clone();
     live.cpus = ctl.cpus.clone();
     let stats_every = args.stats_every();
 
@@ -199,10 +200,14 @@ pub fn run(
         }
     };
 
+    let mut interface_lost = false;
     let (counts, dropped_records) = if receive_side {
         let result = run_live(&live, |q| dispatcher(q as usize), on_control);
         match result {
-            Ok(report) => totals(report.sinks),
+            Ok(report) => {
+                interface_lost = report.interface_lost;
+                totals(report.sinks)
+            }
             Err(e) => {
                 drop(tx);
                 let _ = collector.join();
@@ -249,6 +254,7 @@ pub fn run(
                 },
                 on_control,
             )
+            .map(|report| interface_lost = report.interface_lost)
             .map_err(RunError::from),
         };
         // Lanes of queues that never started: the workers must not wait.
@@ -284,6 +290,7 @@ pub fn run(
     };
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
     summary.dropped_records = dropped_records;
+    summary.interface_lost = interface_lost.then(|| iface.to_owned());
     summary.dropped_frames = telemetry
         .hops
         .iter()

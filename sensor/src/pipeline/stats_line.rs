@@ -2,7 +2,7 @@
 //! and every drop, in one place an operator can grep.
 //!
 //! ```text
-//! stats: iface=eth1 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0) flows=118 records=4410 notices=3 xdp_seen=… xdp_redirected=… xdp_passed=… xdp_dropped=… xdp_malformed=… xdp_redirect_failed=… xdp_meta_failed=…
+//! stats: iface=eth1 link=up link_losses=0 uptime=20s pps=14203 mbps=96.1 drops=0 (socket=0 ring_full=0 fill_empty=0 worker_rings=0 records=0 log_write=0) flows=118 records=4410 notices=3 xdp_seen=… xdp_redirected=… xdp_passed=… xdp_dropped=… xdp_malformed=… xdp_redirect_failed=… xdp_meta_failed=…
 //! ```
 
 use std::fmt::Write as _;
@@ -24,6 +24,12 @@ pub struct Totals {
     pub sock_fill_ring_empty: u64,
     pub worker_ring_drops: u64,
     pub records_dropped: u64,
+    /// Records and notices a log file could not take (unwritable).
+    pub log_write_drops: u64,
+    /// The interface exists with its link up.
+    pub link_up: bool,
+    /// Times the link went down or the interface disappeared.
+    pub link_losses: u64,
     pub live_flows: u64,
     pub records: u64,
     pub notices: u64,
@@ -50,6 +56,9 @@ impl Totals {
         s.records = c.records_written.load(Ordering::Relaxed);
         s.notices = c.notices_written.load(Ordering::Relaxed);
         s.records_dropped = c.records_dropped.load(Ordering::Relaxed);
+        s.log_write_drops = c.log_records_dropped.load(Ordering::Relaxed);
+        s.link_up = t.link.is_up();
+        s.link_losses = t.link.losses.load(Ordering::Relaxed);
         s.xdp = t.xdp();
         s
     }
@@ -61,6 +70,7 @@ impl Totals {
             + self.sock_rx_ring_full
             + self.worker_ring_drops
             + self.records_dropped
+            + self.log_write_drops
     }
 }
 
@@ -111,13 +121,16 @@ pub fn format_line(iface: &str, uptime: u64, prev: &Totals, cur: &Totals, secs: 
     let mut s = String::with_capacity(200);
     let _ = write!(
         s,
-        "stats: iface={iface} uptime={uptime}s pps={pps:.0} mbps={mbps:.1} drops={} (socket={} ring_full={} fill_empty={} worker_rings={} records={}) flows={} records={} notices={}",
+        "stats: iface={iface} link={} link_losses={} uptime={uptime}s pps={pps:.0} mbps={mbps:.1} drops={} (socket={} ring_full={} fill_empty={} worker_rings={} records={} log_write={}) flows={} records={} notices={}",
+        if cur.link_up { "up" } else { "down" },
+        cur.link_losses,
         cur.drops(),
         cur.sock_rx_dropped,
         cur.sock_rx_ring_full,
         cur.sock_fill_ring_empty,
         cur.worker_ring_drops,
         cur.records_dropped,
+        cur.log_write_drops,
         cur.live_flows,
         cur.records,
         cur.notices,
@@ -149,13 +162,21 @@ mod tests {
             live_flows: 7,
             records: 9,
             notices: 1,
+            link_up: true,
+            link_losses: 1,
+            log_write_drops: 3,
             ..Totals::default()
         };
         let line = format_line("veth0", 12, &prev, &cur, 2.0);
         assert_eq!(
             line,
-            "stats: iface=veth0 uptime=12s pps=1000 mbps=10.0 drops=7 (socket=0 ring_full=2 fill_empty=0 worker_rings=5 records=0) flows=7 records=9 notices=1"
+            "stats: iface=veth0 link=up link_losses=1 uptime=12s pps=1000 mbps=10.0 drops=10 (socket=0 ring_full=2 fill_empty=0 worker_rings=5 records=0 log_write=3) flows=7 records=9 notices=1"
         );
+        let down = Totals {
+            link_up: false,
+            ..cur
+        };
+        assert!(format_line("veth0", 12, &prev, &down, 2.0).contains(" link=down "));
         let mut xdp = XdpCounters::default();
         xdp.0[Counter::Redirected.index() as usize] = 3000;
         let with_xdp = Totals {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::anomaly::AnomalyCounts;
 use crate::flow::FlowStats;
+use crate::output::LogFileCounts;
 
 use super::collector::{CollectorSummary, FinalCounts};
 use super::worker::PacketStats;
@@ -34,6 +35,12 @@ pub struct RunSummary {
     pub stopped_early: bool,
     /// Worker threads that panicked: their flows were lost; the run fails.
     pub worker_panics: u64,
+    /// The log files' drops (unwritable) and repairs (partial lines cut).
+    pub log_files: LogFileCounts,
+    /// Live: the capture interface was deleted and the run ended for it
+    /// (`--on-interface-loss exit`); the run fails so a supervisor
+    /// restarts it.
+    pub interface_lost: Option<String>,
 }
 
 impl RunSummary {
@@ -47,6 +54,7 @@ impl RunSummary {
             weirds: collected.weirds,
             anomalies: dispatch.anomalies,
             worker_panics: dispatch.worker_panics,
+            log_files: collected.log_files,
             ..RunSummary::default()
         };
         s.anomalies.merge(&collected.detect_anomalies);
@@ -118,6 +126,20 @@ impl fmt::Display for RunSummary {
                 f,
                 "smtp-sensor: {} records dropped: the log writer fell behind",
                 self.dropped_records
+            )?;
+        }
+        if self.log_files.dropped > 0 {
+            writeln!(
+                f,
+                "smtp-sensor: {} records and notices dropped: a log file could not be written ({} failures)",
+                self.log_files.dropped, self.log_files.failures
+            )?;
+        }
+        if self.log_files.partial_lines_cut > 0 {
+            writeln!(
+                f,
+                "smtp-sensor: {} partial last line(s) ({} bytes) cut from the logs at open",
+                self.log_files.partial_lines_cut, self.log_files.partial_bytes_cut
             )?;
         }
         if self.anomalies.is_empty() {
