@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::smtp::files::{DEFAULT_HASH_MAX_BYTES, HashSet};
+
 /// Where a value came from, for error lines: the config file or `--set`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -138,6 +140,9 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
     /// A connection with no packet for this long is finished (> 0).
     pub conn_idle_timeout: Duration,
+    /// Hashes computed over every file of a message (files.log `md5`,
+    /// `sha1`, `sha256`); empty: none.
+    pub file_hashes: HashSet,
 
     // --- limits (DESIGN.md: every limit is a named value with a default) ---
     /// Connections one worker tracks at once; more are not analysed (counted).
@@ -178,6 +183,8 @@ pub struct Config {
     pub max_reply_len: usize,
     /// Invalid transactions after which a session stops parsing.
     pub max_invalid_transactions: usize,
+    /// Bytes of one file hashed at most; a longer file gets no hashes.
+    pub file_hash_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -201,6 +208,7 @@ impl Default for Config {
             suspicious_networks: Vec::new(),
             geoip_db: None,
             conn_idle_timeout: Duration::from_secs(5 * 60),
+            file_hashes: HashSet::ALL,
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
@@ -218,6 +226,7 @@ impl Default for Config {
             max_pending_commands: smtp.max_pending_commands,
             max_reply_len: smtp.max_reply_len,
             max_invalid_transactions: smtp.max_invalid_transactions as usize,
+            file_hash_max_bytes: DEFAULT_HASH_MAX_BYTES as usize,
         }
     }
 }
@@ -237,6 +246,7 @@ pub const KEYS: &[&str] = &[
     "suspicious_networks",
     "geoip_db",
     "conn_idle_timeout",
+    "file_hashes",
     "max_flows_per_worker",
     "max_silent_flows_per_worker",
     "max_ooo_bytes_per_flow",
@@ -254,6 +264,7 @@ pub const KEYS: &[&str] = &[
     "max_pending_commands",
     "max_reply_len",
     "max_invalid_transactions",
+    "file_hash_max_bytes",
 ];
 
 impl Config {
@@ -400,6 +411,20 @@ impl Config {
                     )
                 })?
             }
+            "file_hashes" => {
+                let each = list(value, bad_item, |v| {
+                    let mut one = HashSet::NONE;
+                    v.as_str()
+                        .filter(|name| one.add(name))
+                        .map(|_| one)
+                        .ok_or("expected a hash name: \"md5\", \"sha1\" or \"sha256\"")
+                })?;
+                self.file_hashes = each.iter().fold(HashSet::NONE, |a, b| HashSet {
+                    md5: a.md5 || b.md5,
+                    sha1: a.sha1 || b.sha1,
+                    sha256: a.sha256 || b.sha256,
+                });
+            }
             "geoip_db" => {
                 let s = value
                     .as_str()
@@ -422,7 +447,7 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 17] {
+    pub fn limits(&self) -> [(&'static str, usize); 18] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
             (
@@ -444,6 +469,7 @@ impl Config {
             ("max_pending_commands", self.max_pending_commands),
             ("max_reply_len", self.max_reply_len),
             ("max_invalid_transactions", self.max_invalid_transactions),
+            ("file_hash_max_bytes", self.file_hash_max_bytes),
         ]
     }
 
@@ -466,6 +492,7 @@ impl Config {
             "max_pending_commands" => &mut self.max_pending_commands,
             "max_reply_len" => &mut self.max_reply_len,
             "max_invalid_transactions" => &mut self.max_invalid_transactions,
+            "file_hash_max_bytes" => &mut self.file_hash_max_bytes,
             _ => return None,
         })
     }
@@ -541,6 +568,11 @@ impl Config {
             "conn_idle_timeout = {}",
             s(&format_duration(self.conn_idle_timeout))
         );
+        let _ = writeln!(
+            out,
+            "file_hashes = {}",
+            list(self.file_hashes.names().into_iter().map(s).collect())
+        );
         for (k, v) in self.limits() {
             let _ = writeln!(out, "{k} = {v}");
         }
@@ -564,7 +596,8 @@ fn key_kind(key: &str) -> Option<Kind> {
         | "local_mail"
         | "suspicious_networks"
         | "suspicious_countries"
-        | "blocklist_patterns" => Kind::StrList,
+        | "blocklist_patterns"
+        | "file_hashes" => Kind::StrList,
         "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db" => Kind::Str,
         k if KEYS.contains(&k) => Kind::Int,
         _ => return None,

@@ -1,5 +1,5 @@
 //! The collector thread: gathers what workers report per tick window, writes
-//! smtp.log in a deterministic order, merges the period counters, evaluates
+//! smtp.log (and each message's files to files.log) in a deterministic order, merges the period counters, evaluates
 //! the spam rules, and writes notice.log — all off the packet path.
 //!
 //! Every worker sees the same sequence of ticks (the dispatcher broadcasts
@@ -23,6 +23,7 @@ use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
 use crate::output::{LogFormat, LogWriter};
+use crate::smtp::files::FileInfo;
 use crate::smtp::record::ConnRecord;
 
 use super::dispatch::RecordBudget;
@@ -115,8 +116,10 @@ pub struct CollectorSummary {
 
 struct Logs {
     smtp: LogWriter<ConnRecord, BufWriter<File>>,
+    files: LogWriter<FileInfo, BufWriter<File>>,
     notice: LogWriter<Notice, BufWriter<File>>,
     smtp_path: PathBuf,
+    files_path: PathBuf,
     notice_path: PathBuf,
 }
 
@@ -147,9 +150,14 @@ impl Logs {
             Ok((BufWriter::with_capacity(1 << 16, f), path))
         };
         let (s, smtp_path) = open("smtp.log")?;
+        let (f, files_path) = open("files.log")?;
         let (n, notice_path) = open("notice.log")?;
         let smtp = LogWriter::new(s, format).map_err(|source| OutputError::Write {
             path: smtp_path.clone(),
+            source,
+        })?;
+        let files = LogWriter::new(f, format).map_err(|source| OutputError::Write {
+            path: files_path.clone(),
             source,
         })?;
         let notice = LogWriter::new(n, format).map_err(|source| OutputError::Write {
@@ -158,8 +166,10 @@ impl Logs {
         })?;
         Ok(Logs {
             smtp,
+            files,
             notice,
             smtp_path,
+            files_path,
             notice_path,
         })
     }
@@ -169,16 +179,24 @@ impl Logs {
             path: self.smtp_path.clone(),
             source,
         })?;
+        self.files.flush().map_err(|source| OutputError::Write {
+            path: self.files_path.clone(),
+            source,
+        })?;
         self.notice.flush().map_err(|source| OutputError::Write {
             path: self.notice_path.clone(),
             source,
         })
     }
 
-    /// Closes both files (Zeek `#close` trailer, flush).
+    /// Closes the files (Zeek `#close` trailer, flush).
     fn close(&mut self) -> Result<(), OutputError> {
         self.smtp.close().map_err(|source| OutputError::Write {
             path: self.smtp_path.clone(),
+            source,
+        })?;
+        self.files.close().map_err(|source| OutputError::Write {
+            path: self.files_path.clone(),
             source,
         })?;
         self.notice.close().map_err(|source| OutputError::Write {
@@ -304,8 +322,9 @@ impl Collector {
                 t.collector.log_reopens.fetch_add(1, Ordering::Relaxed);
             }
             log::info!(
-                "reopened {} and {}",
+                "reopened {}, {} and {}",
                 self.logs.smtp_path.display(),
+                self.logs.files_path.display(),
                 self.logs.notice_path.display()
             );
         }
@@ -469,6 +488,15 @@ impl Collector {
                     path: self.logs.smtp_path.clone(),
                     source,
                 })?;
+            for f in &r.record.files {
+                self.logs
+                    .files
+                    .write(f)
+                    .map_err(|source| OutputError::Write {
+                        path: self.logs.files_path.clone(),
+                        source,
+                    })?;
+            }
         }
         let written = order.len() as u64;
         st.sum.records += written;

@@ -10,6 +10,7 @@ use crate::net::{ConnInfo, KeyedMap, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
+use super::files::FileInfo;
 use super::lines::KEEP_CAPACITY;
 use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
@@ -334,6 +335,15 @@ impl HeaderSink for HeaderApplier<'_> {
             self.anomalies.push(SmtpAnomaly::TooManyFiles);
         } else {
             rec.push_list(ListField::Files, &name);
+        }
+    }
+
+    fn file_done(&mut self, file: FileInfo) {
+        let files = &mut self.tx.record.files;
+        if files.len() >= self.cfg.limits.max_files {
+            self.anomalies.push(SmtpAnomaly::TooManyFiles);
+        } else {
+            files.push(file);
         }
     }
 
