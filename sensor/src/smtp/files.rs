@@ -218,10 +218,78 @@ const MAGIC: &[(&[u8], &str)] = &[
     (b"MM\x00*", "image/tiff"),
     (b"BM", "image/x-ms-bmp"),
     (b"<?xml", "application/xml"),
-    (b"diff ", "text/x-diff"),
-    (b"--- ", "text/x-diff"),
     (b"Index: ", "text/x-diff"),
 ];
+
+/// Bytes of a file's start searched for a patch (Zeek's file signatures
+/// match the first 4096 bytes, its `default_file_bof_buffer_size`).
+const DIFF_SCAN_LEN: u32 = 4096;
+
+/// Finds a patch in a file's first [`DIFF_SCAN_LEN`] bytes as it streams:
+/// a line starting `diff ` (git, `diff -u`), or a `--- ` line followed by
+/// a `+++ ` line (a unified diff without its command line). Mail carries
+/// patches after their description, so the signature is not at offset 0.
+#[derive(Clone, Copy, Debug, Default)]
+struct DiffScan {
+    seen: u32,
+    /// Bytes matched of each pattern.
+    diff: u8,
+    minus: u8,
+    plus: u8,
+    minus_seen: bool,
+    found: bool,
+}
+
+impl DiffScan {
+    const DIFF: &'static [u8] = b"\ndiff ";
+    const MINUS: &'static [u8] = b"\n--- ";
+    const PLUS: &'static [u8] = b"\n+++ ";
+
+    fn new() -> Self {
+        // The start of the file is a line start.
+        DiffScan {
+            diff: 1,
+            minus: 1,
+            plus: 1,
+            ..DiffScan::default()
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.found || self.seen >= DIFF_SCAN_LEN {
+            return;
+        }
+        let room = (DIFF_SCAN_LEN - self.seen) as usize;
+        let bytes = bytes.get(..room.min(bytes.len())).unwrap_or_default();
+        self.seen += bytes.len() as u32;
+        let step = |state: &mut u8, pat: &[u8], b: u8| -> bool {
+            if pat.get(usize::from(*state)) == Some(&b) {
+                *state += 1;
+            } else {
+                *state = u8::from(b == b'\n');
+            }
+            if usize::from(*state) == pat.len() {
+                *state = 0;
+                return true;
+            }
+            false
+        };
+        for &b in bytes {
+            if step(&mut self.diff, Self::DIFF, b) {
+                self.found = true;
+            }
+            if step(&mut self.minus, Self::MINUS, b) {
+                self.minus_seen = true;
+            }
+            if step(&mut self.plus, Self::PLUS, b) && self.minus_seen {
+                self.found = true;
+            }
+            if self.found {
+                return;
+            }
+        }
+    }
+}
 
 /// Tags that open an HTML document (after blanks, any case).
 const HTML_STARTS: &[&[u8]] = &[b"<!doctype html", b"<html", b"<head", b"<body"];
@@ -311,6 +379,7 @@ pub struct OpenFile {
     hash_cut: bool,
     hashers: Hashers,
     head: Vec<u8>,
+    diff: DiffScan,
     /// A decoded line (quoted-printable, base64), reused.
     out: Vec<u8>,
 }
@@ -363,6 +432,7 @@ impl OpenFile {
                 sha256: h.sha256.then(Sha256::new),
             },
             head: std::mem::take(&mut self.head),
+            diff: DiffScan::new(),
             out: std::mem::take(&mut self.out),
             ..OpenFile::default()
         };
@@ -489,6 +559,7 @@ impl OpenFile {
             self.head
                 .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
         }
+        self.diff.feed(bytes);
         if self.hash_cut {
             return;
         }
@@ -566,6 +637,7 @@ impl OpenFile {
             }
         };
         let mime_type = sniff(&self.head)
+            .or(self.diff.found.then_some("text/x-diff"))
             .map(str::to_owned)
             .or_else(|| self.header_type.take())
             .or_else(|| looks_like_text(&self.head).then(|| "text/plain".to_owned()));
