@@ -802,6 +802,23 @@ mod tests {
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.max_rcptto, 1000);
         assert_eq!(c.max_path, 1000);
+        // Zeek's hash-all-files policy: every file gets all three.
+        assert_eq!(c.file_hashes.names(), ["md5", "sha1", "sha256"]);
+        assert_eq!(c.file_hash_max_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn file_hashes_take_names_or_nothing() {
+        let c = Config::load(None, &sets(&["file_hashes=sha1"])).unwrap();
+        assert_eq!(c.file_hashes.names(), ["sha1"]);
+        let c = Config::load(None, &sets(&["file_hashes=[]"])).unwrap();
+        assert!(c.file_hashes.names().is_empty());
+        let e = err_line(&["file_hashes=md5,crc32"]);
+        assert!(e.contains("`file_hashes`") && e.contains("crc32"), "{e}");
+        // What check-config prints reads back.
+        let c = Config::load(None, &sets(&["file_hashes=sha256,md5"])).unwrap();
+        let back = from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back.file_hashes, c.file_hashes);
     }
 
     #[test]
@@ -821,6 +838,7 @@ mod tests {
             suspicious_networks = ["198.18.0.0/15"]
             geoip_db = "/nonexistent/x.mmdb"
             conn_idle_timeout = "30s"
+            file_hashes = ["SHA256", "md5"]
             max_flows_per_worker = 10
             max_silent_flows_per_worker = 11
             max_ooo_bytes_per_flow = 12
@@ -838,6 +856,7 @@ mod tests {
             max_pending_commands = 24
             max_reply_len = 25
             max_invalid_transactions = 26
+            file_hash_max_bytes = 27
             "#,
         )
         .unwrap();
@@ -856,9 +875,10 @@ mod tests {
         );
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(30));
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..27).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..28).collect::<Vec<usize>>());
+        assert_eq!(c.file_hashes.names(), ["md5", "sha256"]);
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 30);
+        assert_eq!(KEYS.len(), 32);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }
