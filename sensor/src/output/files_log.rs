@@ -87,7 +87,7 @@ impl LogRecord for FileInfo {
         f(Value::Str("SMTP"));
         f(Value::Count(u64::from(self.depth)));
         f(Value::Strs(&analyzers));
-        f(opt(&self.mime_type));
+        f(self.mime_type.as_deref().map_or(Value::Absent, Value::Str));
         f(opt(&self.filename));
         f(Value::Interval(self.duration_us as f64 / 1e6));
         f(self.local_orig.map_or(Value::Absent, Value::Bool));

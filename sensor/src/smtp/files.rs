@@ -5,6 +5,7 @@
 //! a time, never buffered. A finished file is a [`FileInfo`]: a files.log
 //! row, joined to smtp.log by its `fuid`.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use md5::{Digest, Md5};
@@ -132,6 +133,49 @@ impl std::fmt::Debug for Fuid {
     }
 }
 
+/// A MIME type: the common ones (what sniffing gives, the usual
+/// Content-Types) without an allocation.
+pub type MimeType = Cow<'static, str>;
+
+/// Content-Types met often enough to be kept without a copy.
+const COMMON_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "application/octet-stream",
+    "application/pdf",
+    "application/zip",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "message/rfc822",
+    "text/calendar",
+    "text/csv",
+    "text/x-diff",
+    "text/x-patch",
+    "application/msword",
+    "application/vnd.ms-excel",
+];
+
+/// Longest Content-Type media type kept for files.log (`type/subtype`).
+const MAX_MEDIA_LEN: usize = 128;
+
+/// The media type of a Content-Type value's `type/subtype` (trimmed), in
+/// lower case; `None` when it is not one or is too long.
+pub fn media_type(media: &[u8]) -> Option<MimeType> {
+    if !media.contains(&b'/') || media.len() > MAX_MEDIA_LEN {
+        return None;
+    }
+    if let Some(t) = COMMON_TYPES
+        .iter()
+        .find(|t| t.as_bytes().eq_ignore_ascii_case(media))
+    {
+        return Some(Cow::Borrowed(t));
+    }
+    Some(Cow::Owned(
+        String::from_utf8_lossy(media).to_ascii_lowercase(),
+    ))
+}
+
 /// The transfer encoding of an entity (Content-Transfer-Encoding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Encoding {
@@ -180,7 +224,7 @@ pub struct FileInfo {
     pub depth: u32,
     /// The hashes that ran on it (Zeek's `analyzers`).
     pub analyzers: HashSet,
-    pub mime_type: Option<String>,
+    pub mime_type: Option<MimeType>,
     pub filename: Option<String>,
     /// From the first byte to the last, in microseconds.
     pub duration_us: u64,
@@ -369,7 +413,7 @@ pub struct OpenFile {
     pads: u8,
     bad_encoding: bool,
     encoding_counted: bool,
-    header_type: Option<String>,
+    header_type: Option<MimeType>,
     filename: Option<String>,
     first: Ts,
     last: Ts,
@@ -401,7 +445,7 @@ pub struct EntityFacts {
     /// The parent is a multipart entity (Zeek's CRLF rule).
     pub in_multipart: bool,
     /// The entity's media type from its Content-Type, lower case.
-    pub header_type: Option<String>,
+    pub header_type: Option<MimeType>,
     pub filename: Option<String>,
 }
 
@@ -638,9 +682,9 @@ impl OpenFile {
         };
         let mime_type = sniff(&self.head)
             .or(self.diff.found.then_some("text/x-diff"))
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
             .or_else(|| self.header_type.take())
-            .or_else(|| looks_like_text(&self.head).then(|| "text/plain".to_owned()));
+            .or_else(|| looks_like_text(&self.head).then_some(Cow::Borrowed("text/plain")));
         let (uid, id, local_orig) = conn;
         Some(FileInfo {
             ts: self.first,
@@ -729,5 +773,192 @@ pub fn local_orig(local_nets: &[ipnet::IpNet], addr: IpAddr) -> Option<bool> {
         None
     } else {
         Some(local_nets.iter().any(|n| n.contains(&addr)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(encoding: Encoding, in_multipart: bool) -> EntityFacts {
+        EntityFacts {
+            depth: 1,
+            encoding,
+            in_multipart,
+            header_type: media_type(b"Application/X-Test"),
+            filename: None,
+        }
+    }
+
+    fn conn() -> (Uid, ConnId) {
+        let id = ConnId {
+            orig_h: "198.18.0.1".parse().unwrap(),
+            orig_p: 1,
+            resp_h: "198.18.0.2".parse().unwrap(),
+            resp_p: 25,
+        };
+        (Uid::new(&id, Ts(1)), id)
+    }
+
+    /// The file of `lines` (handed in one by one), and the anomalies.
+    fn decode(
+        encoding: Encoding,
+        in_multipart: bool,
+        lines: &[&[u8]],
+        cfg: &FileConfig,
+    ) -> (Option<FileInfo>, Vec<SmtpAnomaly>) {
+        let mut f = OpenFile::default();
+        let mut an = Vec::new();
+        f.open(facts(encoding, in_multipart), cfg);
+        for l in lines {
+            f.line(l, Ts(5), cfg, &mut an);
+        }
+        let (uid, id) = conn();
+        (f.close(false, (&uid, &id, None), 0, cfg, &mut an), an)
+    }
+
+    fn sha1_of(bytes: &[u8]) -> [u8; 20] {
+        Sha1::digest(bytes).into()
+    }
+
+    #[test]
+    fn identity_keeps_line_ends_but_the_one_before_a_boundary() {
+        let cfg = FileConfig::default();
+        let (f, _) = decode(Encoding::Identity, true, &[b"a", b"b", b""], &cfg);
+        let f = f.unwrap();
+        assert_eq!(f.seen_bytes, 6);
+        assert_eq!(f.hashes.sha1, Some(sha1_of(b"a\r\nb\r\n")));
+        // Outside a multipart (a message's only entity) every line ends.
+        let (f, _) = decode(Encoding::Identity, false, &[b"a", b"b"], &cfg);
+        assert_eq!(f.unwrap().hashes.sha1, Some(sha1_of(b"a\r\nb\r\n")));
+    }
+
+    #[test]
+    fn quoted_printable_as_zeek_decodes_it() {
+        let cfg = FileConfig::default();
+        let lines: &[&[u8]] = &[b"caf=C3=A9 =3D x  \t", b"soft=", b"break", b"bad=ZZ=4", b"end="];
+        let (f, an) = decode(Encoding::QuotedPrintable, true, lines, &cfg);
+        let want = b"caf\xc3\xa9 = x\r\nsoftbreak\r\nbad=ZZ=4\r\nend";
+        assert_eq!(f.unwrap().hashes.sha1, Some(sha1_of(want)));
+        assert_eq!(an, [SmtpAnomaly::IllegalEncoding]);
+    }
+
+    #[test]
+    fn base64_skips_junk_and_decodes_what_it_can() {
+        let cfg = FileConfig::default();
+        // "hello world" in base64, cut across lines, with padding.
+        let (f, an) = decode(Encoding::Base64, true, &[b"aGVsbG8g", b"d29y", b"bGQ="], &cfg);
+        assert_eq!(f.unwrap().hashes.sha1, Some(sha1_of(b"hello world")));
+        assert!(an.is_empty());
+        // Junk bytes are skipped and counted once; an incomplete last group
+        // gives its whole bytes.
+        let (f, an) = decode(Encoding::Base64, true, &[b"aG!V*s", b"bG8gd2"], &cfg);
+        let f = f.unwrap();
+        assert_eq!(f.hashes.sha1, Some(sha1_of(b"hello w")));
+        assert_eq!(an, [SmtpAnomaly::IllegalEncoding]);
+        // Only junk: no byte, no file (Zeek makes none either).
+        let (f, an) = decode(Encoding::Base64, true, &[b"!!!!", b"*"], &cfg);
+        assert!(f.is_none());
+        assert_eq!(an, [SmtpAnomaly::IllegalEncoding]);
+    }
+
+    #[test]
+    fn fast_path_lines_equal_lines_one_by_one() {
+        let cfg = FileConfig::default();
+        let (uid, id) = conn();
+        let raw: &[u8] = b"line one\r\nline two\r\r\n\r\nbare lf\nlast\r\n";
+        for enc in [Encoding::Identity, Encoding::QuotedPrintable, Encoding::Base64] {
+            let mut a = OpenFile::default();
+            let mut b = OpenFile::default();
+            let mut an = Vec::new();
+            a.open(facts(enc, true), &cfg);
+            b.open(facts(enc, true), &cfg);
+            a.lines(raw, Ts(1), &cfg, &mut an);
+            for l in [&b"line one"[..], b"line two", b"", b"bare lf", b"last"] {
+                b.line(l, Ts(1), &cfg, &mut an);
+            }
+            let fa = a.close(false, (&uid, &id, None), 0, &cfg, &mut an);
+            let fb = b.close(false, (&uid, &id, None), 0, &cfg, &mut an);
+            assert_eq!(fa, fb, "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn hash_cap_drops_hashes_not_sizes() {
+        let cfg = FileConfig {
+            hashes: HashSet::ALL,
+            hash_max_bytes: 5,
+        };
+        let (f, an) = decode(Encoding::Identity, true, &[b"abc", b"def"], &cfg);
+        let f = f.unwrap();
+        assert_eq!(f.seen_bytes, 8);
+        assert_eq!(f.hashes, Hashes::default());
+        assert_eq!(an, [SmtpAnomaly::FileHashTruncated]);
+        let none = FileConfig {
+            hashes: HashSet::NONE,
+            ..FileConfig::default()
+        };
+        let (f, an) = decode(Encoding::Identity, true, &[b"abc"], &none);
+        assert_eq!(f.unwrap().hashes, Hashes::default());
+        assert!(an.is_empty());
+    }
+
+    #[test]
+    fn sniffing_magic_html_patches_then_the_header() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(sniff(b"MZ\x90\0"), Some("application/x-dosexec"));
+        assert_eq!(sniff(b"  \r\n<!DOCTYPE HTML PUBLIC"), Some("text/html"));
+        assert_eq!(sniff(b"hello"), None);
+        let cfg = FileConfig::default();
+        let (f, _) = decode(Encoding::Identity, true, &[b"%PDF-1.4", b"x"], &cfg);
+        assert_eq!(f.unwrap().mime_type.as_deref(), Some("application/pdf"));
+        // A patch after its description.
+        let (f, _) = decode(
+            Encoding::Identity,
+            true,
+            &[b"Fix a bug.", b"", b"diff --git a/x b/x", b"--- a/x", b"+++ b/x"],
+            &cfg,
+        );
+        assert_eq!(f.unwrap().mime_type.as_deref(), Some("text/x-diff"));
+        // Nothing to tell: the part's Content-Type.
+        let (f, _) = decode(Encoding::Identity, true, &[b"plain words"], &cfg);
+        assert_eq!(f.unwrap().mime_type.as_deref(), Some("application/x-test"));
+    }
+
+    #[test]
+    fn fuids_are_zeeks_form_and_differ() {
+        let (uid, _) = conn();
+        let a = Fuid::new(&uid, 0);
+        let b = Fuid::new(&uid, 1);
+        assert_ne!(a, b);
+        assert_eq!(a, Fuid::new(&uid, 0));
+        for f in [a, b] {
+            let s = f.as_str();
+            assert_eq!(s.len(), 18);
+            assert!(s.starts_with('F') && s.bytes().all(|c| c.is_ascii_alphanumeric()));
+        }
+        assert_eq!(Encoding::from_header(b" BASE64 "), Encoding::Base64);
+        assert_eq!(
+            Encoding::from_header(b"quoted-printable (x)"),
+            Encoding::QuotedPrintable
+        );
+        assert_eq!(Encoding::from_header(b"8bit"), Encoding::Identity);
+    }
+
+    #[test]
+    fn a_gap_counts_and_drops_the_hashes() {
+        let cfg = FileConfig::default();
+        let mut f = OpenFile::default();
+        let mut an = Vec::new();
+        f.open(facts(Encoding::Identity, true), &cfg);
+        f.line(b"before", Ts(1), &cfg, &mut an);
+        f.gap(1000, Ts(2));
+        let (uid, id) = conn();
+        let info = f.close(false, (&uid, &id, Some(true)), 3, &cfg, &mut an).unwrap();
+        assert_eq!((info.seen_bytes, info.missing_bytes), (6, 1000));
+        assert_eq!(info.hashes, Hashes::default());
+        assert_eq!(info.local_orig, Some(true));
+        assert_eq!(info.duration_us, 1);
+        assert_eq!(info.fuid, Fuid::new(&uid, 3));
     }
 }

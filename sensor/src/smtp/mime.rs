@@ -15,7 +15,7 @@ use memchr::{memchr, memchr2};
 use crate::net::{ConnId, ConnInfo, Ts, Uid};
 
 use super::anomaly::SmtpAnomaly;
-use super::files::{EntityFacts, Encoding, FileConfig, FileInfo, OpenFile};
+use super::files::{EntityFacts, Encoding, FileConfig, FileInfo, MimeType, OpenFile, media_type};
 use super::limits::SmtpLimits;
 use super::lines::KEEP_CAPACITY;
 use super::parser::{bytes_into_string, parse_header, trim};
@@ -26,7 +26,7 @@ pub trait HeaderSink {
     /// A complete header of the top-level entity.
     fn top_header(&mut self, name: &[u8], value: &[u8]);
     /// The file name of an entity, once its headers are complete.
-    fn file(&mut self, name: String);
+    fn file(&mut self, name: &str);
     /// A file (an entity's decoded body) ended.
     fn file_done(&mut self, _file: FileInfo) {}
     fn anomaly(&mut self, a: SmtpAnomaly);
@@ -303,7 +303,7 @@ struct Entity {
     depth: u32,
     encoding: Encoding,
     /// Media type (`type/subtype`, lower case) from Content-Type.
-    media: Option<String>,
+    media: Option<MimeType>,
     /// The enclosing entity is a multipart.
     in_multipart: bool,
 }
@@ -505,7 +505,7 @@ impl MimeTracker {
 
     /// Opens the file of the innermost entity if its body is content.
     fn open_file(&mut self, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
-        let Some(ent) = self.stack.last() else {
+        let Some(ent) = self.stack.last_mut() else {
             return;
         };
         if !ent.takes_data() || self.file.is_open() {
@@ -515,15 +515,16 @@ impl MimeTracker {
             sink.anomaly(SmtpAnomaly::TooManyFiles);
             return;
         }
+        // The names go to the file: the record has its copy already.
         let facts = EntityFacts {
             depth: ent.depth,
             encoding: ent.encoding,
             in_multipart: ent.in_multipart,
-            header_type: ent.media.clone(),
+            header_type: ent.media.take(),
             filename: ent
                 .disposition_name
-                .clone()
-                .or_else(|| ent.type_name.clone())
+                .take()
+                .or_else(|| ent.type_name.take())
                 .filter(|n| !n.is_empty()),
         };
         self.file.open(facts, &self.files_ctx.cfg);
@@ -766,8 +767,7 @@ impl MimeTracker {
         if name.eq_ignore_ascii_case(b"content-type") {
             let media = trim(value.split(|&b| b == b';').next().unwrap_or_default());
             let top = media.split(|&b| b == b'/').next().unwrap_or_default();
-            ent.media = (media.contains(&b'/') && media.len() <= MAX_MEDIA_LEN)
-                .then(|| String::from_utf8_lossy(media).to_ascii_lowercase());
+            ent.media = media_type(media);
             if top.eq_ignore_ascii_case(b"multipart") {
                 ent.body = Body::Multipart;
                 ent.boundary.clear();
@@ -816,7 +816,7 @@ impl MimeTracker {
             .or(ent.type_name.as_ref())
             .filter(|n| !n.is_empty())
         {
-            sink.file(name.clone());
+            sink.file(name);
         }
         if ent.body == Body::Message {
             self.push_child(limits, sink);
@@ -844,9 +844,6 @@ impl MimeTracker {
         self.abandoned = false;
     }
 }
-
-/// Longest Content-Type media type kept for files.log (`type/subtype`).
-const MAX_MEDIA_LEN: usize = 128;
 
 /// `Some((false, _))` for a boundary line `--b…`, `Some((true, _))` for the
 /// closing `--b--…`, `None` otherwise (Zeek compares the boundary as a
@@ -881,8 +878,8 @@ mod tests {
                 String::from_utf8_lossy(value).into_owned(),
             ));
         }
-        fn file(&mut self, name: String) {
-            self.files.push(name);
+        fn file(&mut self, name: &str) {
+            self.files.push(name.to_owned());
         }
         fn anomaly(&mut self, a: SmtpAnomaly) {
             self.anomalies.push(a);
