@@ -868,6 +868,7 @@ mod tests {
     struct Collect {
         headers: Vec<(String, String)>,
         files: Vec<String>,
+        done: Vec<FileInfo>,
         anomalies: Vec<SmtpAnomaly>,
     }
 
@@ -880,6 +881,9 @@ mod tests {
         }
         fn file(&mut self, name: &str) {
             self.files.push(name.to_owned());
+        }
+        fn file_done(&mut self, file: FileInfo) {
+            self.done.push(file);
         }
         fn anomaly(&mut self, a: SmtpAnomaly) {
             self.anomalies.push(a);
@@ -1158,5 +1162,132 @@ mod tests {
             },
         );
         assert_eq!(c.anomalies, [SmtpAnomaly::MimeDepthExceeded]);
+    }
+
+    /// The files of a body (line by line) and how deep they were.
+    fn depths(c: &Collect) -> Vec<(u32, Option<&str>, u64)> {
+        c.done
+            .iter()
+            .map(|f| (f.depth, f.mime_type.as_deref(), f.seen_bytes))
+            .collect()
+    }
+
+    #[test]
+    fn files_get_zeeks_depths_across_nesting_and_messages() {
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"OUT\"\r\n",
+            "\r\n",
+            "--OUT\r\n",
+            "Content-Type: multipart/alternative; boundary=\"IN\"\r\n",
+            "\r\n",
+            "--IN\r\n",
+            "\r\n",
+            "hello\r\n",
+            "--IN--\r\n",
+            "--OUT\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "\r\n",
+            "Subject: inner\r\n",
+            "\r\n",
+            "inner body\r\n",
+            "--OUT\r\n",
+            "Content-Type: image/png\r\n",
+            "\r\n",
+            "--OUT--\r\n",
+        );
+        let limits = SmtpLimits::default();
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        for _ in 0..2 {
+            t.begin(true);
+            for line in body.split("\r\n") {
+                t.line(line.as_bytes(), &limits, &mut c);
+            }
+            t.finish(&limits, &mut c);
+        }
+        // 1 OUT, 2 IN, 3 its part, 4 the message, 5 its entity, 6 the
+        // empty PNG (no bytes: no file); the second message goes on at 7.
+        assert_eq!(
+            depths(&c),
+            [
+                (3, Some("text/plain"), 5),
+                (5, Some("text/plain"), 12),
+                (9, Some("text/plain"), 5),
+                (11, Some("text/plain"), 12)
+            ]
+        );
+        // The attached message's own entity is not in a multipart: its
+        // last line keeps its CRLF ("inner body\r\n" and an empty line).
+        assert!(c.anomalies.is_empty(), "{:?}", c.anomalies);
+        // Each file its own fuid.
+        let mut fuids: Vec<_> = c.done.iter().map(|f| f.fuid).collect();
+        fuids.dedup();
+        assert_eq!(fuids.len(), 4);
+    }
+
+    #[test]
+    fn hostile_bodies_stay_bounded_and_are_named() {
+        let limits = SmtpLimits::default();
+        // 100 000 parts: rows stop at max_files, each extra counted.
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        t.begin(true);
+        t.line(b"Content-Type: multipart/mixed; boundary=B", &limits, &mut c);
+        t.line(b"", &limits, &mut c);
+        for _ in 0..100_000 {
+            t.line(b"--B", &limits, &mut c);
+            t.line(b"", &limits, &mut c);
+            t.line(b"x", &limits, &mut c);
+        }
+        t.finish(&limits, &mut c);
+        assert_eq!(c.done.len(), limits.max_files);
+        let too_many = c
+            .anomalies
+            .iter()
+            .filter(|&&a| a == SmtpAnomaly::TooManyFiles)
+            .count();
+        assert_eq!(too_many, 100_000 - limits.max_files);
+        // ... and the closing boundary never came.
+        assert_eq!(c.anomalies.last(), Some(&SmtpAnomaly::MissingClosingBoundary));
+        // A part that never ends: 7.8 MB of base64 lines through one file,
+        // whose state does not grow (counted, not kept).
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        t.begin(true);
+        t.line(b"Content-Transfer-Encoding: base64", &limits, &mut c);
+        t.line(b"", &limits, &mut c);
+        let line = [b'A'; 76];
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            lines.extend_from_slice(&line);
+            lines.extend_from_slice(b"\r\n");
+        }
+        let mut an = Vec::new();
+        for _ in 0..100 {
+            t.inert_lines(&lines, &mut an);
+        }
+        t.abandon();
+        t.finish(&limits, &mut c);
+        assert_eq!(c.done.len(), 1);
+        assert_eq!(c.done[0].seen_bytes, 100 * 1000 * 57);
+        assert!(c.done[0].timedout);
+        assert!(an.is_empty());
+        // Broken base64 is named once per file; nesting past the limit
+        // makes the deepest message's body opaque data, still one file.
+        let nested = "Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\
+                      Content-Transfer-Encoding: base64\r\n\r\n!!aGk=\r\n**\r\n";
+        let c = run(
+            nested,
+            &SmtpLimits {
+                max_mime_depth: 2,
+                ..SmtpLimits::default()
+            },
+        );
+        assert_eq!(
+            c.anomalies,
+            [SmtpAnomaly::MimeDepthExceeded, SmtpAnomaly::IllegalEncoding]
+        );
+        assert_eq!(c.done.len(), 1);
+        assert_eq!(c.done[0].seen_bytes, 2);
     }
 }
