@@ -301,7 +301,10 @@ fn check_file(row: &Value, want: &Expect) {
     assert_eq!(row["missing_bytes"], 0, "{what}");
     assert_eq!(row["timedout"], false, "{what}");
     assert_eq!(row["is_orig"], true, "{what}");
-    assert_eq!(row["analyzers"], serde_json::json!(["MD5", "SHA1", "SHA256"]));
+    assert_eq!(
+        row["analyzers"],
+        serde_json::json!(["MD5", "SHA1", "SHA256"])
+    );
     let [md5, sha1, sha256] = hashes(&want.content);
     assert_eq!(row["md5"], md5.as_str(), "{what}");
     assert_eq!(row["sha1"], sha1.as_str(), "{what}");
@@ -327,7 +330,14 @@ fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
     }
     // smtp.log names the same files, in order, and the file names.
     let fuids: Vec<&Value> = files.iter().map(|r| &r["fuid"]).collect();
-    assert_eq!(smtp[0]["fuids"].as_array().unwrap().iter().collect::<Vec<_>>(), fuids);
+    assert_eq!(
+        smtp[0]["fuids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        fuids
+    );
     assert_eq!(
         smtp[0]["files"],
         serde_json::json!(["logo.png", "résumé.txt", "forwarded.eml", "inner.dat"])
@@ -387,7 +397,10 @@ fn hashes_follow_the_config_and_the_cap() {
     }
     let (rows, _) = run(&["file_hashes=[]"]);
     assert_eq!(rows.len(), expect.len());
-    assert!(rows.iter().all(|r| r.get("sha256").is_none() && r.get("analyzers").is_none()));
+    assert!(
+        rows.iter()
+            .all(|r| r.get("sha256").is_none() && r.get("analyzers").is_none())
+    );
     // A cap of 1000 bytes: the larger file (the PNG) loses its hashes
     // (counted), the others keep them, inner.dat of exactly 1000 bytes
     // too; sizes are whole either way.
@@ -530,25 +543,33 @@ fn no_segmentation_changes_a_hash() {
     let conv = conversation(msg);
     let turns = turns(&conv);
     // The client turn that carries the message: the longest.
-    let data_turn = (0..turns.len())
-        .max_by_key(|&t| turns[t].1.len())
-        .unwrap();
+    let data_turn = (0..turns.len()).max_by_key(|&t| turns[t].1.len()).unwrap();
     let whole = session_files(&turns, usize::MAX, &|b| vec![b.to_vec()]);
     assert_eq!(whole.len(), expect.len());
     for (f, want) in whole.iter().zip(&expect) {
         assert_eq!(f.seen_bytes, want.content.len() as u64);
-        let sha1: String = f.hashes.sha1.unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        let sha1: String = f
+            .hashes
+            .sha1
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(sha1, hashes(&want.content)[1]);
     }
     let len = turns[data_turn].1.len();
     // Two pieces, cut at every offset.
     for at in 1..len {
-        let got = session_files(&turns, data_turn, &|b| vec![b[..at].to_vec(), b[at..].to_vec()]);
+        let got = session_files(&turns, data_turn, &|b| {
+            vec![b[..at].to_vec(), b[at..].to_vec()]
+        });
         assert_eq!(got, whole, "cut at {at} of {len}");
     }
     // Every byte on its own, and pieces of 2..=7 bytes.
     for n in 1..=7 {
-        let got = session_files(&turns, data_turn, &|b| b.chunks(n).map(<[u8]>::to_vec).collect());
+        let got = session_files(&turns, data_turn, &|b| {
+            b.chunks(n).map(<[u8]>::to_vec).collect()
+        });
         assert_eq!(got, whole, "pieces of {n}");
     }
 }
@@ -566,9 +587,7 @@ fn a_connection_that_ends_inside_a_part_times_the_file_out() {
     let conv = conversation(msg);
     let mut turns = turns(&conv);
     // Keep the conversation up to the message, without its final `.`.
-    let data_turn = (0..turns.len())
-        .max_by_key(|&t| turns[t].1.len())
-        .unwrap();
+    let data_turn = (0..turns.len()).max_by_key(|&t| turns[t].1.len()).unwrap();
     turns.truncate(data_turn + 1);
     let bytes = &mut turns[data_turn].1;
     let end = bytes.len() - b".\r\n".len();
@@ -604,6 +623,9 @@ fn session_files_lenient(turns: &[(Side, Vec<u8>)]) -> Vec<FileInfo> {
         s.on_data(dir, Ts(1_000 + t as u64), bytes, &mut sink);
     }
     s.on_close(Ts(9_999), &mut sink);
-    assert!(sink.anomalies.contains(&SmtpAnomaly::MissingClosingBoundary));
+    assert!(
+        sink.anomalies
+            .contains(&SmtpAnomaly::MissingClosingBoundary)
+    );
     sink.records.into_iter().flat_map(|r| r.files).collect()
 }

@@ -478,10 +478,7 @@ mod tests {
     #[test]
     fn sets_compare_unordered_and_vectors_ordered() {
         let zeek = parse_tsv(&format!("{HEADER}1\tC1\th\ta,b\t1.1.1.1,2.2.2.2\tF1\n")).unwrap();
-        let ours = parse_tsv(&format!(
-            "{HEADER}2\tC2\th\tb,a\t1.1.1.1,2.2.2.2\tF9\n"
-        ))
-        .unwrap();
+        let ours = parse_tsv(&format!("{HEADER}2\tC2\th\tb,a\t1.1.1.1,2.2.2.2\tF9\n")).unwrap();
         let r = compare("x", &zeek, &ours);
         assert_eq!((r.matched, r.total), (4, 4));
         let ours = parse_tsv(&format!("{HEADER}2\tC2\th\tb,a\t2.2.2.2,1.1.1.1\tF8\n")).unwrap();
@@ -509,12 +506,11 @@ mod tests {
 
     #[test]
     fn cut_logs_parse_and_blank_cells_are_not_compared() {
-        let zeek =
-            parse_cut("### btest\nuid\tdepth\tsha1\nC1\t2\t\nC1\t3\tab\n").unwrap();
+        let zeek = parse_cut("### btest\nuid\tdepth\tsha1\nC1\t2\t\nC1\t3\tab\n").unwrap();
         assert_eq!(zeek.fields, ["uid", "depth", "sha1"]);
-        let ours = parse_tsv(&format!(
-            "#fields\tuid\tdepth\tsha1\n#types\tstring\tcount\tstring\nC9\t2\tzz\nC9\t3\tab\n"
-        ))
+        let ours = parse_tsv(
+            "#fields\tuid\tdepth\tsha1\n#types\tstring\tcount\tstring\nC9\t2\tzz\nC9\t3\tab\n",
+        )
         .unwrap();
         let r = compare("x", &zeek, &ours);
         // uid skipped, the blank sha1 not compared.

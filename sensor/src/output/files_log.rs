@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(f[1].len(), 18);
         assert!(f[1].starts_with('F'));
         assert_eq!(&f[7..12], ["SMTP", "3", "MD5,SHA1", "image/png", "a b.png"]);
-        assert_eq!(&f[12..21], ["0.000061", "-", "T", "77", "-", "0", "0", "F", "-"]);
+        assert_eq!(
+            &f[12..21],
+            ["0.000061", "-", "T", "77", "-", "0", "0", "F", "-"]
+        );
         assert_eq!(f[21], "ab".repeat(16));
         assert_eq!(f[22], "01".repeat(20));
         assert_eq!(f[23], "-");

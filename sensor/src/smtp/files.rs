@@ -254,7 +254,10 @@ const MAGIC: &[(&[u8], &str)] = &[
     (b"\x1f\x8b", "application/x-gzip"),
     (b"Rar!\x1a\x07", "application/x-rar"),
     (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/vnd.ms-office"),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "application/vnd.ms-office",
+    ),
     (b"{\\rtf", "text/rtf"),
     (b"%!PS", "application/postscript"),
     (b"BZh", "application/x-bzip2"),
@@ -896,7 +899,13 @@ mod tests {
     #[test]
     fn quoted_printable_as_zeek_decodes_it() {
         let cfg = FileConfig::default();
-        let lines: &[&[u8]] = &[b"caf=C3=A9 =3D x  \t", b"soft=", b"break", b"bad=ZZ=4", b"end="];
+        let lines: &[&[u8]] = &[
+            b"caf=C3=A9 =3D x  \t",
+            b"soft=",
+            b"break",
+            b"bad=ZZ=4",
+            b"end=",
+        ];
         let (f, an) = decode(Encoding::QuotedPrintable, true, lines, &cfg);
         let want = b"caf\xc3\xa9 = x\r\nsoftbreak\r\nbad=ZZ=4\r\nend";
         assert_eq!(f.unwrap().hashes.sha1, Some(sha1_of(want)));
@@ -907,7 +916,12 @@ mod tests {
     fn base64_skips_junk_and_decodes_what_it_can() {
         let cfg = FileConfig::default();
         // "hello world" in base64, cut across lines, with padding.
-        let (f, an) = decode(Encoding::Base64, true, &[b"aGVsbG8g", b"d29y", b"bGQ="], &cfg);
+        let (f, an) = decode(
+            Encoding::Base64,
+            true,
+            &[b"aGVsbG8g", b"d29y", b"bGQ="],
+            &cfg,
+        );
         assert_eq!(f.unwrap().hashes.sha1, Some(sha1_of(b"hello world")));
         assert!(an.is_empty());
         // Junk bytes are skipped and counted once; an incomplete last group
@@ -934,7 +948,11 @@ mod tests {
                 .map(crate::smtp::lines::strip_crs)
                 .collect();
             let lines = &lines[..lines.len() - 1];
-            for enc in [Encoding::Identity, Encoding::QuotedPrintable, Encoding::Base64] {
+            for enc in [
+                Encoding::Identity,
+                Encoding::QuotedPrintable,
+                Encoding::Base64,
+            ] {
                 for in_multipart in [true, false] {
                     let mut a = OpenFile::default();
                     let mut b = OpenFile::default();
@@ -988,7 +1006,13 @@ mod tests {
         let (f, _) = decode(
             Encoding::Identity,
             true,
-            &[b"Fix a bug.", b"", b"diff --git a/x b/x", b"--- a/x", b"+++ b/x"],
+            &[
+                b"Fix a bug.",
+                b"",
+                b"diff --git a/x b/x",
+                b"--- a/x",
+                b"+++ b/x",
+            ],
             &cfg,
         );
         assert_eq!(f.unwrap().mime_type.as_deref(), Some("text/x-diff"));
@@ -1026,7 +1050,9 @@ mod tests {
         f.line(b"before", Ts(1), &cfg, &mut an);
         f.gap(1000, Ts(2));
         let (uid, id) = conn();
-        let info = f.close(false, (&uid, &id, Some(true)), 3, &cfg, &mut an).unwrap();
+        let info = f
+            .close(false, (&uid, &id, Some(true)), 3, &cfg, &mut an)
+            .unwrap();
         assert_eq!((info.seen_bytes, info.missing_bytes), (6, 1000));
         assert_eq!(info.hashes, Hashes::default());
         assert_eq!(info.local_orig, Some(true));

@@ -15,7 +15,7 @@ use memchr::{memchr, memchr2};
 use crate::net::{ConnId, ConnInfo, Ts, Uid};
 
 use super::anomaly::SmtpAnomaly;
-use super::files::{EntityFacts, Encoding, FileConfig, FileInfo, MimeType, OpenFile, media_type};
+use super::files::{Encoding, EntityFacts, FileConfig, FileInfo, MimeType, OpenFile, media_type};
 use super::limits::SmtpLimits;
 use super::lines::KEEP_CAPACITY;
 use super::parser::{bytes_into_string, parse_header, trim};
@@ -652,10 +652,7 @@ impl MimeTracker {
             sink.anomaly(SmtpAnomaly::MimeDepthExceeded);
             return;
         }
-        let in_multipart = self
-            .stack
-            .last()
-            .is_some_and(|p| p.body == Body::Multipart);
+        let in_multipart = self.stack.last().is_some_and(|p| p.body == Body::Multipart);
         self.entities = self.entities.saturating_add(1);
         self.stack.push(Entity::new(self.entities, in_multipart));
     }
@@ -1232,7 +1229,11 @@ mod tests {
         let mut t = MimeTracker::default();
         let mut c = Collect::default();
         t.begin(true);
-        t.line(b"Content-Type: multipart/mixed; boundary=B", &limits, &mut c);
+        t.line(
+            b"Content-Type: multipart/mixed; boundary=B",
+            &limits,
+            &mut c,
+        );
         t.line(b"", &limits, &mut c);
         for _ in 0..100_000 {
             t.line(b"--B", &limits, &mut c);
@@ -1248,7 +1249,10 @@ mod tests {
             .count();
         assert_eq!(too_many, 100_000 - limits.max_files);
         // ... and the closing boundary never came.
-        assert_eq!(c.anomalies.last(), Some(&SmtpAnomaly::MissingClosingBoundary));
+        assert_eq!(
+            c.anomalies.last(),
+            Some(&SmtpAnomaly::MissingClosingBoundary)
+        );
         // A part that never ends: 7.8 MB of base64 lines through one file,
         // whose state does not grow (counted, not kept).
         let mut t = MimeTracker::default();

@@ -11,9 +11,9 @@ use crate::net::{ConnInfo, Direction, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
+use super::files::local_orig;
 use super::lines::{Line, LineBuf, ends_with_crlf, inert_prefix};
 use super::message::{Added, HeaderApplier, Transaction};
-use super::files::local_orig;
 use super::mime::{FileContext, LineInterest, MimeTracker};
 use super::parser::{
     Command, Verb, first_email_addr, for_each_email_addr, parse_bdat_arg, parse_command,
