@@ -276,29 +276,51 @@ const DIFF_SCAN_LEN: u32 = 4096;
 /// a line starting `diff ` (git, `diff -u`), or a `--- ` line followed by
 /// a `+++ ` line (a unified diff without its command line). Mail carries
 /// patches after their description, so the signature is not at offset 0.
-#[derive(Clone, Copy, Debug, Default)]
+/// Only line starts are looked at (memchr finds them); the first bytes of
+/// a line cut between two deliveries are kept, so any cutting of the same
+/// bytes finds the same.
+#[derive(Clone, Copy, Debug)]
 struct DiffScan {
     seen: u32,
-    /// Bytes matched of each pattern.
-    diff: u8,
-    minus: u8,
-    plus: u8,
+    /// The first bytes of the line that started last, while fewer than
+    /// `PREFIX` of them have come (`open`).
+    tail: [u8; PREFIX],
+    tail_len: u8,
+    open: bool,
     minus_seen: bool,
     found: bool,
 }
 
-impl DiffScan {
-    const DIFF: &'static [u8] = b"\ndiff ";
-    const MINUS: &'static [u8] = b"\n--- ";
-    const PLUS: &'static [u8] = b"\n+++ ";
+/// Bytes of a line start compared: the longest pattern, `diff `.
+const PREFIX: usize = 5;
 
+impl Default for DiffScan {
+    fn default() -> Self {
+        DiffScan::new()
+    }
+}
+
+impl DiffScan {
     fn new() -> Self {
         // The start of the file is a line start.
         DiffScan {
-            diff: 1,
-            minus: 1,
-            plus: 1,
-            ..DiffScan::default()
+            seen: 0,
+            tail: [0; PREFIX],
+            tail_len: 0,
+            open: true,
+            minus_seen: false,
+            found: false,
+        }
+    }
+
+    /// A line start's first bytes (fewer when the line is shorter).
+    fn check(&mut self, start: &[u8]) {
+        if start.starts_with(b"diff ") {
+            self.found = true;
+        } else if start.starts_with(b"--- ") {
+            self.minus_seen = true;
+        } else if start.starts_with(b"+++ ") && self.minus_seen {
+            self.found = true;
         }
     }
 
@@ -309,31 +331,49 @@ impl DiffScan {
         let room = (DIFF_SCAN_LEN - self.seen) as usize;
         let bytes = bytes.get(..room.min(bytes.len())).unwrap_or_default();
         self.seen += bytes.len() as u32;
-        let step = |state: &mut u8, pat: &[u8], b: u8| -> bool {
-            if pat.get(usize::from(*state)) == Some(&b) {
-                *state += 1;
+        let mut i = 0;
+        // Complete the line start the last delivery ended in.
+        while self.open && i < bytes.len() {
+            let Some(&b) = bytes.get(i) else { break };
+            i += 1;
+            if b == b'\n' {
+                let tail = self.tail;
+                self.check(tail.get(..usize::from(self.tail_len)).unwrap_or_default());
+                self.tail_len = 0;
+                continue;
+            }
+            if let Some(t) = self.tail.get_mut(usize::from(self.tail_len)) {
+                *t = b;
+            }
+            self.tail_len += 1;
+            if usize::from(self.tail_len) == PREFIX {
+                let tail = self.tail;
+                self.check(&tail);
+                self.open = false;
+            }
+        }
+        let rest = bytes.get(i..).unwrap_or_default();
+        let mut last_start = None;
+        for nl in memchr::memchr_iter(b'\n', rest) {
+            let line = rest.get(nl + 1..).unwrap_or_default();
+            if line.len() >= PREFIX {
+                self.check(line.get(..PREFIX).unwrap_or_default());
             } else {
-                *state = u8::from(b == b'\n');
+                last_start = Some(line);
             }
-            if usize::from(*state) == pat.len() {
-                *state = 0;
-                return true;
+        }
+        // A line start too close to the end: its bytes wait for the next
+        // delivery (a shorter line among them was checked above as far as
+        // it goes: its own line end is in `rest`, so it is not the last).
+        if let Some(line) = last_start
+            && !line.contains(&b'\n')
+        {
+            self.tail = [0; PREFIX];
+            if let Some(t) = self.tail.get_mut(..line.len()) {
+                t.copy_from_slice(line);
             }
-            false
-        };
-        for &b in bytes {
-            if step(&mut self.diff, Self::DIFF, b) {
-                self.found = true;
-            }
-            if step(&mut self.minus, Self::MINUS, b) {
-                self.minus_seen = true;
-            }
-            if step(&mut self.plus, Self::PLUS, b) && self.minus_seen {
-                self.found = true;
-            }
-            if self.found {
-                return;
-            }
+            self.tail_len = line.len() as u8;
+            self.open = true;
         }
     }
 }
@@ -1016,6 +1056,29 @@ mod tests {
             &cfg,
         );
         assert_eq!(f.unwrap().mime_type.as_deref(), Some("text/x-diff"));
+        // However the bytes are cut, the same patches are found.
+        let texts: [&[u8]; 4] = [
+            b"Fix.\r\n\r\ndiff --git a/x b/x\r\n",
+            b"text\n--- a/x\n+++ b/x\n@@",
+            b"--- \n+++ x",
+            b"+++ b/x\n--- a/x\nno plus after\ndif",
+        ];
+        for (t, want) in texts.iter().zip([true, true, true, false]) {
+            let mut whole = DiffScan::new();
+            whole.feed(t);
+            assert_eq!(whole.found, want, "{t:?}");
+            for at in 0..t.len() {
+                let mut two = DiffScan::new();
+                two.feed(&t[..at]);
+                two.feed(&t[at..]);
+                assert_eq!(two.found, want, "{t:?} cut at {at}");
+            }
+            let mut bytewise = DiffScan::new();
+            for b in t.iter() {
+                bytewise.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(bytewise.found, want, "{t:?} byte by byte");
+        }
         // Nothing to tell: the part's Content-Type.
         let (f, _) = decode(Encoding::Identity, true, &[b"plain words"], &cfg);
         assert_eq!(f.unwrap().mime_type.as_deref(), Some("application/x-test"));
