@@ -18,7 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use smtp_sensor::net::{ConnInfo, Ts};
 use smtp_sensor::smtp::SmtpConfig;
 use smtp_sensor::smtp::anomaly::SmtpAnomaly;
-use smtp_sensor::smtp::lines::inert_prefix;
+use smtp_sensor::smtp::lines::{inert_prefix, strip_crs};
 use smtp_sensor::smtp::message::{HeaderApplier, Transaction};
 use smtp_sensor::smtp::mime::{MimeTracker, decode_rfc2231, for_each_param, param};
 use smtp_sensor::smtp::parser::{
@@ -36,13 +36,10 @@ fuzz_target!(|data: &[u8]| {
     let top = sel & 0x10 == 0;
     let max = cfg.limits.max_line_len;
     // Lines as the session frames them: without the line end, cut at the
-    // line limit.
+    // line limit, then trailing CRs stripped.
     let lines: Vec<&[u8]> = body
         .split(|&b| b == b'\n')
-        .map(|l| {
-            let l = l.strip_suffix(b"\r").unwrap_or(l);
-            &l[..l.len().min(max)]
-        })
+        .map(|l| strip_crs(&l[..l.len().min(max)]))
         .collect();
     let c = conn();
     let all = track(&cfg, &c, top, &lines, false);
@@ -93,6 +90,11 @@ fn track(
             && let Some(marks) = mime.interest().marks(false)
             && !line.first().is_some_and(|b| marks.contains(b))
         {
+            // The session's fast path: stepped-over lines still go to the
+            // open file, with their line end.
+            if mime.file_open() {
+                mime.inert_lines(&[*line, b"\n"].concat(), &mut anomalies);
+            }
             continue;
         }
         let mut applier = HeaderApplier {

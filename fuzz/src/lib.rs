@@ -14,6 +14,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use smtp_sensor::net::{ConnId, ConnInfo, Direction, Ts};
 use smtp_sensor::output::writer::{format_json, format_tsv};
 use smtp_sensor::smtp::anomaly::SmtpAnomaly;
+use smtp_sensor::smtp::files::{DEFAULT_HASH_MAX_BYTES, FileConfig};
 use smtp_sensor::smtp::record::{ConnRecord, ListField, MessageRecord};
 use smtp_sensor::smtp::sink::{Reply, SmtpSink};
 use smtp_sensor::smtp::{PathCapture, SmtpConfig, SmtpLimits};
@@ -30,7 +31,8 @@ pub fn conn() -> ConnInfo {
 }
 
 /// The session configuration an input's first byte selects: bit 0 tiny
-/// limits, bits 1-2 the Received-path rule, bit 3 198.18.0.0/15 local.
+/// limits, bits 1-2 the Received-path rule, bit 3 198.18.0.0/15 local,
+/// bit 5 a hash cap of 7 bytes.
 pub fn smtp_config(sel: u8) -> SmtpConfig {
     SmtpConfig {
         limits: if sel & 1 != 0 {
@@ -47,6 +49,11 @@ pub fn smtp_config(sel: u8) -> SmtpConfig {
             vec!["198.18.0.0/15".parse().expect("literal")]
         } else {
             Vec::new()
+        },
+        // Bit 5: a hash cap short inputs reach.
+        files: FileConfig {
+            hash_max_bytes: if sel & 0x20 != 0 { 7 } else { DEFAULT_HASH_MAX_BYTES },
+            ..FileConfig::default()
         },
     }
 }

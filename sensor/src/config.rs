@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::smtp::files::{DEFAULT_HASH_MAX_BYTES, HashSet};
+
 /// Where a value came from, for error lines: the config file or `--set`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -144,6 +146,9 @@ pub struct Config {
     /// Seed of the logs' `community_id` (Community ID v1; 0 as Zeek's and
     /// Suricata's default, so the same flow gets the same id in every tool).
     pub community_id_seed: u16,
+    /// Hashes computed over every file of a message (files.log `md5`,
+    /// `sha1`, `sha256`); empty: none.
+    pub file_hashes: HashSet,
 
     // --- limits (DESIGN.md: every limit is a named value with a default) ---
     /// Connections one worker tracks at once; more are not analysed (counted).
@@ -184,6 +189,8 @@ pub struct Config {
     pub max_reply_len: usize,
     /// Invalid transactions after which a session stops parsing.
     pub max_invalid_transactions: usize,
+    /// Bytes of one file hashed at most; a longer file gets no hashes.
+    pub file_hash_max_bytes: usize,
     /// weird.log rows written per second of network time; more are
     /// counted (`weird_log_rate_limited`), not written.
     pub max_weirds_per_second: usize,
@@ -212,6 +219,7 @@ impl Default for Config {
             conn_idle_timeout: Duration::from_secs(5 * 60),
             sensor_name: default_sensor_name(),
             community_id_seed: 0,
+            file_hashes: HashSet::ALL,
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
@@ -229,6 +237,7 @@ impl Default for Config {
             max_pending_commands: smtp.max_pending_commands,
             max_reply_len: smtp.max_reply_len,
             max_invalid_transactions: smtp.max_invalid_transactions as usize,
+            file_hash_max_bytes: DEFAULT_HASH_MAX_BYTES as usize,
             max_weirds_per_second: 1000,
         }
     }
@@ -251,6 +260,7 @@ pub const KEYS: &[&str] = &[
     "conn_idle_timeout",
     "sensor_name",
     "community_id_seed",
+    "file_hashes",
     "max_flows_per_worker",
     "max_silent_flows_per_worker",
     "max_ooo_bytes_per_flow",
@@ -268,6 +278,7 @@ pub const KEYS: &[&str] = &[
     "max_pending_commands",
     "max_reply_len",
     "max_invalid_transactions",
+    "file_hash_max_bytes",
     "max_weirds_per_second",
 ];
 
@@ -415,6 +426,20 @@ impl Config {
                     )
                 })?
             }
+            "file_hashes" => {
+                let each = list(value, bad_item, |v| {
+                    let mut one = HashSet::NONE;
+                    v.as_str()
+                        .filter(|name| one.add(name))
+                        .map(|_| one)
+                        .ok_or("expected a hash name: \"md5\", \"sha1\" or \"sha256\"")
+                })?;
+                self.file_hashes = each.iter().fold(HashSet::NONE, |a, b| HashSet {
+                    md5: a.md5 || b.md5,
+                    sha1: a.sha1 || b.sha1,
+                    sha256: a.sha256 || b.sha256,
+                });
+            }
             "geoip_db" => {
                 let s = value
                     .as_str()
@@ -452,7 +477,7 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 18] {
+    pub fn limits(&self) -> [(&'static str, usize); 19] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
             (
@@ -474,6 +499,7 @@ impl Config {
             ("max_pending_commands", self.max_pending_commands),
             ("max_reply_len", self.max_reply_len),
             ("max_invalid_transactions", self.max_invalid_transactions),
+            ("file_hash_max_bytes", self.file_hash_max_bytes),
             ("max_weirds_per_second", self.max_weirds_per_second),
         ]
     }
@@ -497,6 +523,7 @@ impl Config {
             "max_pending_commands" => &mut self.max_pending_commands,
             "max_reply_len" => &mut self.max_reply_len,
             "max_invalid_transactions" => &mut self.max_invalid_transactions,
+            "file_hash_max_bytes" => &mut self.file_hash_max_bytes,
             "max_weirds_per_second" => &mut self.max_weirds_per_second,
             _ => return None,
         })
@@ -575,6 +602,11 @@ impl Config {
         );
         let _ = writeln!(out, "sensor_name = {}", s(&self.sensor_name));
         let _ = writeln!(out, "community_id_seed = {}", self.community_id_seed);
+        let _ = writeln!(
+            out,
+            "file_hashes = {}",
+            list(self.file_hashes.names().into_iter().map(s).collect())
+        );
         for (k, v) in self.limits() {
             let _ = writeln!(out, "{k} = {v}");
         }
@@ -613,7 +645,8 @@ fn key_kind(key: &str) -> Option<Kind> {
         | "local_mail"
         | "suspicious_networks"
         | "suspicious_countries"
-        | "blocklist_patterns" => Kind::StrList,
+        | "blocklist_patterns"
+        | "file_hashes" => Kind::StrList,
         "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db"
         | "sensor_name" => Kind::Str,
         k if KEYS.contains(&k) => Kind::Int,
@@ -819,6 +852,23 @@ mod tests {
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.max_rcptto, 1000);
         assert_eq!(c.max_path, 1000);
+        // Zeek's hash-all-files policy: every file gets all three.
+        assert_eq!(c.file_hashes.names(), ["md5", "sha1", "sha256"]);
+        assert_eq!(c.file_hash_max_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn file_hashes_take_names_or_nothing() {
+        let c = Config::load(None, &sets(&["file_hashes=sha1"])).unwrap();
+        assert_eq!(c.file_hashes.names(), ["sha1"]);
+        let c = Config::load(None, &sets(&["file_hashes=[]"])).unwrap();
+        assert!(c.file_hashes.names().is_empty());
+        let e = err_line(&["file_hashes=md5,crc32"]);
+        assert!(e.contains("`file_hashes`") && e.contains("crc32"), "{e}");
+        // What check-config prints reads back.
+        let c = Config::load(None, &sets(&["file_hashes=sha256,md5"])).unwrap();
+        let back = from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back.file_hashes, c.file_hashes);
     }
 
     #[test]
@@ -840,6 +890,7 @@ mod tests {
             conn_idle_timeout = "30s"
             sensor_name = "mx-uplink-1"
             community_id_seed = 65535
+            file_hashes = ["SHA256", "md5"]
             max_flows_per_worker = 10
             max_silent_flows_per_worker = 11
             max_ooo_bytes_per_flow = 12
@@ -857,7 +908,8 @@ mod tests {
             max_pending_commands = 24
             max_reply_len = 25
             max_invalid_transactions = 26
-            max_weirds_per_second = 27
+            file_hash_max_bytes = 27
+            max_weirds_per_second = 28
             "#,
         )
         .unwrap();
@@ -878,9 +930,10 @@ mod tests {
         assert_eq!(c.sensor_name, "mx-uplink-1");
         assert_eq!(c.community_id_seed, 65535);
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..28).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..29).collect::<Vec<usize>>());
+        assert_eq!(c.file_hashes.names(), ["md5", "sha256"]);
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 33);
+        assert_eq!(KEYS.len(), 35);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }

@@ -3,7 +3,8 @@
 //!
 //! A live record differs from the offline one only in what comes from the
 //! clock or the run: `ts` (live frames are stamped on arrival; a notice of
-//! an unfinished period is raised at the stop) and `uid` (random per run).
+//! an unfinished period is raised at the stop), `uid` (random per run) and
+//! `fuids` (derived from the uid).
 //! Everything else must be equal, field by field.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Fields that depend on the capture clock or the run, not the traffic.
-pub const CLOCK_FIELDS: [&str; 2] = ["ts", "uid"];
+pub const CLOCK_FIELDS: [&str; 3] = ["ts", "uid", "fuids"];
 
 /// smtp.log and notice.log of one run, as JSON objects.
 #[derive(Debug)]

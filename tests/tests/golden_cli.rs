@@ -174,9 +174,21 @@ fn stdin_and_zeek_format() {
     assert!(lines.last().unwrap().starts_with("#close\t"));
     let rows: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r.split('\t').count() == 27));
+    assert!(rows.iter().all(|r| r.split('\t').count() == 28));
     let notice = std::fs::read_to_string(d.join("notice.log")).unwrap();
     assert!(notice.contains("#path\tnotice"));
+    // files.log beside it, in the same format, one row per fuid.
+    let files = std::fs::read_to_string(d.join("files.log")).unwrap();
+    assert!(files.contains("#path\tfiles"));
+    let fuids: usize = rows
+        .iter()
+        .map(|r| r.split('\t').nth(26).unwrap_or("(empty)"))
+        .filter(|f| *f != "(empty)")
+        .map(|f| f.split(',').count())
+        .sum();
+    let file_rows = files.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(file_rows > 0);
+    assert_eq!(file_rows, fuids);
 }
 
 #[test]

@@ -26,6 +26,8 @@ fn records(log: &str) -> Vec<String> {
             if let Some(m) = v.as_object_mut() {
                 m.remove("ts");
                 m.remove("uid");
+                // Derived from the uid.
+                m.remove("fuids");
             }
             v.to_string()
         })

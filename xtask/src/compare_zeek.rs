@@ -3,7 +3,9 @@
 //! smtp.log record field by field with the `zeek-smtp.log` Zeek wrote for
 //! the same capture, prints the mismatches and `fields matched: M/N`, and
 //! fails on any mismatch that is not a documented deliberate difference
-//! (`ALLOWED`, explained in docs/ZEEK-DIFFERENCES.md).
+//! (`ALLOWED`, explained in docs/ZEEK-DIFFERENCES.md). Where the corpus has
+//! Zeek's files.log (`zeek-files.log`, or the cut columns of
+//! `zeek-files.log.cut`), our files.log is compared the same way.
 //!
 //! The comparison itself (`parse_tsv`, `compare`) is plain functions so the
 //! corpus integration test (tests/tests/zeek_corpus.rs) reuses it on logs
@@ -16,18 +18,31 @@ use std::process::Command;
 /// The corpus folder, relative to the workspace root.
 pub const DEFAULT_DIR: &str = "../shared/corpus/zeek";
 
-/// Columns never compared: `ts` and `uid` are masked in the corpus logs,
-/// `fuids` are Zeek file-analysis ids (we log file names in `files`).
-pub const SKIPPED: &[&str] = &["ts", "uid", "fuids"];
+/// Columns never compared: `ts` and `uid` are masked in the corpus logs
+/// (or Zeek's own random ones), and so are file ids (`fuid`); of smtp.log's
+/// `fuids` only the number of files is compared (`COUNTED`).
+pub const SKIPPED: &[&str] = &["ts", "uid", "fuid"];
+
+/// List columns compared by their length only: Zeek's file ids are random.
+pub const COUNTED: &[&str] = &["fuids"];
 
 /// Settings the sensor runs with for the comparison. Zeek's default
 /// `mail_path_capture` is `ALL_HOSTS`; ours is `local` (SEMANTICS), so the
 /// comparison asks for `all`.
-pub const SENSOR_SETS: &[&str] = &["mail_path_capture=all"];
+/// Zeek takes its private address space for local
+/// (`Site::private_address_space_is_local`), which files.log's
+/// `local_orig` shows; the sensor has no local networks unless given.
+pub const SENSOR_SETS: &[&str] = &[
+    "mail_path_capture=all",
+    "local_nets=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,100.64.0.0/10,fc00::/7,fe80::/10,::1/128",
+];
 
-/// Deliberate differences: (capture folder, field, reason). Empty: every
-/// field of every corpus record matches.
-pub const ALLOWED: &[(&str, &str, &str)] = &[];
+/// Deliberate differences: (log and capture folder, field, reason).
+pub const ALLOWED: &[(&str, &str, &str)] = &[(
+    "files:basic",
+    "analyzers",
+    "Zeek's baseline for this trace ran without hashing; the sensor hashes every file (MD5, SHA1, SHA256), as Zeek's hash-all-files policy does",
+)];
 
 /// One Zeek TSV log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,6 +168,13 @@ fn allowed(capture: &str, field: &str) -> Option<&'static str> {
 /// every Zeek column except `SKIPPED`. A record missing on one side counts
 /// all its fields as mismatches.
 pub fn compare(capture: &str, zeek: &Log, ours: &Log) -> Report {
+    compare_as(capture, capture, zeek, ours)
+}
+
+/// [`compare`] with the name `ALLOWED` knows the log by (`files:basic`).
+/// A Zeek value that is empty (a column of a cut baseline left blank) is
+/// not compared.
+pub fn compare_as(capture: &str, allowed_as: &str, zeek: &Log, ours: &Log) -> Report {
     let mut report = Report::default();
     let records = zeek.rows.len().max(ours.rows.len());
     for rec in 0..records {
@@ -162,14 +184,20 @@ pub fn compare(capture: &str, zeek: &Log, ours: &Log) -> Report {
             if SKIPPED.contains(&field.as_str()) {
                 continue;
             }
-            report.total += 1;
             let ztype = zeek.types.get(col).map_or("string", String::as_str);
             let zval = zrow.and_then(|r| r.get(col)).map(String::as_str);
+            if zval == Some("") {
+                continue;
+            }
+            report.total += 1;
             let oval = ours
                 .column(field)
                 .and_then(|c| orow.and_then(|r| r.get(c)))
                 .map(String::as_str);
             let same = match (zval, oval) {
+                (Some(z), Some(o)) if COUNTED.contains(&field.as_str()) => {
+                    normalize(z, ztype).len() == normalize(o, ztype).len()
+                }
                 (Some(z), Some(o)) => normalize(z, ztype) == normalize(o, ztype),
                 _ => false,
             };
@@ -188,7 +216,7 @@ pub fn compare(capture: &str, zeek: &Log, ours: &Log) -> Report {
                             "<no such column>"
                         })
                         .to_string(),
-                    allowed: allowed(capture, field),
+                    allowed: allowed(allowed_as, field),
                 });
             }
         }
@@ -196,12 +224,65 @@ pub fn compare(capture: &str, zeek: &Log, ours: &Log) -> Report {
     report
 }
 
-/// A corpus capture: its folder name, capture file and Zeek's smtp.log.
+/// A corpus capture: its folder name, capture file and Zeek's smtp.log
+/// (and files.log, where the corpus has it).
 #[derive(Clone, Debug)]
 pub struct Capture {
     pub name: String,
     pub pcap: PathBuf,
     pub zeek_log: PathBuf,
+    /// `zeek-files.log` (a whole Zeek TSV log) or `zeek-files.log.cut`
+    /// (some columns, a header line of names).
+    pub zeek_files: Option<PathBuf>,
+}
+
+/// Parses a cut Zeek log (`zeek-cut` output): `#` comment lines, a line of
+/// column names, then tab-separated rows. Every column is a string.
+pub fn parse_cut(text: &str) -> Result<Log, String> {
+    let mut log = Log::default();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = line.split('\t').map(str::to_string).collect();
+        if log.fields.is_empty() {
+            log.types = vec!["string".into(); cells.len()];
+            log.fields = cells;
+        } else {
+            log.rows.push(cells);
+        }
+    }
+    if log.fields.is_empty() {
+        return Err("no header line of column names; is this zeek-cut output?".into());
+    }
+    Ok(log)
+}
+
+/// Compares one capture's files.log given ours (empty if it has no Zeek
+/// files.log).
+pub fn compare_files(cap: &Capture, ours_text: &str) -> Result<Report, String> {
+    let Some(path) = &cap.zeek_files else {
+        return Ok(Report::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let zeek = if path.extension().is_some_and(|e| e == "cut") {
+        parse_cut(&text)
+    } else {
+        parse_tsv(&text)
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let ours = if ours_text.trim().is_empty() {
+        Log {
+            fields: zeek.fields.clone(),
+            types: zeek.types.clone(),
+            rows: Vec::new(),
+        }
+    } else {
+        parse_tsv(ours_text).map_err(|e| format!("our files.log for {}: {e}", cap.name))?
+    };
+    let name = format!("files:{}", cap.name);
+    Ok(compare_as(&name, &name, &zeek, &ours))
 }
 
 /// The captures of a corpus folder, in name order: every sub-folder holding
@@ -232,10 +313,15 @@ pub fn captures(dir: &Path) -> Result<Vec<Capture>, String> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let zeek_files = ["zeek-files.log", "zeek-files.log.cut"]
+                .iter()
+                .map(|f| path.join(f))
+                .find(|p| p.is_file());
             out.push(Capture {
                 name,
                 pcap,
                 zeek_log,
+                zeek_files,
             });
         }
     }
@@ -356,6 +442,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ));
         }
         let ours = std::fs::read_to_string(out.join("smtp.log")).unwrap_or_default();
+        let ours_files = std::fs::read_to_string(out.join("files.log")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&out);
         let report = compare_capture(&cap, &ours)?;
         println!(
@@ -363,6 +450,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
             cap.name, report.matched, report.total
         );
         total.merge(report);
+        if cap.zeek_files.is_some() {
+            let report = compare_files(&cap, &ours_files)?;
+            println!(
+                "{} files.log: {}/{} fields matched",
+                cap.name, report.matched, report.total
+            );
+            total.merge(report);
+        }
     }
     print_report(&total);
     let failures = total.failures().count();
@@ -383,15 +478,12 @@ mod tests {
     #[test]
     fn sets_compare_unordered_and_vectors_ordered() {
         let zeek = parse_tsv(&format!("{HEADER}1\tC1\th\ta,b\t1.1.1.1,2.2.2.2\tF1\n")).unwrap();
-        let ours = parse_tsv(&format!(
-            "{HEADER}2\tC2\th\tb,a\t1.1.1.1,2.2.2.2\t(empty)\n"
-        ))
-        .unwrap();
+        let ours = parse_tsv(&format!("{HEADER}2\tC2\th\tb,a\t1.1.1.1,2.2.2.2\tF9\n")).unwrap();
         let r = compare("x", &zeek, &ours);
-        assert_eq!((r.matched, r.total), (3, 3));
-        let ours = parse_tsv(&format!("{HEADER}2\tC2\th\tb,a\t2.2.2.2,1.1.1.1\t-\n")).unwrap();
+        assert_eq!((r.matched, r.total), (4, 4));
+        let ours = parse_tsv(&format!("{HEADER}2\tC2\th\tb,a\t2.2.2.2,1.1.1.1\tF8\n")).unwrap();
         let r = compare("x", &zeek, &ours);
-        assert_eq!((r.matched, r.total), (2, 3));
+        assert_eq!((r.matched, r.total), (3, 4));
         assert_eq!(r.failures().count(), 1);
         assert_eq!(r.mismatches[0].field, "path");
     }
@@ -404,12 +496,37 @@ mod tests {
         .unwrap();
         let ours = parse_tsv(&format!("{HEADER}1\tC\t-\t(empty)\t1.1.1.1\t-\n")).unwrap();
         let r = compare("x", &zeek, &ours);
-        assert_eq!((r.matched, r.total), (3, 6));
+        assert_eq!((r.matched, r.total), (4, 8));
         assert!(
             r.mismatches
                 .iter()
                 .all(|m| m.record == 1 && m.ours == "<no record>")
         );
+    }
+
+    #[test]
+    fn cut_logs_parse_and_blank_cells_are_not_compared() {
+        let zeek = parse_cut("### btest\nuid\tdepth\tsha1\nC1\t2\t\nC1\t3\tab\n").unwrap();
+        assert_eq!(zeek.fields, ["uid", "depth", "sha1"]);
+        let ours = parse_tsv(
+            "#fields\tuid\tdepth\tsha1\n#types\tstring\tcount\tstring\nC9\t2\tzz\nC9\t3\tab\n",
+        )
+        .unwrap();
+        let r = compare("x", &zeek, &ours);
+        // uid skipped, the blank sha1 not compared.
+        assert_eq!((r.matched, r.total), (3, 3));
+        assert!(parse_cut("# only comments\n").is_err());
+    }
+
+    #[test]
+    fn fuids_compare_by_count() {
+        let zeek = parse_tsv(&format!("{HEADER}1\tC\th\t-\t-\tFa,Fb\n")).unwrap();
+        let ours = parse_tsv(&format!("{HEADER}1\tC\th\t-\t-\tFx,Fy\n")).unwrap();
+        assert_eq!(compare("x", &zeek, &ours).failures().count(), 0);
+        let ours = parse_tsv(&format!("{HEADER}1\tC\th\t-\t-\tFx\n")).unwrap();
+        let r = compare("x", &zeek, &ours);
+        assert_eq!(r.mismatches.len(), 1);
+        assert_eq!(r.mismatches[0].field, "fuids");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Log output: one writer for every log, in Zeek TSV or JSON lines.
 //!
 //! A log record type describes its columns once (`LogRecord`); the writers
-//! format any record from that description, so smtp.log and notice.log share
+//! format any record from that description, so smtp.log, files.log and
+//! notice.log share
 //! every formatting rule (escaping, set/vector syntax, absent fields).
 
 use std::fmt;
@@ -82,6 +83,7 @@ pub trait LogRecord {
 }
 
 pub mod community_id;
+pub mod files_log;
 pub mod log_file;
 pub mod smtp_log;
 pub mod weird_log;

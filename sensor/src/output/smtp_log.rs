@@ -1,7 +1,8 @@
 //! smtp.log's schema: `ConnRecord` as a `LogRecord`, columns in Zeek's order
-//! (Zeek's `fuids` is replaced by `files`, and `last_error` follows
-//! `last_reply`, as SEMANTICS.md defines).
+//! (`last_error` follows `last_reply`, as SEMANTICS.md defines; `fuids`
+//! follows `tls` as in Zeek, and the file names, `files`, come last).
 
+use super::files_log::Fuids;
 use super::{Column, LogRecord, Value, col};
 use crate::smtp::record::{ConnRecord, List, ListField, TextField};
 
@@ -34,6 +35,7 @@ impl LogRecord for ConnRecord {
         col("path", "vector[addr]"),
         col("user_agent", "string"),
         col("tls", "bool"),
+        col("fuids", "vector[string]"),
         col("files", "vector[string]"),
     ];
 
@@ -42,7 +44,7 @@ impl LogRecord for ConnRecord {
         let id = &self.conn.id;
         let s = |field| r.text(field).map_or(Value::Absent, Value::Str);
         // rcptto/to/cc are `&optional` sets in Zeek: unset (`-`) when
-        // nothing was seen; `files` (Zeek's `fuids`) is a defaulted vector,
+        // nothing was seen; `fuids` and `files` are defaulted vectors,
         // `(empty)` in TSV.
         fn set<'a>(l: &'a List<'a>) -> Value<'a> {
             if l.is_empty() {
@@ -83,6 +85,7 @@ impl LogRecord for ConnRecord {
         f(Value::Addrs(&r.path));
         f(s(TextField::UserAgent));
         f(Value::Bool(r.tls));
+        f(Value::Strs(&Fuids(&r.files)));
         f(Value::Strs(&files));
     }
 }
@@ -127,11 +130,13 @@ mod tests {
         assert_eq!(fields[9], "b@example.com");
         assert_eq!(fields[23], "198.18.0.2,198.18.0.1");
         assert_eq!(fields[25], "F");
+        // No files: `fuids` is `(empty)`, like Zeek's defaulted vector.
+        assert_eq!(fields[26], "(empty)");
         // Unset optional sets are `-` (as Zeek writes them), an empty
         // `files` vector is `(empty)`.
         assert_eq!(fields[12], "-");
         assert_eq!(fields[13], "-");
-        assert_eq!(fields[26], "(empty)");
+        assert_eq!(fields[27], "(empty)");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The collector thread: gathers what workers report per tick window, writes
-//! smtp.log in a deterministic order, merges the period counters, evaluates
+//! smtp.log (and each message's files to files.log) in a deterministic order, merges the period counters, evaluates
 //! the spam rules, and writes notice.log — all off the packet path.
 //!
 //! Every worker sees the same sequence of ticks (the dispatcher broadcasts
@@ -25,6 +25,7 @@ pub use crate::output::OpenMode;
 use crate::output::log_file::AnyLogFile;
 use crate::output::weird_log::{Weird, WeirdLimiter};
 use crate::output::{LogFile, LogFileCounts, LogFileError, LogFormat, OnError, community_id};
+use crate::smtp::files::FileInfo;
 use crate::smtp::record::ConnRecord;
 
 use super::dispatch::RecordBudget;
@@ -118,6 +119,7 @@ pub struct CollectorSummary {
 /// the unwritable-directory handling are the shared [`LogFile`]'s.
 struct Logs {
     smtp: LogFile<ConnRecord>,
+    files: LogFile<FileInfo>,
     notice: LogFile<Notice>,
     weird: LogFile<Weird>,
 }
@@ -126,13 +128,19 @@ impl Logs {
     fn create(dir: &Path, format: LogFormat, mode: OpenMode) -> Result<Logs, OutputError> {
         Ok(Logs {
             smtp: LogFile::open(dir, "smtp.log", format, mode, OnError::Fail)?,
+            files: LogFile::open(dir, "files.log", format, mode, OnError::Fail)?,
             notice: LogFile::open(dir, "notice.log", format, mode, OnError::Fail)?,
             weird: LogFile::open(dir, "weird.log", format, mode, OnError::Fail)?,
         })
     }
 
-    fn all(&mut self) -> [&mut dyn AnyLogFile; 3] {
-        [&mut self.smtp, &mut self.notice, &mut self.weird]
+    fn all(&mut self) -> [&mut dyn AnyLogFile; 4] {
+        [
+            &mut self.smtp,
+            &mut self.files,
+            &mut self.notice,
+            &mut self.weird,
+        ]
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
@@ -312,8 +320,9 @@ impl Collector {
                 t.collector.log_reopens.fetch_add(1, Ordering::Relaxed);
             }
             log::info!(
-                "reopened {}, {} and {}",
+                "reopened {}, {}, {} and {}",
                 self.logs.smtp.path().display(),
+                self.logs.files.path().display(),
                 self.logs.notice.path().display(),
                 self.logs.weird.path().display()
             );
@@ -497,6 +506,9 @@ impl Collector {
         order.sort_by_key(|k| record(k).map(write_order));
         for r in order.iter().filter_map(record) {
             self.logs.smtp.write(r)?;
+            for f in &r.record.files {
+                self.logs.files.write(f)?;
+            }
         }
         let written = order.len() as u64;
         st.sum.records += written;

@@ -146,6 +146,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("max_line_len", old.max_line_len != new.max_line_len);
     check("max_header_len", old.max_header_len != new.max_header_len);
+    check("file_hashes", old.file_hashes != new.file_hashes);
+    check(
+        "file_hash_max_bytes",
+        old.file_hash_max_bytes != new.file_hash_max_bytes,
+    );
     keys
 }
 

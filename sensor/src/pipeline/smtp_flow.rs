@@ -8,6 +8,7 @@ use crate::config::{Config, MailPathCapture};
 use crate::flow::StreamParser;
 use crate::net::{ConnInfo, Direction, Ts};
 use crate::smtp::config::{PathCapture, SmtpConfig};
+use crate::smtp::files::FileConfig;
 use crate::smtp::limits::SmtpLimits;
 use crate::smtp::session::SmtpSession;
 
@@ -37,6 +38,10 @@ pub fn smtp_config(cfg: &Config) -> SmtpConfig {
             MailPathCapture::All => PathCapture::All,
         },
         local_nets: cfg.local_nets.clone(),
+        files: FileConfig {
+            hashes: cfg.file_hashes,
+            hash_max_bytes: u64::try_from(cfg.file_hash_max_bytes).unwrap_or(u64::MAX),
+        },
     }
 }
 

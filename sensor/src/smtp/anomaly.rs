@@ -13,7 +13,8 @@ pub enum SmtpAnomaly {
     TooManyCc,
     /// More Received-path addresses than `max_path`.
     MaxPathLength,
-    /// More attachment names than `max_files`.
+    /// More attachment names, or more files (files.log rows), than
+    /// `max_files` in one transaction.
     TooManyFiles,
     /// RCPT TO without MAIL FROM.
     MailTransactionInvalid,
@@ -93,6 +94,16 @@ pub enum SmtpAnomaly {
     /// and parsing stops (Zeek: an analyzer violation, after which its
     /// dynamic protocol detection disables the analyzer).
     AnalyzerViolation,
+    /// A part's transfer encoding is broken (base64 with bytes outside
+    /// its alphabet or an incomplete last group, quoted-printable with `=`
+    /// not followed by two hex digits or control bytes): decoded the way
+    /// Zeek does; once per file.
+    IllegalEncoding,
+    /// A file longer than `file_hash_max_bytes`: its hashes are left out.
+    FileHashTruncated,
+    /// A message body ended inside a multipart entity (no closing
+    /// boundary).
+    MissingClosingBoundary,
 }
 
 impl SmtpAnomaly {
@@ -132,6 +143,9 @@ impl SmtpAnomaly {
             SmtpAnomaly::BoundaryPrefixMatch => "mime_boundary_prefix_match",
             SmtpAnomaly::Rfc2231BadContinuation => "mime_rfc2231_bad_continuation",
             SmtpAnomaly::AnalyzerViolation => "smtp_analyzer_violation",
+            SmtpAnomaly::IllegalEncoding => "mime_illegal_encoding",
+            SmtpAnomaly::FileHashTruncated => "mime_file_hash_truncated",
+            SmtpAnomaly::MissingClosingBoundary => "mime_missing_closing_boundary",
         }
     }
 }

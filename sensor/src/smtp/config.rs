@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use super::files::FileConfig;
 use super::limits::SmtpLimits;
 
 /// Which Received-header addresses keep the path walk going
@@ -65,6 +66,8 @@ pub struct SmtpConfig {
     pub mail_path_capture: PathCapture,
     /// CIDRs that are "local" (`is_local_addr`).
     pub local_nets: Vec<IpNet>,
+    /// Hashing of the message's files (files.log).
+    pub files: FileConfig,
 }
 
 impl SmtpConfig {

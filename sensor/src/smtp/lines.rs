@@ -53,6 +53,12 @@ fn strip_cr(mut line: &[u8]) -> (&[u8], bool) {
     (line, crs == 1)
 }
 
+/// A line's bytes as [`LineBuf`] hands them out: without trailing `\r`s
+/// (for callers that split a run of complete lines themselves).
+pub fn strip_crs(line: &[u8]) -> &[u8] {
+    strip_cr(line).0
+}
+
 /// A complete line as handed out (`cut`: the limit was reached first;
 /// `nul`: `bytes` hold a NUL, which stripping `\r`s does not change).
 fn line(bytes: &[u8], truncated: bool, cut: bool, nul: bool) -> Line<'_> {

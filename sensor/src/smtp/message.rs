@@ -10,6 +10,7 @@ use crate::net::{ConnInfo, KeyedMap, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
+use super::files::FileInfo;
 use super::lines::KEEP_CAPACITY;
 use super::mime::HeaderSink;
 use super::parser::{first_ip_addr, for_each_mime_address};
@@ -328,12 +329,21 @@ impl HeaderSink for HeaderApplier<'_> {
         }
     }
 
-    fn file(&mut self, name: String) {
+    fn file(&mut self, name: &str) {
         let rec = &mut self.tx.record;
         if rec.list(ListField::Files).len() >= self.cfg.limits.max_files {
             self.anomalies.push(SmtpAnomaly::TooManyFiles);
         } else {
-            rec.push_list(ListField::Files, &name);
+            rec.push_list(ListField::Files, name);
+        }
+    }
+
+    fn file_done(&mut self, file: FileInfo) {
+        let files = &mut self.tx.record.files;
+        if files.len() >= self.cfg.limits.max_files {
+            self.anomalies.push(SmtpAnomaly::TooManyFiles);
+        } else {
+            files.push(file);
         }
     }
 
@@ -412,7 +422,7 @@ mod tests {
         ap.top_header(b"X-Originating-IP", b"[203.0.113.5]");
         ap.top_header(b"X-Mailer", b"mutt");
         ap.top_header(b"Message-ID", b"<id@x>");
-        ap.file("a.pdf".into());
+        ap.file("a.pdf");
         let r = &tx.record;
         assert_eq!(r.text(TextField::Subject), Some("Hi"));
         assert_eq!(r.list(ListField::To), ["a@b", "\"C, D\" <c@d>", "e@f"]);
@@ -447,8 +457,8 @@ mod tests {
             anomalies: &mut an,
         };
         ap.top_header(b"To", b"a@b, c@d, e@f");
-        ap.file("1".into());
-        ap.file("2".into());
+        ap.file("1");
+        ap.file("2");
         assert_eq!(tx.record.list(ListField::To).len(), 2);
         assert_eq!(tx.record.list(ListField::Files), ["1"]);
         assert_eq!(an, [SmtpAnomaly::TooManyTo, SmtpAnomaly::TooManyFiles]);

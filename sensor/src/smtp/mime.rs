@@ -6,11 +6,16 @@
 //!
 //! Only the headers the sensor uses are unfolded and kept: the top-level
 //! entity's headers go to the transaction (through `HeaderSink`), nested
-//! entities' headers are read for file names only, as Zeek does.
+//! entities' headers are read for file names, types and transfer
+//! encodings only, as Zeek does. The body of the innermost entity streams
+//! into its file (`files::OpenFile`), which the sink gets when it ends.
 
 use memchr::{memchr, memchr2};
 
+use crate::net::{ConnId, ConnInfo, Ts, Uid};
+
 use super::anomaly::SmtpAnomaly;
+use super::files::{Encoding, EntityFacts, FileConfig, FileInfo, MimeType, OpenFile, media_type};
 use super::limits::SmtpLimits;
 use super::lines::KEEP_CAPACITY;
 use super::parser::{bytes_into_string, parse_header, trim};
@@ -21,8 +26,47 @@ pub trait HeaderSink {
     /// A complete header of the top-level entity.
     fn top_header(&mut self, name: &[u8], value: &[u8]);
     /// The file name of an entity, once its headers are complete.
-    fn file(&mut self, name: String);
+    fn file(&mut self, name: &str);
+    /// A file (an entity's decoded body) ended.
+    fn file_done(&mut self, _file: FileInfo) {}
     fn anomaly(&mut self, a: SmtpAnomaly);
+}
+
+/// Who the files of a message belong to, and how they are hashed.
+#[derive(Clone, Debug)]
+pub struct FileContext {
+    pub uid: Uid,
+    pub id: ConnId,
+    pub local_orig: Option<bool>,
+    pub cfg: FileConfig,
+}
+
+impl FileContext {
+    pub fn new(conn: &ConnInfo, local_orig: Option<bool>, cfg: FileConfig) -> Self {
+        FileContext {
+            uid: conn.uid,
+            id: conn.id,
+            local_orig,
+            cfg,
+        }
+    }
+}
+
+impl Default for FileContext {
+    fn default() -> Self {
+        let id = ConnId {
+            orig_h: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            orig_p: 0,
+            resp_h: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            resp_p: 0,
+        };
+        FileContext {
+            uid: Uid::new(&id, Ts(0)),
+            id,
+            local_orig: None,
+            cfg: FileConfig::default(),
+        }
+    }
 }
 
 /// Parameter sections of one RFC 2231 parameter kept at most.
@@ -255,10 +299,17 @@ struct Entity {
     headers: usize,
     disposition_name: Option<String>,
     type_name: Option<String>,
+    /// Zeek's depth: entities the connection had begun, this one included.
+    depth: u32,
+    encoding: Encoding,
+    /// Media type (`type/subtype`, lower case) from Content-Type.
+    media: Option<MimeType>,
+    /// The enclosing entity is a multipart.
+    in_multipart: bool,
 }
 
 impl Entity {
-    fn new() -> Self {
+    fn new(depth: u32, in_multipart: bool) -> Self {
         Entity {
             in_header: true,
             body: Body::Leaf,
@@ -267,7 +318,22 @@ impl Entity {
             headers: 0,
             disposition_name: None,
             type_name: None,
+            depth,
+            encoding: Encoding::Identity,
+            media: None,
+            in_multipart,
         }
+    }
+
+    /// Whether body lines are this entity's content (when it is the
+    /// innermost): a leaf, a multipart without a boundary (Zeek: opaque
+    /// data), a message whose nested entity was past the depth limit.
+    fn takes_data(&self) -> bool {
+        !self.in_header
+            && match self.body {
+                Body::Leaf | Body::Message => true,
+                Body::Multipart => self.boundary.is_empty(),
+            }
     }
 }
 
@@ -318,6 +384,21 @@ pub struct MimeTracker {
     header_cut: bool,
     /// Whether the top-level entity's headers go to the transaction.
     top_headers: bool,
+    /// Entities begun on the connection (Zeek's `mime_depth`).
+    entities: u32,
+    /// Files (rows) of the connection so far: the next fuid's number.
+    files: u32,
+    /// Files (rows) of the current message, at most `max_files`.
+    message_files: usize,
+    /// The innermost entity's file.
+    file: OpenFile,
+    files_ctx: FileContext,
+    /// Network time of the bytes being handed in.
+    now: Ts,
+    /// The body is ending because the connection did (`timedout`).
+    abandoned: bool,
+    /// Anomalies of the file, passed on to the sink.
+    file_anomalies: Vec<SmtpAnomaly>,
 }
 
 /// Headers of the top-level entity the transaction reads.
@@ -337,6 +418,7 @@ const TOP_HEADERS: &[&[u8]] = &[
     b"x-user-agent",
     b"content-type",
     b"content-disposition",
+    b"content-transfer-encoding",
 ];
 
 fn header_name(line: &[u8]) -> &[u8] {
@@ -353,11 +435,99 @@ impl MimeTracker {
     /// a transaction only).
     pub fn begin(&mut self, top_headers: bool) {
         self.stack.clear();
-        self.stack.push(Entity::new());
+        self.entities = self.entities.saturating_add(1);
+        self.stack.push(Entity::new(self.entities, false));
         self.header.clear();
         self.keep = None;
         self.header_cut = false;
         self.top_headers = top_headers;
+        self.message_files = 0;
+        self.abandoned = false;
+    }
+
+    /// The connection and hashing the next messages' files get.
+    pub fn set_files(&mut self, ctx: FileContext) {
+        self.files_ctx = ctx;
+    }
+
+    /// Network time of the bytes handed in next.
+    pub fn set_now(&mut self, now: Ts) {
+        self.now = now;
+    }
+
+    /// Whether a file is streaming: the lines the session steps over on
+    /// its fast path must go to [`MimeTracker::inert_lines`].
+    pub fn file_open(&self) -> bool {
+        self.file.is_open()
+    }
+
+    /// Complete lines (with their line ends) that change no MIME state,
+    /// stepped over by the session's fast path: content of the open file.
+    pub fn inert_lines(&mut self, data: &[u8], anomalies: &mut Vec<SmtpAnomaly>) {
+        let cfg = self.files_ctx.cfg;
+        self.file.lines(data, self.now, &cfg, anomalies);
+    }
+
+    /// `len` bytes of the body are missing (a TCP gap): the open file
+    /// counts them (`missing_bytes`).
+    pub fn gap(&mut self, len: u64) {
+        self.file.gap(len, self.now);
+    }
+
+    /// The connection ends inside the body: the open file is `timedout`.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+    }
+
+    /// Ends the open file, handing it to the sink.
+    fn close_file(&mut self, sink: &mut dyn HeaderSink) {
+        let ctx = &self.files_ctx;
+        let done = self.file.close(
+            self.abandoned,
+            (&ctx.uid, &ctx.id, ctx.local_orig),
+            self.files,
+            &ctx.cfg,
+            &mut self.file_anomalies,
+        );
+        if let Some(f) = done {
+            self.files = self.files.saturating_add(1);
+            self.message_files += 1;
+            sink.file_done(f);
+        }
+        self.pass_file_anomalies(sink);
+    }
+
+    fn pass_file_anomalies(&mut self, sink: &mut dyn HeaderSink) {
+        for a in self.file_anomalies.drain(..) {
+            sink.anomaly(a);
+        }
+    }
+
+    /// Opens the file of the innermost entity if its body is content.
+    fn open_file(&mut self, limits: &SmtpLimits, sink: &mut dyn HeaderSink) {
+        let Some(ent) = self.stack.last_mut() else {
+            return;
+        };
+        if !ent.takes_data() || self.file.is_open() {
+            return;
+        }
+        if self.message_files >= limits.max_files {
+            sink.anomaly(SmtpAnomaly::TooManyFiles);
+            return;
+        }
+        // The names go to the file: the record has its copy already.
+        let facts = EntityFacts {
+            depth: ent.depth,
+            encoding: ent.encoding,
+            in_multipart: ent.in_multipart,
+            header_type: ent.media.take(),
+            filename: ent
+                .disposition_name
+                .take()
+                .or_else(|| ent.type_name.take())
+                .filter(|n| !n.is_empty()),
+        };
+        self.file.open(facts, &self.files_ctx.cfg);
     }
 
     /// Whether an entity's header block is being read: a header line may
@@ -375,6 +545,14 @@ impl MimeTracker {
             keep,
             header_cut,
             top_headers,
+            entities,
+            files,
+            message_files,
+            file,
+            files_ctx: _,
+            now,
+            abandoned,
+            file_anomalies,
         } = self;
         stack.clear();
         header.clear();
@@ -382,6 +560,15 @@ impl MimeTracker {
         *keep = None;
         *header_cut = false;
         *top_headers = false;
+        *entities = 0;
+        *files = 0;
+        *message_files = 0;
+        // A connection's last file ended with its body (else it is
+        // dropped here); the buffers stay.
+        file.discard();
+        *now = Ts::default();
+        *abandoned = false;
+        file_anomalies.clear();
     }
 
     /// Which lines `line` would act on now. Holds until a line it does not
@@ -428,6 +615,8 @@ impl MimeTracker {
                     if !exact {
                         sink.anomaly(SmtpAnomaly::BoundaryPrefixMatch);
                     }
+                    // The open file is the innermost entity's, below this.
+                    self.close_file(sink);
                     self.stack.truncate(depth + 1);
                     if closing {
                         if let Some(e) = self.stack.get_mut(depth) {
@@ -445,6 +634,15 @@ impl MimeTracker {
                     return;
                 }
             }
+            if depth + 1 == self.stack.len() {
+                if self.file.is_open() {
+                    let cfg = self.files_ctx.cfg;
+                    self.file
+                        .line(line, self.now, &cfg, &mut self.file_anomalies);
+                    self.pass_file_anomalies(sink);
+                }
+                return;
+            }
             depth += 1;
         }
     }
@@ -454,7 +652,9 @@ impl MimeTracker {
             sink.anomaly(SmtpAnomaly::MimeDepthExceeded);
             return;
         }
-        self.stack.push(Entity::new());
+        let in_multipart = self.stack.last().is_some_and(|p| p.body == Body::Multipart);
+        self.entities = self.entities.saturating_add(1);
+        self.stack.push(Entity::new(self.entities, in_multipart));
     }
 
     fn header_line(
@@ -497,6 +697,7 @@ impl MimeTracker {
         } else {
             name.eq_ignore_ascii_case(b"content-type")
                 || name.eq_ignore_ascii_case(b"content-disposition")
+                || name.eq_ignore_ascii_case(b"content-transfer-encoding")
         };
         if wanted {
             self.keep = Some(Keep::Keep);
@@ -563,6 +764,7 @@ impl MimeTracker {
         if name.eq_ignore_ascii_case(b"content-type") {
             let media = trim(value.split(|&b| b == b';').next().unwrap_or_default());
             let top = media.split(|&b| b == b'/').next().unwrap_or_default();
+            ent.media = media_type(media);
             if top.eq_ignore_ascii_case(b"multipart") {
                 ent.body = Body::Multipart;
                 ent.boundary.clear();
@@ -592,6 +794,8 @@ impl MimeTracker {
             && let Some(n) = param_checked(value, b"filename", &mut irregular)
         {
             ent.disposition_name = Some(n);
+        } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            ent.encoding = Encoding::from_header(value);
         }
         if irregular {
             sink.anomaly(SmtpAnomaly::Rfc2231BadContinuation);
@@ -603,14 +807,18 @@ impl MimeTracker {
             return;
         };
         ent.in_header = false;
-        if let Some(name) = ent.disposition_name.take().or_else(|| ent.type_name.take())
-            && !name.is_empty()
+        if let Some(name) = ent
+            .disposition_name
+            .as_ref()
+            .or(ent.type_name.as_ref())
+            .filter(|n| !n.is_empty())
         {
             sink.file(name);
         }
         if ent.body == Body::Message {
             self.push_child(limits, sink);
         }
+        self.open_file(limits, sink);
     }
 
     /// The body ended (end of data, gap, connection end): completes the
@@ -620,8 +828,17 @@ impl MimeTracker {
             self.finish_header(depth, sink);
             self.end_headers(depth, limits, sink);
         }
+        self.close_file(sink);
+        if self
+            .stack
+            .iter()
+            .any(|e| e.body == Body::Multipart && !e.boundary.is_empty() && !e.closed)
+        {
+            sink.anomaly(SmtpAnomaly::MissingClosingBoundary);
+        }
         self.stack.clear();
         self.keep = None;
+        self.abandoned = false;
     }
 }
 
@@ -648,6 +865,7 @@ mod tests {
     struct Collect {
         headers: Vec<(String, String)>,
         files: Vec<String>,
+        done: Vec<FileInfo>,
         anomalies: Vec<SmtpAnomaly>,
     }
 
@@ -658,8 +876,11 @@ mod tests {
                 String::from_utf8_lossy(value).into_owned(),
             ));
         }
-        fn file(&mut self, name: String) {
-            self.files.push(name);
+        fn file(&mut self, name: &str) {
+            self.files.push(name.to_owned());
+        }
+        fn file_done(&mut self, file: FileInfo) {
+            self.done.push(file);
         }
         fn anomaly(&mut self, a: SmtpAnomaly) {
             self.anomalies.push(a);
@@ -938,5 +1159,139 @@ mod tests {
             },
         );
         assert_eq!(c.anomalies, [SmtpAnomaly::MimeDepthExceeded]);
+    }
+
+    /// The files of a body (line by line) and how deep they were.
+    fn depths(c: &Collect) -> Vec<(u32, Option<&str>, u64)> {
+        c.done
+            .iter()
+            .map(|f| (f.depth, f.mime_type.as_deref(), f.seen_bytes))
+            .collect()
+    }
+
+    #[test]
+    fn files_get_zeeks_depths_across_nesting_and_messages() {
+        let body = concat!(
+            "Content-Type: multipart/mixed; boundary=\"OUT\"\r\n",
+            "\r\n",
+            "--OUT\r\n",
+            "Content-Type: multipart/alternative; boundary=\"IN\"\r\n",
+            "\r\n",
+            "--IN\r\n",
+            "\r\n",
+            "hello\r\n",
+            "--IN--\r\n",
+            "--OUT\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "\r\n",
+            "Subject: inner\r\n",
+            "\r\n",
+            "inner body\r\n",
+            "--OUT\r\n",
+            "Content-Type: image/png\r\n",
+            "\r\n",
+            "--OUT--\r\n",
+        );
+        let limits = SmtpLimits::default();
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        for _ in 0..2 {
+            t.begin(true);
+            for line in body.split("\r\n") {
+                t.line(line.as_bytes(), &limits, &mut c);
+            }
+            t.finish(&limits, &mut c);
+        }
+        // 1 OUT, 2 IN, 3 its part, 4 the message, 5 its entity, 6 the
+        // empty PNG (no bytes: no file); the second message goes on at 7.
+        assert_eq!(
+            depths(&c),
+            [
+                (3, Some("text/plain"), 5),
+                (5, Some("text/plain"), 12),
+                (9, Some("text/plain"), 5),
+                (11, Some("text/plain"), 12)
+            ]
+        );
+        // The attached message's own entity is not in a multipart: its
+        // last line keeps its CRLF ("inner body\r\n" and an empty line).
+        assert!(c.anomalies.is_empty(), "{:?}", c.anomalies);
+        // Each file its own fuid.
+        let mut fuids: Vec<_> = c.done.iter().map(|f| f.fuid).collect();
+        fuids.dedup();
+        assert_eq!(fuids.len(), 4);
+    }
+
+    #[test]
+    fn hostile_bodies_stay_bounded_and_are_named() {
+        let limits = SmtpLimits::default();
+        // 100 000 parts: rows stop at max_files, each extra counted.
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        t.begin(true);
+        t.line(
+            b"Content-Type: multipart/mixed; boundary=B",
+            &limits,
+            &mut c,
+        );
+        t.line(b"", &limits, &mut c);
+        for _ in 0..100_000 {
+            t.line(b"--B", &limits, &mut c);
+            t.line(b"", &limits, &mut c);
+            t.line(b"x", &limits, &mut c);
+        }
+        t.finish(&limits, &mut c);
+        assert_eq!(c.done.len(), limits.max_files);
+        let too_many = c
+            .anomalies
+            .iter()
+            .filter(|&&a| a == SmtpAnomaly::TooManyFiles)
+            .count();
+        assert_eq!(too_many, 100_000 - limits.max_files);
+        // ... and the closing boundary never came.
+        assert_eq!(
+            c.anomalies.last(),
+            Some(&SmtpAnomaly::MissingClosingBoundary)
+        );
+        // A part that never ends: 7.8 MB of base64 lines through one file,
+        // whose state does not grow (counted, not kept).
+        let mut t = MimeTracker::default();
+        let mut c = Collect::default();
+        t.begin(true);
+        t.line(b"Content-Transfer-Encoding: base64", &limits, &mut c);
+        t.line(b"", &limits, &mut c);
+        let line = [b'A'; 76];
+        let mut lines = Vec::new();
+        for _ in 0..1000 {
+            lines.extend_from_slice(&line);
+            lines.extend_from_slice(b"\r\n");
+        }
+        let mut an = Vec::new();
+        for _ in 0..100 {
+            t.inert_lines(&lines, &mut an);
+        }
+        t.abandon();
+        t.finish(&limits, &mut c);
+        assert_eq!(c.done.len(), 1);
+        assert_eq!(c.done[0].seen_bytes, 100 * 1000 * 57);
+        assert!(c.done[0].timedout);
+        assert!(an.is_empty());
+        // Broken base64 is named once per file; nesting past the limit
+        // makes the deepest message's body opaque data, still one file.
+        let nested = "Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\
+                      Content-Transfer-Encoding: base64\r\n\r\n!!aGk=\r\n**\r\n";
+        let c = run(
+            nested,
+            &SmtpLimits {
+                max_mime_depth: 2,
+                ..SmtpLimits::default()
+            },
+        );
+        assert_eq!(
+            c.anomalies,
+            [SmtpAnomaly::MimeDepthExceeded, SmtpAnomaly::IllegalEncoding]
+        );
+        assert_eq!(c.done.len(), 1);
+        assert_eq!(c.done[0].seen_bytes, 2);
     }
 }

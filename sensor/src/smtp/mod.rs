@@ -7,6 +7,7 @@
 //!   addresses and header lines
 //! - `session`: the state machine that owns the transaction
 //! - `mime`: MIME entity structure, header unfolding, attachment names
+//! - `files`: each entity's body decoded, sniffed and hashed (files.log)
 //! - `message`: the transaction being built and how headers fill it
 //! - `received`: the Received path
 //! - `config`, `limits`: what a session is configured with
@@ -15,6 +16,7 @@
 
 pub mod anomaly;
 pub mod config;
+pub mod files;
 pub mod limits;
 pub mod lines;
 pub mod message;

@@ -14,6 +14,7 @@ use std::ops::Range;
 use crate::net::{ConnInfo, Ts};
 use crate::output::StrList;
 
+use super::files::FileInfo;
 use super::text::lossy;
 
 /// The single-valued text fields of a record.
@@ -110,6 +111,9 @@ pub struct MessageRecord {
     /// Not logged: the address of the last Received header followed, the
     /// message's originating address for suspicious-origination checks.
     pub originating_addr: Option<IpAddr>,
+    /// The message's files (files.log rows; their fuids are smtp.log's
+    /// `fuids`), at most `max_files`.
+    pub files: Vec<FileInfo>,
     /// The text of every field, back to back.
     arena: String,
     /// Span of each `TextField`, indexed by it.
@@ -195,6 +199,7 @@ impl MessageRecord {
         self.arena.capacity()
             + self.lists.capacity() * std::mem::size_of::<(ListField, Span)>()
             + self.path.capacity() * std::mem::size_of::<IpAddr>()
+            + self.files.capacity() * std::mem::size_of::<FileInfo>()
     }
 
     /// Empties the record for a new transaction, keeping its allocations.
@@ -206,6 +211,7 @@ impl MessageRecord {
             path,
             tls,
             originating_addr,
+            files,
             arena,
             texts,
             lists,
@@ -218,6 +224,7 @@ impl MessageRecord {
         path.clear();
         *tls = false;
         *originating_addr = None;
+        files.clear();
         arena.clear();
         *texts = Default::default();
         lists.clear();
@@ -297,6 +304,7 @@ impl PartialEq for MessageRecord {
             && self.path == other.path
             && self.tls == other.tls
             && self.originating_addr == other.originating_addr
+            && self.files == other.files
             && TextField::ALL
                 .iter()
                 .all(|&f| self.text(f) == other.text(f))
@@ -315,6 +323,9 @@ impl fmt::Debug for MessageRecord {
             .field("path", &self.path)
             .field("tls", &self.tls)
             .field("originating_addr", &self.originating_addr);
+        if !self.files.is_empty() {
+            d.field("files", &self.files);
+        }
         for field in TextField::ALL {
             if let Some(t) = self.text(field) {
                 d.field("text", &(field, t));

@@ -11,9 +11,10 @@ use crate::net::{ConnInfo, Direction, Ts};
 
 use super::anomaly::SmtpAnomaly;
 use super::config::SmtpConfig;
+use super::files::local_orig;
 use super::lines::{Line, LineBuf, ends_with_crlf, inert_prefix};
 use super::message::{Added, HeaderApplier, Transaction};
-use super::mime::{LineInterest, MimeTracker};
+use super::mime::{FileContext, LineInterest, MimeTracker};
 use super::parser::{
     Command, Verb, first_email_addr, for_each_email_addr, parse_bdat_arg, parse_command,
     parse_reply, strip_orcpt, trim,
@@ -267,6 +268,9 @@ impl SmtpSession {
     /// In-order payload of one direction, any size, cut anywhere.
     pub fn on_data(&mut self, dir: Direction, ts: Ts, data: &[u8], sink: &mut dyn SmtpSink) {
         let max = self.cfg.limits.max_line_len;
+        if dir == Direction::Orig {
+            self.mime.set_now(ts);
+        }
         let mut pos = 0;
         while pos < data.len() && !self.is_done_parsing() {
             if dir == Direction::Orig
@@ -339,6 +343,11 @@ impl SmtpSession {
         }
         self.touch(ts);
         if matches!(self.state, State::InData | State::InBdat) || self.in_body {
+            if dir == Direction::Orig {
+                // The open file lost these bytes (`missing_bytes`).
+                self.mime.set_now(ts);
+                self.mime.gap(len);
+            }
             self.end_data();
         }
         self.pending.clear();
@@ -359,6 +368,9 @@ impl SmtpSession {
     /// client activity.
     pub fn on_close(&mut self, ts: Ts, sink: &mut dyn SmtpSink) {
         if self.in_body || self.bdat.is_some() {
+            // The connection ends inside the message: its open file is
+            // `timedout` (the partial line before is still its own).
+            self.mime.abandon();
             self.flush_chunk_partial();
             self.end_data();
         }
@@ -662,6 +674,9 @@ impl SmtpSession {
         }
         let top_headers = !self.tx.body_seen;
         self.tx.body_seen = true;
+        let local = local_orig(&self.cfg.local_nets, self.conn.id.orig_h);
+        self.mime
+            .set_files(FileContext::new(&self.conn, local, self.cfg.files));
         self.mime.begin(top_headers);
         self.in_body = true;
     }
@@ -681,7 +696,11 @@ impl SmtpSession {
         let n = inert_prefix(data, self.cfg.limits.max_line_len, marks);
         if n > 0 {
             self.touch(ts);
-            self.orig_crlf = ends_with_crlf(data.get(..n).unwrap_or_default());
+            let run = data.get(..n).unwrap_or_default();
+            self.orig_crlf = ends_with_crlf(run);
+            if self.mime.file_open() {
+                self.mime.inert_lines(run, &mut self.anomalies);
+            }
         }
         n
     }
@@ -736,7 +755,12 @@ impl SmtpSession {
                 };
                 if let Some(marks) = interest.marks(false) {
                     let rest = chunk.get(pos..).unwrap_or_default();
-                    pos += inert_prefix(rest, max, marks);
+                    let n = inert_prefix(rest, max, marks);
+                    if n > 0 && self.in_body && self.mime.file_open() {
+                        let run = rest.get(..n).unwrap_or_default();
+                        self.mime.inert_lines(run, &mut self.anomalies);
+                    }
+                    pos += n;
                 }
             }
             let find_nul = self.in_body && self.mime.in_header();
