@@ -8,10 +8,26 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::output::LogFormat;
 
+/// What `--version` prints after the name: the release, the git revision
+/// it was built from, and whether the XDP program is built in (without it,
+/// only `-r` works). Set by `build.rs`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SMTP_SENSOR_GIT_REV"),
+    "; XDP program ",
+    env!("SMTP_SENSOR_XDP"),
+    ")"
+);
+
 /// Passive SMTP sensor: writes Zeek-style smtp.log and notice.log from a
 /// capture file or a live interface.
 #[derive(Debug, Parser)]
-#[command(name = "smtp-sensor", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "smtp-sensor",
+    version = VERSION,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -24,6 +40,13 @@ pub enum Command {
     /// Load and validate the configuration, print the effective config as
     /// TOML; exit 0 when valid, 2 otherwise.
     CheckConfig(ConfigArgs),
+    /// Print the man page or a shell completion script on stdout (for
+    /// packaging: `cargo xtask deb` installs both).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: crate::manual::Generate,
+    },
 }
 
 /// Where the configuration comes from (shared by a run and check-config).
@@ -69,9 +92,9 @@ pub struct RunArgs {
     /// Default: not pinned.
     #[arg(long = "cpus", value_name = "LIST")]
     pub cpus: Option<crate::affinity::CpuList>,
-    /// Serve Prometheus metrics on this address (`127.0.0.1:9469`) at
-    /// `/metrics`.
-    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9469`,
+    /// `localhost:9469`, `[::1]:9469`) at `/metrics`.
+    #[arg(long = "metrics-addr", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not verify IPv4 and TCP checksums (they are only counted anyway;
     /// this saves the time).
@@ -82,6 +105,21 @@ pub struct RunArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub live: crate::capture::live::LiveArgs,
+}
+
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` with a host name the
+/// resolver knows (`localhost:9469`; the first address it gives).
+fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT or IP:PORT ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 #[cfg(test)]
@@ -124,6 +162,27 @@ mod tests {
         };
         assert_eq!(a.config.as_deref(), Some(std::path::Path::new("a.toml")));
         assert_eq!(a.sets, ["spam_threshold=5"]);
+    }
+
+    #[test]
+    fn metrics_addr_takes_a_host_name() {
+        let c = parse(&["-r", "a", "--metrics-addr", "localhost:9469"]).unwrap();
+        let a = c.run.metrics_addr.unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 9469);
+        let c = parse(&["-r", "a", "--metrics-addr", "[::1]:9469"]).unwrap();
+        assert_eq!(c.run.metrics_addr, Some("[::1]:9469".parse().unwrap()));
+        assert!(parse(&["-r", "a", "--metrics-addr", "localhost"]).is_err());
+        assert!(parse(&["-r", "a", "--metrics-addr", "127.0.0.1:99999"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_revision_and_the_xdp_program() {
+        let e = parse(&["--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let v = e.to_string();
+        assert!(v.starts_with(concat!("smtp-sensor ", env!("CARGO_PKG_VERSION"), " (git ")), "{v}");
+        assert!(v.contains("; XDP program built in)") || v.contains("; XDP program missing)"), "{v}");
     }
 
     #[test]

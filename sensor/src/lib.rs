@@ -13,6 +13,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod flow;
+pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod output;

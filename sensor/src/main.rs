@@ -60,9 +60,21 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Some(Command::CheckConfig(a)) = &cli.command {
-        let code = check_config(a.config.as_deref(), &a.sets);
-        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    match &cli.command {
+        Some(Command::CheckConfig(a)) => {
+            let code = check_config(a.config.as_deref(), &a.sets);
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+        Some(Command::Generate { what }) => {
+            return match smtp_sensor::manual::generate(*what, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("smtp-sensor: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let run = cli.run;
     let cfg = match Config::load(run.config.config.as_deref(), &run.config.sets) {

@@ -533,6 +533,9 @@ impl Collector {
                     source,
                 })?;
             sum.notices += 1;
+            if let Some(t) = &self.telemetry {
+                t.collector.notice_written(n.note);
+            }
         }
         Ok(())
     }

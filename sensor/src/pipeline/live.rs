@@ -175,17 +175,11 @@ pub fn run(
                     }
                     shared.replace(det);
                     running = cfg;
-                    telemetry
-                        .collector
-                        .config_reloads
-                        .fetch_add(1, Ordering::Relaxed);
+                    telemetry.collector.reload_succeeded();
                     log::info!("configuration reloaded");
                 }
                 Err(e) => {
-                    telemetry
-                        .collector
-                        .config_reload_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    telemetry.collector.reload_failed();
                     log::error!("{e}; the running configuration stays");
                 }
             }
