@@ -40,6 +40,17 @@ pub enum Command {
     /// Load and validate the configuration, print the effective config as
     /// TOML; exit 0 when valid, 2 otherwise.
     CheckConfig(ConfigArgs),
+    /// Ask the running sensor `PID` to reload (SIGHUP) and wait for the
+    /// outcome: exit 1 with its reason when the new configuration was
+    /// refused. The systemd unit's `ExecReload=`, so that a refused reload
+    /// fails `systemctl reload`; needs `RUNTIME_DIRECTORY` (set by systemd).
+    Reload {
+        /// Process id of the sensor (`$MAINPID`).
+        pid: i32,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Print the man page or a shell completion script on stdout (for
     /// packaging: `cargo xtask deb` installs both).
     #[command(hide = true)]

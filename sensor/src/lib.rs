@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod net;
 pub mod output;
 pub mod pipeline;
+pub mod service;
 pub mod signals;
 pub mod smtp;
 pub mod telemetry;

@@ -65,6 +65,16 @@ fn main() -> ExitCode {
             let code = check_config(a.config.as_deref(), &a.sets);
             return ExitCode::from(u8::try_from(code).unwrap_or(2));
         }
+        Some(Command::Reload { pid, timeout }) => {
+            let wait = std::time::Duration::from_secs(*timeout);
+            return match smtp_sensor::service::reload_command(*pid, wait) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}smtp-sensor: {e}", smtp_sensor::service::error_prefix());
+                    ExitCode::from(1)
+                }
+            };
+        }
         Some(Command::Generate { what }) => {
             return match smtp_sensor::manual::generate(*what, &mut std::io::stdout().lock()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -90,9 +100,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    smtp_sensor::service::init_logging(level);
     let ctl = RunControl {
         cpus: run.cpus.clone().unwrap_or_default(),
         metrics_addr: run.metrics_addr,
@@ -162,7 +170,7 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
             exit_after(&summary, ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("smtp-sensor: {e}");
+            eprintln!("{}smtp-sensor: {e}", smtp_sensor::service::error_prefix());
             match e {
                 RunError::Live(CaptureError::Option(_) | CaptureError::InterfaceNotFound(_))
                 | RunError::LogDir(_)
