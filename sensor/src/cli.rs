@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::LogFormat;
 
@@ -118,6 +118,38 @@ pub struct RunArgs {
     pub live: crate::capture::live::LiveArgs,
 }
 
+impl Cli {
+    /// The command line definition, with every live-capture option (those
+    /// of `LiveArgs`) in conflict with `-r`: one used offline is refused
+    /// ("the argument '--read <FILE>' cannot be used with '--stats-json
+    /// <FILE>'", exit 2), never silently ignored. New live options are
+    /// covered without a change here.
+    pub fn checked_command() -> clap::Command {
+        let live = crate::capture::live::LiveArgs::augment_args(clap::Command::new("live"));
+        let ids: Vec<clap::Id> = live.get_arguments().map(|a| a.get_id().clone()).collect();
+        let mut cmd = Cli::command();
+        for id in ids {
+            cmd = cmd.mut_arg(id, |a| a.conflicts_with("read"));
+        }
+        cmd
+    }
+
+    /// Parses the process's arguments with [`Cli::checked_command`].
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        Self::parse_checked_from(std::env::args_os())
+    }
+
+    pub fn parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Self::checked_command();
+        let m = cmd.try_get_matches_from_mut(args)?;
+        Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+    }
+}
+
 /// An address to listen on: `IP:PORT`, or `HOST:PORT` with a host name the
 /// resolver knows (`localhost:9469`; the first address it gives).
 fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -138,7 +170,30 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("smtp-sensor").chain(args.iter().copied()))
+        Cli::parse_checked_from(std::iter::once("smtp-sensor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn live_options_are_refused_offline() {
+        for extra in [
+            &["--stats-json", "s.json"][..],
+            &["--stats-interval", "5"],
+            &["--non-smtp", "drop"],
+            &["--queues", "2"],
+            &["--symmetric-rss"],
+            &["--ebpf-log"],
+        ] {
+            let mut args = vec!["-r", "x.pcap"];
+            args.extend_from_slice(extra);
+            let e = parse(&args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{extra:?}");
+            let text = e.to_string();
+            assert!(text.contains(extra[0]) && text.contains("--read"), "{text}");
+        }
+        // Live, they are fine; offline, their defaults do not count.
+        let c = parse(&["-i", "eth1", "--stats-json", "s.json", "--queues", "2"]).unwrap();
+        assert_eq!(c.run.live.queues, Some(2));
+        assert!(parse(&["-r", "x.pcap", "--workers", "2"]).is_ok());
     }
 
     #[test]

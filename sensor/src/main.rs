@@ -5,8 +5,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use smtp_sensor::capture::CaptureError;
 use smtp_sensor::cli::{Cli, Command, RunArgs};
 use smtp_sensor::config::{Config, check_config};
@@ -48,7 +46,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(c) => c,
         Err(e) => {
             // --help / --version print and exit 0; usage errors exit 2.

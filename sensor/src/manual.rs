@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use clap::{CommandFactory, Subcommand};
+use clap::Subcommand;
 use clap_complete::Shell;
 
 use crate::cli::Cli;
@@ -24,7 +24,7 @@ pub enum Generate {
 
 /// Writes what `what` asks for to `out`.
 pub fn generate(what: Generate, out: &mut dyn Write) -> io::Result<()> {
-    let cmd = Cli::command();
+    let cmd = Cli::checked_command();
     match what {
         Generate::Man => man_page(cmd, out),
         Generate::Completions { shell } => {

@@ -267,3 +267,28 @@ fn sigterm_ends_a_run_on_an_idle_pipe_and_flushes() {
     ports.sort_unstable();
     assert_eq!(ports, [40500, 40501], "{log}");
 }
+
+/// A live-capture option given with `-r` is refused (exit 2, naming both),
+/// not silently ignored: nothing is read and no log is written.
+#[test]
+fn live_only_option_offline_is_refused() {
+    let dir = scratch("live-only");
+    let pcap = basic_pcap(dir.path());
+    let stats = dir.join("stats.json");
+    let o = run(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("'--read <FILE>' cannot be used with '--stats-json <FILE>'"),
+        "{err}"
+    );
+    assert!(!dir.join("smtp.log").exists());
+    assert!(!stats.exists());
+}
