@@ -292,3 +292,52 @@ fn live_only_option_offline_is_refused() {
     assert!(!dir.join("smtp.log").exists());
     assert!(!stats.exists());
 }
+
+/// A gzip or zstd capture (named anything), from a file or standard input,
+/// gives exactly the smtp.log of the plain capture.
+#[test]
+fn compressed_captures_give_the_same_logs() {
+    use std::io::Write;
+    let dir = scratch("compressed");
+    let plain = basic_pcap(dir.path());
+    let bytes = std::fs::read(&plain).unwrap();
+    let logs = |name: &str, input: &[&str], stdin: Option<&[u8]>| -> String {
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut cmd = Command::new(sensor_bin());
+        cmd.args(input)
+            .arg("-l")
+            .arg(&out)
+            .arg("-q")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            child.stdin.take().unwrap().write_all(data).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out.join("smtp.log")).unwrap()
+    };
+    let want = logs("plain", &["-r", plain.to_str().unwrap()], None);
+    assert_eq!(want.lines().count(), 3, "{want}");
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&bytes[..], 3).unwrap();
+    for (name, data) in [("gz", gz), ("zst", zst)] {
+        let f = dir.join(format!("capture-{name}"));
+        std::fs::write(&f, &data).unwrap();
+        assert_eq!(logs(&format!("{name}-file"), &["-r", f.to_str().unwrap()], None), want, "{name}");
+        assert_eq!(logs(&format!("{name}-stdin"), &["-r", "-"], Some(&data)), want, "{name}");
+    }
+
+    // A corrupt one: exit 2 and a line that says so.
+    let f = dir.join("bad.gz");
+    std::fs::write(&f, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
+    let o = run(&["-r", f.to_str().unwrap(), "-l", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gzip stream is corrupt"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! from AF_XDP capture for `-i` (one dispatcher per rx queue).
 
 pub mod collector;
+pub mod compressed;
 pub mod dispatch;
 pub mod input;
 pub mod live;
@@ -196,7 +197,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         }
     };
     // A capture error after some records: the logs are written; report it.
-    let read = read?;
+    let read = read.map_err(|e| progress.explain(e))?;
     let stopped = stop.load(Ordering::Relaxed);
     if read.truncated_tail && !stopped {
         counts.anomalies.add(CaptureAnomaly::TruncatedRecord);
