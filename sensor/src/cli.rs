@@ -75,14 +75,17 @@ pub struct ConfigArgs {
 /// Arguments of a capture run.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// Read a pcap or pcapng capture (`-` for standard input).
+    /// Read pcap or pcapng captures, plain or gzip/zstd-compressed (`-`
+    /// for standard input); several (`-r a.pcap b.pcap.gz`, or `-r` again)
+    /// are read in order as one stream of time.
     #[arg(
         short = 'r',
         long = "read",
         value_name = "FILE",
+        num_args = 1..,
         conflicts_with = "interface"
     )]
-    pub read: Option<PathBuf>,
+    pub read: Vec<PathBuf>,
     /// Capture live on a network interface (XDP/AF_XDP).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interface: Option<String>,
@@ -212,12 +215,20 @@ mod tests {
         ])
         .unwrap();
         assert!(c.command.is_none());
-        assert_eq!(c.run.read.as_deref(), Some(std::path::Path::new("x.pcap")));
+        assert_eq!(c.run.read, [std::path::Path::new("x.pcap")]);
         assert_eq!(c.run.config.sets, ["a=1", "b=2"]);
         assert_eq!(c.run.workers, Some(4));
         assert_eq!(c.run.log_format, LogFormat::Json);
         let c = parse(&["-r", "-", "--log-format", "zeek"]).unwrap();
         assert_eq!(c.run.log_format, LogFormat::Zeek);
+    }
+
+    #[test]
+    fn several_captures_in_order() {
+        let c = parse(&["-r", "a.pcap", "b.pcap.gz", "-l", "o", "-r", "c.pcap"]).unwrap();
+        let want: Vec<PathBuf> = ["a.pcap", "b.pcap.gz", "c.pcap"].map(PathBuf::from).into();
+        assert_eq!(c.run.read, want);
+        assert!(parse(&["-r"]).is_err());
     }
 
     #[test]

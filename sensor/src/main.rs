@@ -10,7 +10,7 @@ use smtp_sensor::cli::{Cli, Command, RunArgs};
 use smtp_sensor::config::{Config, check_config};
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::pipeline::reload::ConfigSource;
-use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_controlled};
+use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_files};
 
 /// mimalloc instead of the C library's allocator. Sessions, records and
 /// their arenas are allocated on the packet thread and freed on the log
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         progress: !run.quiet && std::io::stderr().is_terminal(),
         handle_signals: true,
     };
-    let Some(input) = run.read.as_deref() else {
+    if run.read.is_empty() {
         if let Some(iface) = &run.interface {
             return run_live(&cfg, iface, &run, &ctl);
         } else {
@@ -118,7 +118,8 @@ fn main() -> ExitCode {
             );
         }
         return ExitCode::from(2);
-    };
+    }
+    let inputs: Vec<&std::path::Path> = run.read.iter().map(|p| p.as_path()).collect();
     let opts = RunOptions {
         log_dir: run.log_dir.clone(),
         format: run.log_format,
@@ -127,12 +128,14 @@ fn main() -> ExitCode {
             verify_checksums: !run.no_checksums,
         },
     };
-    match run_offline_controlled(&cfg, input, &opts, &ctl) {
+    match run_offline_files(&cfg, &inputs, &opts, &ctl) {
         Ok(summary) => {
-            if summary.truncated_tail {
+            if summary.truncated_tail
+                && let Some(last) = inputs.last()
+            {
                 eprintln!(
                     "smtp-sensor: warning: {} ends inside a record; every complete record before it was processed",
-                    input.display()
+                    last.display()
                 );
             }
             if !run.quiet {

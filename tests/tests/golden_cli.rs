@@ -341,3 +341,59 @@ fn compressed_captures_give_the_same_logs() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("gzip stream is corrupt"), "{err}");
 }
+
+/// Several captures are one stream of time: a connection split across two
+/// files (one of them gzip) is logged exactly as from the whole capture;
+/// files out of time order are read, with a warning.
+#[test]
+fn several_captures_are_one_stream() {
+    use std::io::Write;
+    let dir = scratch("several");
+    let (_, frames) = scenarios::golden()
+        .into_iter()
+        .find(|(n, _)| *n == "pipelining")
+        .unwrap();
+    let whole = dir.join("whole.pcap");
+    write_pcap(&whole, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let (head, tail) = frames.split_at(frames.len() / 2);
+    let a = dir.join("a.pcap");
+    write_pcap(&a, head.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let b_plain = dir.join("b.pcap");
+    write_pcap(&b_plain, tail.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&std::fs::read(&b_plain).unwrap()).unwrap();
+    let b = dir.join("b.pcap.gz");
+    std::fs::write(&b, gz.finish().unwrap()).unwrap();
+
+    let logs = |name: &str, inputs: &[&Path]| -> (String, String) {
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut args: Vec<&str> = vec!["-r"];
+        args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+        args.extend(["-l", out.to_str().unwrap()]);
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{name}: {err}");
+        (std::fs::read_to_string(out.join("smtp.log")).unwrap(), err)
+    };
+    let (want, _) = logs("whole", &[&whole]);
+    assert_eq!(want.lines().count(), 3, "{want}");
+    let (split, err) = logs("split", &[&a, &b]);
+    assert_eq!(split, want);
+    assert!(err.contains(&format!("{} packets", frames.len())), "{err}");
+    assert!(!err.contains("time order"), "{err}");
+
+    // Out of order: read as given, and said so.
+    let (_, err) = logs("reversed", &[&b, &a]);
+    assert!(err.contains("a.pcap starts before the capture before it ended"), "{err}");
+
+    // A bad file anywhere in the list stops the run before it starts.
+    let missing = dir.join("missing.pcap");
+    let o = run(&["-r", a.to_str().unwrap(), missing.to_str().unwrap(), "-l", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pcap"));
+    assert!(!dir.join("smtp.log").exists());
+    let o = run(&["-r", "-", "-", "-l", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only once"));
+}
