@@ -189,7 +189,11 @@ mod tests {
             let mut args = vec!["-r", "x.pcap"];
             args.extend_from_slice(extra);
             let e = parse(&args).unwrap_err();
-            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{extra:?}");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{extra:?}"
+            );
             let text = e.to_string();
             assert!(text.contains(extra[0]) && text.contains("--read"), "{text}");
         }
@@ -258,8 +262,14 @@ mod tests {
         let e = parse(&["--version"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
         let v = e.to_string();
-        assert!(v.starts_with(concat!("smtp-sensor ", env!("CARGO_PKG_VERSION"), " (git ")), "{v}");
-        assert!(v.contains("; XDP program built in)") || v.contains("; XDP program missing)"), "{v}");
+        assert!(
+            v.starts_with(concat!("smtp-sensor ", env!("CARGO_PKG_VERSION"), " (git ")),
+            "{v}"
+        );
+        assert!(
+            v.contains("; XDP program built in)") || v.contains("; XDP program missing)"),
+            "{v}"
+        );
     }
 
     #[test]

@@ -93,8 +93,16 @@ mod tests {
     #[test]
     fn man_page_lists_the_real_options() {
         let man = text(Generate::Man);
-        assert!(man.starts_with(".ie") || man.contains(".TH smtp-sensor 8"), "{man}");
-        for opt in ["\\-\\-read", "\\-\\-interface", "\\-\\-metrics\\-addr", "check\\-config"] {
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH smtp-sensor 8"),
+            "{man}"
+        );
+        for opt in [
+            "\\-\\-read",
+            "\\-\\-interface",
+            "\\-\\-metrics\\-addr",
+            "check\\-config",
+        ] {
             assert!(man.contains(opt), "{opt} missing from the man page");
         }
         assert!(man.contains("EXIT STATUS"));

@@ -54,7 +54,12 @@ pub fn reload_done(generation: u64, outcome: Result<(), &str>) {
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
         // The first directory when systemd lists several.
-        let dir = dir.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+        let dir = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         if let Err(e) = write_outcome(Path::new(&dir), generation, outcome) {
             log::warn!("cannot record the reload's outcome in {dir}: {e}");
         }
@@ -109,7 +114,9 @@ fn read_outcome(path: &Path) -> Option<Outcome> {
 /// Why `smtp-sensor reload` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadCommandError {
-    #[error("RUNTIME_DIRECTORY is not set: run this from the unit's ExecReload= (RuntimeDirectory=)")]
+    #[error(
+        "RUNTIME_DIRECTORY is not set: run this from the unit's ExecReload= (RuntimeDirectory=)"
+    )]
     NoRuntimeDirectory,
     #[error("cannot signal process {pid}: {source}")]
     Signal {
@@ -126,14 +133,19 @@ pub enum ReloadCommandError {
 /// `smtp-sensor reload <pid>`: SIGHUP to `pid`, then wait for its outcome
 /// (see the module doc).
 pub fn reload_command(pid: i32, timeout: Duration) -> Result<(), ReloadCommandError> {
-    let dir = std::env::var_os("RUNTIME_DIRECTORY").ok_or(ReloadCommandError::NoRuntimeDirectory)?;
+    let dir =
+        std::env::var_os("RUNTIME_DIRECTORY").ok_or(ReloadCommandError::NoRuntimeDirectory)?;
     let dir = PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or(""));
     reload_and_wait(pid, &dir.join(RELOAD_FILE), timeout)
 }
 
 fn reload_and_wait(pid: i32, file: &Path, timeout: Duration) -> Result<(), ReloadCommandError> {
     let before = read_outcome(file).map(|o| o.generation);
-    let mtime = || fs::metadata(file).ok().map(|m| (m.mtime(), m.mtime_nsec(), m.ino()));
+    let mtime = || {
+        fs::metadata(file)
+            .ok()
+            .map(|m| (m.mtime(), m.mtime_nsec(), m.ino()))
+    };
     let before_stamp = mtime();
     // SAFETY: kill(2) with a plain pid and signal number.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
@@ -224,7 +236,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("smtp-sensor-service-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("smtp-sensor-service-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
@@ -266,7 +279,10 @@ mod tests {
             f = file.display(),
             d = d.display()
         );
-        let mut child = std::process::Command::new("sh").args(["-c", &script]).spawn().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
         let pid = i32::try_from(child.id()).unwrap();
         let t0 = Instant::now();
         while !d.join("up").exists() {

@@ -309,14 +309,22 @@ fn compressed_captures_give_the_same_logs() {
             .arg("-l")
             .arg(&out)
             .arg("-q")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(data) = stdin {
             child.stdin.take().unwrap().write_all(data).unwrap();
         }
         let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::fs::read_to_string(out.join("smtp.log")).unwrap()
     };
     let want = logs("plain", &["-r", plain.to_str().unwrap()], None);
@@ -329,14 +337,27 @@ fn compressed_captures_give_the_same_logs() {
     for (name, data) in [("gz", gz), ("zst", zst)] {
         let f = dir.join(format!("capture-{name}"));
         std::fs::write(&f, &data).unwrap();
-        assert_eq!(logs(&format!("{name}-file"), &["-r", f.to_str().unwrap()], None), want, "{name}");
-        assert_eq!(logs(&format!("{name}-stdin"), &["-r", "-"], Some(&data)), want, "{name}");
+        assert_eq!(
+            logs(&format!("{name}-file"), &["-r", f.to_str().unwrap()], None),
+            want,
+            "{name}"
+        );
+        assert_eq!(
+            logs(&format!("{name}-stdin"), &["-r", "-"], Some(&data)),
+            want,
+            "{name}"
+        );
     }
 
     // A corrupt one: exit 2 and a line that says so.
     let f = dir.join("bad.gz");
     std::fs::write(&f, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
-    let o = run(&["-r", f.to_str().unwrap(), "-l", dir.path().to_str().unwrap()]);
+    let o = run(&[
+        "-r",
+        f.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("gzip stream is corrupt"), "{err}");
@@ -385,11 +406,20 @@ fn several_captures_are_one_stream() {
 
     // Out of order: read as given, and said so.
     let (_, err) = logs("reversed", &[&b, &a]);
-    assert!(err.contains("a.pcap starts before the capture before it ended"), "{err}");
+    assert!(
+        err.contains("a.pcap starts before the capture before it ended"),
+        "{err}"
+    );
 
     // A bad file anywhere in the list stops the run before it starts.
     let missing = dir.join("missing.pcap");
-    let o = run(&["-r", a.to_str().unwrap(), missing.to_str().unwrap(), "-l", dir.path().to_str().unwrap()]);
+    let o = run(&[
+        "-r",
+        a.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pcap"));
     assert!(!dir.join("smtp.log").exists());

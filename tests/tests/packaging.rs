@@ -452,17 +452,28 @@ fn sensor_runs_live_with_only_the_units_capabilities() {
     );
     let seen = systemd.until("READY=1");
     assert!(seen.iter().any(|l| l == "RELOADING=1"), "{seen:?}");
-    assert!(seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
     // ...a broken one is refused, the reload fails saying why, and the
     // sensor runs on with the old one (it captures the traffic below).
     std::fs::write(&systemd.config, "spam_threshold = \"many\"\n").unwrap();
     let r = systemd.reload(child.id());
     let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(1), "a refused reload succeeded: {err}");
-    assert!(err.contains("refused") && err.contains("spam_threshold"), "{err}");
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "a refused reload succeeded: {err}"
+    );
+    assert!(
+        err.contains("refused") && err.contains("spam_threshold"),
+        "{err}"
+    );
     let seen = systemd.until("READY=1");
     assert!(
-        seen.iter().any(|l| l.starts_with("STATUS=") && l.contains("refused")),
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains("refused")),
         "{seen:?}"
     );
     let out = pair

@@ -152,7 +152,10 @@ pub fn build() -> Result<PathBuf> {
     for (dest, src) in [
         ("usr/share/doc/smtp-sensor/README.md", "README.md"),
         ("usr/share/doc/smtp-sensor/CONFIG.md", "docs/CONFIG.md"),
-        ("usr/share/doc/smtp-sensor/OPERATIONS.md", "docs/OPERATIONS.md"),
+        (
+            "usr/share/doc/smtp-sensor/OPERATIONS.md",
+            "docs/OPERATIONS.md",
+        ),
         ("usr/share/doc/smtp-sensor/METRICS.md", "docs/METRICS.md"),
         (
             "usr/share/doc/smtp-sensor/ZEEK-DIFFERENCES.md",
@@ -198,11 +201,7 @@ pub fn build() -> Result<PathBuf> {
         control_dir.join("conffiles"),
         "/etc/smtp-sensor/sensor.toml\n/etc/logrotate.d/smtp-sensor\n",
     )?;
-    for (name, text) in [
-        ("postinst", POSTINST),
-        ("prerm", PRERM),
-        ("postrm", POSTRM),
-    ] {
+    for (name, text) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
         let p = control_dir.join(name);
         fs::write(&p, text)?;
         set_mode(&p, 0o755)?;
@@ -233,11 +232,7 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run gzip")?;
-    child
-        .stdin
-        .take()
-        .context("gzip stdin")?
-        .write_all(data)?;
+    child.stdin.take().context("gzip stdin")?.write_all(data)?;
     let out = child.wait_with_output()?;
     ensure!(out.status.success(), "gzip failed");
     Ok(out.stdout)
@@ -307,7 +302,13 @@ fn copyright(repo: &Path) -> Result<String> {
     let mit = fs::read_to_string(repo.join("LICENSE-MIT")).context("LICENSE-MIT")?;
     let indent = |t: &str| {
         t.lines()
-            .map(|l| if l.trim().is_empty() { " .".to_owned() } else { format!(" {l}") })
+            .map(|l| {
+                if l.trim().is_empty() {
+                    " .".to_owned()
+                } else {
+                    format!(" {l}")
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -416,9 +417,10 @@ fn check_files() -> Result<()> {
         ensure!(Path::new(f).is_file(), "{f} is not installed");
     }
     // The shipped config is valid for the shipped binary.
-    output(
-        Command::new("/usr/bin/smtp-sensor")
-            .args(["check-config", "-c", "/etc/smtp-sensor/sensor.toml"]),
-    )?;
+    output(Command::new("/usr/bin/smtp-sensor").args([
+        "check-config",
+        "-c",
+        "/etc/smtp-sensor/sensor.toml",
+    ]))?;
     Ok(())
 }

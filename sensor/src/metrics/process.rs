@@ -42,9 +42,7 @@ impl ProcessStats {
             u64::try_from(page).ok().filter(|p| *p > 0),
             boot,
         );
-        p.open_fds = fs::read_dir("/proc/self/fd")
-            .ok()
-            .map(|d| d.count() as u64);
+        p.open_fds = fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64);
         p.max_fds = fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|s| max_open_files(&s));
@@ -56,7 +54,12 @@ impl ProcessStats {
 /// is in parentheses and may itself hold spaces and parentheses: split at
 /// the last `)`. Field 14 utime, 15 stime, 22 starttime (all in clock
 /// ticks), 23 vsize (bytes), 24 rss (pages).
-fn parse_stat(stat: &str, ticks: Option<u64>, page: Option<u64>, boot: Option<u64>) -> ProcessStats {
+fn parse_stat(
+    stat: &str,
+    ticks: Option<u64>,
+    page: Option<u64>,
+    boot: Option<u64>,
+) -> ProcessStats {
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return ProcessStats::default();
     };
@@ -129,7 +132,10 @@ mod tests {
         assert_eq!(p.cpu_secs, None);
         assert_eq!(p.resident_bytes, None);
         assert_eq!(boot_time("cpu 1 2 3\nbtime x\n"), None);
-        assert_eq!(max_open_files("Max open files unlimited unlimited files\n"), None);
+        assert_eq!(
+            max_open_files("Max open files unlimited unlimited files\n"),
+            None
+        );
     }
 
     #[test]
@@ -140,7 +146,10 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         let start = p.start_time_secs.expect("start time");
-        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0, "{start}");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
+            "{start}"
+        );
         assert!(p.cpu_secs.expect("cpu") >= 0.0);
         assert!(p.resident_bytes.expect("rss") > 1 << 20);
         assert!(p.open_fds.expect("fds") >= 3);

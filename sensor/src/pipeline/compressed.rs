@@ -149,10 +149,7 @@ pub fn decompress(
 
 /// Reads up to `n` bytes from the front of `r` (fewer at end of input)
 /// and gives back a reader that still yields them first.
-pub fn peek(
-    mut r: Box<dyn Read + Send>,
-    n: usize,
-) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+pub fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -193,7 +190,10 @@ mod tests {
         assert_eq!(Compression::sniff(&gzip(b"x")), Compression::Gzip);
         let z = zstd::encode_all(&b"x"[..], 3).unwrap();
         assert_eq!(Compression::sniff(&z), Compression::Zstd);
-        assert_eq!(Compression::sniff(&0xa1b2_c3d4u32.to_le_bytes()), Compression::None);
+        assert_eq!(
+            Compression::sniff(&0xa1b2_c3d4u32.to_le_bytes()),
+            Compression::None
+        );
         assert_eq!(Compression::sniff(&[0x1f]), Compression::None);
         assert_eq!(Compression::sniff(&[]), Compression::None);
     }
@@ -235,7 +235,10 @@ mod tests {
         let (res, failure) = read_all(Compression::Gzip, g);
         assert!(res.is_err());
         assert!(failure.get().unwrap().contains("gzip stream is corrupt"));
-        let (res, failure) = read_all(Compression::Zstd, vec![0x28, 0xb5, 0x2f, 0xfd, 0xff, 0xff, 0xff]);
+        let (res, failure) = read_all(
+            Compression::Zstd,
+            vec![0x28, 0xb5, 0x2f, 0xfd, 0xff, 0xff, 0xff],
+        );
         assert!(res.is_err());
         assert!(failure.get().unwrap().contains("zstd"));
     }

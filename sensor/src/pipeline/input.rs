@@ -306,9 +306,8 @@ mod tests {
             // Cut short: what was complete before the cut is read, or the
             // error says the stream is incomplete (when the decoder read
             // ahead to the cut already while the header was looked at).
-            let read = open(&p, Arc::new(AtomicBool::new(false)), false).and_then(
-                |(mut r, progress)| r.for_each(|_| {}).map_err(|e| progress.explain(e)),
-            );
+            let read = open(&p, Arc::new(AtomicBool::new(false)), false)
+                .and_then(|(mut r, progress)| r.for_each(|_| {}).map_err(|e| progress.explain(e)));
             match read {
                 Ok(sum) => assert!(sum.frames < 500, "{ext}: {sum:?}"),
                 Err(e) => {

@@ -138,7 +138,10 @@ fn read_in_order<P: StreamParser<WorkerSink> + Send + 'static>(
         total.bytes += read.bytes;
         total.unknown_interface += read.unknown_interface;
         if i + 1 < n && read.truncated_tail {
-            dispatcher.counts.anomalies.add(CaptureAnomaly::TruncatedRecord);
+            dispatcher
+                .counts
+                .anomalies
+                .add(CaptureAnomaly::TruncatedRecord);
             log::warn!(
                 "{} ends inside a record; every complete record before it was processed",
                 reader.path().display()
@@ -215,7 +218,9 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         Arc::new(AtomicBool::new(false))
     };
     if inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
-        return Err(RunError::Inputs("standard input (-) can be read only once".into()));
+        return Err(RunError::Inputs(
+            "standard input (-) can be read only once".into(),
+        ));
     }
     let mut readers = Vec::with_capacity(inputs.len());
     for path in inputs {
