@@ -1,6 +1,8 @@
 //! The command line (SEMANTICS.md "Command line, files, exit codes"):
-//! `smtp-sensor -r <pcap|-> -l <logdir> [-c config.toml] [--set k=v]…`,
-//! `-i <iface>` for live capture, and `check-config`.
+//! `smtp-sensor -r <pcap|->… -l <logdir> [-c config.toml] [--set k=v]…`,
+//! `-i <iface>` for live capture, `check-config`, `reload <pid>` (the
+//! systemd unit's ExecReload) and the hidden `generate` (man page,
+//! completions).
 
 use std::path::PathBuf;
 
@@ -124,8 +126,8 @@ pub struct RunArgs {
 impl Cli {
     /// The command line definition, with every live-capture option (those
     /// of `LiveArgs`) in conflict with `-r`: one used offline is refused
-    /// ("the argument '--read <FILE>' cannot be used with '--stats-json
-    /// <FILE>'", exit 2), never silently ignored. New live options are
+    /// ("the argument '--read <FILE>...' cannot be used with
+    /// '--stats-json <FILE>'", exit 2), never silently ignored. New live options are
     /// covered without a change here.
     pub fn checked_command() -> clap::Command {
         let live = crate::capture::live::LiveArgs::augment_args(clap::Command::new("live"));

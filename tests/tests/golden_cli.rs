@@ -286,7 +286,7 @@ fn live_only_option_offline_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("'--read <FILE>' cannot be used with '--stats-json <FILE>'"),
+        err.contains("'--read <FILE>...' cannot be used with '--stats-json <FILE>'"),
         "{err}"
     );
     assert!(!dir.join("smtp.log").exists());

@@ -286,7 +286,6 @@ Depends: {depends}
 Recommends: logrotate
 Section: net
 Priority: optional
-Homepage: https://github.com/smtp-sensor/smtp-sensor
 Description: passive SMTP sensor (XDP/AF_XDP) with Zeek-style logs
  Captures SMTP from a network interface with an XDP program and AF_XDP
  sockets (or reads pcap files), reassembles the TCP streams and writes

@@ -149,7 +149,10 @@ pub fn decompress(
 
 /// Reads up to `n` bytes from the front of `r` (fewer at end of input)
 /// and gives back a reader that still yields them first.
-pub fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+pub fn peek(
+    mut r: Box<dyn Read + Send>,
+    n: usize,
+) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -161,8 +164,39 @@ pub fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<d
         }
     }
     head.truncate(got);
-    let again = io::Cursor::new(head.clone()).chain(r);
+    let again = Peeked {
+        head: head.clone(),
+        pos: 0,
+        inner: r,
+    };
     Ok((head, Box::new(again)))
+}
+
+/// The peeked bytes, then the rest. The read that hands out the peeked
+/// bytes also reads on into the rest of the buffer: the pcap reader looks
+/// at its first read alone for the file header, which four bytes are not.
+struct Peeked {
+    head: Vec<u8>,
+    pos: usize,
+    inner: Box<dyn Read + Send>,
+}
+
+impl Read for Peeked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pending = self.head.get(self.pos..).unwrap_or_default();
+        if pending.is_empty() {
+            return self.inner.read(buf);
+        }
+        let n = pending.len().min(buf.len());
+        let (front, rest) = buf.split_at_mut(n);
+        front.copy_from_slice(&pending[..n]);
+        self.pos += n;
+        if self.pos < self.head.len() || rest.is_empty() {
+            return Ok(n);
+        }
+        // An error here comes back at the next call; these bytes first.
+        Ok(n + self.inner.read(rest).unwrap_or(0))
+    }
 }
 
 #[cfg(test)]
@@ -261,7 +295,15 @@ mod tests {
     fn peek_gives_the_bytes_back() {
         let (head, mut r) = peek(Box::new(io::Cursor::new(b"abcdef".to_vec())), 4).unwrap();
         assert_eq!(head, b"abcd");
-        let mut all = Vec::new();
+        // One read hands out the peeked bytes and what follows them.
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read(&mut buf).unwrap(), 6);
+        assert_eq!(&buf[..6], b"abcdef");
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        let (_, mut r) = peek(Box::new(io::Cursor::new(b"abcdef".to_vec())), 4).unwrap();
+        let mut small = [0u8; 3];
+        assert_eq!(r.read(&mut small).unwrap(), 3);
+        let mut all = small.to_vec();
         r.read_to_end(&mut all).unwrap();
         assert_eq!(all, b"abcdef");
         let (head, _) = peek(Box::new(io::Cursor::new(b"ab".to_vec())), 4).unwrap();
