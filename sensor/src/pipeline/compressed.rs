@@ -149,10 +149,7 @@ pub fn decompress(
 
 /// Reads up to `n` bytes from the front of `r` (fewer at end of input)
 /// and gives back a reader that still yields them first.
-pub fn peek(
-    mut r: Box<dyn Read + Send>,
-    n: usize,
-) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+pub fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut head = vec![0u8; n];
     let mut got = 0;
     while got < n {
