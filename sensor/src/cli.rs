@@ -1,17 +1,35 @@
 //! The command line (SEMANTICS.md "Command line, files, exit codes"):
-//! `smtp-sensor -r <pcap|-> -l <logdir> [-c config.toml] [--set k=v]…`,
-//! `-i <iface>` for live capture, and `check-config`.
+//! `smtp-sensor -r <pcap|->… -l <logdir> [-c config.toml] [--set k=v]…`,
+//! `-i <iface>` for live capture, `check-config`, `reload <pid>` (the
+//! systemd unit's ExecReload) and the hidden `generate` (man page,
+//! completions).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::LogFormat;
+
+/// What `--version` prints after the name: the release, the git revision
+/// it was built from, and whether the XDP program is built in (without it,
+/// only `-r` works). Set by `build.rs`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SMTP_SENSOR_GIT_REV"),
+    "; XDP program ",
+    env!("SMTP_SENSOR_XDP"),
+    ")"
+);
 
 /// Passive SMTP sensor: writes Zeek-style smtp.log and notice.log from a
 /// capture file or a live interface.
 #[derive(Debug, Parser)]
-#[command(name = "smtp-sensor", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "smtp-sensor",
+    version = VERSION,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -24,6 +42,24 @@ pub enum Command {
     /// Load and validate the configuration, print the effective config as
     /// TOML; exit 0 when valid, 2 otherwise.
     CheckConfig(ConfigArgs),
+    /// Ask the running sensor `PID` to reload (SIGHUP) and wait for the
+    /// outcome: exit 1 with its reason when the new configuration was
+    /// refused. The systemd unit's `ExecReload=`, so that a refused reload
+    /// fails `systemctl reload`; needs `RUNTIME_DIRECTORY` (set by systemd).
+    Reload {
+        /// Process id of the sensor (`$MAINPID`).
+        pid: i32,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Print the man page or a shell completion script on stdout (for
+    /// packaging: `cargo xtask deb` installs both).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: crate::manual::Generate,
+    },
 }
 
 /// Where the configuration comes from (shared by a run and check-config).
@@ -41,14 +77,17 @@ pub struct ConfigArgs {
 /// Arguments of a capture run.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// Read a pcap or pcapng capture (`-` for standard input).
+    /// Read pcap or pcapng captures, plain or gzip/zstd-compressed (`-`
+    /// for standard input); several (`-r a.pcap b.pcap.gz`, or `-r` again)
+    /// are read in order as one stream of time.
     #[arg(
         short = 'r',
         long = "read",
         value_name = "FILE",
+        num_args = 1..,
         conflicts_with = "interface"
     )]
-    pub read: Option<PathBuf>,
+    pub read: Vec<PathBuf>,
     /// Capture live on a network interface (XDP/AF_XDP).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interface: Option<String>,
@@ -69,9 +108,9 @@ pub struct RunArgs {
     /// Default: not pinned.
     #[arg(long = "cpus", value_name = "LIST")]
     pub cpus: Option<crate::affinity::CpuList>,
-    /// Serve Prometheus metrics on this address (`127.0.0.1:9469`) at
-    /// `/metrics`.
-    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9469`,
+    /// `localhost:9469`, `[::1]:9469`) at `/metrics`.
+    #[arg(long = "metrics-addr", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not verify IPv4 and TCP checksums (they are only counted anyway;
     /// this saves the time).
@@ -84,12 +123,86 @@ pub struct RunArgs {
     pub live: crate::capture::live::LiveArgs,
 }
 
+impl Cli {
+    /// The command line definition, with every live-capture option (those
+    /// of `LiveArgs`) in conflict with `-r`: one used offline is refused
+    /// ("the argument '--read <FILE>...' cannot be used with
+    /// '--stats-json <FILE>'", exit 2), never silently ignored. New live options are
+    /// covered without a change here.
+    pub fn checked_command() -> clap::Command {
+        let live = crate::capture::live::LiveArgs::augment_args(clap::Command::new("live"));
+        let ids: Vec<clap::Id> = live.get_arguments().map(|a| a.get_id().clone()).collect();
+        let mut cmd = Cli::command();
+        for id in ids {
+            cmd = cmd.mut_arg(id, |a| a.conflicts_with("read"));
+        }
+        cmd
+    }
+
+    /// Parses the process's arguments with [`Cli::checked_command`].
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        Self::parse_checked_from(std::env::args_os())
+    }
+
+    pub fn parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Self::checked_command();
+        let m = cmd.try_get_matches_from_mut(args)?;
+        Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` with a host name the
+/// resolver knows (`localhost:9469`; the first address it gives).
+fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT or IP:PORT ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("smtp-sensor").chain(args.iter().copied()))
+        Cli::parse_checked_from(std::iter::once("smtp-sensor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn live_options_are_refused_offline() {
+        for extra in [
+            &["--stats-json", "s.json"][..],
+            &["--stats-interval", "5"],
+            &["--non-smtp", "drop"],
+            &["--queues", "2"],
+            &["--symmetric-rss"],
+            &["--ebpf-log"],
+        ] {
+            let mut args = vec!["-r", "x.pcap"];
+            args.extend_from_slice(extra);
+            let e = parse(&args).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{extra:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(extra[0]) && text.contains("--read"), "{text}");
+        }
+        // Live, they are fine; offline, their defaults do not count.
+        let c = parse(&["-i", "eth1", "--stats-json", "s.json", "--queues", "2"]).unwrap();
+        assert_eq!(c.run.live.queues, Some(2));
+        assert!(parse(&["-r", "x.pcap", "--workers", "2"]).is_ok());
     }
 
     #[test]
@@ -108,12 +221,20 @@ mod tests {
         ])
         .unwrap();
         assert!(c.command.is_none());
-        assert_eq!(c.run.read.as_deref(), Some(std::path::Path::new("x.pcap")));
+        assert_eq!(c.run.read, [std::path::Path::new("x.pcap")]);
         assert_eq!(c.run.config.sets, ["a=1", "b=2"]);
         assert_eq!(c.run.workers, Some(4));
         assert_eq!(c.run.log_format, LogFormat::Json);
         let c = parse(&["-r", "-", "--log-format", "zeek"]).unwrap();
         assert_eq!(c.run.log_format, LogFormat::Zeek);
+    }
+
+    #[test]
+    fn several_captures_in_order() {
+        let c = parse(&["-r", "a.pcap", "b.pcap.gz", "-l", "o", "-r", "c.pcap"]).unwrap();
+        let want: Vec<PathBuf> = ["a.pcap", "b.pcap.gz", "c.pcap"].map(PathBuf::from).into();
+        assert_eq!(c.run.read, want);
+        assert!(parse(&["-r"]).is_err());
     }
 
     #[test]
@@ -124,6 +245,33 @@ mod tests {
         };
         assert_eq!(a.config.as_deref(), Some(std::path::Path::new("a.toml")));
         assert_eq!(a.sets, ["spam_threshold=5"]);
+    }
+
+    #[test]
+    fn metrics_addr_takes_a_host_name() {
+        let c = parse(&["-r", "a", "--metrics-addr", "localhost:9469"]).unwrap();
+        let a = c.run.metrics_addr.unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 9469);
+        let c = parse(&["-r", "a", "--metrics-addr", "[::1]:9469"]).unwrap();
+        assert_eq!(c.run.metrics_addr, Some("[::1]:9469".parse().unwrap()));
+        assert!(parse(&["-r", "a", "--metrics-addr", "localhost"]).is_err());
+        assert!(parse(&["-r", "a", "--metrics-addr", "127.0.0.1:99999"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_revision_and_the_xdp_program() {
+        let e = parse(&["--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let v = e.to_string();
+        assert!(
+            v.starts_with(concat!("smtp-sensor ", env!("CARGO_PKG_VERSION"), " (git ")),
+            "{v}"
+        );
+        assert!(
+            v.contains("; XDP program built in)") || v.contains("; XDP program missing)"),
+            "{v}"
+        );
     }
 
     #[test]

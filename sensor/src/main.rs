@@ -5,14 +5,12 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use smtp_sensor::capture::CaptureError;
 use smtp_sensor::cli::{Cli, Command, RunArgs};
 use smtp_sensor::config::{Config, check_config};
 use smtp_sensor::decode::DecodeOptions;
 use smtp_sensor::pipeline::reload::ConfigSource;
-use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_controlled};
+use smtp_sensor::pipeline::{RunControl, RunError, RunOptions, run_offline_files};
 
 /// mimalloc instead of the C library's allocator. Sessions, records and
 /// their arenas are allocated on the packet thread and freed on the log
@@ -48,7 +46,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(c) => c,
         Err(e) => {
             // --help / --version print and exit 0; usage errors exit 2.
@@ -60,9 +58,31 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Some(Command::CheckConfig(a)) = &cli.command {
-        let code = check_config(a.config.as_deref(), &a.sets);
-        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    match &cli.command {
+        Some(Command::CheckConfig(a)) => {
+            let code = check_config(a.config.as_deref(), &a.sets);
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+        Some(Command::Reload { pid, timeout }) => {
+            let wait = std::time::Duration::from_secs(*timeout);
+            return match smtp_sensor::service::reload_command(*pid, wait) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}smtp-sensor: {e}", smtp_sensor::service::error_prefix());
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(Command::Generate { what }) => {
+            return match smtp_sensor::manual::generate(*what, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("smtp-sensor: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let run = cli.run;
     let cfg = match Config::load(run.config.config.as_deref(), &run.config.sets) {
@@ -78,9 +98,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    smtp_sensor::service::init_logging(level);
     let ctl = RunControl {
         cpus: run.cpus.clone().unwrap_or_default(),
         metrics_addr: run.metrics_addr,
@@ -91,7 +109,7 @@ fn main() -> ExitCode {
         progress: !run.quiet && std::io::stderr().is_terminal(),
         handle_signals: true,
     };
-    let Some(input) = run.read.as_deref() else {
+    if run.read.is_empty() {
         if let Some(iface) = &run.interface {
             return run_live(&cfg, iface, &run, &ctl);
         } else {
@@ -100,7 +118,8 @@ fn main() -> ExitCode {
             );
         }
         return ExitCode::from(2);
-    };
+    }
+    let inputs: Vec<&std::path::Path> = run.read.iter().map(|p| p.as_path()).collect();
     let opts = RunOptions {
         log_dir: run.log_dir.clone(),
         format: run.log_format,
@@ -109,12 +128,14 @@ fn main() -> ExitCode {
             verify_checksums: !run.no_checksums,
         },
     };
-    match run_offline_controlled(&cfg, input, &opts, &ctl) {
+    match run_offline_files(&cfg, &inputs, &opts, &ctl) {
         Ok(summary) => {
-            if summary.truncated_tail {
+            if summary.truncated_tail
+                && let Some(last) = inputs.last()
+            {
                 eprintln!(
                     "smtp-sensor: warning: {} ends inside a record; every complete record before it was processed",
-                    input.display()
+                    last.display()
                 );
             }
             if !run.quiet {
@@ -150,7 +171,7 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
             exit_after(&summary, ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("smtp-sensor: {e}");
+            eprintln!("{}smtp-sensor: {e}", smtp_sensor::service::error_prefix());
             match e {
                 RunError::Live(CaptureError::Option(_) | CaptureError::InterfaceNotFound(_))
                 | RunError::LogDir(_)

@@ -14,6 +14,7 @@ use crate::anomaly::AnomalyCounts;
 use crate::capture::link_watch::LinkCounters;
 use crate::capture::stats::QueueCounters;
 use crate::capture::xdp::XdpCounters;
+use crate::detect::notice::Note;
 use crate::flow::FlowStats;
 use crate::pipeline::worker::PacketStats;
 
@@ -76,8 +77,15 @@ impl WorkerTelemetry {
     }
 }
 
+/// Upper bounds (seconds) of the period-merge histogram's buckets: a merge
+/// of a few hosts takes microseconds, of a full host table (a million
+/// hosts) around a second; beyond the last, only `+Inf` counts it.
+pub const PERIOD_MERGE_BOUNDS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
 /// The collector's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CollectorTelemetry {
     /// Records written to smtp.log.
     pub records_written: AtomicU64,
@@ -108,9 +116,53 @@ pub struct CollectorTelemetry {
     pub log_partial_lines_cut: AtomicU64,
     /// Log files that cannot be written now (a gauge).
     pub logs_unwritable: AtomicU64,
+    /// Whether the last reload (SIGHUP) was applied: 1 before any.
+    last_reload_ok: AtomicU64,
+    /// When the configuration in force was loaded (start or last applied
+    /// reload), in milliseconds since the Unix epoch.
+    last_reload_success_ms: AtomicU64,
+    /// Notices written, by [`Note::index`].
+    notices_by_note: [AtomicU64; Note::ALL.len()],
+    /// Period merges by duration: `PERIOD_MERGE_BUCKETS[i]` counts merges
+    /// that took at most `PERIOD_MERGE_BOUNDS[i]` seconds and more than the
+    /// bound before (not cumulative; the exposition sums them).
+    period_merge_buckets: [AtomicU64; PERIOD_MERGE_BOUNDS.len()],
     /// Detection's own limits that were hit (host table full, notice
     /// buffer released early, …), by name; published at each period.
     detect_anomalies: Mutex<AnomalyCounts>,
+}
+
+impl Default for CollectorTelemetry {
+    fn default() -> Self {
+        CollectorTelemetry {
+            records_written: AtomicU64::new(0),
+            notices_written: AtomicU64::new(0),
+            notices_suppressed: AtomicU64::new(0),
+            records_dropped: AtomicU64::new(0),
+            periods: AtomicU64::new(0),
+            period_merge_nanos: AtomicU64::new(0),
+            last_period_merge_nanos: AtomicU64::new(0),
+            log_reopens: AtomicU64::new(0),
+            config_reloads: AtomicU64::new(0),
+            config_reload_errors: AtomicU64::new(0),
+            log_records_dropped: AtomicU64::new(0),
+            log_write_failures: AtomicU64::new(0),
+            log_partial_lines_cut: AtomicU64::new(0),
+            logs_unwritable: AtomicU64::new(0),
+            last_reload_ok: AtomicU64::new(1),
+            last_reload_success_ms: AtomicU64::new(unix_ms()),
+            notices_by_note: Default::default(),
+            period_merge_buckets: Default::default(),
+            detect_anomalies: Mutex::default(),
+        }
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl CollectorTelemetry {
@@ -121,6 +173,63 @@ impl CollectorTelemetry {
         self.log_partial_lines_cut
             .store(c.partial_lines_cut, Ordering::Relaxed);
         self.logs_unwritable.store(unwritable, Ordering::Relaxed);
+    }
+
+    /// A reload (SIGHUP) applied the new configuration.
+    pub fn reload_succeeded(&self) {
+        self.config_reloads.fetch_add(1, Ordering::Relaxed);
+        self.last_reload_ok.store(1, Ordering::Relaxed);
+        self.last_reload_success_ms
+            .store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// A reload was refused; the running configuration stays.
+    pub fn reload_failed(&self) {
+        self.config_reload_errors.fetch_add(1, Ordering::Relaxed);
+        self.last_reload_ok.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the last reload was applied (true before any).
+    pub fn last_reload_ok(&self) -> bool {
+        self.last_reload_ok.load(Ordering::Relaxed) != 0
+    }
+
+    /// When the configuration in force was loaded, in seconds since the
+    /// Unix epoch.
+    pub fn last_reload_success_secs(&self) -> f64 {
+        self.last_reload_success_ms.load(Ordering::Relaxed) as f64 / 1e3
+    }
+
+    /// One notice written to notice.log.
+    pub fn notice_written(&self, note: Note) {
+        if let Some(c) = self.notices_by_note.get(note.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notices written so far, per note.
+    pub fn notices_by_note(&self) -> impl Iterator<Item = (Note, u64)> + '_ {
+        Note::ALL
+            .iter()
+            .zip(&self.notices_by_note)
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+    }
+
+    /// The period-merge histogram's buckets `(bound, merges)`, each
+    /// counting the merges above the bound before it (not cumulative: the
+    /// encoder sums them); `+Inf` last, for the merges beyond every bound.
+    pub fn period_merge_histogram(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = PERIOD_MERGE_BOUNDS
+            .iter()
+            .zip(&self.period_merge_buckets)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        let bounded: u64 = out.iter().map(|(_, n)| n).sum();
+        // `periods` is read after the buckets: a merge counted between the
+        // two reads lands in +Inf for this scrape, never below zero.
+        let all = self.periods.load(Ordering::Relaxed);
+        out.push((f64::INFINITY, all.saturating_sub(bounded)));
+        out
     }
 
     pub fn set_detect_anomalies(&self, a: &AnomalyCounts) {
@@ -137,6 +246,12 @@ impl CollectorTelemetry {
         self.periods.fetch_add(1, Ordering::Relaxed);
         self.period_merge_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.last_period_merge_nanos.store(nanos, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = PERIOD_MERGE_BOUNDS.iter().position(|b| secs <= *b)
+            && let Some(c) = self.period_merge_buckets.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -248,5 +363,41 @@ mod tests {
         assert_eq!(c.periods.load(Ordering::Relaxed), 2);
         assert_eq!(c.period_merge_nanos.load(Ordering::Relaxed), 8000);
         assert_eq!(c.last_period_merge_nanos.load(Ordering::Relaxed), 5000);
+    }
+
+    #[test]
+    fn period_merges_fall_in_their_buckets() {
+        let c = CollectorTelemetry::default();
+        c.period_merged(Duration::from_micros(50)); // <= 0.0001
+        c.period_merged(Duration::from_millis(3)); // <= 0.005
+        c.period_merged(Duration::from_secs(20)); // beyond the last bound
+        let h = c.period_merge_histogram();
+        assert_eq!(h.len(), PERIOD_MERGE_BOUNDS.len() + 1);
+        assert_eq!(h[0], (0.0001, 1));
+        assert_eq!(h[2], (0.001, 0));
+        assert_eq!(h[3], (0.005, 1));
+        assert_eq!(h[PERIOD_MERGE_BOUNDS.len() - 1], (10.0, 0));
+        assert_eq!(h.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(h.iter().map(|(_, n)| n).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn reload_status_and_notes() {
+        let c = CollectorTelemetry::default();
+        assert!(c.last_reload_ok());
+        let t0 = c.last_reload_success_secs();
+        assert!(t0 > 1.7e9, "{t0}");
+        c.reload_failed();
+        assert!(!c.last_reload_ok());
+        assert_eq!(c.config_reload_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.last_reload_success_secs(), t0);
+        c.reload_succeeded();
+        assert!(c.last_reload_ok());
+        assert!(c.last_reload_success_secs() >= t0);
+        c.notice_written(Note::PossibleSpam);
+        c.notice_written(Note::PossibleSpam);
+        c.notice_written(Note::BlBlockedHost);
+        let by: Vec<(Note, u64)> = c.notices_by_note().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(by, [(Note::PossibleSpam, 2), (Note::BlBlockedHost, 1)]);
     }
 }

@@ -279,3 +279,163 @@ fn sigterm_ends_a_run_on_an_idle_pipe_and_flushes() {
     ports.sort_unstable();
     assert_eq!(ports, [40500, 40501], "{log}");
 }
+
+/// A live-capture option given with `-r` is refused (exit 2, naming both),
+/// not silently ignored: nothing is read and no log is written.
+#[test]
+fn live_only_option_offline_is_refused() {
+    let dir = scratch("live-only");
+    let pcap = basic_pcap(dir.path());
+    let stats = dir.join("stats.json");
+    let o = run(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("'--read <FILE>...' cannot be used with '--stats-json <FILE>'"),
+        "{err}"
+    );
+    assert!(!dir.join("smtp.log").exists());
+    assert!(!stats.exists());
+}
+
+/// A gzip or zstd capture (named anything), from a file or standard input,
+/// gives exactly the smtp.log of the plain capture.
+#[test]
+fn compressed_captures_give_the_same_logs() {
+    use std::io::Write;
+    let dir = scratch("compressed");
+    let plain = basic_pcap(dir.path());
+    let bytes = std::fs::read(&plain).unwrap();
+    let logs = |name: &str, input: &[&str], stdin: Option<&[u8]>| -> String {
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut cmd = Command::new(sensor_bin());
+        cmd.args(input)
+            .arg("-l")
+            .arg(&out)
+            .arg("-q")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            child.stdin.take().unwrap().write_all(data).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(out.join("smtp.log")).unwrap()
+    };
+    let want = logs("plain", &["-r", plain.to_str().unwrap()], None);
+    assert_eq!(want.lines().count(), 3, "{want}");
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&bytes[..], 3).unwrap();
+    for (name, data) in [("gz", gz), ("zst", zst)] {
+        let f = dir.join(format!("capture-{name}"));
+        std::fs::write(&f, &data).unwrap();
+        assert_eq!(
+            logs(&format!("{name}-file"), &["-r", f.to_str().unwrap()], None),
+            want,
+            "{name}"
+        );
+        assert_eq!(
+            logs(&format!("{name}-stdin"), &["-r", "-"], Some(&data)),
+            want,
+            "{name}"
+        );
+    }
+
+    // A corrupt one: exit 2 and a line that says so.
+    let f = dir.join("bad.gz");
+    std::fs::write(&f, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
+    let o = run(&[
+        "-r",
+        f.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gzip stream is corrupt"), "{err}");
+}
+
+/// Several captures are one stream of time: a connection split across two
+/// files (one of them gzip) is logged exactly as from the whole capture;
+/// files out of time order are read, with a warning.
+#[test]
+fn several_captures_are_one_stream() {
+    use std::io::Write;
+    let dir = scratch("several");
+    let (_, frames) = scenarios::golden()
+        .into_iter()
+        .find(|(n, _)| *n == "pipelining")
+        .unwrap();
+    let whole = dir.join("whole.pcap");
+    write_pcap(&whole, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let (head, tail) = frames.split_at(frames.len() / 2);
+    let a = dir.join("a.pcap");
+    write_pcap(&a, head.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let b_plain = dir.join("b.pcap");
+    write_pcap(&b_plain, tail.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&std::fs::read(&b_plain).unwrap()).unwrap();
+    let b = dir.join("b.pcap.gz");
+    std::fs::write(&b, gz.finish().unwrap()).unwrap();
+
+    let logs = |name: &str, inputs: &[&Path]| -> (String, String) {
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut args: Vec<&str> = vec!["-r"];
+        args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+        args.extend(["-l", out.to_str().unwrap()]);
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{name}: {err}");
+        (std::fs::read_to_string(out.join("smtp.log")).unwrap(), err)
+    };
+    let (want, _) = logs("whole", &[&whole]);
+    assert_eq!(want.lines().count(), 3, "{want}");
+    let (split, err) = logs("split", &[&a, &b]);
+    assert_eq!(split, want);
+    assert!(err.contains(&format!("{} packets", frames.len())), "{err}");
+    assert!(!err.contains("time order"), "{err}");
+
+    // Out of order: read as given, and said so.
+    let (_, err) = logs("reversed", &[&b, &a]);
+    assert!(
+        err.contains("a.pcap starts before the capture before it ended"),
+        "{err}"
+    );
+
+    // A bad file anywhere in the list stops the run before it starts.
+    let missing = dir.join("missing.pcap");
+    let o = run(&[
+        "-r",
+        a.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "-l",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pcap"));
+    assert!(!dir.join("smtp.log").exists());
+    let o = run(&["-r", "-", "-", "-l", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only once"));
+}

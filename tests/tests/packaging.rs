@@ -1,10 +1,13 @@
 //! packaging/: the example config is valid and documents every key with its
-//! default; the systemd unit passes `systemd-analyze verify` (when
-//! installed) and its command lines use options the sensor has; and the
-//! unit's capability set is exactly what live capture needs: the sensor,
-//! run live as an unprivileged user with only those capabilities and
-//! no-new-privs, captures the demo traffic on a veth pair, and fails to
-//! start without any one of them. The live part needs root.
+//! default; the systemd unit passes `systemd-analyze verify` and its
+//! command lines use options the sensor has; and the unit's capability set
+//! is exactly what live capture needs: the sensor, run live as an
+//! unprivileged user with only those capabilities and no-new-privs,
+//! captures the demo traffic on a veth pair, and fails to start without
+//! any one of them. Run the way systemd runs it (`NOTIFY_SOCKET`,
+//! `RUNTIME_DIRECTORY`), it reports READY=1, RELOADING=1/READY=1 around a
+//! reload, and the unit's reload command fails on a refused configuration.
+//! The live part needs root.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
@@ -21,8 +24,8 @@ use sensor_tests::sensor_bin::sensor_bin;
 use sensor_tests::synth::demo;
 use sensor_tests::synth::pcap::write_pcap;
 
-/// The unprivileged user of the live test (`nobody`): the unit's
-/// DynamicUser stands for any such user.
+/// The unprivileged user of the live test (`nobody`): the unit's system
+/// user stands for any such user.
 const UNPRIVILEGED: u32 = 65_534;
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -114,30 +117,47 @@ fn example_config_is_valid_and_lists_every_key_with_its_default() {
 fn systemd_unit_is_valid_and_least_privileged() {
     let u = unit();
     for (key, want) in [
-        ("DynamicUser", "yes"),
+        ("Type", "notify"),
+        ("User", "smtp-sensor"),
+        ("Group", "smtp-sensor"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
         ("PrivateTmp", "yes"),
         ("LimitMEMLOCK", "infinity"),
         ("Restart", "on-failure"),
-        ("ExecReload", "/bin/kill -HUP $MAINPID"),
-        ("LogsDirectory", "smtp-sensor/%i"),
+        ("ExecReload", "/usr/bin/smtp-sensor reload $MAINPID"),
+        ("LogsDirectory", "smtp-sensor/%I"),
+        ("RuntimeDirectory", "smtp-sensor/%I"),
         ("ConfigurationDirectory", "smtp-sensor"),
+        ("UMask", "0027"),
     ] {
         assert_eq!(directive(&u, key), [want], "{key}");
+    }
+    // DynamicUser would put the logs under /var/log/private (0700 root),
+    // where no log shipper can read them.
+    assert!(directive(&u, "DynamicUser").is_empty());
+    // Names and paths take the unescaped instance (`enp1s0-v1`); only the
+    // device unit's name is the escaped one.
+    for (key, values) in [
+        ("ExecStart", directive(&u, "ExecStart")),
+        ("EnvironmentFile", directive(&u, "EnvironmentFile")),
+    ] {
+        for v in values {
+            assert!(!v.contains("%i"), "{key}={v}: use %I");
+        }
     }
     assert_eq!(unit_caps(), ["bpf", "net_admin", "net_raw", "perfmon"]);
 
     // The command lines use options the sensor has: with --help appended,
     // clap rejects an unknown option before it prints the help.
-    for key in ["ExecStartPre", "ExecStart"] {
+    for key in ["ExecStartPre", "ExecStart", "ExecReload"] {
         for line in directive(&u, key) {
             let args: Vec<String> = line
                 .split_whitespace()
                 .skip(1)
                 .map(|a| {
-                    a.replace("%i", "eth1")
+                    a.replace("%I", "eth1")
                         .replace("${CONFIGURATION_DIRECTORY}", "/etc/smtp-sensor")
                         .replace("${LOGS_DIRECTORY}", "/var/log/smtp-sensor/eth1")
                 })
@@ -157,22 +177,24 @@ fn systemd_unit_is_valid_and_least_privileged() {
         }
     }
 
-    let Ok(v) = Command::new("systemd-analyze").arg("--version").output() else {
-        println!("note: systemd-analyze is not installed; `systemd-analyze verify` skipped");
-        return;
-    };
+    let v = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .expect("systemd-analyze (Debian package systemd; `cargo xtask setup` installs it)");
     assert!(v.status.success());
     // verify checks that ExecStart's binary exists: point it at the one
-    // built here instead of /usr/local/bin.
+    // built here instead of /usr/bin; and that the man page of
+    // Documentation= is installed, which only the package does (`cargo
+    // xtask deb` checks the installed unit with the man page).
     let s = Scratch::new("packaging-unit");
     let copy = s.join("smtp-sensor@.service");
     std::fs::write(
         &copy,
-        u.replace("/usr/local/bin/smtp-sensor", sensor_bin().to_str().unwrap()),
+        u.replace("/usr/bin/smtp-sensor", sensor_bin().to_str().unwrap()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&copy)
         .output()
         .unwrap();
@@ -241,6 +263,7 @@ fn spawn_unprivileged(
     caps: &[String],
     logs: &Path,
     frames: u64,
+    systemd: Option<&Systemd>,
 ) -> std::process::Child {
     let set = std::iter::once("-all".to_owned())
         .chain(caps.iter().map(|c| format!("+{c}")))
@@ -257,9 +280,10 @@ fn spawn_unprivileged(
             format!("--bounding-set={set}"),
             "--no-new-privs".into(),
         ])
+        .envs(systemd.map(Systemd::env).into_iter().flatten())
         .arg(sensor_bin())
         .args(["-i", &pair.sensor_if, "-c"])
-        .arg(packaging("sensor.toml"))
+        .arg(systemd.map_or_else(|| packaging("sensor.toml"), |s| s.config.clone()))
         .arg("-l")
         .arg(logs)
         .args(["--umem-frames", &frames.to_string()])
@@ -267,6 +291,73 @@ fn spawn_unprivileged(
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run setpriv (util-linux)")
+}
+
+/// What systemd gives a `Type=notify` service with `RuntimeDirectory=`: a
+/// notification socket (here the test's own) and a runtime directory; and
+/// a config file the test can break.
+struct Systemd {
+    notify: std::os::unix::net::UnixDatagram,
+    notify_path: PathBuf,
+    runtime: PathBuf,
+    config: PathBuf,
+}
+
+impl Systemd {
+    fn new(dir: &Path) -> Systemd {
+        use std::os::unix::fs::PermissionsExt;
+        let notify_path = dir.join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let runtime = dir.join("run");
+        std::fs::create_dir_all(&runtime).unwrap();
+        std::os::unix::fs::chown(&runtime, Some(UNPRIVILEGED), Some(UNPRIVILEGED)).unwrap();
+        let config = dir.join("sensor.toml");
+        std::fs::copy(packaging("sensor.toml"), &config).unwrap();
+        Systemd {
+            notify,
+            notify_path,
+            runtime,
+            config,
+        }
+    }
+
+    fn env(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("NOTIFY_SOCKET", self.notify_path.clone()),
+            ("RUNTIME_DIRECTORY", self.runtime.clone()),
+        ]
+    }
+
+    /// Notification lines until one equals `want` (all of them, in order).
+    fn until(&self, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let t0 = Instant::now();
+        while t0.elapsed() < DEADLINE {
+            let Ok(n) = self.notify.recv(&mut buf) else {
+                continue;
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.extend(msg.lines().map(str::to_owned));
+            if msg.lines().any(|l| l == want) {
+                return seen;
+            }
+        }
+        panic!("no {want} from the sensor; it sent {seen:?}");
+    }
+
+    /// The unit's ExecReload= (`smtp-sensor reload $MAINPID`).
+    fn reload(&self, pid: u32) -> std::process::Output {
+        Command::new(sensor_bin())
+            .args(["reload", &pid.to_string()])
+            .env("RUNTIME_DIRECTORY", &self.runtime)
+            .output()
+            .unwrap()
+    }
 }
 
 /// Waits for "live capture started" (true) or the sensor's exit (false).
@@ -328,7 +419,7 @@ fn sensor_runs_live_with_only_the_units_capabilities() {
     // Each capability is needed: without it the sensor does not start.
     for missing in &caps {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
-        let mut child = spawn_unprivileged(&pair, &fewer, &logs, frames);
+        let mut child = spawn_unprivileged(&pair, &fewer, &logs, frames, None);
         let (up, _) = started(&mut child);
         let st = if up {
             stop(&mut child)
@@ -343,10 +434,48 @@ fn sensor_runs_live_with_only_the_units_capabilities() {
     }
     assert!(!pair.xdp_attached());
 
-    // With them it captures the demo traffic as the unprivileged user.
-    let mut child = spawn_unprivileged(&pair, &caps, &logs, frames);
+    // With them it captures the demo traffic as the unprivileged user,
+    // run as systemd runs it.
+    let systemd = Systemd::new(s.path());
+    let mut child = spawn_unprivileged(&pair, &caps, &logs, frames, Some(&systemd));
     let (up, _lines) = started(&mut child);
     assert!(up, "the sensor did not start with the unit's capabilities");
+    systemd.until("READY=1");
+    assert!(pair.xdp_attached(), "READY=1 before XDP was attached");
+
+    // `systemctl reload`: a good configuration is applied...
+    let r = systemd.reload(child.id());
+    assert!(
+        r.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let seen = systemd.until("READY=1");
+    assert!(seen.iter().any(|l| l == "RELOADING=1"), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
+    // ...a broken one is refused, the reload fails saying why, and the
+    // sensor runs on with the old one (it captures the traffic below).
+    std::fs::write(&systemd.config, "spam_threshold = \"many\"\n").unwrap();
+    let r = systemd.reload(child.id());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "a refused reload succeeded: {err}"
+    );
+    assert!(
+        err.contains("refused") && err.contains("spam_threshold"),
+        "{err}"
+    );
+    let seen = systemd.until("READY=1");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains("refused")),
+        "{seen:?}"
+    );
     let out = pair
         .peer_cmd("tcpreplay")
         .args(["-i", &pair.peer_if, "--pps", "3000", "-q"])
@@ -361,6 +490,7 @@ fn sensor_runs_live_with_only_the_units_capabilities() {
     std::thread::sleep(Duration::from_secs(2));
     let st = stop(&mut child);
     assert!(st.success(), "the sensor exited with {st}");
+    systemd.until("STOPPING=1");
     assert!(!pair.xdp_attached());
     drop(pair);
 

@@ -4,8 +4,12 @@
 //!   `rust-src`, bpf-linker); idempotent, seconds when nothing is missing.
 //! - `build`: the XDP program and the release `smtp-sensor`.
 //! - `test`: setup, build, every unit and integration test of the
-//!   workspace (the live XDP tests included: needs root), the Zeek
-//!   corpus comparison, and each fuzz target for a few seconds.
+//!   workspace (the live XDP tests included: needs root), the Debian
+//!   package check (`deb --check`), the Zeek corpus comparison, and each
+//!   fuzz target for a few seconds.
+//! - `deb [--check]`: the Debian package (`target/deb/*.deb`); `--check`
+//!   installs it, checks `--version`, the man page and `systemd-analyze
+//!   verify` of the installed unit, and purges it (see `deb.rs`).
 //! - `fuzz [--seconds N] [--target NAME]`: the cargo-fuzz targets of
 //!   `fuzz/`, each for N seconds (see `fuzz.rs`).
 //! - `run -- <args>`: build, then run `smtp-sensor <args>`.
@@ -29,6 +33,7 @@
 
 mod bench;
 mod compare_zeek;
+mod deb;
 mod demo;
 mod fuzz;
 mod loadtest;
@@ -47,6 +52,7 @@ use util::{cargo, root_dir};
 
 const USAGE: &str =
     "usage: cargo xtask <setup | build | test | run -- <args> | demo | compare-zeek [<dir>]
+                    | deb [--check]
                     | fuzz [--seconds N] [--target NAME]
                     | bench [-- <criterion args>] | loadtest [options] [-- <sensor args>]
                     | replay [--netns NS] <pcap> -i <iface> [smtp-replay options]
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("run") => run(&args[1..]),
         Some("demo") => demo::run(),
+        Some("deb") => setup::run().and_then(|()| deb::run(&args[1..])),
         Some("compare-zeek") => compare_zeek::run(&args[1..]).map_err(anyhow::Error::msg),
         Some("bench") => bench::run(&args[1..]),
         Some("loadtest") => loadtest::run(&args[1..]),
@@ -104,6 +111,7 @@ fn test() -> Result<()> {
     // program it embeds) before the test binaries run.
     cargo(&["build", "-p", "smtp-sensor", "--bins"])?;
     cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    deb::run(&["--check".to_owned()])?;
     compare_zeek::run(&[]).map_err(anyhow::Error::msg)?;
     fuzz::smoke()?;
     println!("xtask: all tests passed");

@@ -21,12 +21,18 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cache_dir, is_root, output, status};
 
 /// Debian packages: iproute2 (`ip netns`, veth) and tcpreplay for the live
-/// tests; ethtool for the load test (the veth's own drop counters); a C
-/// toolchain and zlib headers to build bpf-linker.
+/// tests; ethtool for the load test (the veth's own drop counters);
+/// prometheus for `promtool check metrics` (the metrics format test);
+/// dpkg-dev and systemd for building and checking the .deb
+/// (`dpkg-deb`, `systemd-analyze verify`); a C toolchain and zlib headers
+/// to build bpf-linker.
 const PACKAGES: &[&str] = &[
     "iproute2",
     "tcpreplay",
     "ethtool",
+    "prometheus",
+    "dpkg-dev",
+    "systemd",
     "gcc",
     "libc6-dev",
     "zlib1g-dev",

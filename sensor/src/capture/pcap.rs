@@ -69,6 +69,10 @@ pub enum PcapReadError {
     },
     #[error("{path}: read error after byte {offset}; the records before it were processed")]
     Read { path: PathBuf, offset: u64 },
+    /// A compressed capture that could not be decompressed (corrupt, or
+    /// refused as a decompression bomb).
+    #[error("{path}: {detail}; the records before it were processed")]
+    Decompress { path: PathBuf, detail: String },
 }
 
 /// One captured frame, borrowed from the reader's buffer or the mapping.

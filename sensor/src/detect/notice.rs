@@ -39,6 +39,21 @@ pub enum Note {
 }
 
 impl Note {
+    /// Every note, in declaration order (`index` is the position here).
+    pub const ALL: [Note; 6] = [
+        Note::StrangeRejectBehavior,
+        Note::PossibleInternalSpam,
+        Note::PossibleSpam,
+        Note::BlBlockedHost,
+        Note::BlErrorMessage,
+        Note::SuspiciousOrigination,
+    ];
+
+    /// A dense index, for per-note counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The `note` field, as Zeek's scripts name it.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -390,6 +405,13 @@ mod tests {
             n: None,
             location: None,
             written_by: None,
+        }
+    }
+
+    #[test]
+    fn every_note_is_listed_at_its_index() {
+        for (i, n) in Note::ALL.iter().enumerate() {
+            assert_eq!(n.index(), i, "{n:?}");
         }
     }
 

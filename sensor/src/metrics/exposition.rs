@@ -1,4 +1,6 @@
-//! Renders [`Telemetry`] as OpenMetrics text with `prometheus-client`.
+//! Renders [`Telemetry`] as OpenMetrics text with `prometheus-client` (and
+//! from it the Prometheus text format, see `format`), with the standard
+//! `process_*` metrics beside the sensor's own.
 //!
 //! Nothing is registered ahead of time: a [`Collector`] reads the counters
 //! at each scrape, so the packet path keeps its plain atomics and
@@ -18,13 +20,11 @@ use prometheus_client::registry::{Registry, Unit};
 use sensor_common::maps::Counter;
 
 use super::MetricsError;
+use super::format::{Format, to_prometheus_text};
+use super::process::ProcessStats;
 use crate::capture::link_watch::LinkCounters;
 use crate::capture::stats::QueueCounters;
 use crate::telemetry::{CollectorTelemetry, HopCounters, Telemetry, WorkerSnapshot};
-
-/// The Content-Type of [`Exposition::render`]'s output (what
-/// `prometheus-client` emits: OpenMetrics 1.0 text, ending in `# EOF`).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The scrape-time view of one run's [`Telemetry`].
 #[derive(Debug)]
@@ -44,6 +44,15 @@ impl Exposition {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// The current values in `format`.
+    pub fn render_as(&self, format: Format) -> Result<String, MetricsError> {
+        let om = self.render()?;
+        Ok(match format {
+            Format::OpenMetrics => om,
+            Format::PrometheusText => to_prometheus_text(&om),
+        })
     }
 }
 
@@ -342,9 +351,91 @@ impl Collector for TelemetryCollector {
             MetricType::Gauge,
         )?
         .encode_gauge(&(load(&t.collector.logs_unwritable) as i64))?;
+        encode_notes_and_reload(&mut enc, &t.collector)?;
         encode_detect_anomalies(&mut enc, &t.collector)?;
-        encode_period_merge(&mut enc, &t.collector)
+        encode_period_merge(&mut enc, &t.collector)?;
+        encode_process(&mut enc, &ProcessStats::read())
     }
+}
+
+/// Notices written per note, and whether the last reload took.
+fn encode_notes_and_reload(enc: &mut DescriptorEncoder, c: &CollectorTelemetry) -> fmt::Result {
+    let mut m = enc.encode_descriptor(
+        "smtp_sensor_notices_by_note",
+        "Notices written to notice.log, by note.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (note, n) in c.notices_by_note() {
+        m.encode_family(&[("note", note.as_str())])?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    enc.encode_descriptor(
+        "smtp_sensor_config_last_reload_successful",
+        "Whether the last configuration reload (SIGHUP) was applied (1 before any).",
+        None,
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&i64::from(c.last_reload_ok()))?;
+    enc.encode_descriptor(
+        "smtp_sensor_config_last_reload_success_timestamp",
+        "When the configuration in force was loaded (start or last applied reload), Unix time.",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?
+    .encode_gauge(&c.last_reload_success_secs())
+}
+
+/// The standard `process_*` families; one `/proc` cannot give is left out.
+fn encode_process(enc: &mut DescriptorEncoder, p: &ProcessStats) -> fmt::Result {
+    let gauges: [(&str, &str, Option<Unit>, Option<f64>); 5] = [
+        (
+            "process_start_time",
+            "Start time of the process since the Unix epoch.",
+            Some(Unit::Seconds),
+            p.start_time_secs,
+        ),
+        (
+            "process_resident_memory",
+            "Resident memory size.",
+            Some(Unit::Bytes),
+            p.resident_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_virtual_memory",
+            "Virtual memory size.",
+            Some(Unit::Bytes),
+            p.virtual_bytes.map(|b| b as f64),
+        ),
+        (
+            "process_open_fds",
+            "Open file descriptors.",
+            None,
+            p.open_fds.map(|n| n as f64),
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            None,
+            p.max_fds.map(|n| n as f64),
+        ),
+    ];
+    if let Some(cpu) = p.cpu_secs {
+        enc.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent.",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, f64>(&cpu, None)?;
+    }
+    for (name, help, unit, value) in gauges {
+        if let Some(v) = value {
+            enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?
+                .encode_gauge(&v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Detection's limits that were hit, by name (none: no family).
@@ -490,9 +581,8 @@ fn encode_worker_gauges_and_anomalies(
     Ok(())
 }
 
-/// Period merges as a histogram with only the `+Inf` bucket: `_count` and
-/// `_sum` give the rate and mean duration (the collector keeps no
-/// distribution), plus the last merge's duration as a gauge.
+/// Period merges as a histogram (buckets of `PERIOD_MERGE_BOUNDS`), plus
+/// the last merge's duration as a gauge.
 fn encode_period_merge(enc: &mut DescriptorEncoder, c: &CollectorTelemetry) -> fmt::Result {
     let count = load(&c.periods);
     let sum = nanos_to_secs(load(&c.period_merge_nanos));
@@ -502,7 +592,7 @@ fn encode_period_merge(enc: &mut DescriptorEncoder, c: &CollectorTelemetry) -> f
         Some(&Unit::Seconds),
         MetricType::Histogram,
     )?
-    .encode_histogram::<NoLabelSet>(sum, count, &[(f64::INFINITY, count)], None)?;
+    .encode_histogram::<NoLabelSet>(sum, count, &c.period_merge_histogram(), None)?;
     enc.encode_descriptor(
         "smtp_sensor_last_period_merge",
         "Duration of the last period merge and evaluation.",
@@ -622,7 +712,16 @@ mod tests {
                 "# UNIT smtp_sensor_period_merge_seconds seconds",
                 "smtp_sensor_period_merge_seconds_sum 0.75",
                 "smtp_sensor_period_merge_seconds_count 2",
+                r#"smtp_sensor_period_merge_seconds_bucket{le="0.1"} 0"#,
+                r#"smtp_sensor_period_merge_seconds_bucket{le="0.25"} 1"#,
+                r#"smtp_sensor_period_merge_seconds_bucket{le="0.5"} 2"#,
                 r#"smtp_sensor_period_merge_seconds_bucket{le="+Inf"} 2"#,
+                r#"smtp_sensor_notices_by_note_total{note="SMTP::SMTP_PossibleSpam"} 0"#,
+                "smtp_sensor_config_last_reload_successful 1",
+                "# TYPE process_cpu_seconds counter",
+                "# TYPE process_resident_memory_bytes gauge",
+                "# TYPE process_open_fds gauge",
+                "# TYPE process_start_time_seconds gauge",
                 "smtp_sensor_last_period_merge_seconds 0.5",
                 r#"smtp_sensor_info{mode="live",interface="veth-smtp0"} 1"#,
                 concat!(
@@ -733,7 +832,10 @@ mod tests {
                 let (family, ty) = current.as_ref().expect("sample before any TYPE");
                 let (series, value) = line.rsplit_once(' ').unwrap();
                 let name = series.split('{').next().unwrap();
-                assert!(name.starts_with("smtp_sensor"), "{line}");
+                assert!(
+                    name.starts_with("smtp_sensor") || name.starts_with("process_"),
+                    "{line}"
+                );
                 let suffix = name
                     .strip_prefix(family.as_str())
                     .unwrap_or_else(|| panic!("sample {name} outside its family {family}"));

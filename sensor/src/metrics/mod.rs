@@ -1,5 +1,6 @@
 //! The Prometheus endpoint (`--metrics-addr`): the run's [`Telemetry`]
-//! rendered as OpenMetrics text at scrape time, served over HTTP/1.1 from a
+//! rendered at scrape time as OpenMetrics text, or as the Prometheus text
+//! format 0.0.4 for a scraper that asks for it, served over HTTP/1.1 from a
 //! thread of its own.
 //!
 //! The packet path never sees this module: it only bumps the counters in
@@ -10,11 +11,15 @@
 //! [`Telemetry`]: crate::telemetry::Telemetry
 
 mod exposition;
+mod format;
+mod process;
 mod server;
 
 use std::net::SocketAddr;
 
-pub use exposition::{CONTENT_TYPE, Exposition};
+pub use exposition::Exposition;
+pub use format::{Format, OPENMETRICS, PROMETHEUS_TEXT, to_prometheus_text};
+pub use process::ProcessStats;
 pub use server::{MetricsServer, spawn};
 
 /// What can go wrong starting or running the metrics endpoint.

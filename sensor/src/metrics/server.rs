@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::MetricsError;
-use super::exposition::{CONTENT_TYPE, Exposition};
+use super::exposition::Exposition;
+use super::format::Format;
 use crate::telemetry::Telemetry;
 
 /// The only path served.
@@ -190,8 +191,9 @@ async fn serve_connection(
     }
 }
 
-/// The answer to one request: the exposition at `GET`/`HEAD /metrics`,
-/// 405 for other methods there, 404 elsewhere.
+/// The answer to one request: the exposition at `GET`/`HEAD /metrics` in
+/// the format the `Accept` header asks for, 405 for other methods there,
+/// 404 elsewhere.
 fn respond(req: &Request<Incoming>, exposition: &Exposition) -> Response<Full<Bytes>> {
     if req.uri().path() != METRICS_PATH {
         return plain(
@@ -205,11 +207,20 @@ fn respond(req: &Request<Incoming>, exposition: &Exposition) -> Response<Full<By
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    match exposition.render() {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    match exposition.render_as(format) {
         Ok(text) => {
             let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
             r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+                .insert(header::VARY, HeaderValue::from_static("Accept"));
             r
         }
         Err(e) => {
@@ -240,6 +251,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::metrics::format::{OPENMETRICS as CONTENT_TYPE, PROMETHEUS_TEXT};
 
     /// Guards against a hang; never a performance bound.
     const DEADLINE: Duration = Duration::from_secs(10);
@@ -351,6 +363,33 @@ mod tests {
             "{}",
             r.body
         );
+    }
+
+    #[test]
+    fn a_scraper_asking_for_the_text_format_gets_it() {
+        let server = spawn(localhost(), Telemetry::offline(1)).unwrap();
+        let addr = server.local_addr();
+        let r = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: sensor\r\nAccept: text/plain;version=0.0.4;q=0.9,*/*;q=0.1\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some(PROMETHEUS_TEXT));
+        assert_eq!(r.header("vary"), Some("Accept"));
+        assert!(!r.body.contains("# EOF"), "{}", r.body);
+        assert!(
+            r.body
+                .contains("# TYPE smtp_sensor_records_written_total counter\n"),
+            "{}",
+            r.body
+        );
+        // Prometheus's own Accept header ranks OpenMetrics first.
+        let r = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: sensor\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
+        );
+        assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
+        assert!(r.body.ends_with("# EOF\n"));
     }
 
     #[test]

@@ -591,6 +591,9 @@ impl Collector {
             });
             self.logs.notice.write(&n)?;
             sum.notices += 1;
+            if let Some(t) = &self.telemetry {
+                t.collector.notice_written(n.note);
+            }
         }
         Ok(())
     }

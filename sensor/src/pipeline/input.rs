@@ -4,7 +4,8 @@
 //! that cannot be mapped is streamed. Either way the reading counts how far
 //! it got (for the progress bar) and ends early, like end of file, when
 //! SIGINT/SIGTERM asked to stop, so everything read so far is still flushed
-//! into the logs.
+//! into the logs. A gzip or zstd capture (known by its first bytes) is
+//! streamed through its decoder (see `compressed`).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -15,10 +16,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::compressed::{self, Compression, DecodeFailure};
 use crate::capture::pcap::{MappedCapture, PcapReadError, PcapReader};
 
-/// The progress bar of one run (hidden unless asked for).
-pub struct Progress(Option<ProgressBar>);
+/// The progress bar of one run (hidden unless asked for), and why a
+/// compressed input could not be decompressed.
+pub struct Progress(Option<ProgressBar>, DecodeFailure);
 
 impl Progress {
     /// Removes the bar from the terminal.
@@ -27,7 +30,22 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+
+    /// A read error of the reader, with the decompressor's reason when
+    /// there is one (the reader only knows the offset).
+    pub fn explain(&self, e: PcapReadError) -> PcapReadError {
+        match (e, self.1.get()) {
+            (PcapReadError::Read { path, .. }, Some(why)) => PcapReadError::Decompress {
+                path,
+                detail: why.to_owned(),
+            },
+            (e, _) => e,
+        }
+    }
 }
+
+/// Bytes that tell a compressed capture from a plain one.
+const MAGIC_LEN: usize = 4;
 
 /// What both ways of reading answer to: the stop request and the bar.
 struct Watcher {
@@ -122,8 +140,16 @@ pub fn open(
         path: path.to_owned(),
         source,
     };
+    let failure = DecodeFailure::default();
     let (input, len): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(StdinUntil { stop: stop.clone() }), None)
+        let (head, stdin) =
+            compressed::peek(Box::new(StdinUntil { stop: stop.clone() }), MAGIC_LEN)
+                .map_err(open_err)?;
+        let input = match Compression::sniff(&head) {
+            Compression::None => stdin,
+            kind => compressed::decompress(stdin, kind, failure.clone()).map_err(open_err)?,
+        };
+        (input, None)
     } else {
         let f = File::open(path).map_err(open_err)?;
         let meta = f.metadata().map_err(open_err)?;
@@ -133,7 +159,15 @@ pub fn open(
         // A regular file is read in place. An empty one (or one that says
         // so, like those of /proc) and one the system will not map are
         // streamed.
-        if meta.is_file()
+        let kind = if meta.is_file() {
+            let mut head = [0u8; MAGIC_LEN];
+            let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).map_err(open_err)?;
+            Compression::sniff(head.get(..n).unwrap_or_default())
+        } else {
+            Compression::None
+        };
+        if kind == Compression::None
+            && meta.is_file()
             && meta.len() > 0
             && let Ok(map) = MappedCapture::new(&f)
         {
@@ -153,9 +187,17 @@ pub fn open(
                     true
                 }),
             )?;
-            return Ok((reader, Progress(bar)));
+            return Ok((reader, Progress(bar, failure)));
         }
-        (Box::new(f), meta.is_file().then_some(meta.len()))
+        match kind {
+            // Not mapped: FIFOs, character devices, files that will not map.
+            Compression::None => (Box::new(f), meta.is_file().then_some(meta.len())),
+            // The bar counts decompressed bytes: no total to show.
+            kind => (
+                compressed::decompress(Box::new(f), kind, failure.clone()).map_err(open_err)?,
+                None,
+            ),
+        }
     };
     let bar = progress.then(|| bar(len));
     let tracked = Tracked {
@@ -166,8 +208,10 @@ pub fn open(
             bar: bar.clone(),
         },
     };
-    let reader = PcapReader::from_reader(Box::new(tracked), path)?;
-    Ok((reader, Progress(bar)))
+    let progress = Progress(bar, failure);
+    let reader =
+        PcapReader::from_reader(Box::new(tracked), path).map_err(|e| progress.explain(e))?;
+    Ok((reader, progress))
 }
 
 fn bar(len: Option<u64>) -> ProgressBar {
@@ -234,6 +278,45 @@ mod tests {
             v.extend_from_slice(&[0xee; 1000]);
         }
         v
+    }
+
+    #[test]
+    fn gzip_and_zstd_captures_are_read_like_plain_ones() {
+        use std::io::Write;
+        let plain = capture(500);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&plain[..], 3).unwrap();
+        for (ext, bytes) in [("gz", gz), ("zst", zst)] {
+            // The name does not matter: the magic bytes do.
+            let p = std::env::temp_dir().join(format!("input-{}-{ext}.pcap", std::process::id()));
+            std::fs::write(&p, &bytes).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (mut r, progress) = open(&p, stop, false).unwrap();
+            assert!(!r.mapped());
+            let sum = r
+                .for_each(|_| {})
+                .map_err(|e| progress.explain(e))
+                .unwrap_or_else(|e| panic!("{ext}: {e}"));
+            assert_eq!(sum.frames, 500, "{ext}");
+            assert!(!sum.truncated_tail, "{ext}");
+            // Cut short: the complete records before the cut are read.
+            std::fs::write(&p, &bytes[..bytes.len() * 2 / 3]).unwrap();
+            // Cut short: what was complete before the cut is read, or the
+            // error says the stream is incomplete (when the decoder read
+            // ahead to the cut already while the header was looked at).
+            let read = open(&p, Arc::new(AtomicBool::new(false)), false)
+                .and_then(|(mut r, progress)| r.for_each(|_| {}).map_err(|e| progress.explain(e)));
+            match read {
+                Ok(sum) => assert!(sum.frames < 500, "{ext}: {sum:?}"),
+                Err(e) => {
+                    assert!(matches!(e, PcapReadError::Decompress { .. }), "{ext}: {e}");
+                    assert!(e.to_string().contains("corrupt"), "{e}");
+                }
+            }
+            std::fs::remove_file(&p).unwrap();
+        }
     }
 
     #[test]

@@ -160,12 +160,22 @@ pub fn run(
     let mut running = cfg.clone();
     let mut stats = StatsLine::new(&telemetry);
     let mut last_line = Instant::now();
+    // systemd (Type=notify): ready at the first control tick, when the
+    // program is attached and every capture thread runs.
+    let mut notified_ready = false;
+    let mut reloads = 0u64;
     let on_control = |xdp: Option<crate::capture::xdp::XdpCounters>| {
+        if !notified_ready {
+            notified_ready = true;
+            crate::service::ready(&format!("capturing on {iface}"));
+        }
         if let Some(x) = xdp {
             telemetry.set_xdp(x);
         }
         if hup.swap(false, Ordering::AcqRel) {
             log::info!("SIGHUP: reopening the logs and reloading the configuration");
+            crate::service::reloading();
+            reloads += 1;
             control.reopen.store(true, Ordering::Release);
             match reload(&ctl.config, &running) {
                 Ok((det, cfg, restart)) => {
@@ -177,18 +187,14 @@ pub fn run(
                     }
                     shared.replace(det);
                     running = cfg;
-                    telemetry
-                        .collector
-                        .config_reloads
-                        .fetch_add(1, Ordering::Relaxed);
+                    telemetry.collector.reload_succeeded();
                     log::info!("configuration reloaded");
+                    crate::service::reload_done(reloads, Ok(()));
                 }
                 Err(e) => {
-                    telemetry
-                        .collector
-                        .config_reload_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    telemetry.collector.reload_failed();
                     log::error!("{e}; the running configuration stays");
+                    crate::service::reload_done(reloads, Err(&e.to_string()));
                 }
             }
         }
@@ -279,6 +285,7 @@ pub fn run(
         counts.worker_panics += panics;
         (counts, dropped)
     };
+    crate::service::stopping();
     drop(tx);
     let collected = match collector.join() {
         Ok(r) => r?,

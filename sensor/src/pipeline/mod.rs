@@ -8,6 +8,7 @@
 //! from AF_XDP capture for `-i` (one dispatcher per rx queue).
 
 pub mod collector;
+pub mod compressed;
 pub mod dispatch;
 pub mod input;
 pub mod live;
@@ -94,6 +95,9 @@ pub enum RunError {
     Metrics(#[from] MetricsError),
     #[error("cannot install the signal handlers: {0}")]
     Signal(std::io::Error),
+    /// The list of captures to read makes no sense.
+    #[error("{0}")]
+    Inputs(String),
 }
 
 /// Starts the metrics endpoint when asked for.
@@ -109,6 +113,53 @@ fn metrics(
     Ok(Some(server))
 }
 
+/// Reads the captures to their ends, in order, into `dispatcher`. A file
+/// that is cut short counts its truncated record and the next one is read;
+/// an error ends the reading (what was read is still logged). Returns the
+/// summed summary, `truncated_tail` for the last file only.
+fn read_in_order<P: StreamParser<WorkerSink> + Send + 'static>(
+    readers: Vec<(crate::capture::pcap::PcapReader, input::Progress)>,
+    dispatcher: &mut Dispatcher<P>,
+) -> Result<crate::capture::pcap::ReadSummary, PcapReadError> {
+    let mut total = crate::capture::pcap::ReadSummary::default();
+    let n = readers.len();
+    let mut last_ts = None;
+    for (i, (mut reader, progress)) in readers.into_iter().enumerate() {
+        let prev_end = last_ts;
+        let mut first_ts = None;
+        let read = reader.for_each(|f| {
+            first_ts.get_or_insert(f.ts);
+            last_ts = Some(f.ts);
+            dispatcher.feed(f.ts, f.link, f.data);
+        });
+        progress.finish();
+        let read = read.map_err(|e| progress.explain(e))?;
+        total.frames += read.frames;
+        total.bytes += read.bytes;
+        total.unknown_interface += read.unknown_interface;
+        if i + 1 < n && read.truncated_tail {
+            dispatcher
+                .counts
+                .anomalies
+                .add(CaptureAnomaly::TruncatedRecord);
+            log::warn!(
+                "{} ends inside a record; every complete record before it was processed",
+                reader.path().display()
+            );
+        }
+        total.truncated_tail = read.truncated_tail;
+        if let (Some(first), Some(prev)) = (first_ts, prev_end)
+            && first < prev
+        {
+            log::warn!(
+                "{} starts before the capture before it ended: give the files in time order",
+                reader.path().display()
+            );
+        }
+    }
+    Ok(total)
+}
+
 /// Reads `input` to its end through the full pipeline with the SMTP parser.
 pub fn run_offline(cfg: &Config, input: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let factory = smtp_flow::factory(cfg);
@@ -122,8 +173,22 @@ pub fn run_offline_controlled(
     opts: &RunOptions,
     ctl: &RunControl,
 ) -> Result<RunSummary, RunError> {
+    run_offline_files(cfg, &[input], opts, ctl)
+}
+
+/// `run_offline_controlled` on several captures read one after the other
+/// as one stream of time (`-r a.pcap b.pcap.gz`): connections and periods
+/// carry on across the files, as if they were one capture. Every file is
+/// opened (and its header checked) before any is read, so a bad name or a
+/// file that is no capture stops the run before it starts.
+pub fn run_offline_files(
+    cfg: &Config,
+    inputs: &[&Path],
+    opts: &RunOptions,
+    ctl: &RunControl,
+) -> Result<RunSummary, RunError> {
     let factory = smtp_flow::factory(cfg);
-    run_offline_full(cfg, input, opts, ctl, factory)
+    run_offline_full(cfg, inputs, opts, ctl, factory)
 }
 
 /// `run_offline` with any stream parser (tests use simpler ones).
@@ -133,12 +198,12 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     opts: &RunOptions,
     factory: ParserFactory<P>,
 ) -> Result<RunSummary, RunError> {
-    run_offline_full(cfg, input, opts, &RunControl::default(), factory)
+    run_offline_full(cfg, &[input], opts, &RunControl::default(), factory)
 }
 
 fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     cfg: &Config,
-    input: &Path,
+    inputs: &[&Path],
     opts: &RunOptions,
     ctl: &RunControl,
     factory: ParserFactory<P>,
@@ -152,7 +217,18 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     } else {
         Arc::new(AtomicBool::new(false))
     };
-    let (mut reader, progress) = input::open(input, stop.clone(), ctl.progress)?;
+    if inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        return Err(RunError::Inputs(
+            "standard input (-) can be read only once".into(),
+        ));
+    }
+    let mut readers = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        readers.push(input::open(path, stop.clone(), ctl.progress)?);
+    }
+    if readers.is_empty() {
+        return Err(RunError::Inputs("no capture to read".into()));
+    }
     let detection = Arc::new(Detection::from_config(cfg)?);
     let workers = opts.workers.max(1);
     let telemetry = Telemetry::offline(workers);
@@ -183,8 +259,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         cfg.inspect_period_us(),
         opts.decode,
     );
-    let read = reader.for_each(|f| dispatcher.feed(f.ts, f.link, f.data));
-    progress.finish();
+    let read = read_in_order(readers, &mut dispatcher);
     dispatcher.finish();
     let mut counts = std::mem::take(&mut dispatcher.counts);
     drop(dispatcher);
