@@ -219,7 +219,7 @@ impl Default for Config {
             conn_idle_timeout: Duration::from_secs(5 * 60),
             sensor_name: default_sensor_name(),
             community_id_seed: 0,
-            file_hashes: HashSet::ALL,
+            file_hashes: HashSet::DEFAULT,
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,

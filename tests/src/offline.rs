@@ -15,6 +15,16 @@ use crate::synth::pcap::write_pcap;
 /// workers; asserts every frame was read. The logs are in the directory
 /// returned (removed when it drops).
 pub fn run_frames(tag: &str, frames: &[(Ts, Vec<u8>)], workers: usize) -> (Scratch, RunSummary) {
+    run_frames_with(&Config::default(), tag, frames, workers)
+}
+
+/// As [`run_frames`], with the configuration `cfg`.
+pub fn run_frames_with(
+    cfg: &Config,
+    tag: &str,
+    frames: &[(Ts, Vec<u8>)],
+    workers: usize,
+) -> (Scratch, RunSummary) {
     let dir = Scratch::new(tag);
     let pcap = dir.join("in.pcap");
     write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice()))).unwrap();
@@ -24,7 +34,7 @@ pub fn run_frames(tag: &str, frames: &[(Ts, Vec<u8>)], workers: usize) -> (Scrat
         workers,
         decode: DecodeOptions::default(),
     };
-    let summary = run_offline(&Config::default(), &pcap, &opts).unwrap();
+    let summary = run_offline(cfg, &pcap, &opts).unwrap();
     assert_eq!(summary.packets.packets, frames.len() as u64);
     (dir, summary)
 }

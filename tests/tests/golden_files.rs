@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use base64::Engine as _;
 use md5::Digest as _;
-use sensor_tests::offline::run_frames;
+use sensor_tests::offline::run_frames_with;
 use sensor_tests::synth::session::{Effect, Side};
 use sensor_tests::synth::smtp::{Message, SmtpConversation};
 use serde_json::Value;
@@ -282,6 +282,19 @@ fn conversation(msg: Message) -> SmtpConversation {
         .build()
 }
 
+/// Zeek's hash-all-files set (the sensor's default is SHA-256 only): the
+/// tests check all three hashes.
+fn all_hashes() -> smtp_sensor::config::Config {
+    smtp_sensor::config::Config::load(None, &["file_hashes=md5,sha1,sha256".to_owned()])
+        .expect("file_hashes applies")
+}
+
+fn all_hashes_smtp() -> SmtpConfig {
+    let mut c = SmtpConfig::default();
+    c.files.hashes = smtp_sensor::smtp::files::HashSet::ALL;
+    c
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -317,7 +330,7 @@ fn check_file(row: &Value, want: &Expect) {
 #[test]
 fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
     let (msg, expect) = rich();
-    let (dir, _) = run_frames("golden-files-rich", &conversation(msg).frames(), 1);
+    let (dir, _) = run_frames_with(&all_hashes(), "golden-files-rich", &conversation(msg).frames(), 1);
     let smtp = json_lines(&std::fs::read_to_string(dir.join("smtp.log")).unwrap());
     let files = json_lines(&std::fs::read_to_string(dir.join("files.log")).unwrap());
     assert_eq!(smtp.len(), 1);
@@ -354,7 +367,7 @@ fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
         workers: 2,
         decode: smtp_sensor::decode::DecodeOptions::default(),
     };
-    smtp_sensor::pipeline::run_offline(&smtp_sensor::config::Config::default(), &pcap, &opts)
+    smtp_sensor::pipeline::run_offline(&all_hashes(), &pcap, &opts)
         .unwrap();
     let tsv = std::fs::read_to_string(dir2.join("files.log")).unwrap();
     assert!(tsv.contains(
@@ -377,7 +390,11 @@ fn hashes_follow_the_config_and_the_cap() {
     sensor_tests::synth::pcap::write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice())))
         .unwrap();
     let run = |sets: &[&str]| {
-        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+        // Zeek's set first; the test's own settings override it.
+        let sets: Vec<String> = std::iter::once("file_hashes=md5,sha1,sha256")
+            .chain(sets.iter().copied())
+            .map(str::to_owned)
+            .collect();
         let cfg = smtp_sensor::config::Config::load(None, &sets).unwrap();
         let opts = smtp_sensor::pipeline::RunOptions {
             log_dir: dir.path().to_path_buf(),
@@ -449,7 +466,7 @@ fn a_gap_inside_a_part_counts_its_missing_bytes() {
         .rcpt("bob@example.net")
         .message(msg)
         .build();
-    let (dir, _) = run_frames("golden-files-gap", &conv.frames(), 1);
+    let (dir, _) = run_frames_with(&all_hashes(), "golden-files-gap", &conv.frames(), 1);
     let files = json_lines(&std::fs::read_to_string(dir.join("files.log")).unwrap());
     assert_eq!(files.len(), 1, "{files:?}");
     let f = &files[0];
@@ -509,7 +526,7 @@ fn session_files(
         resp_p: server().port(),
     };
     let conn = ConnInfo::new(id, Ts(1));
-    let mut s = SmtpSession::new(conn, std::sync::Arc::new(SmtpConfig::default()));
+    let mut s = SmtpSession::new(conn, std::sync::Arc::new(all_hashes_smtp()));
     let mut sink = Records::default();
     for (t, (side, bytes)) in turns.iter().enumerate() {
         let dir = match side {
@@ -612,7 +629,7 @@ fn session_files_lenient(turns: &[(Side, Vec<u8>)]) -> Vec<FileInfo> {
     };
     let mut s = SmtpSession::new(
         ConnInfo::new(id, Ts(1)),
-        std::sync::Arc::new(SmtpConfig::default()),
+        std::sync::Arc::new(all_hashes_smtp()),
     );
     let mut sink = Records::default();
     for (t, (side, bytes)) in turns.iter().enumerate() {

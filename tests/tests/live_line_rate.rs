@@ -95,7 +95,6 @@ fn a_million_frames_a_second_lose_nothing_and_log_what_offline_logs() {
             .arg(&pcap)
             .arg("-l")
             .arg(&offline)
-            .args(["--set", "file_hashes=[]"])
             .arg("-q"),
         "smtp-sensor -r",
     );
@@ -116,12 +115,6 @@ fn a_million_frames_a_second_lose_nothing_and_log_what_offline_logs() {
         &[
             "--stats-json",
             stats_path.to_str().expect("UTF-8 path"),
-            // Hashing every file three times (the default since issue 12)
-            // costs one core more than this capture's line rate allows
-            // (docs/PERFORMANCE.md "files.log: hashing cost"); files are
-            // still decoded, sniffed and logged.
-            "--set",
-            "file_hashes=[]",
         ],
     );
     let before = veth_drops(&pair);

@@ -34,6 +34,8 @@ pub const COUNTED: &[&str] = &["fuids"];
 /// `local_orig` shows; the sensor has no local networks unless given.
 pub const SENSOR_SETS: &[&str] = &[
     "mail_path_capture=all",
+    // Zeek's hash-all-files set (the sensor's default is SHA-256 only).
+    "file_hashes=md5,sha1,sha256",
     "local_nets=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,100.64.0.0/10,fc00::/7,fe80::/10,::1/128",
 ];
 

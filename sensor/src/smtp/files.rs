@@ -35,6 +35,18 @@ impl HashSet {
         sha1: false,
         sha256: false,
     };
+    /// The default of `file_hashes`: SHA-256 only. Zeek's hash-all-files
+    /// policy computes all three, but on one core MD5 and SHA-1 cost more
+    /// than the rest of the sensor together (docs/PERFORMANCE.md, "files.log:
+    /// hashing cost"): with all three the load capture no longer holds
+    /// 1 Mpps live, with SHA-256 alone it does, and SHA-256 is the hash
+    /// threat-intelligence lookups key on. `file_hashes = ["md5", "sha1",
+    /// "sha256"]` gives Zeek's set.
+    pub const DEFAULT: HashSet = HashSet {
+        md5: false,
+        sha1: false,
+        sha256: true,
+    };
     /// The hash names, as config values and Zeek's analyzer names.
     pub const NAMES: [&'static str; 3] = ["md5", "sha1", "sha256"];
 
@@ -62,7 +74,7 @@ impl HashSet {
 
 impl Default for HashSet {
     fn default() -> Self {
-        HashSet::ALL
+        HashSet::DEFAULT
     }
 }
 
@@ -78,7 +90,7 @@ pub struct FileConfig {
 impl Default for FileConfig {
     fn default() -> Self {
         FileConfig {
-            hashes: HashSet::ALL,
+            hashes: HashSet::DEFAULT,
             hash_max_bytes: DEFAULT_HASH_MAX_BYTES,
         }
     }
