@@ -330,7 +330,12 @@ fn check_file(row: &Value, want: &Expect) {
 #[test]
 fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
     let (msg, expect) = rich();
-    let (dir, _) = run_frames_with(&all_hashes(), "golden-files-rich", &conversation(msg).frames(), 1);
+    let (dir, _) = run_frames_with(
+        &all_hashes(),
+        "golden-files-rich",
+        &conversation(msg).frames(),
+        1,
+    );
     let smtp = json_lines(&std::fs::read_to_string(dir.join("smtp.log")).unwrap());
     let files = json_lines(&std::fs::read_to_string(dir.join("files.log")).unwrap());
     assert_eq!(smtp.len(), 1);
@@ -367,8 +372,7 @@ fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
         workers: 2,
         decode: smtp_sensor::decode::DecodeOptions::default(),
     };
-    smtp_sensor::pipeline::run_offline(&all_hashes(), &pcap, &opts)
-        .unwrap();
+    smtp_sensor::pipeline::run_offline(&all_hashes(), &pcap, &opts).unwrap();
     let tsv = std::fs::read_to_string(dir2.join("files.log")).unwrap();
     assert!(tsv.contains(
         "#fields\tts\tfuid\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tsource\tdepth\tanalyzers\tmime_type\tfilename\tduration\tlocal_orig\tis_orig\tseen_bytes\ttotal_bytes\tmissing_bytes\toverflow_bytes\ttimedout\tparent_fuid\tmd5\tsha1\tsha256\n"

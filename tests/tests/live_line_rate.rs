@@ -112,10 +112,7 @@ fn a_million_frames_a_second_lose_nothing_and_log_what_offline_logs() {
         &bins.sensor,
         &pair,
         &live,
-        &[
-            "--stats-json",
-            stats_path.to_str().expect("UTF-8 path"),
-        ],
+        &["--stats-json", stats_path.to_str().expect("UTF-8 path")],
     );
     let before = veth_drops(&pair);
     let report_path = s.join("replay.json");

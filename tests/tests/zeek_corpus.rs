@@ -33,9 +33,11 @@ fn corpus_dir() -> PathBuf {
 }
 
 /// Our smtp.log and files.log for a capture.
-fn our_logs(cap: &compare_zeek::Capture, workers: usize) -> (String, String) {
+/// Runs `cap` through the offline pipeline with the comparison's settings
+/// and `extra` after them, Zeek TSV logs; the logs are in the directory.
+fn run_corpus(cap: &compare_zeek::Capture, workers: usize, extra: &[&str]) -> Scratch {
     let mut cfg = Config::default();
-    for s in compare_zeek::SENSOR_SETS {
+    for s in compare_zeek::SENSOR_SETS.iter().chain(extra) {
         cfg.apply_set(s).expect("corpus setting applies");
     }
     let dir = Scratch::new(&format!("zeek-corpus-{}-{workers}", cap.name));
@@ -46,6 +48,11 @@ fn our_logs(cap: &compare_zeek::Capture, workers: usize) -> (String, String) {
         decode: DecodeOptions::default(),
     };
     run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
+    dir
+}
+
+fn our_logs(cap: &compare_zeek::Capture, workers: usize) -> (String, String) {
+    let dir = run_corpus(cap, workers, &[]);
     (
         std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default(),
         std::fs::read_to_string(dir.join("files.log")).unwrap_or_default(),
@@ -229,21 +236,8 @@ fn weird_log_holds_zeeks_rows() {
     let mut compared = 0;
     for cap in &caps {
         let zeek_path = cap.pcap.with_file_name("zeek-weird.log");
-        let mut cfg = Config::default();
-        for s in compare_zeek::SENSOR_SETS {
-            cfg.apply_set(s).expect("corpus setting applies");
-        }
         // Zeek standalone names itself `zeek` in `peer`.
-        cfg.apply_set("sensor_name=zeek")
-            .expect("sensor_name applies");
-        let dir = Scratch::new(&format!("zeek-weird-{}", cap.name));
-        let opts = RunOptions {
-            log_dir: dir.path().to_path_buf(),
-            format: LogFormat::Zeek,
-            workers: 1,
-            decode: DecodeOptions::default(),
-        };
-        run_offline(&cfg, &cap.pcap, &opts).unwrap_or_else(|e| panic!("{}: {e}", cap.name));
+        let dir = run_corpus(cap, 1, &["sensor_name=zeek"]);
         let ours =
             compare_zeek::parse_tsv(&std::fs::read_to_string(dir.join("weird.log")).unwrap())
                 .expect("our weird.log parses");
