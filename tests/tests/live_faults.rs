@@ -362,6 +362,8 @@ fn a_full_disk_drops_whole_records_and_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Each message is one file: a files.log row beside its record.
+    let files = in_sensor_mounts(&sensor, &format!("cat {logs_s}/files.log"));
     let (status, log) = sensor.stop();
     assert!(status.success(), "{status}");
     let lines: Vec<&str> = text.lines().collect();
@@ -369,7 +371,15 @@ fn a_full_disk_drops_whole_records_and_recovers() {
         mailfrom(l);
     }
     assert_eq!(mailfrom(lines[0]), "first@example.com");
-    // Every record is either in the file or counted as dropped.
+    let file_rows = files.lines().count();
+    for l in files.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "files.log: {l}"
+        );
+    }
+    // Every record and file row is either in its file or counted as
+    // dropped (the count sums the logs).
     let dropped: usize = log
         .iter()
         .find_map(|l| {
@@ -379,7 +389,7 @@ fn a_full_disk_drops_whole_records_and_recovers() {
         })
         .unwrap_or_else(|| panic!("no drop count in {log:?}"));
     assert!(dropped > 0);
-    assert_eq!(lines.len() + dropped, 32, "{lines:?}");
+    assert_eq!(lines.len() + file_rows + dropped, 2 * 32, "{lines:?}");
 }
 
 #[test]

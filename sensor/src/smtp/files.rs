@@ -932,13 +932,22 @@ mod tests {
         (f.close(false, (&uid, &id, None), 0, cfg, &mut an), an)
     }
 
+    /// Every hash (the default is SHA-256 only): the decoder tests check
+    /// the SHA-1 of the decoded bytes.
+    fn all_hashes() -> FileConfig {
+        FileConfig {
+            hashes: HashSet::ALL,
+            ..FileConfig::default()
+        }
+    }
+
     fn sha1_of(bytes: &[u8]) -> [u8; 20] {
         Sha1::digest(bytes).into()
     }
 
     #[test]
     fn identity_keeps_line_ends_but_the_one_before_a_boundary() {
-        let cfg = FileConfig::default();
+        let cfg = all_hashes();
         let (f, _) = decode(Encoding::Identity, true, &[b"a", b"b", b""], &cfg);
         let f = f.unwrap();
         assert_eq!(f.seen_bytes, 6);
@@ -950,7 +959,7 @@ mod tests {
 
     #[test]
     fn quoted_printable_as_zeek_decodes_it() {
-        let cfg = FileConfig::default();
+        let cfg = all_hashes();
         let lines: &[&[u8]] = &[
             b"caf=C3=A9 =3D x  \t",
             b"soft=",
@@ -966,7 +975,7 @@ mod tests {
 
     #[test]
     fn base64_skips_junk_and_decodes_what_it_can() {
-        let cfg = FileConfig::default();
+        let cfg = all_hashes();
         // "hello world" in base64, cut across lines, with padding.
         let (f, an) = decode(
             Encoding::Base64,
