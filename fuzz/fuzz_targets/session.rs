@@ -5,7 +5,7 @@
 //! Checks beyond "no panic": every reply and record keeps within the
 //! limits, every record is one valid JSON line and one TSV line of the
 //! right width, and handing a data step over in two pieces (a
-//! [`Step::Split`]) changes no record and no anomaly.
+//! [`Step::Split`]) changes no record and no anomaly count.
 
 #![no_main]
 
@@ -21,8 +21,18 @@ fuzz_target!(|input: Session| {
     if plan.iter().any(|(_, at)| at.is_some()) {
         let split = run_session(&cfg, &plan, true);
         assert_eq!(whole.records, split.records, "records differ when split");
+        // The same anomalies, counted alike; their order may differ: when
+        // one piece of client bytes ends a cut server line and cuts a long
+        // client line, which of the two is seen first depends on where the
+        // piece was cut. Counts and weird.log rows (one per name) do not.
+        let names = |a: &[smtp_sensor::smtp::anomaly::SmtpAnomaly]| {
+            let mut v: Vec<&str> = a.iter().map(|x| x.name()).collect();
+            v.sort_unstable();
+            v
+        };
         assert_eq!(
-            whole.anomalies, split.anomalies,
+            names(&whole.anomalies),
+            names(&split.anomalies),
             "anomalies differ when split"
         );
     }
