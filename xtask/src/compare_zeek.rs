@@ -274,15 +274,8 @@ pub fn compare_files(cap: &Capture, ours_text: &str) -> Result<Report, String> {
         parse_tsv(&text)
     }
     .map_err(|e| format!("{}: {e}", path.display()))?;
-    let ours = if ours_text.trim().is_empty() {
-        Log {
-            fields: zeek.fields.clone(),
-            types: zeek.types.clone(),
-            rows: Vec::new(),
-        }
-    } else {
-        parse_tsv(ours_text).map_err(|e| format!("our files.log for {}: {e}", cap.name))?
-    };
+    let ours = ours_or_empty(&zeek, ours_text)
+        .map_err(|e| format!("our files.log for {}: {e}", cap.name))?;
     let name = format!("files:{}", cap.name);
     Ok(compare_as(&name, &name, &zeek, &ours))
 }
@@ -337,21 +330,25 @@ pub fn captures(dir: &Path) -> Result<Vec<Capture>, String> {
     Ok(out)
 }
 
+/// Our log parsed; no records at all is an empty log with Zeek's columns.
+fn ours_or_empty(zeek: &Log, ours_text: &str) -> Result<Log, String> {
+    if ours_text.trim().is_empty() {
+        return Ok(Log {
+            fields: zeek.fields.clone(),
+            types: zeek.types.clone(),
+            rows: Vec::new(),
+        });
+    }
+    parse_tsv(ours_text)
+}
+
 /// Compares one capture given our smtp.log text.
 pub fn compare_capture(cap: &Capture, ours_text: &str) -> Result<Report, String> {
     let zeek_text = std::fs::read_to_string(&cap.zeek_log)
         .map_err(|e| format!("cannot read {}: {e}", cap.zeek_log.display()))?;
     let zeek = parse_tsv(&zeek_text).map_err(|e| format!("{}: {e}", cap.zeek_log.display()))?;
-    let ours = if ours_text.trim().is_empty() {
-        // No records at all: an empty log with Zeek's columns.
-        Log {
-            fields: zeek.fields.clone(),
-            types: zeek.types.clone(),
-            rows: Vec::new(),
-        }
-    } else {
-        parse_tsv(ours_text).map_err(|e| format!("our smtp.log for {}: {e}", cap.name))?
-    };
+    let ours = ours_or_empty(&zeek, ours_text)
+        .map_err(|e| format!("our smtp.log for {}: {e}", cap.name))?;
     Ok(compare(&cap.name, &zeek, &ours))
 }
 

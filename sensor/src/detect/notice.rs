@@ -110,10 +110,6 @@ pub struct WrittenBy {
     pub community_id: Option<String>,
 }
 
-fn str_or_absent(s: Option<&str>) -> Value<'_> {
-    s.map_or(Value::Absent, Value::Str)
-}
-
 /// notice.log's `actions`: this sensor only logs (Zeek's default action).
 const ACTIONS: [&str; 1] = ["Notice::ACTION_LOG"];
 /// notice.log's `email_dest`: never mailed, an empty set.
@@ -198,25 +194,25 @@ impl LogRecord for Notice {
         });
         f(Value::Str(self.note.as_str()));
         f(Value::Str(&self.msg));
-        f(str_or_absent(self.sub.as_deref()));
+        f(Value::opt_str(self.sub.as_deref()));
         f(self.src.map_or(Value::Absent, Value::Addr));
         f(id.map_or(Value::Absent, |i| Value::Addr(i.resp_h)));
         f(id.map_or(Value::Absent, |i| Value::Port(i.resp_p)));
         f(self.n.map_or(Value::Absent, Value::Count));
         let by = self.written_by.as_ref();
-        f(str_or_absent(by.map(|b| &*b.peer_descr)));
+        f(Value::opt_str(by.map(|b| &*b.peer_descr)));
         f(Value::Strs(&ACTIONS));
         f(Value::Strs(&EMAIL_DEST));
         f(Value::Interval(SUPPRESS_FOR_SECS as f64));
         let l = self.location.as_deref();
-        f(str_or_absent(l.and_then(|l| l.country_code.as_deref())));
-        f(str_or_absent(l.and_then(|l| l.region.as_deref())));
-        f(str_or_absent(l.and_then(|l| l.city.as_deref())));
+        f(Value::opt_str(l.and_then(|l| l.country_code.as_deref())));
+        f(Value::opt_str(l.and_then(|l| l.region.as_deref())));
+        f(Value::opt_str(l.and_then(|l| l.city.as_deref())));
         f(l.and_then(|l| l.latitude)
             .map_or(Value::Absent, Value::Double));
         f(l.and_then(|l| l.longitude)
             .map_or(Value::Absent, Value::Double));
-        f(str_or_absent(by.and_then(|b| b.community_id.as_deref())));
+        f(Value::opt_str(by.and_then(|b| b.community_id.as_deref())));
     }
 }
 

@@ -68,9 +68,6 @@ impl LogRecord for FileInfo {
                 .filter_map(|(on, n)| on.then_some(n))
                 .collect(),
         );
-        fn opt(s: &Option<String>) -> Value<'_> {
-            s.as_deref().map_or(Value::Absent, Value::Str)
-        }
         let h = &self.hashes;
         let (md5, sha1, sha256) = (
             h.md5.map(|d| hex(&d)),
@@ -87,8 +84,8 @@ impl LogRecord for FileInfo {
         f(Value::Str("SMTP"));
         f(Value::Count(u64::from(self.depth)));
         f(Value::Strs(&analyzers));
-        f(self.mime_type.as_deref().map_or(Value::Absent, Value::Str));
-        f(opt(&self.filename));
+        f(Value::opt_str(self.mime_type.as_deref()));
+        f(Value::opt_str(self.filename.as_deref()));
         f(Value::Interval(self.duration_us as f64 / 1e6));
         f(self.local_orig.map_or(Value::Absent, Value::Bool));
         f(Value::Bool(true));
@@ -98,9 +95,9 @@ impl LogRecord for FileInfo {
         f(Value::Count(0));
         f(Value::Bool(self.timedout));
         f(Value::Absent);
-        f(opt(&md5));
-        f(opt(&sha1));
-        f(opt(&sha256));
+        f(Value::opt_str(md5.as_deref()));
+        f(Value::opt_str(sha1.as_deref()));
+        f(Value::opt_str(sha256.as_deref()));
     }
 }
 

@@ -43,6 +43,13 @@ pub enum Value<'a> {
     Addrs(&'a [IpAddr]),
 }
 
+impl<'a> Value<'a> {
+    /// A text field that may be unset.
+    pub fn opt_str(s: Option<&'a str>) -> Self {
+        s.map_or(Value::Absent, Value::Str)
+    }
+}
+
 /// A list of strings lent to the writers: a record's list read out of its
 /// text arena (`smtp::record::List`), or a plain `Vec<String>`.
 pub trait StrList: fmt::Debug {

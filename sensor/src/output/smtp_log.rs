@@ -42,7 +42,7 @@ impl LogRecord for ConnRecord {
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
         let r = &self.record;
         let id = &self.conn.id;
-        let s = |field| r.text(field).map_or(Value::Absent, Value::Str);
+        let s = |field| Value::opt_str(r.text(field));
         // rcptto/to/cc are `&optional` sets in Zeek: unset (`-`) when
         // nothing was seen; `fuids` and `files` are defaulted vectors,
         // `(empty)` in TSV.

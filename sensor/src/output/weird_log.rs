@@ -61,10 +61,10 @@ impl LogRecord for Weird {
         f(Value::Addr(id.resp_h));
         f(Value::Port(id.resp_p));
         f(Value::Str(self.name));
-        f(self.addl.map_or(Value::Absent, Value::Str));
+        f(Value::opt_str(self.addl));
         // No weird of this sensor is turned into a notice.
         f(Value::Bool(false));
-        f(self.peer.as_deref().map_or(Value::Absent, Value::Str));
+        f(Value::opt_str(self.peer.as_deref()));
         f(Value::Str(self.source));
     }
 }

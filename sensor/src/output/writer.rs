@@ -41,17 +41,21 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
     /// Starts a log; in Zeek format this writes the header lines, with
     /// `#open` set to the wall-clock time (as Zeek does).
     pub fn new(out: W, format: LogFormat) -> io::Result<Self> {
-        let mut w = LogWriter {
+        let mut w = Self::without_header(out, format);
+        if format == LogFormat::Zeek {
+            w.write_zeek_header()?;
+        }
+        Ok(w)
+    }
+
+    fn without_header(out: W, format: LogFormat) -> Self {
+        LogWriter {
             out,
             format,
             line: Vec::with_capacity(1024),
             closed: false,
             _record: PhantomData,
-        };
-        if format == LogFormat::Zeek {
-            w.write_zeek_header()?;
         }
-        Ok(w)
     }
 
     /// Gives access to the underlying writer.
@@ -119,13 +123,7 @@ impl<R: LogRecord> LogWriter<R, Vec<u8>> {
     /// A writer into memory (`output::log_file` hands the buffer to the
     /// file in whole lines); writing into a Vec cannot fail.
     pub fn in_memory(out: Vec<u8>, format: LogFormat) -> Self {
-        let mut w = LogWriter {
-            out,
-            format,
-            line: Vec::with_capacity(1024),
-            closed: false,
-            _record: PhantomData,
-        };
+        let mut w = Self::without_header(out, format);
         if format == LogFormat::Zeek {
             let _ = w.write_zeek_header();
         }

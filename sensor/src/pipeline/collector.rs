@@ -581,13 +581,13 @@ impl Collector {
         sum: &mut CollectorSummary,
     ) -> Result<(), OutputError> {
         for mut n in out.drain(..) {
-            let id = &self.settings;
+            let settings = &self.settings;
             n.written_by = Some(WrittenBy {
-                peer_descr: id.sensor_name.clone(),
+                peer_descr: settings.sensor_name.clone(),
                 community_id: n
                     .conn
                     .as_ref()
-                    .and_then(|c| community_id::of_tcp(&c.id, id.community_id_seed)),
+                    .and_then(|c| community_id::of_tcp(&c.id, settings.community_id_seed)),
             });
             self.logs.notice.write(&n)?;
             sum.notices += 1;
