@@ -91,9 +91,14 @@ pub struct RunArgs {
     /// Capture live on a network interface (XDP/AF_XDP).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interface: Option<String>,
-    /// Directory for smtp.log and notice.log.
+    /// Directory for smtp.log, files.log, notice.log and weird.log; `-`
+    /// writes every log's JSON lines to standard output instead, each with
+    /// `_path` (for `jq`, a shipper).
     #[arg(short = 'l', long = "logdir", value_name = "DIR", default_value = ".")]
     pub log_dir: PathBuf,
+    /// The same as `-l -`.
+    #[arg(long = "log-stdout", conflicts_with = "log_dir")]
+    pub log_stdout: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Log format.
@@ -121,6 +126,17 @@ pub struct RunArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub live: crate::capture::live::LiveArgs,
+}
+
+impl RunArgs {
+    /// Where the logs go: `-l DIR`, or `-` for `-l -` and `--log-stdout`.
+    pub fn log_target(&self) -> PathBuf {
+        if self.log_stdout {
+            PathBuf::from(crate::pipeline::STDOUT_DIR)
+        } else {
+            self.log_dir.clone()
+        }
+    }
 }
 
 impl Cli {
@@ -272,6 +288,17 @@ mod tests {
             v.contains("; XDP program built in)") || v.contains("; XDP program missing)"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn logs_to_standard_output() {
+        let c = parse(&["-r", "a", "--log-stdout"]).unwrap();
+        assert_eq!(c.run.log_target(), PathBuf::from("-"));
+        let c = parse(&["-r", "a", "-l", "-"]).unwrap();
+        assert_eq!(c.run.log_target(), PathBuf::from("-"));
+        let c = parse(&["-r", "a", "-l", "out"]).unwrap();
+        assert_eq!(c.run.log_target(), PathBuf::from("out"));
+        assert!(parse(&["-r", "a", "-l", "out", "--log-stdout"]).is_err());
     }
 
     #[test]

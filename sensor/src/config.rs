@@ -146,6 +146,11 @@ pub struct Config {
     /// Seed of the logs' `community_id` (Community ID v1; 0 as Zeek's and
     /// Suricata's default, so the same flow gets the same id in every tool).
     pub community_id_seed: u16,
+    /// Write Zeek's log extension fields `_path` (the log's name) and
+    /// `_write_ts` (when the line was written) first in every line, as
+    /// `Log::default_ext_prefix = "_"` setups and Corelight's streaming logs
+    /// do, for shippers that route on them. Always on with `-l -`.
+    pub log_path_fields: bool,
     /// Hashes computed over every file of a message (files.log `md5`,
     /// `sha1`, `sha256`); empty: none.
     pub file_hashes: HashSet,
@@ -219,6 +224,7 @@ impl Default for Config {
             conn_idle_timeout: Duration::from_secs(5 * 60),
             sensor_name: default_sensor_name(),
             community_id_seed: 0,
+            log_path_fields: false,
             file_hashes: HashSet::DEFAULT,
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
@@ -260,6 +266,7 @@ pub const KEYS: &[&str] = &[
     "conn_idle_timeout",
     "sensor_name",
     "community_id_seed",
+    "log_path_fields",
     "file_hashes",
     "max_flows_per_worker",
     "max_silent_flows_per_worker",
@@ -462,6 +469,11 @@ impl Config {
                     .and_then(|n| u16::try_from(n).ok())
                     .ok_or_else(|| bad("expected an integer from 0 to 65535"))?;
             }
+            "log_path_fields" => {
+                self.log_path_fields = value
+                    .as_bool()
+                    .ok_or_else(|| bad("expected true or false"))?;
+            }
             _ => match self.limit_mut(key) {
                 Some(slot) => *slot = limit(value).map_err(&bad)?,
                 None => {
@@ -602,6 +614,7 @@ impl Config {
         );
         let _ = writeln!(out, "sensor_name = {}", s(&self.sensor_name));
         let _ = writeln!(out, "community_id_seed = {}", self.community_id_seed);
+        let _ = writeln!(out, "log_path_fields = {}", self.log_path_fields);
         let _ = writeln!(
             out,
             "file_hashes = {}",
@@ -632,6 +645,7 @@ fn valid_sensor_name(s: &str) -> bool {
 /// The value shape a key expects, so `--set` text can be turned into TOML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
+    Bool,
     Int,
     Str,
     IntList,
@@ -641,6 +655,7 @@ enum Kind {
 fn key_kind(key: &str) -> Option<Kind> {
     Some(match key {
         "smtp_ports" | "reject_codes" => Kind::IntList,
+        "log_path_fields" => Kind::Bool,
         "local_nets"
         | "local_mail"
         | "suspicious_networks"
@@ -671,6 +686,11 @@ fn set_value(kind: Kind, raw: &str) -> toml::Value {
         toml::Value::String(s.to_owned())
     };
     match kind {
+        Kind::Bool => match raw {
+            "true" => toml::Value::Boolean(true),
+            "false" => toml::Value::Boolean(false),
+            _ => toml::Value::String(raw.to_owned()),
+        },
         Kind::Int => scalar(raw, true),
         Kind::Str => scalar(raw, false),
         Kind::IntList | Kind::StrList => toml::Value::Array(
@@ -891,6 +911,7 @@ mod tests {
             conn_idle_timeout = "30s"
             sensor_name = "mx-uplink-1"
             community_id_seed = 65535
+            log_path_fields = true
             file_hashes = ["SHA256", "md5"]
             max_flows_per_worker = 10
             max_silent_flows_per_worker = 11
@@ -930,11 +951,12 @@ mod tests {
         assert_eq!(c.conn_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.sensor_name, "mx-uplink-1");
         assert_eq!(c.community_id_seed, 65535);
+        assert!(c.log_path_fields);
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
         assert_eq!(limits, (10..29).collect::<Vec<usize>>());
         assert_eq!(c.file_hashes.names(), ["md5", "sha256"]);
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 35);
+        assert_eq!(KEYS.len(), 36);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }
@@ -952,9 +974,11 @@ mod tests {
                 "suspicious_countries=GB",
                 "blocklist_patterns=[\"a{1,2}b\", \"c\"]",
                 "local_mail=",
+                "log_path_fields=true",
             ]),
         )
         .unwrap();
+        assert!(c.log_path_fields);
         assert_eq!(c.spam_threshold, 100);
         assert_eq!(c.local_nets.len(), 2);
         assert_eq!(c.reject_codes, [550, 554]);
@@ -1048,6 +1072,7 @@ mod tests {
             ("max_line_len=0", "`max_line_len`", "0"),
             ("community_id_seed=65536", "`community_id_seed`", "65536"),
             ("community_id_seed=-1", "`community_id_seed`", "-1"),
+            ("log_path_fields=yes", "`log_path_fields`", "\"yes\""),
             ("sensor_name=", "`sensor_name`", "\"\""),
             ("sensor_name=\"a\tb\"", "`sensor_name`", "\"a\\tb\""),
         ];

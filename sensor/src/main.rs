@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     }
     let inputs: Vec<&std::path::Path> = run.read.iter().map(|p| p.as_path()).collect();
     let opts = RunOptions {
-        log_dir: run.log_dir.clone(),
+        log_dir: run.log_target(),
         format: run.log_format,
         workers: run.workers.map_or(1, usize::from),
         decode: DecodeOptions {
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
 /// for any other failure.
 fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitCode {
     let opts = RunOptions {
-        log_dir: run.log_dir.clone(),
+        log_dir: run.log_target(),
         format: run.log_format,
         workers: run.workers.map_or(0, usize::from),
         // Live frames carry offloaded, unfilled checksums: verify only on request.
@@ -175,6 +175,7 @@ fn run_live(cfg: &Config, iface: &str, run: &RunArgs, ctl: &RunControl) -> ExitC
             match e {
                 RunError::Live(CaptureError::Option(_) | CaptureError::InterfaceNotFound(_))
                 | RunError::LogDir(_)
+                | RunError::StdoutFormat
                 | RunError::Detect(_)
                 | RunError::Metrics(_)
                 | RunError::Output(_) => ExitCode::from(2),

@@ -174,15 +174,19 @@ fn stdin_and_zeek_format() {
     assert!(lines.last().unwrap().starts_with("#close\t"));
     let rows: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r.split('\t').count() == 28));
+    // Zeek's 26 columns, then last_error, files and community_id.
+    assert!(rows.iter().all(|r| r.split('\t').count() == 29));
     let notice = std::fs::read_to_string(d.join("notice.log")).unwrap();
     assert!(notice.contains("#path\tnotice"));
     // files.log beside it, in the same format, one row per fuid.
     let files = std::fs::read_to_string(d.join("files.log")).unwrap();
     assert!(files.contains("#path\tfiles"));
+    // `fuids` in Zeek's place, the 26th column.
+    let at = lines[6].split('\t').skip(1).position(|c| c == "fuids");
+    assert_eq!(at, Some(25), "{}", lines[6]);
     let fuids: usize = rows
         .iter()
-        .map(|r| r.split('\t').nth(26).unwrap_or("(empty)"))
+        .map(|r| r.split('\t').nth(25).unwrap_or("(empty)"))
         .filter(|f| *f != "(empty)")
         .map(|f| f.split(',').count())
         .sum();
@@ -438,4 +442,124 @@ fn several_captures_are_one_stream() {
     let o = run(&["-r", "-", "-", "-l", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("only once"));
+}
+
+/// A capture of Zeek's corpus, in place.
+fn corpus_pcap(dir: &str, file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/zeek")
+        .join(dir)
+        .join(file)
+}
+
+/// Lines of `text` as JSON objects; panics naming a line that is not one.
+fn json_objects(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    text.lines()
+        .map(|l| match serde_json::from_str(l) {
+            Ok(serde_json::Value::Object(m)) => m,
+            other => panic!("not a JSON object line {l:?}: {other:?}"),
+        })
+        .collect()
+}
+
+/// `-l -`: every log's JSON lines on standard output, each naming its log
+/// in `_path`, the same records the log files get; the summary stays on
+/// standard error.
+#[test]
+fn logs_on_standard_output() {
+    let d = scratch("stdout");
+    for (corpus, pcap, paths) in [
+        ("basic", "smtp.pcap", &["smtp", "files"][..]),
+        (
+            "mail-transactions-invalid",
+            "smtp-mail-transactions-invalid.pcap",
+            &["smtp", "weird"][..],
+        ),
+    ] {
+        let pcap = corpus_pcap(corpus, pcap);
+        let pcap = pcap.to_str().unwrap();
+        let o = run(&["-r", pcap, "-l", "-"]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+        assert!(
+            !o.stderr.is_empty(),
+            "the summary goes to standard error, not into the logs"
+        );
+        let text = String::from_utf8(o.stdout).unwrap();
+        // Zeek's extension fields come first.
+        for l in text.lines() {
+            assert!(l.starts_with("{\"_path\":\""), "{corpus}: {l}");
+            assert!(l.contains("\",\"_write_ts\":"), "{corpus}: {l}");
+        }
+        let lines = json_objects(&text);
+        // The same run into a directory, with the extension fields asked for.
+        let dir = d.join(corpus);
+        std::fs::create_dir_all(&dir).unwrap();
+        let o = run(&[
+            "-r",
+            pcap,
+            "-l",
+            dir.to_str().unwrap(),
+            "--set",
+            "log_path_fields=true",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+        let without_write_ts = |mut m: serde_json::Map<String, serde_json::Value>| {
+            let w = m.remove("_write_ts").and_then(|w| w.as_f64());
+            assert!(w.is_some_and(|w| w > 1.7e9), "_write_ts: {w:?}");
+            m
+        };
+        for path in paths {
+            let on_stdout: Vec<_> = lines
+                .iter()
+                .filter(|l| l.get("_path").and_then(|p| p.as_str()) == Some(path))
+                .cloned()
+                .map(without_write_ts)
+                .collect();
+            assert!(!on_stdout.is_empty(), "{corpus}: no {path} lines");
+            let file = std::fs::read_to_string(dir.join(format!("{path}.log"))).unwrap();
+            let in_file: Vec<_> = json_objects(&file)
+                .into_iter()
+                .map(without_write_ts)
+                .collect();
+            assert_eq!(on_stdout, in_file, "{corpus}: {path}");
+        }
+        for l in &lines {
+            let p = l.get("_path").and_then(|p| p.as_str()).unwrap_or("");
+            assert!(
+                ["smtp", "files", "notice", "weird"].contains(&p),
+                "{corpus}: {l:?}"
+            );
+        }
+    }
+    // No log file is written beside the binary's working directory.
+    let o = Command::new(sensor_bin())
+        .args(["-r", corpus_pcap("basic", "smtp.pcap").to_str().unwrap()])
+        .arg("--log-stdout")
+        .arg("-q")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+    assert!(o.stderr.is_empty(), "{:?}", stderr_lines(&o));
+    assert!(!d.join("smtp.log").exists());
+    assert!(json_objects(&String::from_utf8(o.stdout).unwrap()).len() > 1);
+}
+
+/// Zeek TSV cannot interleave on one stream: refused, one line, exit 2.
+#[test]
+fn standard_output_takes_json_only() {
+    let pcap = corpus_pcap("basic", "smtp.pcap");
+    let o = run(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-l",
+        "-",
+        "--log-format",
+        "zeek",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("JSON lines only"), "{lines:?}");
 }

@@ -375,7 +375,7 @@ fn every_part_is_a_file_with_the_hashes_of_its_decoded_bytes() {
     smtp_sensor::pipeline::run_offline(&all_hashes(), &pcap, &opts).unwrap();
     let tsv = std::fs::read_to_string(dir2.join("files.log")).unwrap();
     assert!(tsv.contains(
-        "#fields\tts\tfuid\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tsource\tdepth\tanalyzers\tmime_type\tfilename\tduration\tlocal_orig\tis_orig\tseen_bytes\ttotal_bytes\tmissing_bytes\toverflow_bytes\ttimedout\tparent_fuid\tmd5\tsha1\tsha256\n"
+        "#fields\tts\tfuid\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tsource\tdepth\tanalyzers\tmime_type\tfilename\tduration\tlocal_orig\tis_orig\tseen_bytes\ttotal_bytes\tmissing_bytes\toverflow_bytes\ttimedout\tparent_fuid\tmd5\tsha1\tsha256\tcommunity_id\n"
     ));
     let rows: Vec<&str> = tsv.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rows.len(), expect.len());
@@ -420,7 +420,7 @@ fn hashes_follow_the_config_and_the_cap() {
     assert_eq!(rows.len(), expect.len());
     assert!(
         rows.iter()
-            .all(|r| r.get("sha256").is_none() && r.get("analyzers").is_none())
+            .all(|r| r.get("sha256").is_none() && r["analyzers"] == serde_json::json!([]))
     );
     // A cap of 1000 bytes: the larger file (the PNG) loses its hashes
     // (counted), the others keep them, inner.dat of exactly 1000 bytes

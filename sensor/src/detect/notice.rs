@@ -99,7 +99,8 @@ pub struct Notice {
     /// For origination notices: where `src` is (`remote_location.*`).
     pub location: Option<Box<Location>>,
     /// Filled by the log writer as it writes the notice: the sensor's name
-    /// (`peer_descr`) and the connection's `community_id`.
+    /// (`peer_descr`). The connection's `community_id` is the writer's
+    /// ([`Value::CommunityId`]).
     pub written_by: Option<WrittenBy>,
 }
 
@@ -107,7 +108,6 @@ pub struct Notice {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WrittenBy {
     pub peer_descr: Arc<str>,
-    pub community_id: Option<String>,
 }
 
 /// notice.log's `actions`: this sensor only logs (Zeek's default action).
@@ -212,7 +212,7 @@ impl LogRecord for Notice {
             .map_or(Value::Absent, Value::Double));
         f(l.and_then(|l| l.longitude)
             .map_or(Value::Absent, Value::Double));
-        f(Value::opt_str(by.and_then(|b| b.community_id.as_deref())));
+        f(id.map_or(Value::Absent, Value::CommunityId));
     }
 }
 
@@ -350,7 +350,6 @@ mod tests {
         }));
         n.written_by = Some(WrittenBy {
             peer_descr: "mx-1".into(),
-            community_id: Some("1:x".into()),
         });
         let mut line = Vec::new();
         crate::output::writer::format_tsv(&n, &mut line);
@@ -371,12 +370,16 @@ mod tests {
         assert_eq!(at("suppress_for"), "3600.000000");
         assert_eq!(at("remote_location.city"), "London");
         assert_eq!(at("remote_location.latitude"), "51.514200");
-        assert_eq!(at("community_id"), "1:x");
+        let cid = crate::output::community_id::of_tcp(&id, 0).unwrap();
+        assert_eq!(at("community_id"), cid);
         let mut json = Vec::new();
         crate::output::writer::format_json(&n, &mut json);
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["remote_location.longitude"], -0.0931);
         assert_eq!(v["actions"], serde_json::json!(["Notice::ACTION_LOG"]));
+        // Zeek's `email_dest` is a defaulted set: `[]`, not left out.
+        assert_eq!(v["email_dest"], serde_json::json!([]));
+        assert_eq!(v["community_id"], cid.as_str());
 
         // Not tied to a connection (a spam notice): no proto, dst or p.
         let host = notice(7, Note::PossibleSpam, "198.18.0.9");

@@ -1,6 +1,7 @@
 //! files.log's schema: `FileInfo` as a `LogRecord`, Zeek's columns in
 //! Zeek's order (`source` is always `SMTP`, `is_orig` always true: the
-//! sensor's files are message parts the client sent).
+//! sensor's files are message parts the client sent), then the sensor's
+//! `community_id` of the file's connection after Zeek's last column.
 
 use super::{Column, LogRecord, StrList, Value, col};
 use crate::smtp::files::{FileInfo, hex};
@@ -58,6 +59,7 @@ impl LogRecord for FileInfo {
         col("md5", "string"),
         col("sha1", "string"),
         col("sha256", "string"),
+        col("community_id", "string"),
     ];
 
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
@@ -98,6 +100,7 @@ impl LogRecord for FileInfo {
         f(Value::opt_str(md5.as_deref()));
         f(Value::opt_str(sha1.as_deref()));
         f(Value::opt_str(sha256.as_deref()));
+        f(Value::CommunityId(self.id));
     }
 }
 
@@ -149,7 +152,7 @@ mod tests {
             names.join(" "),
             "ts fuid uid id.orig_h id.orig_p id.resp_h id.resp_p source depth analyzers \
              mime_type filename duration local_orig is_orig seen_bytes total_bytes \
-             missing_bytes overflow_bytes timedout parent_fuid md5 sha1 sha256"
+             missing_bytes overflow_bytes timedout parent_fuid md5 sha1 sha256 community_id"
         );
         let r = sample();
         let mut tsv = Vec::new();
@@ -168,6 +171,10 @@ mod tests {
         assert_eq!(f[21], "ab".repeat(16));
         assert_eq!(f[22], "01".repeat(20));
         assert_eq!(f[23], "-");
+        assert_eq!(
+            f[24],
+            crate::output::community_id::of_tcp(&r.id, 0).unwrap()
+        );
     }
 
     #[test]

@@ -18,13 +18,18 @@
 //!   the file is reopened on a later [`LogFile::retry`] (each collector
 //!   tick, at most once a second) or [`LogFile::reopen`] (SIGHUP).
 //!   Offline ([`OnError::Fail`]) the first failure is the run's error.
+//! - **Standard output** (`-l -`): every log's lines go to the process's
+//!   standard output, a pipe to `jq` or a shipper; there is nothing to
+//!   repair, truncate or reopen, and the writes stay whole lines (one
+//!   thread writes them all, one buffer at a time), so the logs interleave
+//!   by line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{LogFormat, LogRecord, LogWriter};
+use super::{LineOptions, LogFormat, LogRecord, LogWriter};
 
 /// Records are handed to the kernel once this many bytes are buffered (and
 /// at every flush).
@@ -136,6 +141,9 @@ impl<R: LogRecord> AnyLogFile for LogFile<R> {
 pub struct LogFile<R: LogRecord> {
     path: PathBuf,
     format: LogFormat,
+    opts: LineOptions,
+    /// Writing to standard output (no seek, repair or reopen).
+    stdout: bool,
     on_error: OnError,
     /// `None` while the file cannot be written (only with [`OnError::Drop`]).
     file: Option<File>,
@@ -161,16 +169,65 @@ impl<R: LogRecord> LogFile<R> {
         mode: OpenMode,
         on_error: OnError,
     ) -> Result<Self, LogFileError> {
+        Self::open_with(dir, name, format, mode, on_error, LineOptions::default())
+    }
+
+    /// [`Self::open`], each line with `opts`.
+    pub fn open_with(
+        dir: &Path,
+        name: &str,
+        format: LogFormat,
+        mode: OpenMode,
+        on_error: OnError,
+        opts: LineOptions,
+    ) -> Result<Self, LogFileError> {
         let path = dir.join(name);
         let (file, cut) = open_file(&path, mode)?;
         let mut counts = LogFileCounts::default();
         note_cut(&path, cut, &mut counts);
+        Self::start(path, file, false, format, on_error, opts, counts)
+    }
+
+    /// A log written to the process's standard output (a duplicate of
+    /// descriptor 1, so each log is its own `File`). `name` is only for
+    /// messages.
+    pub fn stdout(
+        name: &str,
+        format: LogFormat,
+        on_error: OnError,
+        opts: LineOptions,
+    ) -> Result<Self, LogFileError> {
+        use std::os::fd::AsFd;
+        let path = PathBuf::from(format!("<stdout: {name}>"));
+        let file = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .map_err(|source| LogFileError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        let counts = LogFileCounts::default();
+        Self::start(path, file, true, format, on_error, opts, counts)
+    }
+
+    fn start(
+        path: PathBuf,
+        file: File,
+        stdout: bool,
+        format: LogFormat,
+        on_error: OnError,
+        opts: LineOptions,
+        counts: LogFileCounts,
+    ) -> Result<Self, LogFileError> {
         let mut f = LogFile {
             path,
             format,
+            opts,
+            stdout,
             on_error,
             file: Some(file),
-            lines: new_lines(format),
+            lines: new_lines(format, opts),
             pending: 0,
             counts,
             last_retry: Instant::now(),
@@ -227,6 +284,10 @@ impl<R: LogRecord> LogFile<R> {
     /// Closes and reopens the file (SIGHUP after logrotate moved it away),
     /// or tries again now if it was unwritable.
     pub fn reopen(&mut self) -> Result<(), LogFileError> {
+        if self.stdout {
+            // Nothing was moved away; a failed pipe stays failed.
+            return self.write_out();
+        }
         if self.file.is_some() {
             self.close()?;
             self.file = None;
@@ -235,7 +296,7 @@ impl<R: LogRecord> LogFile<R> {
             Ok((file, cut)) => {
                 note_cut(&self.path, cut, &mut self.counts);
                 self.file = Some(file);
-                self.lines = new_lines(self.format);
+                self.lines = new_lines(self.format, self.opts);
                 self.pending = 0;
                 self.write_out()
             }
@@ -269,7 +330,12 @@ impl<R: LogRecord> LogFile<R> {
             return Ok(());
         };
         let whole = buf.get(..=last).unwrap_or_default();
-        match write_whole(file, whole) {
+        let written = if self.stdout {
+            file.write_all(whole)
+        } else {
+            write_whole(file, whole)
+        };
+        match written {
             Ok(()) => {
                 buf.drain(..=last);
                 self.pending = 0;
@@ -315,8 +381,8 @@ impl<R: LogRecord> LogFile<R> {
     }
 }
 
-fn new_lines<R: LogRecord>(format: LogFormat) -> LogWriter<R, Vec<u8>> {
-    LogWriter::in_memory(Vec::with_capacity(WRITE_AT + 4096), format)
+fn new_lines<R: LogRecord>(format: LogFormat, opts: LineOptions) -> LogWriter<R, Vec<u8>> {
+    LogWriter::in_memory(Vec::with_capacity(WRITE_AT + 4096), format, opts)
 }
 
 fn note_cut(path: &Path, cut: u64, counts: &mut LogFileCounts) {

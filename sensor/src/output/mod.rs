@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::net::Ts;
+use crate::net::{ConnId, Ts};
 
 /// One column of a log: its Zeek name (`id.orig_h`) and Zeek type (`addr`,
 /// `set[string]`, …) for the TSV `#fields` / `#types` header lines.
@@ -36,11 +36,16 @@ pub enum Value<'a> {
     Port(u16),
     Addr(IpAddr),
     Bool(bool),
-    /// `set[string]` / `vector[string]`; an empty list is absent in JSON and
-    /// `(empty)` in TSV.
+    /// `set[string]` / `vector[string]` that is set: an empty one is `[]`
+    /// in JSON and `(empty)` in TSV, as Zeek writes a set that exists but
+    /// holds nothing (an unset one is [`Value::Absent`]).
     Strs(&'a dyn StrList),
-    /// `vector[addr]`.
+    /// `vector[addr]`, set (an empty one as for `Strs`).
     Addrs(&'a [IpAddr]),
+    /// The `community_id` of this TCP connection: the writer computes it
+    /// with its seed ([`LineOptions`]) as it writes the line, so no record
+    /// carries the hash from the packet path.
+    CommunityId(ConnId),
 }
 
 impl<'a> Value<'a> {
@@ -97,4 +102,4 @@ pub mod weird_log;
 pub mod writer;
 
 pub use log_file::{LogFile, LogFileCounts, LogFileError, OnError, OpenMode};
-pub use writer::{LogFormat, LogWriter};
+pub use writer::{LineOptions, LogFormat, LogWriter};

@@ -1,10 +1,13 @@
-//! smtp.log's schema: `ConnRecord` as a `LogRecord`, columns in Zeek's order
-//! (`last_error` follows `last_reply`, as SEMANTICS.md defines; `fuids`
-//! follows `tls` as in Zeek, and the file names, `files`, come last).
+//! smtp.log's schema: `ConnRecord` as a `LogRecord`, Zeek's columns in
+//! Zeek's order, `ts` to `fuids`, so positional parsers (zeek-cut by
+//! position, Logstash `dissect`) read them where they read Zeek's; the
+//! sensor's own columns come after Zeek's last: `last_error`, the file
+//! names `files`, and `community_id` (where Zeek's community-id package
+//! appends it to conn.log).
 
 use super::files_log::Fuids;
 use super::{Column, LogRecord, Value, col};
-use crate::smtp::record::{ConnRecord, List, ListField, TextField};
+use crate::smtp::record::{ConnRecord, List, ListField, MessageRecord, TextField};
 
 impl LogRecord for ConnRecord {
     const PATH: &'static str = "smtp";
@@ -31,23 +34,26 @@ impl LogRecord for ConnRecord {
         col("first_received", "string"),
         col("second_received", "string"),
         col("last_reply", "string"),
-        col("last_error", "string"),
         col("path", "vector[addr]"),
         col("user_agent", "string"),
         col("tls", "bool"),
         col("fuids", "vector[string]"),
+        col("last_error", "string"),
         col("files", "vector[string]"),
+        col("community_id", "string"),
     ];
 
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
         let r = &self.record;
         let id = &self.conn.id;
         let s = |field| Value::opt_str(r.text(field));
-        // rcptto/to/cc are `&optional` sets in Zeek: unset (`-`) when
-        // nothing was seen; `fuids` and `files` are defaulted vectors,
-        // `(empty)` in TSV.
-        fn set<'a>(l: &'a List<'a>) -> Value<'a> {
-            if l.is_empty() {
+        // rcptto/to/cc are `&optional` sets in Zeek, created by the first
+        // RCPT TO / To: / Cc: header: unset (`-`, left out of JSON) when
+        // there was none; a To: or Cc: header without an address leaves
+        // the set created and empty (`(empty)`, JSON `[]`). `fuids` and
+        // `files` are defaulted vectors: always set.
+        fn set<'a>(r: &MessageRecord, field: ListField, l: &'a List<'a>) -> Value<'a> {
+            if l.is_empty() && !r.list_is_set(field) {
                 Value::Absent
             } else {
                 Value::Strs(l)
@@ -68,11 +74,11 @@ impl LogRecord for ConnRecord {
         f(Value::Count(u64::from(r.trans_depth)));
         f(s(TextField::Helo));
         f(s(TextField::Mailfrom));
-        f(set(&rcptto));
+        f(set(r, ListField::Rcptto, &rcptto));
         f(s(TextField::Date));
         f(s(TextField::From));
-        f(set(&to));
-        f(set(&cc));
+        f(set(r, ListField::To, &to));
+        f(set(r, ListField::Cc, &cc));
         f(s(TextField::ReplyTo));
         f(s(TextField::MsgId));
         f(s(TextField::InReplyTo));
@@ -81,12 +87,13 @@ impl LogRecord for ConnRecord {
         f(s(TextField::FirstReceived));
         f(s(TextField::SecondReceived));
         f(s(TextField::LastReply));
-        f(s(TextField::LastError));
         f(Value::Addrs(&r.path));
         f(s(TextField::UserAgent));
         f(Value::Bool(r.tls));
         f(Value::Strs(&Fuids(&r.files)));
+        f(s(TextField::LastError));
         f(Value::Strs(&files));
+        f(Value::CommunityId(*id));
     }
 }
 
@@ -128,15 +135,51 @@ mod tests {
         assert_eq!(fields.len(), ConnRecord::COLUMNS.len());
         assert_eq!(fields[2], "198.18.0.1");
         assert_eq!(fields[9], "b@example.com");
-        assert_eq!(fields[23], "198.18.0.2,198.18.0.1");
-        assert_eq!(fields[25], "F");
+        assert_eq!(fields[22], "198.18.0.2,198.18.0.1");
+        assert_eq!(fields[24], "F");
         // No files: `fuids` is `(empty)`, like Zeek's defaulted vector.
-        assert_eq!(fields[26], "(empty)");
+        assert_eq!(fields[25], "(empty)");
         // Unset optional sets are `-` (as Zeek writes them), an empty
         // `files` vector is `(empty)`.
         assert_eq!(fields[12], "-");
         assert_eq!(fields[13], "-");
         assert_eq!(fields[27], "(empty)");
+        let cid = crate::output::community_id::of_tcp(&r.conn.id, 0).unwrap();
+        assert_eq!(fields[28], cid);
+    }
+
+    /// Zeek's smtp.log `#fields`, as its corpus logs have them, then the
+    /// sensor's own columns.
+    #[test]
+    fn zeeks_columns_first_in_zeeks_order() {
+        let names: Vec<&str> = ConnRecord::COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names.join(" "),
+            "ts uid id.orig_h id.orig_p id.resp_h id.resp_p trans_depth helo mailfrom \
+             rcptto date from to cc reply_to msg_id in_reply_to subject x_originating_ip \
+             first_received second_received last_reply path user_agent tls fuids \
+             last_error files community_id"
+        );
+    }
+
+    /// A To: header without an address makes Zeek's `to` set, empty: `[]`
+    /// in JSON, `(empty)` in TSV; without the header it stays unset.
+    #[test]
+    fn a_to_header_without_addresses_is_an_empty_set() {
+        let mut r = sample();
+        r.record.mark_list_set(ListField::To);
+        let mut out = Vec::new();
+        format_json(&r, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["to"], serde_json::json!([]));
+        assert_eq!(v["fuids"], serde_json::json!([]));
+        assert_eq!(v["files"], serde_json::json!([]));
+        assert!(v.get("cc").is_none(), "{v}");
+        let mut tsv = Vec::new();
+        format_tsv(&r, &mut tsv);
+        let tsv = String::from_utf8(tsv).unwrap();
+        let fields: Vec<_> = tsv.trim_end().split('\t').collect();
+        assert_eq!((fields[12], fields[13]), ("(empty)", "-"));
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Formats `LogRecord`s as JSON lines or Zeek TSV into any `io::Write`.
 //!
-//! JSON follows Zeek's JSON logs: flat dotted names (`"id.orig_h"`), `ts` as a
-//! float number, absent fields and empty sets left out, booleans as
-//! `true`/`false`, sets and vectors as arrays. TSV follows Zeek's ASCII
-//! writer: the `#separator … #types` header, `-` for unset, `(empty)` for an
-//! empty string or set, `\xNN` escapes for separators and control bytes, and a
-//! `#close` trailer.
+//! JSON follows Zeek's JSON writer: flat dotted names (`"id.orig_h"`), `ts`
+//! as a float number, unset fields left out, a set that is set but empty as
+//! `[]` (where TSV writes `(empty)`), booleans as `true`/`false`, sets and
+//! vectors as arrays. TSV follows Zeek's ASCII writer: the `#separator …
+//! #types` header, `-` for unset, `(empty)` for an empty string or set,
+//! `\xNN` escapes for separators and control bytes, and a `#close` trailer.
+//!
+//! [`LineOptions`] adds what the sensor's configuration says to every line:
+//! the seed of `community_id`, and Zeek's log extension fields `_path` and
+//! `_write_ts` (`Log::default_ext_prefix = "_"`), which log shippers route
+//! on; like Zeek's extension fields they come before the record's columns.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -14,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::net::IpAddr;
 
-use super::{LogRecord, Value};
+use super::{LogRecord, Value, community_id};
 use crate::net::Ts;
 
 /// Output format of every log of a run.
@@ -27,11 +32,29 @@ pub enum LogFormat {
     Zeek,
 }
 
+/// What every line of a log gets besides its record's own columns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineOptions {
+    /// Seed of the Community ID of [`Value::CommunityId`] columns.
+    pub community_id_seed: u16,
+    /// Write the extension fields `_path` (the log's name) and `_write_ts`
+    /// (the wall-clock time the line was written) first.
+    pub path_fields: bool,
+}
+
+/// The extension columns of [`LineOptions::path_fields`], as Zeek's
+/// `#fields` and `#types` name them.
+const EXT_COLUMNS: [super::Column; 2] = [
+    super::col("_path", "string"),
+    super::col("_write_ts", "time"),
+];
+
 /// Writes records of one log type. The line is built in a reused buffer, so
 /// writing a record allocates nothing once the buffer has grown.
 pub struct LogWriter<R: LogRecord, W: Write> {
     out: W,
     format: LogFormat,
+    opts: LineOptions,
     line: Vec<u8>,
     closed: bool,
     _record: PhantomData<fn(&R)>,
@@ -40,18 +63,19 @@ pub struct LogWriter<R: LogRecord, W: Write> {
 impl<R: LogRecord, W: Write> LogWriter<R, W> {
     /// Starts a log; in Zeek format this writes the header lines, with
     /// `#open` set to the wall-clock time (as Zeek does).
-    pub fn new(out: W, format: LogFormat) -> io::Result<Self> {
-        let mut w = Self::without_header(out, format);
+    pub fn new(out: W, format: LogFormat, opts: LineOptions) -> io::Result<Self> {
+        let mut w = Self::without_header(out, format, opts);
         if format == LogFormat::Zeek {
             w.write_zeek_header()?;
         }
         Ok(w)
     }
 
-    fn without_header(out: W, format: LogFormat) -> Self {
+    fn without_header(out: W, format: LogFormat, opts: LineOptions) -> Self {
         LogWriter {
             out,
             format,
+            opts,
             line: Vec::with_capacity(1024),
             closed: false,
             _record: PhantomData,
@@ -74,13 +98,18 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
         h.push_str("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n");
         let _ = writeln!(h, "#path\t{}", R::PATH);
         let _ = writeln!(h, "#open\t{}", zeek_wallclock());
+        let ext: &[super::Column] = if self.opts.path_fields {
+            &EXT_COLUMNS
+        } else {
+            &[]
+        };
         h.push_str("#fields");
-        for c in R::COLUMNS {
+        for c in ext.iter().chain(R::COLUMNS) {
             h.push('\t');
             h.push_str(c.name);
         }
         h.push_str("\n#types");
-        for c in R::COLUMNS {
+        for c in ext.iter().chain(R::COLUMNS) {
             h.push('\t');
             h.push_str(c.zeek_type);
         }
@@ -92,8 +121,8 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
     pub fn write(&mut self, record: &R) -> io::Result<()> {
         self.line.clear();
         match self.format {
-            LogFormat::Json => format_json::<R>(record, &mut self.line),
-            LogFormat::Zeek => format_tsv::<R>(record, &mut self.line),
+            LogFormat::Json => format_json_with::<R>(record, &self.opts, &mut self.line),
+            LogFormat::Zeek => format_tsv_with::<R>(record, &self.opts, &mut self.line),
         }
         self.out.write_all(&self.line)
     }
@@ -122,13 +151,22 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
 impl<R: LogRecord> LogWriter<R, Vec<u8>> {
     /// A writer into memory (`output::log_file` hands the buffer to the
     /// file in whole lines); writing into a Vec cannot fail.
-    pub fn in_memory(out: Vec<u8>, format: LogFormat) -> Self {
-        let mut w = Self::without_header(out, format);
+    pub fn in_memory(out: Vec<u8>, format: LogFormat, opts: LineOptions) -> Self {
+        let mut w = Self::without_header(out, format, opts);
         if format == LogFormat::Zeek {
             let _ = w.write_zeek_header();
         }
         w
     }
+}
+
+/// The wall-clock time now, for `_write_ts`.
+fn now() -> Ts {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(Ts(0), |d| {
+            Ts(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        })
 }
 
 /// Wall-clock time as Zeek writes `#open`/`#close`: `2026-11-23-09-15-00`.
@@ -161,6 +199,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// [`format_json_with`] without extension fields, seed 0.
+pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
+    format_json_with(record, &LineOptions::default(), out);
+}
+
 /// Formats one record as a JSON object line into `out`.
 ///
 /// This runs once per record on the collector thread, which shares a core
@@ -168,24 +211,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// column names are plain identifiers written as they are, strings without
 /// bytes to escape are copied, numbers and IPv4 addresses are formatted by
 /// hand ([`itoa`]).
-pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
+pub fn format_json_with<R: LogRecord>(record: &R, opts: &LineOptions, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
+    if opts.path_fields {
+        out.extend_from_slice(b"\"_path\":");
+        json_str(out, R::PATH);
+        out.extend_from_slice(b",\"_write_ts\":");
+        time(out, now());
+        first = false;
+    }
     let mut col = 0usize;
     record.visit(&mut |v| {
         let name = R::COLUMNS.get(col).map_or("", |c| c.name);
         col += 1;
+        let cid;
+        let v = match v {
+            Value::CommunityId(id) => {
+                cid = community_id::of_tcp(&id, opts.community_id_seed);
+                Value::opt_str(cid.as_deref())
+            }
+            v => v,
+        };
         if matches!(v, Value::Absent) {
-            return;
-        }
-        if let Value::Strs(s) = v
-            && s.is_empty()
-        {
-            return;
-        }
-        if let Value::Addrs(a) = v
-            && a.is_empty()
-        {
             return;
         }
         if !first {
@@ -281,7 +329,8 @@ fn addr(out: &mut Vec<u8>, a: IpAddr) {
 fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
     // Writing into a Vec cannot fail: the io::Result is always Ok.
     match v {
-        Value::Absent => out.extend_from_slice(b"null"),
+        // Resolved by `format_json_with` before it gets here.
+        Value::Absent | Value::CommunityId(_) => out.extend_from_slice(b"null"),
         Value::Time(ts) => time(out, ts),
         Value::Interval(f) => {
             let _ = write!(out, "{f:.6}");
@@ -328,9 +377,20 @@ fn json_value(out: &mut Vec<u8>, v: Value<'_>) {
     }
 }
 
-/// Formats one record as a Zeek TSV line into `out`.
+/// [`format_tsv_with`] without extension fields, seed 0.
 pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
+    format_tsv_with(record, &LineOptions::default(), out);
+}
+
+/// Formats one record as a Zeek TSV line into `out`.
+pub fn format_tsv_with<R: LogRecord>(record: &R, opts: &LineOptions, out: &mut Vec<u8>) {
     let mut first = true;
+    if opts.path_fields {
+        tsv_str(out, R::PATH, false);
+        out.push(b'\t');
+        time(out, now());
+        first = false;
+    }
     record.visit(&mut |v| {
         if !first {
             out.push(b'\t');
@@ -339,6 +399,10 @@ pub fn format_tsv<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
         // Writing into a Vec cannot fail: the io::Result is always Ok.
         match v {
             Value::Absent => out.push(b'-'),
+            Value::CommunityId(id) => match community_id::of_tcp(&id, opts.community_id_seed) {
+                Some(c) => tsv_str(out, &c, false),
+                None => out.push(b'-'),
+            },
             Value::Time(ts) => time(out, ts),
             Value::Interval(f) | Value::Double(f) => {
                 let _ = write!(out, "{f:.6}");
@@ -512,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn json_omits_absent_and_empty_and_escapes() {
+    fn json_omits_unset_writes_empty_sets_and_escapes() {
         let t = T {
             s: Some("a\"b\tc".into()),
             list: vec![],
@@ -522,7 +586,7 @@ mod tests {
         format_json(&t, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"ts\":1254722767.875996,\"id.orig_h\":\"198.18.0.1\",\"s\":\"a\\\"b\\tc\",\"tls\":false}\n"
+            "{\"ts\":1254722767.875996,\"id.orig_h\":\"198.18.0.1\",\"s\":\"a\\\"b\\tc\",\"list\":[],\"path\":[],\"tls\":false}\n"
         );
         let t = T {
             s: None,
@@ -565,7 +629,9 @@ mod tests {
 
     #[test]
     fn zeek_header_and_close() {
-        let mut w = LogWriter::<T, Vec<u8>>::new(Vec::new(), LogFormat::Zeek).unwrap();
+        let mut w =
+            LogWriter::<T, Vec<u8>>::new(Vec::new(), LogFormat::Zeek, LineOptions::default())
+                .unwrap();
         w.write(&T {
             s: None,
             list: vec![],
@@ -588,6 +654,88 @@ mod tests {
         );
         assert!(lines[9].starts_with("#close\t20"));
         assert_eq!(lines.len(), 10);
+    }
+
+    /// `_path` and `_write_ts` come first, in both formats, and name the
+    /// log; `_write_ts` is the wall clock, not the record's time.
+    #[test]
+    fn path_fields_come_first() {
+        let t = T {
+            s: None,
+            list: vec![],
+            addrs: vec![],
+        };
+        let opts = LineOptions {
+            community_id_seed: 0,
+            path_fields: true,
+        };
+        let before = now().micros() as f64 / 1e6;
+        let mut out = Vec::new();
+        format_json_with(&t, &opts, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("{\"_path\":\"t\",\"_write_ts\":"),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let wts = v["_write_ts"].as_f64().unwrap();
+        assert!(wts >= before.floor() && wts < before + 3600.0, "{wts}");
+        let mut w = LogWriter::<T, Vec<u8>>::new(Vec::new(), LogFormat::Zeek, opts).unwrap();
+        w.write(&t).unwrap();
+        let text = String::from_utf8(w.into_inner()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(
+            lines[6],
+            "#fields\t_path\t_write_ts\tts\tid.orig_h\ts\tlist\tpath\ttls"
+        );
+        assert!(
+            lines[7].starts_with("#types\tstring\ttime\ttime\t"),
+            "{}",
+            lines[7]
+        );
+        let row: Vec<&str> = lines[8].split('\t').collect();
+        assert_eq!(row.len(), 8);
+        assert_eq!(row[0], "t");
+        assert_eq!(row[2], "1254722767.875996");
+    }
+
+    struct Flow(crate::net::ConnId);
+    impl LogRecord for Flow {
+        const PATH: &'static str = "flow";
+        const COLUMNS: &'static [Column] = &[super::super::col("community_id", "string")];
+        fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
+            f(Value::CommunityId(self.0));
+        }
+    }
+
+    /// The writer's seed makes the column (the published vector of
+    /// 1.2.3.4:1122 → 5.6.7.8:3344).
+    #[test]
+    fn community_id_uses_the_writers_seed() {
+        let id = crate::net::ConnId {
+            orig_h: "1.2.3.4".parse().unwrap(),
+            orig_p: 1122,
+            resp_h: "5.6.7.8".parse().unwrap(),
+            resp_p: 3344,
+        };
+        for (seed, want) in [
+            (0, "1:wCb3OG7yAFWelaUydu0D+125CLM="),
+            (1, "1:HhA1B+6CoLbiKPEs5nhNYN4XWfk="),
+        ] {
+            let opts = LineOptions {
+                community_id_seed: seed,
+                path_fields: false,
+            };
+            let mut out = Vec::new();
+            format_tsv_with(&Flow(id), &opts, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{want}\n"));
+            let mut out = Vec::new();
+            format_json_with(&Flow(id), &opts, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{{\"community_id\":\"{want}\"}}\n")
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::net::{Ts, Uid};
 pub use crate::output::OpenMode;
 use crate::output::log_file::AnyLogFile;
 use crate::output::weird_log::{Weird, WeirdLimiter};
-use crate::output::{LogFile, LogFileCounts, LogFileError, LogFormat, OnError, community_id};
+use crate::output::{LineOptions, LogFile, LogFileCounts, LogFileError, LogFormat, OnError};
 use crate::smtp::files::FileInfo;
 use crate::smtp::record::ConnRecord;
 
@@ -114,6 +114,15 @@ pub struct CollectorSummary {
     pub log_files: LogFileCounts,
 }
 
+/// The log directory that means "every log's JSON lines on standard
+/// output" (`-l -`).
+pub const STDOUT_DIR: &str = "-";
+
+/// Whether `dir` is [`STDOUT_DIR`].
+pub fn is_stdout(dir: &Path) -> bool {
+    dir.as_os_str() == STDOUT_DIR
+}
+
 /// Every log file of a run. A new log is one more field here and one more
 /// entry in [`Logs::all`]: opening, whole-line writes, repair, reopen and
 /// the unwritable-directory handling are the shared [`LogFile`]'s.
@@ -125,12 +134,32 @@ struct Logs {
 }
 
 impl Logs {
-    fn create(dir: &Path, format: LogFormat, mode: OpenMode) -> Result<Logs, OutputError> {
+    /// Opens the four logs in `dir`, or on standard output when `dir` is
+    /// [`STDOUT_DIR`] (`-l -`).
+    fn create(
+        dir: &Path,
+        format: LogFormat,
+        mode: OpenMode,
+        opts: LineOptions,
+    ) -> Result<Logs, OutputError> {
+        fn one<R: crate::output::LogRecord>(
+            dir: &Path,
+            name: &str,
+            format: LogFormat,
+            mode: OpenMode,
+            opts: LineOptions,
+        ) -> Result<LogFile<R>, OutputError> {
+            if is_stdout(dir) {
+                LogFile::stdout(name, format, OnError::Fail, opts)
+            } else {
+                LogFile::open_with(dir, name, format, mode, OnError::Fail, opts)
+            }
+        }
         Ok(Logs {
-            smtp: LogFile::open(dir, "smtp.log", format, mode, OnError::Fail)?,
-            files: LogFile::open(dir, "files.log", format, mode, OnError::Fail)?,
-            notice: LogFile::open(dir, "notice.log", format, mode, OnError::Fail)?,
-            weird: LogFile::open(dir, "weird.log", format, mode, OnError::Fail)?,
+            smtp: one(dir, "smtp.log", format, mode, opts)?,
+            files: one(dir, "files.log", format, mode, opts)?,
+            notice: one(dir, "notice.log", format, mode, opts)?,
+            weird: one(dir, "weird.log", format, mode, opts)?,
         })
     }
 
@@ -209,11 +238,13 @@ pub struct Collector {
 
 /// What the configuration says about the log lines: the sensor's name
 /// (notice.log's `peer_descr`, weird.log's `peer`), the seed of every
-/// `community_id`, and weird.log's rows per second.
+/// `community_id`, the `_path`/`_write_ts` extension fields, and weird.log's
+/// rows per second.
 #[derive(Clone, Debug)]
 pub struct LogSettings {
     pub sensor_name: Arc<str>,
     pub community_id_seed: u16,
+    pub path_fields: bool,
     pub max_weirds_per_second: u64,
 }
 
@@ -222,7 +253,17 @@ impl LogSettings {
         LogSettings {
             sensor_name: cfg.sensor_name.as_str().into(),
             community_id_seed: cfg.community_id_seed,
+            path_fields: cfg.log_path_fields,
             max_weirds_per_second: cfg.max_weirds_per_second as u64,
+        }
+    }
+
+    /// What every line gets; on standard output `_path` always, so a
+    /// reader can tell the interleaved logs apart.
+    fn line_options(&self, dir: &Path) -> LineOptions {
+        LineOptions {
+            community_id_seed: self.community_id_seed,
+            path_fields: self.path_fields || is_stdout(dir),
         }
     }
 }
@@ -241,24 +282,36 @@ struct State {
 }
 
 impl Collector {
+    /// Offline: the logs start empty.
     pub fn create(
         dir: &Path,
         format: LogFormat,
+        settings: LogSettings,
         detection: Arc<Detection>,
         sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
-        Self::open(dir, format, OpenMode::Truncate, detection, sources)
+        Self::open(
+            dir,
+            format,
+            OpenMode::Truncate,
+            settings,
+            detection,
+            sources,
+        )
     }
 
+    /// Opens the logs in `dir` (`-`: standard output) with the lines'
+    /// `settings`.
     pub fn open(
         dir: &Path,
         format: LogFormat,
         mode: OpenMode,
+        settings: LogSettings,
         detection: Arc<Detection>,
         sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
         Ok(Collector {
-            logs: Logs::create(dir, format, mode)?,
+            logs: Logs::create(dir, format, mode, settings.line_options(dir))?,
             detection,
             sources,
             reload: None,
@@ -267,14 +320,8 @@ impl Collector {
             flush_every: None,
             budget: None,
             record_vecs: None,
-            settings: LogSettings::from_config(&crate::config::Config::default()),
+            settings,
         })
-    }
-
-    /// The log lines' settings (see [`LogSettings`]).
-    pub fn with_settings(mut self, settings: LogSettings) -> Self {
-        self.settings = settings;
-        self
     }
 
     /// Live operation: reload and reopen requests, periodic flushes,
@@ -584,10 +631,6 @@ impl Collector {
             let settings = &self.settings;
             n.written_by = Some(WrittenBy {
                 peer_descr: settings.sensor_name.clone(),
-                community_id: n
-                    .conn
-                    .as_ref()
-                    .and_then(|c| community_id::of_tcp(&c.id, settings.community_id_seed)),
             });
             self.logs.notice.write(&n)?;
             sum.notices += 1;
@@ -669,7 +712,9 @@ mod tests {
         let det = Arc::new(Detection::from_config(&cfg).unwrap());
         let dir = std::env::temp_dir().join(format!("collector-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let c = Collector::create(&dir, LogFormat::Json, det.clone(), vec![1, 1]).unwrap();
+        let settings = LogSettings::from_config(&cfg);
+        let c =
+            Collector::create(&dir, LogFormat::Json, settings, det.clone(), vec![1, 1]).unwrap();
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let mut a = Detector::new(det.clone());
         let mut b = Detector::new(det.clone());

@@ -67,9 +67,7 @@ pub fn run(
     ctl: &RunControl,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    if !opts.log_dir.is_dir() {
-        return Err(RunError::LogDir(opts.log_dir.clone()));
-    }
+    opts.check_log_dir()?;
     let mut live = args.options(iface, &cfg.smtp_ports);
     let queues = match live.queues {
         Some(n) if n > 0 => n,
@@ -114,6 +112,7 @@ pub fn run(
         &opts.log_dir,
         opts.format,
         OpenMode::Append,
+        LogSettings::from_config(cfg),
         detection.clone(),
         vec![1; workers],
     )?
@@ -123,7 +122,6 @@ pub fn run(
         budget.clone(),
         LOG_FLUSH,
     )
-    .with_settings(LogSettings::from_config(cfg))
     .with_telemetry(telemetry.clone())
     .with_record_vecs(record_vecs.clone());
     let _metrics = metrics(ctl, &telemetry)?;

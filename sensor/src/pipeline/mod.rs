@@ -41,7 +41,7 @@ use crate::detect::{DetectError, Detection};
 use crate::flow::{FlowConfig, StreamParser};
 use crate::output::LogFormat;
 
-pub use collector::{Collector, LogSettings, OutputError};
+pub use collector::{Collector, LogSettings, OutputError, STDOUT_DIR, is_stdout};
 pub use dispatch::{Dispatcher, RecordBudget, ReportTx};
 pub use summary::RunSummary;
 pub use worker::{ParserFactory, Worker, WorkerSink};
@@ -57,6 +57,24 @@ pub struct RunOptions {
     /// Worker threads; 0: the default (1 offline, one per rx queue live).
     pub workers: usize,
     pub decode: DecodeOptions,
+}
+
+impl RunOptions {
+    /// The log directory exists, or is `-` (standard output), which takes
+    /// JSON only: four TSV logs with their headers interleaved on one
+    /// stream could not be read back.
+    fn check_log_dir(&self) -> Result<(), RunError> {
+        if collector::is_stdout(&self.log_dir) {
+            return match self.format {
+                LogFormat::Json => Ok(()),
+                LogFormat::Zeek => Err(RunError::StdoutFormat),
+            };
+        }
+        if !self.log_dir.is_dir() {
+            return Err(RunError::LogDir(self.log_dir.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// How the run is operated: pinning, metrics, reloads, progress. The
@@ -87,6 +105,10 @@ pub enum RunError {
     Detect(#[from] DetectError),
     #[error("log directory {0} does not exist or is not a directory; create it first")]
     LogDir(PathBuf),
+    #[error(
+        "logs on standard output (-l - / --log-stdout) are JSON lines only; drop --log-format zeek or give a log directory"
+    )]
+    StdoutFormat,
     #[error(transparent)]
     Live(#[from] crate::capture::CaptureError),
     #[error("the collector thread could not be started: {0}")]
@@ -209,9 +231,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     factory: ParserFactory<P>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    if !opts.log_dir.is_dir() {
-        return Err(RunError::LogDir(opts.log_dir.clone()));
-    }
+    opts.check_log_dir()?;
     let stop = if ctl.handle_signals {
         crate::signals::stop_flag().map_err(RunError::Signal)?
     } else {
@@ -234,11 +254,15 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     let telemetry = Telemetry::offline(workers);
     let _metrics = metrics(ctl, &telemetry)?;
     let record_vecs = RecordVecs::for_workers(workers);
-    let collector =
-        Collector::create(&opts.log_dir, opts.format, detection.clone(), vec![workers])?
-            .with_settings(LogSettings::from_config(cfg))
-            .with_telemetry(telemetry.clone())
-            .with_record_vecs(record_vecs.clone());
+    let collector = Collector::create(
+        &opts.log_dir,
+        opts.format,
+        LogSettings::from_config(cfg),
+        detection.clone(),
+        vec![workers],
+    )?
+    .with_telemetry(telemetry.clone())
+    .with_record_vecs(record_vecs.clone());
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())

@@ -133,6 +133,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.community_id_seed != new.community_id_seed,
     );
     check(
+        "log_path_fields",
+        old.log_path_fields != new.log_path_fields,
+    );
+    check(
         "max_flows_per_worker",
         old.max_flows_per_worker != new.max_flows_per_worker,
     );

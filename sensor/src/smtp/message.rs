@@ -267,6 +267,8 @@ impl HeaderApplier<'_> {
             (ListField::To, limits.max_to, SmtpAnomaly::TooManyTo)
         };
         let tx = &mut *self.tx;
+        // Zeek creates the set at the header, whatever it holds.
+        tx.record.mark_list_set(list);
         let anomalies = &mut *self.anomalies;
         let mut full = false;
         for_each_mime_address(&value, |a| {

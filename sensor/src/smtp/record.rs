@@ -122,6 +122,9 @@ pub struct MessageRecord {
     lists: Vec<(ListField, Span)>,
     /// Entries per `ListField`, indexed by it.
     list_lens: [u32; ListField::ALL.len()],
+    /// Lists that exist even if empty (a To: header without an address:
+    /// Zeek's set is created, and logged `(empty)`), indexed by field.
+    lists_set: [bool; ListField::ALL.len()],
     /// Bytes of `arena` no span points at any more: replaced values
     /// (`last_reply` changes with every server reply).
     dead: usize,
@@ -172,6 +175,16 @@ impl MessageRecord {
         }
     }
 
+    /// Marks a list as set even while it has no entry (see `lists_set`).
+    pub fn mark_list_set(&mut self, field: ListField) {
+        self.lists_set[field as usize] = true;
+    }
+
+    /// Whether a list was set: it has an entry, or was marked.
+    pub fn list_is_set(&self, field: ListField) -> bool {
+        self.list_lens[field as usize] > 0 || self.lists_set[field as usize]
+    }
+
     pub fn list_contains(&self, field: ListField, item: &str) -> bool {
         self.list(field).iter().any(|x| x == item)
     }
@@ -216,6 +229,7 @@ impl MessageRecord {
             texts,
             lists,
             list_lens,
+            lists_set,
             dead,
         } = self;
         *ts = Ts::default();
@@ -229,6 +243,7 @@ impl MessageRecord {
         *texts = Default::default();
         lists.clear();
         *list_lens = Default::default();
+        *lists_set = Default::default();
         *dead = 0;
     }
 
@@ -311,6 +326,9 @@ impl PartialEq for MessageRecord {
             && ListField::ALL
                 .iter()
                 .all(|&f| self.list(f).iter().eq(other.list(f).iter()))
+            && ListField::ALL
+                .iter()
+                .all(|&f| self.list_is_set(f) == other.list_is_set(f))
     }
 }
 
