@@ -381,3 +381,29 @@ fn ordinary_mail_counts_no_evasion_anomaly() {
         assert_eq!(counts.get(a), 0, "{a}: {counts:?}");
     }
 }
+
+/// weird.log names an anomaly as Zeek does where Zeek has a weird for it:
+/// the greeting cut at `max_line_len` is Zeek's
+/// `contentline_size_exceeded` there, still `line_too_long` in the counts.
+#[test]
+fn weird_log_uses_zeeks_names() {
+    let (dir, s) = run_frames("golden-evasion-weird", &frames("endless_greeting"), 1);
+    assert_eq!(s.anomalies.get("line_too_long"), 1);
+    let names: Vec<String> = std::fs::read_to_string(dir.join("weird.log"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["name"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "contentline_size_exceeded"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "line_too_long"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "smtp_unterminated_reply_line"),
+        "{names:?}"
+    );
+}

@@ -50,7 +50,7 @@ impl SmtpSink for WorkerSink {
 
     fn anomaly(&mut self, conn: &ConnInfo, anomaly: SmtpAnomaly) {
         self.anomalies.add(anomaly);
-        let name = anomaly.name();
+        let name = anomaly.weird_name();
         let seen = self.weird_seen.entry(conn.uid).or_default();
         if !seen.contains(&name) {
             seen.push(name);

@@ -151,12 +151,62 @@ impl SmtpAnomaly {
 }
 
 impl SmtpAnomaly {
+    /// weird.log's `name`: Zeek's weird name for the same event where
+    /// Zeek's source has one for it and the sensor's counter (metrics,
+    /// summary) is named otherwise; else [`SmtpAnomaly::name`]. The
+    /// counters keep their names (dashboards and alerts use them); the
+    /// mapping is docs/ZEEK-DIFFERENCES.md's "weird.log names" table.
+    pub const fn weird_name(self) -> &'static str {
+        match self {
+            // ContentLine_Analyzer: a line longer than its buffer is cut.
+            SmtpAnomaly::LineTooLong => "contentline_size_exceeded",
+            // MIME_Entity::ContHeader: a header past MIME::max_header_bytes.
+            SmtpAnomaly::HeaderTooLong => "exceeded_mime_max_header_bytes",
+            // MIME_Entity::BeginChildEntity: nesting past MIME::max_depth.
+            SmtpAnomaly::MimeDepthExceeded => "exceeded_mime_max_depth",
+            other => other.name(),
+        }
+    }
+
     /// weird.log's `addl`: what Zeek's SMTP script adds to the weird.
     pub const fn addl(self) -> Option<&'static str> {
         match self {
             SmtpAnomaly::MailTransactionInvalid => Some("rcpt to missing mail from"),
             SmtpAnomaly::DataMissingRcptTo => Some("data missing rcpt to"),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weird_names_are_zeeks_where_zeek_has_one() {
+        assert_eq!(
+            SmtpAnomaly::LineTooLong.weird_name(),
+            "contentline_size_exceeded"
+        );
+        assert_eq!(
+            SmtpAnomaly::HeaderTooLong.weird_name(),
+            "exceeded_mime_max_header_bytes"
+        );
+        assert_eq!(
+            SmtpAnomaly::MimeDepthExceeded.weird_name(),
+            "exceeded_mime_max_depth"
+        );
+        // The counters keep the sensor's names.
+        assert_eq!(SmtpAnomaly::LineTooLong.name(), "line_too_long");
+        // Names that are Zeek's already, or that Zeek has no weird for,
+        // are the same in both.
+        for a in [
+            SmtpAnomaly::MailTransactionInvalid,
+            SmtpAnomaly::ExcessivePendingCommands,
+            SmtpAnomaly::NulInLine,
+            SmtpAnomaly::UnknownCommand,
+        ] {
+            assert_eq!(a.weird_name(), a.name());
         }
     }
 }
