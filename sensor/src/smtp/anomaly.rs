@@ -178,6 +178,12 @@ impl SmtpAnomaly {
     }
 }
 
+impl std::fmt::Display for SmtpAnomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,11 +214,5 @@ mod tests {
         ] {
             assert_eq!(a.weird_name(), a.name());
         }
-    }
-}
-
-impl std::fmt::Display for SmtpAnomaly {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
