@@ -197,5 +197,20 @@ fn smtp_and_flow_anomalies_reach_the_summary() {
             "workers {workers}: {:?}",
             s.anomalies
         );
+        // weird.log: the gap once for its connection (from the TCP layer),
+        // the cut lines under Zeek's name.
+        let weird = std::fs::read_to_string(opts.log_dir.join("weird.log")).unwrap();
+        let rows: Vec<Value> = parse(&weird)
+            .into_iter()
+            .map(|m| m.into_iter().collect())
+            .collect();
+        let named = |n: &str| rows.iter().filter(|r| r["name"] == n).count();
+        assert_eq!(named("content_gap"), 1, "{weird}");
+        assert!(
+            rows.iter()
+                .any(|r| r["name"] == "content_gap" && r["source"] == "TCP")
+        );
+        assert!(named("contentline_size_exceeded") >= 1, "{weird}");
+        assert_eq!(named("line_too_long"), 0, "{weird}");
     }
 }

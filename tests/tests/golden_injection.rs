@@ -23,8 +23,18 @@ const T0: u64 = 1_700_000_000;
 /// Runs the offline pipeline on `frames` with `workers` workers: smtp.log's
 /// records and the anomaly counts.
 fn run(frames: &Frames, workers: usize) -> (Vec<Value>, AnomalyCounts) {
+    let (records, _, counts) = run_with_weirds(frames, workers);
+    (records, counts)
+}
+
+/// As [`run`], with weird.log's rows.
+fn run_with_weirds(frames: &Frames, workers: usize) -> (Vec<Value>, Vec<Value>, AnomalyCounts) {
     let (dir, s) = run_frames("golden-injection", frames, workers);
-    (read_log(&dir.join("smtp.log")), s.anomalies)
+    (
+        read_log(&dir.join("smtp.log")),
+        read_log(&dir.join("weird.log")),
+        s.anomalies,
+    )
 }
 
 /// One segment as an Ethernet frame of `conv`'s connection.
@@ -87,6 +97,7 @@ fn forged(base: &Segment, from: Side, seq: u32, ack: u32, flags: u8, payload: &[
 /// 2 workers), and the attacked run must count `anomaly` at least `min`
 /// times.
 fn check(victims: Vec<(Frames, Frames)>, anomaly: &str, min: u64) {
+    let n_victims = victims.len();
     let (clean, attacked): (Vec<Frames>, Vec<Frames>) = victims.into_iter().unzip();
     let mut clean_all = bystanders(12);
     clean_all.extend(clean);
@@ -96,8 +107,24 @@ fn check(victims: Vec<(Frames, Frames)>, anomaly: &str, min: u64) {
     let attacked = interleave(attacked_all);
     assert!(attacked.len() > clean.len());
     for workers in [1, 2] {
-        let (want, base) = run(&clean, workers);
-        let (got, counts) = run(&attacked, workers);
+        let (want, clean_weirds, base) = run_with_weirds(&clean, workers);
+        let (got, weirds, counts) = run_with_weirds(&attacked, workers);
+        // weird.log: one row per attacked connection (however often it was
+        // attacked), from the TCP layer, with that connection's uid.
+        let rows: Vec<&Value> = weirds.iter().filter(|w| w["name"] == anomaly).collect();
+        assert_eq!(rows.len(), n_victims, "{anomaly} rows: {weirds:?}");
+        for w in &rows {
+            assert_eq!(w["source"], "TCP", "{w}");
+            assert!(
+                got.iter()
+                    .any(|r| r["uid"] == w["uid"] && r["id.orig_p"] == w["id.orig_p"]),
+                "{w}: no smtp.log record of its connection"
+            );
+        }
+        assert!(
+            !clean_weirds.iter().any(|w| w["name"] == anomaly),
+            "{clean_weirds:?}"
+        );
         assert!(want.len() >= 14, "{} records", want.len());
         assert_same("smtp.log", &got, &want);
         assert!(

@@ -12,7 +12,7 @@ pub mod table;
 
 pub use key::{FlowKey, flow_hash, packet_flow_hash, random_flow_key};
 pub use reassembly::{Chunk, Reassembler};
-pub use table::{FlowConfig, FlowStats, FlowTable};
+pub use table::{FlowConfig, FlowStats, FlowTable, FlowWeird};
 
 use crate::net::{ConnInfo, Direction, Ts};
 

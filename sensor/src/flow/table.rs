@@ -132,6 +132,48 @@ struct Flow<P> {
     /// port pair was reused.
     other_syn: Option<u32>,
     last: Ts,
+    /// The flow anomalies already given a weird.log row (one bit per
+    /// [`FlowAnomaly`]): one row per connection and name, as Zeek's
+    /// `ACTION_LOG_PER_CONN`.
+    weirds_logged: u16,
+}
+
+/// A flow anomaly of one connection, for weird.log: the first of its
+/// name on the connection (every one is counted besides).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowWeird {
+    pub ts: Ts,
+    pub conn: ConnInfo,
+    pub anomaly: FlowAnomaly,
+}
+
+/// Notes anomaly `a` of flow `f` for weird.log, unless the flow has had
+/// a row of that name.
+fn note_weird<P>(f: &mut Flow<P>, ts: Ts, a: FlowAnomaly, out: &mut Vec<FlowWeird>) {
+    let bit = 1u16 << (a as u16);
+    if f.weirds_logged & bit == 0 {
+        f.weirds_logged |= bit;
+        out.push(FlowWeird {
+            ts,
+            conn: ConnInfo::new(f.id, f.start),
+            anomaly: a,
+        });
+    }
+}
+
+/// Notes the anomalies one segment caused on flow `f`.
+fn note_segment_weirds<P>(f: &mut Flow<P>, ts: Ts, s: &SegmentStats, out: &mut Vec<FlowWeird>) {
+    for (hit, a) in [
+        (s.rst_outside, FlowAnomaly::RstOutsideWindow),
+        (s.ack_above, FlowAnomaly::AckAboveWindow),
+        (s.gaps > 0, FlowAnomaly::ContentGap),
+        (s.ooo_limit > 0, FlowAnomaly::OutOfOrderLimit),
+        (s.inconsistent > 0, FlowAnomaly::InconsistentRetransmission),
+    ] {
+        if hit {
+            note_weird(f, ts, a, out);
+        }
+    }
 }
 
 impl<P> Flow<P> {
@@ -322,6 +364,7 @@ fn step<P: StreamParser<S>, S: ?Sized>(
         // A blind reset: the connection goes on, and the RST is not
         // activity of it.
         anomalies.add(FlowAnomaly::RstOutsideWindow);
+        stats.rst_outside = true;
         return None;
     }
     f.last = pkt.ts;
@@ -351,6 +394,7 @@ fn step<P: StreamParser<S>, S: ?Sized>(
     };
     if pkt.flags.ack() && !theirs.ack(pkt.ack, &mut deliver_other) {
         anomalies.add(FlowAnomaly::AckAboveWindow);
+        stats.ack_above = true;
     }
     let mut deliver_mine = |c: Chunk<'_>| {
         let p = parser_of(parser, &mut [], id, start, new_parser, spares);
@@ -399,6 +443,9 @@ pub struct FlowTable<P> {
     /// Ended flows' parsers and windows, for new flows.
     spares: Spares<P>,
     pub stats: FlowStats,
+    /// Flow anomalies for weird.log since the caller last took them
+    /// (connections kept in the full table: those that have spoken).
+    pub weirds: Vec<FlowWeird>,
 }
 
 impl<P> FlowTable<P> {
@@ -413,6 +460,7 @@ impl<P> FlowTable<P> {
                 rings: Vec::new(),
             },
             stats: FlowStats::default(),
+            weirds: Vec::new(),
         }
     }
 
@@ -432,10 +480,6 @@ impl<P> FlowTable<P> {
 
     fn flow(&self, i: u32) -> Option<&Flow<P>> {
         self.flows.get(i)
-    }
-
-    fn flow_mut(&mut self, i: u32) -> Option<&mut Flow<P>> {
-        self.flows.get_mut(i)
     }
 
     /// Slot `i` was active: to the head of its list (`was`: the list it was
@@ -516,6 +560,7 @@ impl<P> FlowTable<P> {
             parser: None,
             other_syn: None,
             last: pkt.ts,
+            weirds_logged: 0,
         }
     }
 
@@ -589,8 +634,10 @@ impl<P> FlowTable<P> {
                 anomalies.add(a);
                 match place {
                     Place::Full(i) => {
-                        if let Some(f) = self.flow_mut(i) {
+                        let FlowTable { flows, weirds, .. } = self;
+                        if let Some(f) = flows.get_mut(i) {
                             f.other_syn = Some(pkt.seq);
+                            note_weird(f, pkt.ts, a, weirds);
                         }
                     }
                     Place::Silent(j, _) => {
@@ -675,11 +722,18 @@ impl<P> FlowTable<P> {
     {
         let was = self.flow(i).map_or(SILENT, Flow::list);
         let mut stats = SegmentStats::default();
-        let FlowTable { flows, spares, .. } = self;
+        let FlowTable {
+            flows,
+            spares,
+            weirds,
+            ..
+        } = self;
         let Some(f) = flows.get_mut(i) else { return };
-        let Some(closed) = step(
+        let stepped = step(
             f, pkt, src_is_a, sink, anomalies, new_parser, spares, &mut stats,
-        ) else {
+        );
+        note_segment_weirds(f, pkt.ts, &stats, weirds);
+        let Some(closed) = stepped else {
             return;
         };
         self.touch(i, was);
@@ -861,6 +915,10 @@ struct SegmentStats {
     gap_bytes: u64,
     ooo_limit: u64,
     inconsistent: u64,
+    /// The segment was a RST outside the window (ignored).
+    rst_outside: bool,
+    /// It acknowledged bytes far beyond any seen.
+    ack_above: bool,
 }
 
 impl SegmentStats {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::anomaly::AnomalyCounts;
 use crate::decode::{DecodeAnomaly, Decoded, Packet, PortSet};
 use crate::detect::{Detection, Detector, Notice, PeriodCounters};
-use crate::flow::{FlowConfig, FlowStats, FlowTable, StreamParser};
+use crate::flow::{FlowConfig, FlowStats, FlowTable, FlowWeird, StreamParser};
 use crate::net::{ConnInfo, KeyedMap, Ts, Uid};
 use crate::output::weird_log::Weird;
 use crate::smtp::anomaly::SmtpAnomaly;
@@ -238,6 +238,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         with_flow_anomalies(sink, |sink, flow| {
             table.process(p, sink, flow, &mut |c| factory(c));
         });
+        take_flow_weirds(table, sink);
     }
 
     /// A tick at network time `now`: idle flows end, and the window's
@@ -247,6 +248,7 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
         self.sink.now = now;
         let Worker { table, sink, .. } = self;
         with_flow_anomalies(sink, |sink, flow| table.expire(now, sink, flow));
+        take_flow_weirds(table, sink);
         let period = period_end.map(|end| self.sink.detector.take_period(end));
         let report = self.report(true, period, false);
         self.window += 1;
@@ -334,6 +336,24 @@ impl<P: StreamParser<WorkerSink>> Worker<P> {
 /// flow layer's own anomalies; folds the latter into the sink's afterwards.
 /// An empty counter does not allocate, so the packet path pays nothing
 /// when nothing is wrong.
+/// The flow table's weird.log rows (already one per connection and name)
+/// to the window's rows, beside the SMTP parser's.
+fn take_flow_weirds<P>(table: &mut FlowTable<P>, sink: &mut WorkerSink) {
+    if table.weirds.is_empty() {
+        return;
+    }
+    sink.weirds
+        .extend(table.weirds.drain(..).map(|w: FlowWeird| Weird {
+            ts: w.ts,
+            conn: w.conn,
+            name: w.anomaly.name(),
+            addl: None,
+            // The analyzer that saw it, as Zeek's TCP analyzer names itself.
+            source: "TCP",
+            peer: None,
+        }));
+}
+
 fn with_flow_anomalies(
     sink: &mut WorkerSink,
     op: impl FnOnce(&mut WorkerSink, &mut AnomalyCounts),

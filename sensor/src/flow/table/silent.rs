@@ -179,6 +179,7 @@ impl Silent {
             parser: None,
             other_syn: self.bit(OTHER_SYN).then_some(self.other_syn),
             last: self.last,
+            weirds_logged: 0,
         }
     }
 
@@ -325,6 +326,7 @@ mod tests {
             parser: None,
             other_syn: Some(77),
             last: Ts(9),
+            weirds_logged: 0,
         };
         f.reasm[0].segment(1000, true, false, b"", &mut |_| {});
         f.reasm[1].segment(5000, true, true, b"", &mut |_| {});
