@@ -563,3 +563,46 @@ fn standard_output_takes_json_only() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("JSON lines only"), "{lines:?}");
 }
+
+/// `log_path_fields` in Zeek TSV: `_path` and `_write_ts` lead `#fields`,
+/// `#types` and every row, as Zeek writes its extension fields.
+#[test]
+fn path_fields_in_zeek_tsv() {
+    let d = scratch("path-fields-tsv");
+    let pcap = corpus_pcap("basic", "smtp.pcap");
+    let o = run(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-l",
+        d.path().to_str().unwrap(),
+        "--log-format",
+        "zeek",
+        "--set",
+        "log_path_fields=true",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", stderr_lines(&o));
+    for log in ["smtp", "files"] {
+        let text = std::fs::read_to_string(d.join(format!("{log}.log"))).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[6].starts_with("#fields\t_path\t_write_ts\tts\t"),
+            "{}",
+            lines[6]
+        );
+        assert!(
+            lines[7].starts_with("#types\tstring\ttime\ttime\t"),
+            "{}",
+            lines[7]
+        );
+        let width = lines[6].split('\t').count() - 1;
+        let rows: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
+        assert!(!rows.is_empty(), "{log}");
+        for r in rows {
+            let f: Vec<&str> = r.split('\t').collect();
+            assert_eq!(f.len(), width, "{r}");
+            assert_eq!(f[0], log);
+            assert!(f[1].parse::<f64>().is_ok_and(|t| t > 1.7e9), "{r}");
+        }
+    }
+}
