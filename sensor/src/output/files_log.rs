@@ -59,14 +59,26 @@ impl LogRecord for FileInfo {
         col("sha1", "string"),
         col("sha256", "string"),
     ];
+    const EXTRA_COLUMNS: &'static [Column] = &[
+        col("extracted", "string"),
+        col("extracted_cutoff", "bool"),
+        col("extracted_size", "count"),
+    ];
 
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
         let a = self.analyzers;
+        // Zeek lists its extraction analyzer with the hashes.
+        let extracted = self.extract.as_ref().is_some_and(|x| x.name.is_some());
         let analyzers = Analyzers(
-            [(a.md5, "MD5"), (a.sha1, "SHA1"), (a.sha256, "SHA256")]
-                .into_iter()
-                .filter_map(|(on, n)| on.then_some(n))
-                .collect(),
+            [
+                (a.md5, "MD5"),
+                (a.sha1, "SHA1"),
+                (a.sha256, "SHA256"),
+                (extracted, "EXTRACT"),
+            ]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect(),
         );
         let h = &self.hashes;
         let (md5, sha1, sha256) = (
@@ -98,6 +110,16 @@ impl LogRecord for FileInfo {
         f(Value::opt_str(md5.as_deref()));
         f(Value::opt_str(sha1.as_deref()));
         f(Value::opt_str(sha256.as_deref()));
+        if let Some(x) = &self.extract {
+            match &x.name {
+                Some(name) => {
+                    f(Value::Str(name));
+                    f(Value::Bool(x.cutoff));
+                    f(Value::Count(x.size));
+                }
+                None => (0..3).for_each(|_| f(Value::Absent)),
+            }
+        }
     }
 }
 
@@ -139,6 +161,7 @@ mod tests {
                 sha1: Some([1; 20]),
                 sha256: None,
             },
+            extract: None,
         }
     }
 

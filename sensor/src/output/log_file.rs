@@ -141,6 +141,8 @@ pub struct LogFile<R: LogRecord> {
     file: Option<File>,
     /// Formats records into the buffer handed to the kernel.
     lines: LogWriter<R, Vec<u8>>,
+    /// The header lists `R::EXTRA_COLUMNS` (files.log with extraction).
+    extra: bool,
     /// Records in `lines`' buffer, not yet handed to the kernel.
     pending: u64,
     counts: LogFileCounts,
@@ -161,6 +163,18 @@ impl<R: LogRecord> LogFile<R> {
         mode: OpenMode,
         on_error: OnError,
     ) -> Result<Self, LogFileError> {
+        Self::open_with(dir, name, format, mode, on_error, false)
+    }
+
+    /// [`Self::open`], with `R::EXTRA_COLUMNS` in the log when `extra`.
+    pub fn open_with(
+        dir: &Path,
+        name: &str,
+        format: LogFormat,
+        mode: OpenMode,
+        on_error: OnError,
+        extra: bool,
+    ) -> Result<Self, LogFileError> {
         let path = dir.join(name);
         let (file, cut) = open_file(&path, mode)?;
         let mut counts = LogFileCounts::default();
@@ -170,7 +184,8 @@ impl<R: LogRecord> LogFile<R> {
             format,
             on_error,
             file: Some(file),
-            lines: new_lines(format),
+            lines: new_lines(format, extra),
+            extra,
             pending: 0,
             counts,
             last_retry: Instant::now(),
@@ -235,7 +250,7 @@ impl<R: LogRecord> LogFile<R> {
             Ok((file, cut)) => {
                 note_cut(&self.path, cut, &mut self.counts);
                 self.file = Some(file);
-                self.lines = new_lines(self.format);
+                self.lines = new_lines(self.format, self.extra);
                 self.pending = 0;
                 self.write_out()
             }
@@ -315,8 +330,8 @@ impl<R: LogRecord> LogFile<R> {
     }
 }
 
-fn new_lines<R: LogRecord>(format: LogFormat) -> LogWriter<R, Vec<u8>> {
-    LogWriter::in_memory(Vec::with_capacity(WRITE_AT + 4096), format)
+fn new_lines<R: LogRecord>(format: LogFormat, extra: bool) -> LogWriter<R, Vec<u8>> {
+    LogWriter::in_memory_with(Vec::with_capacity(WRITE_AT + 4096), format, extra)
 }
 
 fn note_cut(path: &Path, cut: u64, counts: &mut LogFileCounts) {

@@ -85,11 +85,25 @@ pub trait LogRecord {
     const PATH: &'static str;
     /// The columns in output order.
     const COLUMNS: &'static [Column];
-    /// Calls `f` once per column, in `COLUMNS` order.
+    /// Columns a run may add after `COLUMNS` (files.log's extraction
+    /// columns, there when extraction is on, as Zeek adds them): a writer
+    /// made with them on writes them in its header, and the records then
+    /// visit them too.
+    const EXTRA_COLUMNS: &'static [Column] = &[];
+    /// The name of column `i` of `COLUMNS` then `EXTRA_COLUMNS`.
+    fn column_name(i: usize) -> &'static str {
+        Self::COLUMNS
+            .get(i)
+            .or_else(|| Self::EXTRA_COLUMNS.get(i.wrapping_sub(Self::COLUMNS.len())))
+            .map_or("", |c| c.name)
+    }
+    /// Calls `f` once per column, in `COLUMNS` order (then the extra ones,
+    /// when the record has them).
     fn visit(&self, f: &mut dyn FnMut(Value<'_>));
 }
 
 pub mod community_id;
+pub mod extract;
 pub mod files_log;
 pub mod log_file;
 pub mod smtp_log;

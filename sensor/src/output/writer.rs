@@ -34,6 +34,8 @@ pub struct LogWriter<R: LogRecord, W: Write> {
     format: LogFormat,
     line: Vec<u8>,
     closed: bool,
+    /// The header lists `R::EXTRA_COLUMNS` too.
+    extra: bool,
     _record: PhantomData<fn(&R)>,
 }
 
@@ -54,6 +56,7 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
             format,
             line: Vec::with_capacity(1024),
             closed: false,
+            extra: false,
             _record: PhantomData,
         }
     }
@@ -75,12 +78,13 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
         let _ = writeln!(h, "#path\t{}", R::PATH);
         let _ = writeln!(h, "#open\t{}", zeek_wallclock());
         h.push_str("#fields");
-        for c in R::COLUMNS {
+        let extra = if self.extra { R::EXTRA_COLUMNS } else { &[] };
+        for c in R::COLUMNS.iter().chain(extra) {
             h.push('\t');
             h.push_str(c.name);
         }
         h.push_str("\n#types");
-        for c in R::COLUMNS {
+        for c in R::COLUMNS.iter().chain(extra) {
             h.push('\t');
             h.push_str(c.zeek_type);
         }
@@ -123,7 +127,14 @@ impl<R: LogRecord> LogWriter<R, Vec<u8>> {
     /// A writer into memory (`output::log_file` hands the buffer to the
     /// file in whole lines); writing into a Vec cannot fail.
     pub fn in_memory(out: Vec<u8>, format: LogFormat) -> Self {
+        Self::in_memory_with(out, format, false)
+    }
+
+    /// [`Self::in_memory`], the header listing `R::EXTRA_COLUMNS` when
+    /// `extra`.
+    pub fn in_memory_with(out: Vec<u8>, format: LogFormat, extra: bool) -> Self {
         let mut w = Self::without_header(out, format);
+        w.extra = extra;
         if format == LogFormat::Zeek {
             let _ = w.write_zeek_header();
         }
@@ -173,7 +184,7 @@ pub fn format_json<R: LogRecord>(record: &R, out: &mut Vec<u8>) {
     let mut first = true;
     let mut col = 0usize;
     record.visit(&mut |v| {
-        let name = R::COLUMNS.get(col).map_or("", |c| c.name);
+        let name = R::column_name(col);
         col += 1;
         if matches!(v, Value::Absent) {
             return;

@@ -22,6 +22,7 @@ use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
 pub use crate::output::OpenMode;
+use crate::output::extract::ExtractCounts;
 use crate::output::log_file::AnyLogFile;
 use crate::output::weird_log::{Weird, WeirdLimiter};
 use crate::output::{LogFile, LogFileCounts, LogFileError, LogFormat, OnError, community_id};
@@ -125,10 +126,16 @@ struct Logs {
 }
 
 impl Logs {
-    fn create(dir: &Path, format: LogFormat, mode: OpenMode) -> Result<Logs, OutputError> {
+    /// `extract`: files.log gets the extraction columns.
+    fn create(
+        dir: &Path,
+        format: LogFormat,
+        mode: OpenMode,
+        extract: bool,
+    ) -> Result<Logs, OutputError> {
         Ok(Logs {
             smtp: LogFile::open(dir, "smtp.log", format, mode, OnError::Fail)?,
-            files: LogFile::open(dir, "files.log", format, mode, OnError::Fail)?,
+            files: LogFile::open_with(dir, "files.log", format, mode, OnError::Fail, extract)?,
             notice: LogFile::open(dir, "notice.log", format, mode, OnError::Fail)?,
             weird: LogFile::open(dir, "weird.log", format, mode, OnError::Fail)?,
         })
@@ -205,6 +212,8 @@ pub struct Collector {
     record_vecs: Option<Arc<RecordVecs>>,
     /// The sensor's own fields of the log lines, weird.log's budget.
     settings: LogSettings,
+    /// File extraction's counters, published with the metrics.
+    extract: Option<Arc<ExtractCounts>>,
 }
 
 /// What the configuration says about the log lines: the sensor's name
@@ -247,18 +256,20 @@ impl Collector {
         detection: Arc<Detection>,
         sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
-        Self::open(dir, format, OpenMode::Truncate, detection, sources)
+        Self::open(dir, format, OpenMode::Truncate, detection, sources, false)
     }
 
+    /// `extract`: file extraction is on (files.log's extraction columns).
     pub fn open(
         dir: &Path,
         format: LogFormat,
         mode: OpenMode,
         detection: Arc<Detection>,
         sources: Vec<usize>,
+        extract: bool,
     ) -> Result<Self, OutputError> {
         Ok(Collector {
-            logs: Logs::create(dir, format, mode)?,
+            logs: Logs::create(dir, format, mode, extract)?,
             detection,
             sources,
             reload: None,
@@ -268,6 +279,7 @@ impl Collector {
             budget: None,
             record_vecs: None,
             settings: LogSettings::from_config(&crate::config::Config::default()),
+            extract: None,
         })
     }
 
@@ -291,6 +303,12 @@ impl Collector {
         self.control = Some(control);
         self.budget = Some(budget);
         self.flush_every = Some(flush_every);
+        self
+    }
+
+    /// Publishes file extraction's counters with the metrics.
+    pub fn with_extract_counts(mut self, counts: Arc<ExtractCounts>) -> Self {
+        self.extract = Some(counts);
         self
     }
 
@@ -343,6 +361,11 @@ impl Collector {
                 .store(st.queue.suppressed, Ordering::Relaxed);
             let (files, unwritable) = self.logs.counts();
             c.set_log_files(&files, unwritable);
+            if let Some(x) = &self.extract {
+                let mut named = st.sum.detect_anomalies.clone();
+                named.merge(&x.named());
+                c.set_detect_anomalies(&named);
+            }
         }
         Ok(())
     }
