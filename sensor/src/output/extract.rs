@@ -79,6 +79,8 @@ pub const DEFAULT_EXTRACT_TOTAL_BYTES: u64 = 10 << 30;
 pub const QUEUE_BYTES: u64 = 64 << 20;
 /// What one queued message costs beyond its bytes (its bookkeeping).
 const JOB_OVERHEAD: u64 = 64;
+/// Longest an offline session waits for room in the queue.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 /// The directory is tried again at most this often after it failed.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -90,6 +92,10 @@ pub struct ExtractSettings {
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub total_bytes: u64,
+    /// Wait for room in a full queue instead of cutting the file: offline,
+    /// where waiting slows only the reading of the capture (as the record
+    /// channel does), so the same capture always gives the same files.
+    pub wait_when_full: bool,
 }
 
 impl ExtractSettings {
@@ -101,6 +107,7 @@ impl ExtractSettings {
             dir: log_dir.join(&cfg.extract_dir),
             max_bytes: u64::try_from(cfg.extract_max_bytes).unwrap_or(u64::MAX),
             total_bytes: u64::try_from(cfg.extract_total_bytes).unwrap_or(u64::MAX),
+            wait_when_full: false,
         })
     }
 }
@@ -178,6 +185,7 @@ pub struct ExtractTx {
     mode: ExtractMode,
     max_bytes: u64,
     total_bytes: u64,
+    wait_when_full: bool,
     /// Bytes queued and not yet written.
     queued: Arc<AtomicU64>,
     /// Bytes granted to files over the run (`extract_total_bytes`).
@@ -216,12 +224,20 @@ impl ExtractTx {
 
     /// Room in the queue for `n` more bytes: taken if there is.
     fn reserve_queue(&self, n: u64) -> bool {
-        let prev = self.queued.fetch_add(n, Ordering::Relaxed);
-        if prev + n > QUEUE_BYTES {
+        let started = Instant::now();
+        loop {
+            let prev = self.queued.fetch_add(n, Ordering::Relaxed);
+            if prev + n <= QUEUE_BYTES {
+                return true;
+            }
             self.queued.fetch_sub(n, Ordering::Relaxed);
-            return false;
+            // Offline: the writer drains the queue; a writer that makes no
+            // room for this long is stuck, and the file is cut after all.
+            if !self.wait_when_full || started.elapsed() > MAX_WAIT {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
-        true
     }
 
     /// Starts file `fuid` under `name`; false when the queue is full (the
@@ -309,6 +325,7 @@ pub fn spawn(settings: &ExtractSettings) -> std::io::Result<(ExtractTx, ExtractW
         mode: settings.mode,
         max_bytes: settings.max_bytes,
         total_bytes: settings.total_bytes,
+        wait_when_full: settings.wait_when_full,
         queued,
         granted: Arc::new(AtomicU64::new(0)),
         counts: counts.clone(),
@@ -473,6 +490,7 @@ mod tests {
             dir: dir.to_owned(),
             max_bytes: max,
             total_bytes: total,
+            wait_when_full: false,
         }
     }
 

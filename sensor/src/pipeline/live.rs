@@ -110,7 +110,7 @@ pub fn run(
     let control = Arc::new(CollectorControl::default());
     let budget = RecordBudget::new(LIVE_RECORD_BUDGET);
     let record_vecs = RecordVecs::for_workers(workers);
-    let extract = super::Extraction::start(cfg, &opts.log_dir)?;
+    let extract = super::Extraction::start(cfg, &opts.log_dir, false)?;
     let mut collector = Collector::open(
         &opts.log_dir,
         opts.format,

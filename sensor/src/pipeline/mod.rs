@@ -187,7 +187,7 @@ pub fn run_offline_files(
     opts: &RunOptions,
     ctl: &RunControl,
 ) -> Result<RunSummary, RunError> {
-    let extract = Extraction::start(cfg, &opts.log_dir)?;
+    let extract = Extraction::start(cfg, &opts.log_dir, true)?;
     let factory = smtp_flow::factory_extracting(cfg, extract.as_ref().map(|x| x.tx.clone()));
     run_offline_full(cfg, inputs, opts, ctl, factory, extract.map(|x| x.writer))
 }
@@ -199,11 +199,17 @@ pub struct Extraction {
 }
 
 impl Extraction {
-    /// Starts the writer when `extract_files` is not `none`.
-    pub fn start(cfg: &Config, log_dir: &Path) -> Result<Option<Extraction>, RunError> {
-        let Some(settings) = ExtractSettings::from_config(cfg, log_dir) else {
+    /// Starts the writer when `extract_files` is not `none`; `offline`:
+    /// sessions wait for room in a full queue (live they cut the file).
+    pub fn start(
+        cfg: &Config,
+        log_dir: &Path,
+        offline: bool,
+    ) -> Result<Option<Extraction>, RunError> {
+        let Some(mut settings) = ExtractSettings::from_config(cfg, log_dir) else {
             return Ok(None);
         };
+        settings.wait_when_full = offline;
         let (tx, writer) = extract::spawn(&settings).map_err(RunError::Thread)?;
         Ok(Some(Extraction { tx, writer }))
     }
