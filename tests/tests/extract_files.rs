@@ -347,3 +347,65 @@ fn an_unusable_directory_is_counted_and_capture_goes_on() {
     );
     assert_eq!(summary.anomalies.get("extract_files_written"), 0);
 }
+
+/// Zeek's SMTP traces (the corpus): with `extract_files = "all"` every
+/// files.log row of every capture is a file with the row's SHA-256.
+#[test]
+fn the_zeek_corpus_extracts_with_the_logged_hashes() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/zeek");
+    let mut pcaps: Vec<_> = std::fs::read_dir(&corpus)
+        .expect("the corpus (../shared/corpus/zeek)")
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    pcaps.sort();
+    assert!(pcaps.len() >= 5, "{pcaps:?}");
+    let mut total = 0;
+    for (i, pcap) in pcaps.iter().enumerate() {
+        let dir = Scratch::new(&format!("extract-corpus-{i}"));
+        let opts = smtp_sensor::pipeline::RunOptions {
+            log_dir: dir.path().to_path_buf(),
+            format: smtp_sensor::output::LogFormat::Json,
+            workers: 1,
+            decode: smtp_sensor::decode::DecodeOptions::default(),
+        };
+        let summary =
+            smtp_sensor::pipeline::run_offline(&cfg(&["extract_files=all"]), pcap, &opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+        let files = lines(&dir.join("files.log"));
+        let n = check_extracted(&dir.join("extract_files"), &files);
+        assert_eq!(n, files.len(), "{}", pcap.display());
+        assert_eq!(summary.anomalies.get("extract_files_written"), n as u64);
+        total += n;
+    }
+    assert!(total >= 5, "the corpus has files: {total}");
+}
+
+/// The binary, as an operator runs it: `--set` turns extraction on and
+/// points it elsewhere; the summary on stderr counts the files.
+#[test]
+fn the_binary_extracts_with_set_options() {
+    let dir = Scratch::new("extract-bin");
+    let pcap = dir.join("in.pcap");
+    let frames = message();
+    sensor_tests::synth::pcap::write_pcap(&pcap, frames.iter().map(|(t, f)| (*t, f.as_slice())))
+        .unwrap();
+    let logs = dir.dir("logs");
+    let out = dir.join("elsewhere");
+    let run = std::process::Command::new(sensor_tests::sensor_bin::sensor_bin())
+        .arg("-r")
+        .arg(&pcap)
+        .arg("-l")
+        .arg(&logs)
+        .args(["--set", "extract_files=attachments", "--set"])
+        .arg(format!("extract_dir={}", out.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("extract_files_written=2"), "{stderr}");
+    let files = lines(&logs.join("files.log"));
+    assert_eq!(check_extracted(&out, &files), 2);
+    assert!(!logs.join("extract_files").exists());
+}
