@@ -370,9 +370,8 @@ fn the_zeek_corpus_extracts_with_the_logged_hashes() {
             workers: 1,
             decode: smtp_sensor::decode::DecodeOptions::default(),
         };
-        let summary =
-            smtp_sensor::pipeline::run_offline(&cfg(&["extract_files=all"]), pcap, &opts)
-                .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+        let summary = smtp_sensor::pipeline::run_offline(&cfg(&["extract_files=all"]), pcap, &opts)
+            .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
         let files = lines(&dir.join("files.log"));
         let n = check_extracted(&dir.join("extract_files"), &files);
         assert_eq!(n, files.len(), "{}", pcap.display());

@@ -1221,6 +1221,59 @@ mod tests {
     }
 
     #[test]
+    fn extraction_hands_the_decoded_bytes_and_a_gap_cuts_it() {
+        use crate::output::extract::{ExtractMode, ExtractSettings, spawn};
+        let dir = std::env::temp_dir().join(format!("files-extract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, writer) = spawn(&ExtractSettings {
+            mode: ExtractMode::All,
+            dir: dir.clone(),
+            max_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            wait_when_full: false,
+        })
+        .unwrap();
+        let cfg = FileConfig::default();
+        let (uid, id) = conn();
+        let run = |gap: bool| {
+            let mut f = OpenFile::default();
+            let mut an = Vec::new();
+            let fuid = Fuid::new(&uid, u32::from(gap));
+            f.open(
+                EntityFacts {
+                    extract: Some((tx.clone(), fuid)),
+                    extract_on: true,
+                    ..facts(Encoding::Base64, true)
+                },
+                &cfg,
+            );
+            f.line(b"aGVsbG8g", Ts(2_000_001), &cfg, &mut an);
+            if gap {
+                f.gap(10, Ts(2_000_002));
+            }
+            f.line(b"d29ybGQ=", Ts(2_000_003), &cfg, &mut an);
+            f.close(false, (&uid, &id, None), u32::from(gap), &cfg, &mut an)
+                .unwrap()
+        };
+        let whole = run(false);
+        let cut = run(true);
+        drop(tx);
+        writer.join();
+        let x = whole.extract.unwrap();
+        let name = x.name.unwrap();
+        assert_eq!(
+            name,
+            format!("extract-2.000001-SMTP-{}", whole.fuid.as_str())
+        );
+        assert_eq!((x.cutoff, x.size), (false, 11));
+        assert_eq!(std::fs::read(dir.join(&name)).unwrap(), b"hello world");
+        let x = cut.extract.unwrap();
+        assert_eq!((x.cutoff, x.size), (true, 6));
+        assert_eq!(std::fs::read(dir.join(x.name.unwrap())).unwrap(), b"hello ");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_gap_counts_and_drops_the_hashes() {
         let cfg = FileConfig::default();
         let mut f = OpenFile::default();
