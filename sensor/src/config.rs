@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::output::extract::{
+    DEFAULT_EXTRACT_DIR, DEFAULT_EXTRACT_MAX_BYTES, DEFAULT_EXTRACT_TOTAL_BYTES, ExtractMode,
+};
 use crate::smtp::files::{DEFAULT_HASH_MAX_BYTES, HashSet};
 
 /// Where a value came from, for error lines: the config file or `--set`.
@@ -154,6 +157,11 @@ pub struct Config {
     /// Hashes computed over every file of a message (files.log `md5`,
     /// `sha1`, `sha256`); empty: none.
     pub file_hashes: HashSet,
+    /// Which files are written to `extract_dir` (Zeek's FileExtract).
+    pub extract_files: ExtractMode,
+    /// Where extracted files go; a relative path is under the log
+    /// directory (Zeek's `FileExtract::prefix`).
+    pub extract_dir: PathBuf,
 
     // --- limits (DESIGN.md: every limit is a named value with a default) ---
     /// Connections one worker tracks at once; more are not analysed (counted).
@@ -196,6 +204,11 @@ pub struct Config {
     pub max_invalid_transactions: usize,
     /// Bytes of one file hashed at most; a longer file gets no hashes.
     pub file_hash_max_bytes: usize,
+    /// Bytes of one file extracted at most (Zeek's
+    /// `FileExtract::default_limit`); past it the file is cut.
+    pub extract_max_bytes: usize,
+    /// Bytes extracted at most over a run; past it files are cut.
+    pub extract_total_bytes: usize,
     /// weird.log rows written per second of network time; more are
     /// counted (`weird_log_rate_limited`), not written.
     pub max_weirds_per_second: usize,
@@ -226,6 +239,8 @@ impl Default for Config {
             community_id_seed: 0,
             log_path_fields: false,
             file_hashes: HashSet::DEFAULT,
+            extract_files: ExtractMode::None,
+            extract_dir: PathBuf::from(DEFAULT_EXTRACT_DIR),
             max_flows_per_worker: 1 << 20,
             max_silent_flows_per_worker: 1 << 20,
             max_ooo_bytes_per_flow: 64 * 1024,
@@ -244,6 +259,8 @@ impl Default for Config {
             max_reply_len: smtp.max_reply_len,
             max_invalid_transactions: smtp.max_invalid_transactions as usize,
             file_hash_max_bytes: DEFAULT_HASH_MAX_BYTES as usize,
+            extract_max_bytes: DEFAULT_EXTRACT_MAX_BYTES as usize,
+            extract_total_bytes: DEFAULT_EXTRACT_TOTAL_BYTES as usize,
             max_weirds_per_second: 1000,
         }
     }
@@ -268,6 +285,8 @@ pub const KEYS: &[&str] = &[
     "community_id_seed",
     "log_path_fields",
     "file_hashes",
+    "extract_files",
+    "extract_dir",
     "max_flows_per_worker",
     "max_silent_flows_per_worker",
     "max_ooo_bytes_per_flow",
@@ -287,6 +306,8 @@ pub const KEYS: &[&str] = &[
     "max_invalid_transactions",
     "file_hash_max_bytes",
     "max_weirds_per_second",
+    "extract_max_bytes",
+    "extract_total_bytes",
 ];
 
 impl Config {
@@ -447,6 +468,19 @@ impl Config {
                     sha256: a.sha256 || b.sha256,
                 });
             }
+            "extract_files" => {
+                self.extract_files = value
+                    .as_str()
+                    .and_then(ExtractMode::parse)
+                    .ok_or_else(|| bad("expected \"none\", \"attachments\" or \"all\""))?;
+            }
+            "extract_dir" => {
+                let s = value
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| bad("expected a directory path"))?;
+                self.extract_dir = PathBuf::from(s);
+            }
             "geoip_db" => {
                 let s = value
                     .as_str()
@@ -489,7 +523,7 @@ impl Config {
     }
 
     /// Every numeric limit with its key, in `KEYS` order.
-    pub fn limits(&self) -> [(&'static str, usize); 19] {
+    pub fn limits(&self) -> [(&'static str, usize); 21] {
         [
             ("max_flows_per_worker", self.max_flows_per_worker),
             (
@@ -513,6 +547,8 @@ impl Config {
             ("max_invalid_transactions", self.max_invalid_transactions),
             ("file_hash_max_bytes", self.file_hash_max_bytes),
             ("max_weirds_per_second", self.max_weirds_per_second),
+            ("extract_max_bytes", self.extract_max_bytes),
+            ("extract_total_bytes", self.extract_total_bytes),
         ]
     }
 
@@ -537,6 +573,8 @@ impl Config {
             "max_invalid_transactions" => &mut self.max_invalid_transactions,
             "file_hash_max_bytes" => &mut self.file_hash_max_bytes,
             "max_weirds_per_second" => &mut self.max_weirds_per_second,
+            "extract_max_bytes" => &mut self.extract_max_bytes,
+            "extract_total_bytes" => &mut self.extract_total_bytes,
             _ => return None,
         })
     }
@@ -620,6 +658,12 @@ impl Config {
             "file_hashes = {}",
             list(self.file_hashes.names().into_iter().map(s).collect())
         );
+        let _ = writeln!(out, "extract_files = {}", s(self.extract_files.as_str()));
+        let _ = writeln!(
+            out,
+            "extract_dir = {}",
+            s(&self.extract_dir.to_string_lossy())
+        );
         for (k, v) in self.limits() {
             let _ = writeln!(out, "{k} = {v}");
         }
@@ -663,7 +707,7 @@ fn key_kind(key: &str) -> Option<Kind> {
         | "blocklist_patterns"
         | "file_hashes" => Kind::StrList,
         "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db"
-        | "sensor_name" => Kind::Str,
+        | "sensor_name" | "extract_files" | "extract_dir" => Kind::Str,
         k if KEYS.contains(&k) => Kind::Int,
         _ => return None,
     })
@@ -932,6 +976,10 @@ mod tests {
             max_invalid_transactions = 26
             file_hash_max_bytes = 27
             max_weirds_per_second = 28
+            extract_max_bytes = 29
+            extract_total_bytes = 30
+            extract_files = "attachments"
+            extract_dir = "/var/spool/x"
             "#,
         )
         .unwrap();
@@ -953,10 +1001,12 @@ mod tests {
         assert_eq!(c.community_id_seed, 65535);
         assert!(c.log_path_fields);
         let limits: Vec<usize> = c.limits().iter().map(|(_, v)| *v).collect();
-        assert_eq!(limits, (10..29).collect::<Vec<usize>>());
+        assert_eq!(limits, (10..31).collect::<Vec<usize>>());
+        assert_eq!(c.extract_files, ExtractMode::Attachments);
+        assert_eq!(c.extract_dir, Path::new("/var/spool/x"));
         assert_eq!(c.file_hashes.names(), ["md5", "sha256"]);
         // Every key in KEYS was exercised above.
-        assert_eq!(KEYS.len(), 36);
+        assert_eq!(KEYS.len(), 40);
         for (k, _) in c.limits() {
             assert!(KEYS.contains(&k), "{k}");
         }

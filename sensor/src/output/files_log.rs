@@ -61,14 +61,29 @@ impl LogRecord for FileInfo {
         col("sha256", "string"),
         col("community_id", "string"),
     ];
+    /// After `sha256`, as Zeek's extract script adds them; `community_id`
+    /// stays last.
+    const EXTRA_AT: usize = Self::COLUMNS.len() - 1;
+    const EXTRA_COLUMNS: &'static [Column] = &[
+        col("extracted", "string"),
+        col("extracted_cutoff", "bool"),
+        col("extracted_size", "count"),
+    ];
 
     fn visit(&self, f: &mut dyn FnMut(Value<'_>)) {
         let a = self.analyzers;
+        // Zeek lists its extraction analyzer with the hashes.
+        let extracted = self.extract.as_ref().is_some_and(|x| x.name.is_some());
         let analyzers = Analyzers(
-            [(a.md5, "MD5"), (a.sha1, "SHA1"), (a.sha256, "SHA256")]
-                .into_iter()
-                .filter_map(|(on, n)| on.then_some(n))
-                .collect(),
+            [
+                (a.md5, "MD5"),
+                (a.sha1, "SHA1"),
+                (a.sha256, "SHA256"),
+                (extracted, "EXTRACT"),
+            ]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect(),
         );
         let h = &self.hashes;
         let (md5, sha1, sha256) = (
@@ -100,6 +115,16 @@ impl LogRecord for FileInfo {
         f(Value::opt_str(md5.as_deref()));
         f(Value::opt_str(sha1.as_deref()));
         f(Value::opt_str(sha256.as_deref()));
+        if let Some(x) = &self.extract {
+            match &x.name {
+                Some(name) => {
+                    f(Value::Str(name));
+                    f(Value::Bool(x.cutoff));
+                    f(Value::Count(x.size));
+                }
+                None => (0..3).for_each(|_| f(Value::Absent)),
+            }
+        }
         f(Value::CommunityId(self.id));
     }
 }
@@ -110,6 +135,30 @@ mod tests {
     use crate::net::{ConnId, Ts, Uid};
     use crate::output::writer::{format_json, format_tsv};
     use crate::smtp::files::{Fuid, HashSet, Hashes};
+
+    #[test]
+    fn extraction_columns_go_after_sha256_and_community_id_stays_last() {
+        let names = |extra| FileInfo::columns(extra).map(|c| c.name).collect::<Vec<_>>();
+        let (off, on) = (names(false), names(true));
+        assert_eq!(off.len() + 3, on.len());
+        assert_eq!(
+            on[22..],
+            [
+                "sha1",
+                "sha256",
+                "extracted",
+                "extracted_cutoff",
+                "extracted_size",
+                "community_id"
+            ]
+        );
+        for (extra, list) in [(false, &off), (true, &on)] {
+            for (i, n) in list.iter().enumerate() {
+                assert_eq!(FileInfo::column_name(i, extra), *n);
+            }
+            assert_eq!(FileInfo::column_name(list.len(), extra), "");
+        }
+    }
 
     fn sample() -> FileInfo {
         let id = ConnId {
@@ -142,6 +191,7 @@ mod tests {
                 sha1: Some([1; 20]),
                 sha256: None,
             },
+            extract: None,
         }
     }
 

@@ -90,11 +90,40 @@ pub trait LogRecord {
     const PATH: &'static str;
     /// The columns in output order.
     const COLUMNS: &'static [Column];
-    /// Calls `f` once per column, in `COLUMNS` order.
+    /// Columns a run may add (files.log's extraction columns, there when
+    /// extraction is on, as Zeek adds them): a writer made with them on
+    /// writes them in its header, and the records then visit them too.
+    const EXTRA_COLUMNS: &'static [Column] = &[];
+    /// Where in `COLUMNS` the extra columns go: Zeek's columns come first,
+    /// the sensor's own (`community_id`) stay last.
+    const EXTRA_AT: usize = Self::COLUMNS.len();
+    /// The columns of a log, `EXTRA_COLUMNS` among them when `extra`.
+    fn columns(extra: bool) -> impl Iterator<Item = &'static Column> {
+        let at = Self::EXTRA_AT.min(Self::COLUMNS.len());
+        let (head, tail) = Self::COLUMNS.split_at(at);
+        let extra = if extra { Self::EXTRA_COLUMNS } else { &[] };
+        head.iter().chain(extra).chain(tail)
+    }
+    /// The name of the `i`th column [`LogRecord::columns`] lists.
+    fn column_name(i: usize, extra: bool) -> &'static str {
+        let at = Self::EXTRA_AT.min(Self::COLUMNS.len());
+        let n = if extra { Self::EXTRA_COLUMNS.len() } else { 0 };
+        let c = if i < at {
+            Self::COLUMNS.get(i)
+        } else if i < at + n {
+            Self::EXTRA_COLUMNS.get(i - at)
+        } else {
+            Self::COLUMNS.get(i - n)
+        };
+        c.map_or("", |c| c.name)
+    }
+    /// Calls `f` once per column, in [`LogRecord::columns`] order (the
+    /// extra ones when the record has them).
     fn visit(&self, f: &mut dyn FnMut(Value<'_>));
 }
 
 pub mod community_id;
+pub mod extract;
 pub mod files_log;
 pub mod log_file;
 pub mod smtp_log;

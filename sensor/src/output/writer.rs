@@ -40,6 +40,9 @@ pub struct LineOptions {
     /// Write the extension fields `_path` (the log's name) and `_write_ts`
     /// (the wall-clock time the line was written) first.
     pub path_fields: bool,
+    /// The log lists its record's extra columns (`LogRecord::EXTRA_COLUMNS`:
+    /// files.log's extraction columns when extraction is on).
+    pub extra_columns: bool,
 }
 
 /// The extension columns of [`LineOptions::path_fields`], as Zeek's
@@ -104,12 +107,13 @@ impl<R: LogRecord, W: Write> LogWriter<R, W> {
             &[]
         };
         h.push_str("#fields");
-        for c in ext.iter().chain(R::COLUMNS) {
+        let extra = self.opts.extra_columns;
+        for c in ext.iter().chain(R::columns(extra)) {
             h.push('\t');
             h.push_str(c.name);
         }
         h.push_str("\n#types");
-        for c in ext.iter().chain(R::COLUMNS) {
+        for c in ext.iter().chain(R::columns(extra)) {
             h.push('\t');
             h.push_str(c.zeek_type);
         }
@@ -223,7 +227,7 @@ pub fn format_json_with<R: LogRecord>(record: &R, opts: &LineOptions, out: &mut 
     }
     let mut col = 0usize;
     record.visit(&mut |v| {
-        let name = R::COLUMNS.get(col).map_or("", |c| c.name);
+        let name = R::column_name(col, opts.extra_columns);
         col += 1;
         let cid;
         let v = match v {
@@ -668,6 +672,7 @@ mod tests {
         let opts = LineOptions {
             community_id_seed: 0,
             path_fields: true,
+            ..LineOptions::default()
         };
         let before = now().micros() as f64 / 1e6;
         let mut out = Vec::new();
@@ -725,6 +730,7 @@ mod tests {
             let opts = LineOptions {
                 community_id_seed: seed,
                 path_fields: false,
+                ..LineOptions::default()
             };
             let mut out = Vec::new();
             format_tsv_with(&Flow(id), &opts, &mut out);

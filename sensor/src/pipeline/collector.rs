@@ -22,6 +22,7 @@ use crate::detect::{Detection, Notice, NoticeQueue, PeriodCounters, spam};
 use crate::flow::FlowStats;
 use crate::net::{Ts, Uid};
 pub use crate::output::OpenMode;
+use crate::output::extract::ExtractCounts;
 use crate::output::log_file::AnyLogFile;
 use crate::output::weird_log::{Weird, WeirdLimiter};
 use crate::output::{LineOptions, LogFile, LogFileCounts, LogFileError, LogFormat, OnError};
@@ -140,8 +141,9 @@ impl Logs {
         dir: &Path,
         format: LogFormat,
         mode: OpenMode,
-        opts: LineOptions,
+        settings: &LogSettings,
     ) -> Result<Logs, OutputError> {
+        let opts = settings.line_options(dir);
         fn one<R: crate::output::LogRecord>(
             dir: &Path,
             name: &str,
@@ -157,7 +159,16 @@ impl Logs {
         }
         Ok(Logs {
             smtp: one(dir, "smtp.log", format, mode, opts)?,
-            files: one(dir, "files.log", format, mode, opts)?,
+            files: one(
+                dir,
+                "files.log",
+                format,
+                mode,
+                LineOptions {
+                    extra_columns: settings.extract_columns,
+                    ..opts
+                },
+            )?,
             notice: one(dir, "notice.log", format, mode, opts)?,
             weird: one(dir, "weird.log", format, mode, opts)?,
         })
@@ -234,6 +245,8 @@ pub struct Collector {
     record_vecs: Option<Arc<RecordVecs>>,
     /// The sensor's own fields of the log lines, weird.log's budget.
     settings: LogSettings,
+    /// File extraction's counters, published with the metrics.
+    extract: Option<Arc<ExtractCounts>>,
 }
 
 /// What the configuration says about the log lines: the sensor's name
@@ -246,6 +259,8 @@ pub struct LogSettings {
     pub community_id_seed: u16,
     pub path_fields: bool,
     pub max_weirds_per_second: u64,
+    /// File extraction is on: files.log gets its extraction columns.
+    pub extract_columns: bool,
 }
 
 impl LogSettings {
@@ -255,6 +270,7 @@ impl LogSettings {
             community_id_seed: cfg.community_id_seed,
             path_fields: cfg.log_path_fields,
             max_weirds_per_second: cfg.max_weirds_per_second as u64,
+            extract_columns: cfg.extract_files != crate::output::extract::ExtractMode::None,
         }
     }
 
@@ -264,6 +280,7 @@ impl LogSettings {
         LineOptions {
             community_id_seed: self.community_id_seed,
             path_fields: self.path_fields || is_stdout(dir),
+            extra_columns: false,
         }
     }
 }
@@ -311,7 +328,7 @@ impl Collector {
         sources: Vec<usize>,
     ) -> Result<Self, OutputError> {
         Ok(Collector {
-            logs: Logs::create(dir, format, mode, settings.line_options(dir))?,
+            logs: Logs::create(dir, format, mode, &settings)?,
             detection,
             sources,
             reload: None,
@@ -321,6 +338,7 @@ impl Collector {
             budget: None,
             record_vecs: None,
             settings,
+            extract: None,
         })
     }
 
@@ -338,6 +356,12 @@ impl Collector {
         self.control = Some(control);
         self.budget = Some(budget);
         self.flush_every = Some(flush_every);
+        self
+    }
+
+    /// Publishes file extraction's counters with the metrics.
+    pub fn with_extract_counts(mut self, counts: Arc<ExtractCounts>) -> Self {
+        self.extract = Some(counts);
         self
     }
 
@@ -390,6 +414,11 @@ impl Collector {
                 .store(st.queue.suppressed, Ordering::Relaxed);
             let (files, unwritable) = self.logs.counts();
             c.set_log_files(&files, unwritable);
+            if let Some(x) = &self.extract {
+                let mut named = st.sum.detect_anomalies.clone();
+                named.merge(&x.named());
+                c.set_detect_anomalies(&named);
+            }
         }
         Ok(())
     }

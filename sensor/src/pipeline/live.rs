@@ -108,7 +108,8 @@ pub fn run(
     let control = Arc::new(CollectorControl::default());
     let budget = RecordBudget::new(LIVE_RECORD_BUDGET);
     let record_vecs = RecordVecs::for_workers(workers);
-    let collector = Collector::open(
+    let extract = super::Extraction::start(cfg, &opts.log_dir, false)?;
+    let mut collector = Collector::open(
         &opts.log_dir,
         opts.format,
         OpenMode::Append,
@@ -124,6 +125,9 @@ pub fn run(
     )
     .with_telemetry(telemetry.clone())
     .with_record_vecs(record_vecs.clone());
+    if let Some(x) = &extract {
+        collector = collector.with_extract_counts(x.writer.counts.clone());
+    }
     let _metrics = metrics(ctl, &telemetry)?;
     let hup = crate::signals::hup_flag().map_err(RunError::Signal)?;
 
@@ -136,7 +140,8 @@ pub fn run(
         })
         .map_err(RunError::Thread)?;
     let flow = FlowConfig::from_config(cfg);
-    let factory = smtp_flow::factory(cfg);
+    let (extract_tx, extract_writer) = extract.map(|x| (x.tx, x.writer)).unzip();
+    let factory = smtp_flow::factory_extracting(cfg, extract_tx);
     let period = cfg.inspect_period_us();
     let decode = opts.decode;
     // Each dispatcher here runs its worker inline, on a thread this
@@ -294,6 +299,11 @@ pub fn run(
         }
     };
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
+    // Every session is gone: the writer finishes its queue.
+    drop(factory);
+    if let Some(x) = extract_writer.map(crate::output::extract::ExtractWriter::join) {
+        summary.anomalies.merge(&x.named());
+    }
     summary.dropped_records = dropped_records;
     summary.interface_lost = interface_lost.then(|| iface.to_owned());
     summary.dropped_frames = telemetry

@@ -40,6 +40,7 @@ use crate::decode::DecodeOptions;
 use crate::detect::{DetectError, Detection};
 use crate::flow::{FlowConfig, StreamParser};
 use crate::output::LogFormat;
+use crate::output::extract::{self, ExtractSettings, ExtractTx, ExtractWriter};
 
 pub use collector::{Collector, LogSettings, OutputError, STDOUT_DIR, is_stdout};
 pub use dispatch::{Dispatcher, RecordBudget, ReportTx};
@@ -184,8 +185,7 @@ fn read_in_order<P: StreamParser<WorkerSink> + Send + 'static>(
 
 /// Reads `input` to its end through the full pipeline with the SMTP parser.
 pub fn run_offline(cfg: &Config, input: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    let factory = smtp_flow::factory(cfg);
-    run_offline_with(cfg, input, opts, factory)
+    run_offline_files(cfg, &[input], opts, &RunControl::default())
 }
 
 /// `run_offline` as the binary runs it: signals, progress, metrics, pinning.
@@ -209,8 +209,32 @@ pub fn run_offline_files(
     opts: &RunOptions,
     ctl: &RunControl,
 ) -> Result<RunSummary, RunError> {
-    let factory = smtp_flow::factory(cfg);
-    run_offline_full(cfg, inputs, opts, ctl, factory)
+    let extract = Extraction::start(cfg, &opts.log_dir, true)?;
+    let factory = smtp_flow::factory_extracting(cfg, extract.as_ref().map(|x| x.tx.clone()));
+    run_offline_full(cfg, inputs, opts, ctl, factory, extract.map(|x| x.writer))
+}
+
+/// The extraction writer of a run and the handle sessions queue with.
+pub struct Extraction {
+    pub tx: ExtractTx,
+    pub writer: ExtractWriter,
+}
+
+impl Extraction {
+    /// Starts the writer when `extract_files` is not `none`; `offline`:
+    /// sessions wait for room in a full queue (live they cut the file).
+    pub fn start(
+        cfg: &Config,
+        log_dir: &Path,
+        offline: bool,
+    ) -> Result<Option<Extraction>, RunError> {
+        let Some(mut settings) = ExtractSettings::from_config(cfg, log_dir) else {
+            return Ok(None);
+        };
+        settings.wait_when_full = offline;
+        let (tx, writer) = extract::spawn(&settings).map_err(RunError::Thread)?;
+        Ok(Some(Extraction { tx, writer }))
+    }
 }
 
 /// `run_offline` with any stream parser (tests use simpler ones).
@@ -220,7 +244,7 @@ pub fn run_offline_with<P: StreamParser<WorkerSink> + Send + 'static>(
     opts: &RunOptions,
     factory: ParserFactory<P>,
 ) -> Result<RunSummary, RunError> {
-    run_offline_full(cfg, &[input], opts, &RunControl::default(), factory)
+    run_offline_full(cfg, &[input], opts, &RunControl::default(), factory, None)
 }
 
 fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
@@ -229,6 +253,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     opts: &RunOptions,
     ctl: &RunControl,
     factory: ParserFactory<P>,
+    extract: Option<ExtractWriter>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     opts.check_log_dir()?;
@@ -254,7 +279,7 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     let telemetry = Telemetry::offline(workers);
     let _metrics = metrics(ctl, &telemetry)?;
     let record_vecs = RecordVecs::for_workers(workers);
-    let collector = Collector::create(
+    let mut collector = Collector::create(
         &opts.log_dir,
         opts.format,
         LogSettings::from_config(cfg),
@@ -263,6 +288,9 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     )?
     .with_telemetry(telemetry.clone())
     .with_record_vecs(record_vecs.clone());
+    if let Some(x) = &extract {
+        collector = collector.with_extract_counts(x.counts.clone());
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(COLLECTOR_CHANNEL);
     let collector = std::thread::Builder::new()
         .name("collector".into())
@@ -287,6 +315,10 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
     dispatcher.finish();
     let mut counts = std::mem::take(&mut dispatcher.counts);
     drop(dispatcher);
+    // The sessions (and their extraction handles) are gone with the
+    // workers; this is the last one: the writer finishes its queue.
+    drop(factory);
+    let extracted = extract.map(ExtractWriter::join);
     let collected = match collector.join() {
         Ok(r) => r?,
         Err(_) => {
@@ -305,6 +337,9 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         .anomalies
         .add_n(CaptureAnomaly::UnknownInterface, read.unknown_interface);
     let mut summary = RunSummary::new(started.elapsed(), collected, counts.into());
+    if let Some(x) = extracted {
+        summary.anomalies.merge(&x.named());
+    }
     summary.truncated_tail = read.truncated_tail && !stopped;
     summary.stopped_early = stopped;
     Ok(summary)

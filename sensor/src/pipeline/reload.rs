@@ -155,6 +155,16 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "file_hash_max_bytes",
         old.file_hash_max_bytes != new.file_hash_max_bytes,
     );
+    check("extract_files", old.extract_files != new.extract_files);
+    check("extract_dir", old.extract_dir != new.extract_dir);
+    check(
+        "extract_max_bytes",
+        old.extract_max_bytes != new.extract_max_bytes,
+    );
+    check(
+        "extract_total_bytes",
+        old.extract_total_bytes != new.extract_total_bytes,
+    );
     keys
 }
 

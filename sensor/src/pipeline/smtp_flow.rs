@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{Config, MailPathCapture};
 use crate::flow::StreamParser;
 use crate::net::{ConnInfo, Direction, Ts};
+use crate::output::extract::ExtractTx;
 use crate::smtp::config::{PathCapture, SmtpConfig};
 use crate::smtp::files::FileConfig;
 use crate::smtp::limits::SmtpLimits;
@@ -42,12 +43,22 @@ pub fn smtp_config(cfg: &Config) -> SmtpConfig {
             hashes: cfg.file_hashes,
             hash_max_bytes: u64::try_from(cfg.file_hash_max_bytes).unwrap_or(u64::MAX),
         },
+        extract: None,
     }
 }
 
 /// Makes an SMTP session per new connection.
 pub fn factory(cfg: &Config) -> ParserFactory<SmtpSession> {
-    let smtp = Arc::new(smtp_config(cfg));
+    factory_extracting(cfg, None)
+}
+
+/// [`factory`], the sessions handing their files' bytes to `extract` (the
+/// extraction writer's queue) when there is one.
+pub fn factory_extracting(cfg: &Config, extract: Option<ExtractTx>) -> ParserFactory<SmtpSession> {
+    let smtp = Arc::new(SmtpConfig {
+        extract,
+        ..smtp_config(cfg)
+    });
     Arc::new(move |conn| SmtpSession::new(*conn, smtp.clone()))
 }
 

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use super::files::FileConfig;
 use super::limits::SmtpLimits;
+use crate::output::extract::ExtractTx;
 
 /// Which Received-header addresses keep the path walk going
 /// (SEMANTICS "Received path"): the walk stops after the first address that
@@ -68,6 +69,8 @@ pub struct SmtpConfig {
     pub local_nets: Vec<IpNet>,
     /// Hashing of the message's files (files.log).
     pub files: FileConfig,
+    /// Where extracted files' bytes go; `None`: extraction is off.
+    pub extract: Option<ExtractTx>,
 }
 
 impl SmtpConfig {

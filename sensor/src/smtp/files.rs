@@ -13,6 +13,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::net::{ConnId, Ts, Uid};
+use crate::output::extract::{ExtractTx, file_name};
 
 use super::anomaly::SmtpAnomaly;
 
@@ -247,6 +248,32 @@ pub struct FileInfo {
     /// The connection ended inside the part.
     pub timedout: bool,
     pub hashes: Hashes,
+    /// Its extraction, when extraction is on (files.log's `extracted`
+    /// columns are there only then).
+    pub extract: Option<Extracted>,
+}
+
+/// What extraction did with a file (files.log `extracted`,
+/// `extracted_cutoff`, `extracted_size`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extracted {
+    /// The file's name in `extract_dir`; `None`: not extracted (not an
+    /// attachment, or the writer's queue was full at its start).
+    pub name: Option<String>,
+    /// A cap or a full queue stopped it: the file holds its first bytes.
+    pub cutoff: bool,
+    /// Bytes handed to the writer.
+    pub size: u64,
+}
+
+/// The extraction of the open file.
+struct Extracting {
+    tx: ExtractTx,
+    fuid: Fuid,
+    /// Opened with the writer (at the first byte).
+    name: Option<String>,
+    sent: u64,
+    cutoff: bool,
 }
 
 /// Bytes of a file's start kept for sniffing its type.
@@ -481,6 +508,10 @@ pub struct OpenFile {
     diff: DiffScan,
     /// A decoded line (quoted-printable, base64), reused.
     out: Vec<u8>,
+    /// `None` unless extraction is on: nothing to do per byte then.
+    extract: Option<Box<Extracting>>,
+    /// Extraction is on (the row gets the extraction columns).
+    extract_on: bool,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -502,6 +533,10 @@ pub struct EntityFacts {
     /// The entity's media type from its Content-Type, lower case.
     pub header_type: Option<MimeType>,
     pub filename: Option<String>,
+    /// Where the file's bytes go when it is extracted, and its fuid.
+    pub extract: Option<(ExtractTx, Fuid)>,
+    /// Extraction is on for the run (whether or not this file is taken).
+    pub extract_on: bool,
 }
 
 impl OpenFile {
@@ -513,6 +548,44 @@ impl OpenFile {
     pub fn discard(&mut self) {
         self.open = false;
         self.hashers = Hashers::default();
+        self.end_extract();
+    }
+
+    /// Tells the writer the file ended; what it did, for the row.
+    fn end_extract(&mut self) -> Option<Extracted> {
+        let x = self.extract.take()?;
+        if x.name.is_some() {
+            x.tx.close(x.fuid);
+        }
+        Some(Extracted {
+            name: x.name,
+            cutoff: x.cutoff,
+            size: x.sent,
+        })
+    }
+
+    /// Hands delivered bytes to the extraction writer (opened at the
+    /// first byte: its name carries the file's time).
+    fn extract_bytes(&mut self, bytes: &[u8]) {
+        let first = self.first;
+        let Some(x) = self.extract.as_deref_mut() else {
+            return;
+        };
+        if x.cutoff {
+            return;
+        }
+        if x.name.is_none() {
+            let name = file_name(first, &x.fuid);
+            if !x.tx.open(x.fuid, name.clone()) {
+                // Not extracted at all: the row says so (no name).
+                self.extract = None;
+                return;
+            }
+            x.name = Some(name);
+        }
+        let (n, cut) = x.tx.data(x.fuid, x.sent, bytes);
+        x.sent += n;
+        x.cutoff = cut.is_some();
     }
 
     /// Starts the file of an entity whose body begins.
@@ -533,6 +606,16 @@ impl OpenFile {
             head: std::mem::take(&mut self.head),
             diff: DiffScan::new(),
             out: std::mem::take(&mut self.out),
+            extract: facts.extract.map(|(tx, fuid)| {
+                Box::new(Extracting {
+                    tx,
+                    fuid,
+                    name: None,
+                    sent: 0,
+                    cutoff: false,
+                })
+            }),
+            extract_on: facts.extract_on,
             ..OpenFile::default()
         };
         self.head.clear();
@@ -709,6 +792,9 @@ impl OpenFile {
                 .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
         }
         self.diff.feed(bytes);
+        if self.extract.is_some() {
+            self.extract_bytes(bytes);
+        }
         if self.hash_cut {
             return;
         }
@@ -742,7 +828,11 @@ impl OpenFile {
         }
         self.last = now;
         self.missing = self.missing.saturating_add(len);
-        // Hashes of a file with a hole are of no use for a lookup.
+        // Hashes of a file with a hole are of no use for a lookup; an
+        // extracted file would have a hole nobody sees: it ends here.
+        if let Some(x) = self.extract.as_deref_mut() {
+            x.cutoff = true;
+        }
         self.hash_cut = true;
         self.hashers = Hashers::default();
     }
@@ -772,9 +862,11 @@ impl OpenFile {
             let now = self.last;
             self.deliver(bytes.get(..whole).unwrap_or_default(), now, cfg, an);
         }
+        let extracted = self.end_extract();
         if !self.started {
             return None;
         }
+        let extract = extracted.or_else(|| self.extract_on.then(Extracted::default));
         let hashers = std::mem::take(&mut self.hashers);
         let hashes = if self.hash_cut {
             Hashes::default()
@@ -806,6 +898,7 @@ impl OpenFile {
             missing_bytes: self.missing,
             timedout,
             hashes,
+            extract,
         })
     }
 }
@@ -902,6 +995,8 @@ mod tests {
             in_multipart,
             header_type: media_type(b"Application/X-Test"),
             filename: None,
+            extract: None,
+            extract_on: false,
         }
     }
 
@@ -1123,6 +1218,59 @@ mod tests {
             Encoding::QuotedPrintable
         );
         assert_eq!(Encoding::from_header(b"8bit"), Encoding::Identity);
+    }
+
+    #[test]
+    fn extraction_hands_the_decoded_bytes_and_a_gap_cuts_it() {
+        use crate::output::extract::{ExtractMode, ExtractSettings, spawn};
+        let dir = std::env::temp_dir().join(format!("files-extract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, writer) = spawn(&ExtractSettings {
+            mode: ExtractMode::All,
+            dir: dir.clone(),
+            max_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            wait_when_full: false,
+        })
+        .unwrap();
+        let cfg = FileConfig::default();
+        let (uid, id) = conn();
+        let run = |gap: bool| {
+            let mut f = OpenFile::default();
+            let mut an = Vec::new();
+            let fuid = Fuid::new(&uid, u32::from(gap));
+            f.open(
+                EntityFacts {
+                    extract: Some((tx.clone(), fuid)),
+                    extract_on: true,
+                    ..facts(Encoding::Base64, true)
+                },
+                &cfg,
+            );
+            f.line(b"aGVsbG8g", Ts(2_000_001), &cfg, &mut an);
+            if gap {
+                f.gap(10, Ts(2_000_002));
+            }
+            f.line(b"d29ybGQ=", Ts(2_000_003), &cfg, &mut an);
+            f.close(false, (&uid, &id, None), u32::from(gap), &cfg, &mut an)
+                .unwrap()
+        };
+        let whole = run(false);
+        let cut = run(true);
+        drop(tx);
+        writer.join();
+        let x = whole.extract.unwrap();
+        let name = x.name.unwrap();
+        assert_eq!(
+            name,
+            format!("extract-2.000001-SMTP-{}", whole.fuid.as_str())
+        );
+        assert_eq!((x.cutoff, x.size), (false, 11));
+        assert_eq!(std::fs::read(dir.join(&name)).unwrap(), b"hello world");
+        let x = cut.extract.unwrap();
+        assert_eq!((x.cutoff, x.size), (true, 6));
+        assert_eq!(std::fs::read(dir.join(x.name.unwrap())).unwrap(), b"hello ");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

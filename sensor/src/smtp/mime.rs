@@ -13,9 +13,12 @@
 use memchr::{memchr, memchr2};
 
 use crate::net::{ConnId, ConnInfo, Ts, Uid};
+use crate::output::extract::ExtractTx;
 
 use super::anomaly::SmtpAnomaly;
-use super::files::{Encoding, EntityFacts, FileConfig, FileInfo, MimeType, OpenFile, media_type};
+use super::files::{
+    Encoding, EntityFacts, FileConfig, FileInfo, Fuid, MimeType, OpenFile, media_type,
+};
 use super::limits::SmtpLimits;
 use super::lines::KEEP_CAPACITY;
 use super::parser::{bytes_into_string, parse_header, trim};
@@ -39,15 +42,23 @@ pub struct FileContext {
     pub id: ConnId,
     pub local_orig: Option<bool>,
     pub cfg: FileConfig,
+    /// The extraction writer, when extraction is on.
+    pub extract: Option<ExtractTx>,
 }
 
 impl FileContext {
-    pub fn new(conn: &ConnInfo, local_orig: Option<bool>, cfg: FileConfig) -> Self {
+    pub fn new(
+        conn: &ConnInfo,
+        local_orig: Option<bool>,
+        cfg: FileConfig,
+        extract: Option<ExtractTx>,
+    ) -> Self {
         FileContext {
             uid: conn.uid,
             id: conn.id,
             local_orig,
             cfg,
+            extract,
         }
     }
 }
@@ -65,6 +76,7 @@ impl Default for FileContext {
             id,
             local_orig: None,
             cfg: FileConfig::default(),
+            extract: None,
         }
     }
 }
@@ -516,16 +528,27 @@ impl MimeTracker {
             return;
         }
         // The names go to the file: the record has its copy already.
+        let filename = ent
+            .disposition_name
+            .take()
+            .or_else(|| ent.type_name.take())
+            .filter(|n| !n.is_empty());
+        let ctx = &self.files_ctx;
+        // Only one file is open at a time, so the next row's number is
+        // this file's: its fuid is known before its first byte.
+        let extract = ctx
+            .extract
+            .as_ref()
+            .filter(|x| x.mode().takes(filename.is_some()))
+            .map(|x| (x.clone(), Fuid::new(&ctx.uid, self.files)));
         let facts = EntityFacts {
             depth: ent.depth,
             encoding: ent.encoding,
             in_multipart: ent.in_multipart,
             header_type: ent.media.take(),
-            filename: ent
-                .disposition_name
-                .take()
-                .or_else(|| ent.type_name.take())
-                .filter(|n| !n.is_empty()),
+            filename,
+            extract,
+            extract_on: ctx.extract.is_some(),
         };
         self.file.open(facts, &self.files_ctx.cfg);
     }

@@ -675,8 +675,12 @@ impl SmtpSession {
         let top_headers = !self.tx.body_seen;
         self.tx.body_seen = true;
         let local = local_orig(&self.cfg.local_nets, self.conn.id.orig_h);
-        self.mime
-            .set_files(FileContext::new(&self.conn, local, self.cfg.files));
+        self.mime.set_files(FileContext::new(
+            &self.conn,
+            local,
+            self.cfg.files,
+            self.cfg.extract.clone(),
+        ));
         self.mime.begin(top_headers);
         self.in_body = true;
     }
