@@ -125,7 +125,8 @@ pub fn run(
     )
     .with_settings(LogSettings::from_config(cfg))
     .with_telemetry(telemetry.clone())
-    .with_record_vecs(record_vecs.clone());
+    .with_record_vecs(record_vecs.clone())
+    .with_fleet(super::start_fleet(cfg, true)?);
     let _metrics = metrics(ctl, &telemetry)?;
     let hup = crate::signals::hup_flag().map_err(RunError::Signal)?;
 
@@ -140,6 +141,7 @@ pub fn run(
     let flow = FlowConfig::from_config(cfg);
     let factory = smtp_flow::factory(cfg);
     let period = cfg.inspect_period_us();
+    let aligned = cfg.fleet.is_some();
     let decode = opts.decode;
     // Each dispatcher here runs its worker inline, on a thread this
     // function pins itself (`Worker::with_cpu` is for threads the
@@ -155,6 +157,7 @@ pub fn run(
             period,
             decode,
         )
+        .with_aligned_periods(aligned)
     };
 
     let mut running = cfg.clone();
