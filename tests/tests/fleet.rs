@@ -340,3 +340,70 @@ fn redis_down_still_logs_locally_and_exits_0() {
     assert_eq!(strip(&notice), strip(&alone));
     assert!(err.contains("fleet_publish_failed"), "{err}");
 }
+
+#[test]
+fn a_dead_sensor_is_counted_and_named_as_missing() {
+    let dir = Scratch::new("fleet-dead");
+    let whole = pcap(&dir, "whole.pcap", traffic());
+    let redis = Redis::start(&dir.join(""));
+    let mut con = redis.con();
+    // A sensor that stored a snapshot for the capture's period (its
+    // epoch-aligned index), never its final one, and whose heartbeat has
+    // expired: it died.
+    let period_us = 3_600_000_000;
+    let keys = publish::PeriodKeys::new("smtp-sensor", period_us, T0 * 1_000_000 / period_us);
+    let mut p = smtp_sensor::detect::PeriodCounters::default();
+    p.hosts.insert(
+        "198.19.1.1".parse().unwrap(),
+        smtp_sensor::detect::spam::HostCounts {
+            total: 100,
+            rejects: 100,
+            ..Default::default()
+        },
+    );
+    let snap = snapshot::encode(&p, Ts(T0 * 1_000_000));
+    let script = publish::merge_script();
+    let stored =
+        publish::publish(&mut con, &script, &keys, "ghost/1", 1, &snap, false, 60_000).unwrap();
+    assert_eq!(stored, publish::Stored::Stored);
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg("smtp-sensor:members")
+        .arg("ghost/1")
+        .cmd("SET")
+        .arg("smtp-sensor:hb:ghost/1")
+        .arg(1)
+        .arg("PX")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let out = dir.join("alive");
+    let (code, err) = wait(spawn(
+        &out,
+        &whole.to_string_lossy(),
+        &fleet_sets(&redis.url(), "alive"),
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let notice = std::fs::read_to_string(out.join("notice.log")).unwrap();
+    let ns = parse(&notice);
+    let spammer = ns
+        .iter()
+        .find(|n| n["src"] == "198.19.1.1")
+        .unwrap_or_else(|| panic!("{notice}"));
+    // Its stored counts are merged (400 + 100 connections, 200 + 100
+    // rejected), and every notice of the period names it.
+    assert_eq!(
+        spammer["msg"],
+        "198.19.1.1 - sent: 500 rejected: 60 percent"
+    );
+    for n in &ns {
+        assert_eq!(
+            n["sub"], "fleet: period closed without the final snapshot of ghost/1",
+            "{n}"
+        );
+    }
+    assert_eq!(
+        redis.cli(&["SISMEMBER", "smtp-sensor:members", "ghost/1"]),
+        "0"
+    );
+}
