@@ -407,3 +407,40 @@ fn a_dead_sensor_is_counted_and_named_as_missing() {
         "0"
     );
 }
+
+#[test]
+fn redis_stopped_mid_run_still_logs_locally_and_exits_0() {
+    let dir = Scratch::new("fleet-stopped");
+    let whole = pcap(&dir, "whole.pcap", traffic());
+    let mut redis = Redis::start(&dir.join(""));
+    let out = dir.join("stopped");
+    let mut s = spawn(&out, "-", &fleet_sets(&redis.url(), "s0"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis.cli(&["SCARD", "smtp-sensor:members"]) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the sensor did not join the fleet"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Joined; now Redis goes away before any period ends.
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let mut stdin = s.0.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&whole).unwrap()).unwrap();
+    drop(stdin);
+    let (code, err) = wait(s);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let smtp = std::fs::read_to_string(out.join("smtp.log")).unwrap();
+    assert_eq!(smtp.lines().count(), 400 + 320 + 50);
+    let ns = parse(&std::fs::read_to_string(out.join("notice.log")).unwrap());
+    assert_eq!(ns.len(), 2);
+    assert!(ns.iter().all(|n| {
+        n["sub"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Redis unreachable")
+    }));
+    assert!(err.contains("fleet_publish_failed"), "{err}");
+}
