@@ -212,6 +212,10 @@ pub struct Config {
     /// weird.log rows written per second of network time; more are
     /// counted (`weird_log_rate_limited`), not written.
     pub max_weirds_per_second: usize,
+
+    // --- fleet mode (docs/FLEET.md) ---
+    /// The `[fleet]` table; `None`: one sensor alone, as SEMANTICS says.
+    pub fleet: Option<crate::fleet::config::FleetConfig>,
 }
 
 impl Default for Config {
@@ -262,6 +266,7 @@ impl Default for Config {
             extract_max_bytes: DEFAULT_EXTRACT_MAX_BYTES as usize,
             extract_total_bytes: DEFAULT_EXTRACT_TOTAL_BYTES as usize,
             max_weirds_per_second: 1000,
+            fleet: None,
         }
     }
 }
@@ -325,6 +330,17 @@ impl Config {
         for arg in sets {
             cfg.apply_set(arg)?;
         }
+        if let Some(f) = &cfg.fleet
+            && f.redis_url.is_empty()
+        {
+            return Err(ConfigError::BadValue {
+                origin: path.map_or(Origin::Set, |p| Origin::File(p.to_owned())),
+                key: "fleet.redis_url".into(),
+                value: "(unset)".into(),
+                reason: "[fleet] needs the URL of its Redis, e.g. \"redis://127.0.0.1:6379\""
+                    .into(),
+            });
+        }
         Ok(cfg)
     }
 
@@ -347,7 +363,14 @@ impl Config {
         })?;
         let origin = Origin::File(path.to_owned());
         for (key, value) in &table {
-            self.apply(&origin, key, value)?;
+            match (key.as_str(), value) {
+                ("fleet", toml::Value::Table(t)) => {
+                    for (k, v) in t {
+                        self.apply(&origin, &format!("fleet.{k}"), v)?;
+                    }
+                }
+                _ => self.apply(&origin, key, value)?,
+            }
         }
         Ok(())
     }
@@ -508,6 +531,20 @@ impl Config {
                     .as_bool()
                     .ok_or_else(|| bad("expected true or false"))?;
             }
+            k if k.starts_with("fleet.") => {
+                let sub = &k["fleet.".len()..];
+                if !crate::fleet::config::KEYS.contains(&k) {
+                    return Err(ConfigError::UnknownKey {
+                        origin: origin.clone(),
+                        key: key.to_owned(),
+                        value: show_value(value),
+                    });
+                }
+                self.fleet
+                    .get_or_insert_with(Default::default)
+                    .apply(sub, value)
+                    .map_err(|r| bad(&r))?;
+            }
             _ => match self.limit_mut(key) {
                 Some(slot) => *slot = limit(value).map_err(&bad)?,
                 None => {
@@ -582,6 +619,13 @@ impl Config {
     /// `inspect_period` in microseconds of network time.
     pub fn inspect_period_us(&self) -> u64 {
         u64::try_from(self.inspect_period.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The name this sensor has in its fleet (`fleet.sensor_name`, else
+    /// `sensor_name`); `None` when fleet mode is off.
+    pub fn fleet_sensor_name(&self) -> Option<&str> {
+        let f = self.fleet.as_ref()?;
+        Some(f.sensor_name.as_deref().unwrap_or(&self.sensor_name))
     }
 
     /// `conn_idle_timeout` in microseconds of network time.
@@ -667,6 +711,10 @@ impl Config {
         for (k, v) in self.limits() {
             let _ = writeln!(out, "{k} = {v}");
         }
+        // A TOML table comes after every top-level key.
+        if let Some(f) = &self.fleet {
+            out.push_str(&f.to_toml());
+        }
         out
     }
 }
@@ -682,7 +730,7 @@ fn default_sensor_name() -> String {
 
 /// A name that fits in one log field: 1–255 characters, none a control
 /// character (a tab or newline would break the TSV and JSON lines).
-fn valid_sensor_name(s: &str) -> bool {
+pub(crate) fn valid_sensor_name(s: &str) -> bool {
     !s.is_empty() && s.chars().count() <= 255 && !s.chars().any(char::is_control)
 }
 
@@ -708,6 +756,7 @@ fn key_kind(key: &str) -> Option<Kind> {
         | "file_hashes" => Kind::StrList,
         "inspect_period" | "conn_idle_timeout" | "mail_path_capture" | "geoip_db"
         | "sensor_name" | "extract_files" | "extract_dir" => Kind::Str,
+        k if crate::fleet::config::KEYS.contains(&k) => Kind::Str,
         k if KEYS.contains(&k) => Kind::Int,
         _ => return None,
     })

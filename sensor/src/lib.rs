@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod fleet;
 pub mod flow;
 pub mod manual;
 pub mod metrics;

@@ -16,7 +16,20 @@ pub type KeyedMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Network time: microseconds since the Unix epoch, taken from packet
 /// timestamps (offline) or the capture clock (live). Every timeout and period
 /// boundary is computed from it, so a pcap gives the same output everywhere.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Ts(pub u64);
 
 impl Ts {

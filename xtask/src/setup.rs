@@ -25,9 +25,12 @@ use crate::util::{cache_dir, is_root, output, status};
 /// prometheus for `promtool check metrics` (the metrics format test);
 /// dpkg-dev and systemd for building and checking the .deb
 /// (`dpkg-deb`, `systemd-analyze verify`); a C toolchain and zlib headers
-/// to build bpf-linker.
+/// to build bpf-linker; redis-server and redis-tools for the fleet-mode
+/// tests (each starts its own server; `redis-cli` inspects it).
 const PACKAGES: &[&str] = &[
     "iproute2",
+    "redis-server",
+    "redis-tools",
     "tcpreplay",
     "ethtool",
     "prometheus",

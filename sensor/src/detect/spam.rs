@@ -18,6 +18,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::host_table::HostTable;
 use super::notice::{Note, Notice};
@@ -122,7 +123,7 @@ impl SpamRules {
 /// The order rejected connections' recipients are listed in: reject time,
 /// then connection start, then ports (SEMANTICS), then the responder so the
 /// order is total.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct RcptKey {
     reject_ts: Ts,
     conn_start: Ts,
@@ -131,7 +132,7 @@ struct RcptKey {
     resp_h: IpAddr,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct RcptEntry {
     key: RcptKey,
     addrs: Vec<String>,
@@ -139,7 +140,7 @@ struct RcptEntry {
 
 /// The first `MAX_RCPTS_PER_HOST` recipient addresses of a host's rejected
 /// connections, kept in `RcptKey` order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RcptList {
     entries: Vec<RcptEntry>,
     /// Addresses held (sum over entries), <= MAX_RCPTS_PER_HOST.
@@ -218,7 +219,7 @@ impl RcptList {
 }
 
 /// One host's counts in one period.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCounts {
     pub total: u64,
     pub rejects: u64,
@@ -455,13 +456,17 @@ impl SpamCounters {
 }
 
 /// Tumbling inspection periods in network time, the first starting at the
-/// first packet. Drive it with every packet time (in order); it says when a
-/// period has closed.
+/// first packet (or, [`aligned`](Self::aligned), at the epoch-aligned start
+/// of the first packet's period). Drive it with every packet time (in order);
+/// it says when a period has closed.
 #[derive(Clone, Copy, Debug)]
 pub struct PeriodClock {
     period_us: u64,
     /// Start of the current period (`None` before the first packet).
     start: Option<Ts>,
+    /// Periods are `[k·period, (k+1)·period)` (fleet mode), so that every
+    /// sensor's period `k` is the same interval whatever its first packet.
+    aligned: bool,
 }
 
 impl PeriodClock {
@@ -469,6 +474,16 @@ impl PeriodClock {
         PeriodClock {
             period_us: period_us.max(1),
             start: None,
+            aligned: false,
+        }
+    }
+
+    /// Epoch-aligned periods: `start = floor(ts / period) * period`
+    /// (SEMANTICS "Fleet mode").
+    pub fn aligned(period_us: u64) -> Self {
+        PeriodClock {
+            aligned: true,
+            ..Self::new(period_us)
         }
     }
 
@@ -478,7 +493,12 @@ impl PeriodClock {
     /// nothing.
     pub fn advance(&mut self, ts: Ts) -> Option<Ts> {
         let Some(start) = self.start else {
-            self.start = Some(ts);
+            let first = if self.aligned {
+                ts.micros() / self.period_us * self.period_us
+            } else {
+                ts.micros()
+            };
+            self.start = Some(Ts(first));
             return None;
         };
         let end = start.micros().saturating_add(self.period_us);
@@ -488,6 +508,16 @@ impl PeriodClock {
         let skipped = (ts.micros() - start.micros()) / self.period_us;
         self.start = Some(Ts(start.micros() + skipped * self.period_us));
         Some(Ts(end))
+    }
+
+    /// The period length, in microseconds.
+    pub fn period_us(&self) -> u64 {
+        self.period_us
+    }
+
+    /// Start of the current period, once started.
+    pub fn current_start(&self) -> Option<Ts> {
+        self.start
     }
 
     /// End of the current period, once started.
@@ -845,6 +875,22 @@ mod tests {
         );
         // Silent longer than the idle timeout: dropped at the boundary.
         assert_eq!(s.tracked_conns(), 0);
+    }
+
+    #[test]
+    fn aligned_period_clock_starts_at_the_epoch_multiple() {
+        let mut c = PeriodClock::aligned(100);
+        assert_eq!(c.advance(Ts(1050)), None);
+        assert_eq!(c.current_start(), Some(Ts(1000)));
+        assert_eq!(c.current_end(), Some(Ts(1100)));
+        assert_eq!(c.advance(Ts(1100)), Some(Ts(1100)));
+        // A gap keeps the alignment.
+        assert_eq!(c.advance(Ts(1555)), Some(Ts(1200)));
+        assert_eq!(c.current_start(), Some(Ts(1500)));
+        // The single-sensor rule is unchanged.
+        let mut c = PeriodClock::new(100);
+        assert_eq!(c.advance(Ts(1050)), None);
+        assert_eq!(c.current_start(), Some(Ts(1050)));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub enum ToCollector {
         window: u64,
         end: crate::net::Ts,
         period_end: Option<crate::net::Ts>,
+        /// Start of the period `period_end` ends (the fleet's period key).
+        period_start: Option<crate::net::Ts>,
     },
 }
 
@@ -90,6 +92,7 @@ struct Window {
     periods: Vec<PeriodCounters>,
     closed: usize,
     end: Option<(crate::net::Ts, Option<crate::net::Ts>)>,
+    period_start: Option<Ts>,
 }
 
 /// Why the logs could not be written (the shared log file's error).
@@ -247,7 +250,13 @@ pub struct Collector {
     settings: LogSettings,
     /// File extraction's counters, published with the metrics.
     extract: Option<Arc<ExtractCounts>>,
+    /// Fleet mode: where each period's counters go instead of the local
+    /// evaluation.
+    fleet: Option<crate::fleet::Fleet>,
 }
+
+/// One source's counters of one period: its end, its start, the counters.
+type PeriodPart = (Ts, Option<Ts>, PeriodCounters);
 
 /// What the configuration says about the log lines: the sensor's name
 /// (notice.log's `peer_descr`, weird.log's `peer`), the seed of every
@@ -289,8 +298,9 @@ impl LogSettings {
 struct State {
     queue: NoticeQueue,
     out: Vec<Notice>,
-    /// Per source: period counters waiting for the other sources'.
-    periods: Vec<VecDeque<(Ts, PeriodCounters)>>,
+    /// Per source: period counters (with the period's end and start)
+    /// waiting for the other sources'.
+    periods: Vec<VecDeque<PeriodPart>>,
     /// Per source: end of its last written window.
     latest_end: Vec<Option<Ts>>,
     sum: CollectorSummary,
@@ -339,7 +349,14 @@ impl Collector {
             record_vecs: None,
             settings,
             extract: None,
+            fleet: None,
         })
+    }
+
+    /// Fleet mode: periods are evaluated network-wide through `fleet`.
+    pub fn with_fleet(mut self, fleet: Option<crate::fleet::Fleet>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// Live operation: reload and reopen requests, periodic flushes,
@@ -378,6 +395,9 @@ impl Collector {
 
     /// Control-plane requests, checked between messages.
     fn service(&mut self, st: &mut State) -> Result<(), OutputError> {
+        if let Some(f) = &self.fleet {
+            f.take_notices().into_iter().for_each(|n| st.queue.push(n));
+        }
         if let Some(d) = self.reload.as_mut().and_then(DetectionWatch::changed) {
             self.detection = d;
         }
@@ -462,8 +482,11 @@ impl Collector {
                     window,
                     end,
                     period_end,
+                    period_start,
                 } => {
-                    windows.entry((source, window)).or_default().end = Some((end, period_end));
+                    let w = windows.entry((source, window)).or_default();
+                    w.end = Some((end, period_end));
+                    w.period_start = period_start;
                     source
                 }
                 ToCollector::Report(r) => {
@@ -511,10 +534,17 @@ impl Collector {
             self.flush_window(source, w, &mut st)?;
         }
         // Periods some source never completed: merge what there is.
-        let leftover: Vec<(Ts, PeriodCounters)> =
-            st.periods.iter_mut().flat_map(std::mem::take).collect();
-        if let Some(end) = leftover.iter().map(|(e, _)| *e).max() {
-            self.evaluate(leftover.into_iter().map(|(_, p)| p), end, &mut st);
+        let leftover: Vec<PeriodPart> = st.periods.iter_mut().flat_map(std::mem::take).collect();
+        if let Some(end) = leftover.iter().map(|(e, _, _)| *e).max() {
+            let start = leftover.iter().filter_map(|(_, s, _)| *s).min();
+            self.evaluate(leftover.into_iter().map(|(_, _, p)| p), end, start, &mut st);
+        }
+        if let Some(fleet) = self.fleet.take() {
+            let (notices, counts) = fleet.finish();
+            notices.into_iter().for_each(|n| st.queue.push(n));
+            for (name, n) in counts {
+                st.sum.detect_anomalies.add_named(name, n);
+            }
         }
         st.queue.finish(&mut st.out);
         self.write_notices(&mut st.out, &mut st.sum)?;
@@ -544,15 +574,34 @@ impl Collector {
     }
 
     /// Merges one period's counters, runs the spam rules, queues the
-    /// notices; timed for the metrics.
-    fn evaluate(&self, parts: impl IntoIterator<Item = PeriodCounters>, end: Ts, st: &mut State) {
+    /// notices; timed for the metrics. In fleet mode the merge goes to the
+    /// fleet thread instead, which evaluates the network-wide sums when the
+    /// period closes (or this sensor's own, when it cannot publish).
+    fn evaluate(
+        &self,
+        parts: impl IntoIterator<Item = PeriodCounters>,
+        end: Ts,
+        start: Option<Ts>,
+        st: &mut State,
+    ) {
         let started = Instant::now();
         let merged = spam::merge(parts);
         for (name, n) in merged.overflows() {
             st.sum.detect_anomalies.add_named(name, n);
         }
-        for n in self.detection.evaluate_period(&merged, end) {
-            st.queue.push(n);
+        let local = match (&self.fleet, start) {
+            (Some(fleet), Some(start)) => fleet.submit(crate::fleet::FinalSnapshot {
+                start,
+                end,
+                counters: merged,
+                detection: self.detection.clone(),
+            }),
+            _ => Some(merged),
+        };
+        if let Some(merged) = local {
+            for n in self.detection.evaluate_period(&merged, end) {
+                st.queue.push(n);
+            }
         }
         if let Some(t) = &self.telemetry {
             t.collector.period_merged(started.elapsed());
@@ -605,18 +654,19 @@ impl Collector {
             // (already merged over its workers) wait for the other sources'.
             let end = w.end.and_then(|(_, p)| p).or_else(|| w.end.map(|(e, _)| e));
             if let (Some(end), Some(q)) = (end, st.periods.get_mut(source)) {
-                q.push_back((end, spam::merge(w.periods)));
+                q.push_back((end, w.period_start, spam::merge(w.periods)));
             }
             while st.periods.iter().all(|q| !q.is_empty()) {
-                let parts: Vec<(Ts, PeriodCounters)> = st
+                let parts: Vec<PeriodPart> = st
                     .periods
                     .iter_mut()
                     .filter_map(VecDeque::pop_front)
                     .collect();
-                let Some(end) = parts.iter().map(|(e, _)| *e).max() else {
+                let Some(end) = parts.iter().map(|(e, _, _)| *e).max() else {
                     break;
                 };
-                self.evaluate(parts.into_iter().map(|(_, p)| p), end, st);
+                let start = parts.iter().filter_map(|(_, s, _)| *s).min();
+                self.evaluate(parts.into_iter().map(|(_, _, p)| p), end, start, st);
             }
         }
         if let Some((end, _)) = w.end {
@@ -757,6 +807,7 @@ mod tests {
                 window: 0,
                 end: Ts(100),
                 period_end: Some(Ts(100)),
+                period_start: Some(Ts(0)),
             },
             report(0, 0, Some(a.take_period(Ts(100))), false),
             ToCollector::Window {
@@ -764,6 +815,7 @@ mod tests {
                 window: 0,
                 end: Ts(101),
                 period_end: Some(Ts(101)),
+                period_start: Some(Ts(1)),
             },
             report(1, 0, Some(b.take_period(Ts(101))), false),
             ToCollector::Window {
@@ -771,6 +823,7 @@ mod tests {
                 window: 1,
                 end: Ts(150),
                 period_end: Some(Ts(150)),
+                period_start: Some(Ts(100)),
             },
             report(0, 1, Some(a.take_period(Ts(150))), true),
             ToCollector::Window {
@@ -778,6 +831,7 @@ mod tests {
                 window: 1,
                 end: Ts(150),
                 period_end: Some(Ts(150)),
+                period_start: Some(Ts(100)),
             },
             report(1, 1, Some(b.take_period(Ts(150))), true),
         ];

@@ -254,6 +254,15 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
         }
     }
 
+    /// Epoch-aligned inspection periods (fleet mode): every sensor's period
+    /// `k` is the same interval. Call before the first frame.
+    pub fn with_aligned_periods(mut self, aligned: bool) -> Self {
+        if aligned {
+            self.clock = PeriodClock::aligned(self.clock.period_us());
+        }
+        self
+    }
+
     /// One captured frame. `link: None` is a link type the decoder does not
     /// know (counted).
     pub fn feed(&mut self, ts: Ts, link: Option<LinkType>, frame: &[u8]) {
@@ -312,7 +321,9 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             return;
         }
         self.last_ts = now;
+        let started = self.clock.current_start();
         let period_end = self.clock.advance(now);
+        let period_start = period_end.and(started);
         let tick_due = match self.next_tick {
             None => {
                 self.next_tick = Some((now.micros() / TICK_US + 1) * TICK_US);
@@ -329,6 +340,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             window: self.window,
             end: now,
             period_end,
+            period_start,
         });
         self.window += 1;
         match &mut self.mode {
@@ -358,6 +370,7 @@ impl<P: StreamParser<WorkerSink> + Send + 'static> Dispatcher<P> {
             window: self.window,
             end: now,
             period_end: Some(now),
+            period_start: self.clock.current_start(),
         });
         match &mut self.mode {
             Mode::Inline(w) => {

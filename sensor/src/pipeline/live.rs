@@ -124,7 +124,8 @@ pub fn run(
         LOG_FLUSH,
     )
     .with_telemetry(telemetry.clone())
-    .with_record_vecs(record_vecs.clone());
+    .with_record_vecs(record_vecs.clone())
+    .with_fleet(super::start_fleet(cfg, true)?);
     if let Some(x) = &extract {
         collector = collector.with_extract_counts(x.writer.counts.clone());
     }
@@ -143,6 +144,7 @@ pub fn run(
     let (extract_tx, extract_writer) = extract.map(|x| (x.tx, x.writer)).unzip();
     let factory = smtp_flow::factory_extracting(cfg, extract_tx);
     let period = cfg.inspect_period_us();
+    let aligned = cfg.fleet.is_some();
     let decode = opts.decode;
     // Each dispatcher here runs its worker inline, on a thread this
     // function pins itself (`Worker::with_cpu` is for threads the
@@ -158,6 +160,7 @@ pub fn run(
             period,
             decode,
         )
+        .with_aligned_periods(aligned)
     };
 
     let mut running = cfg.clone();

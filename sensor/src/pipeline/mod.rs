@@ -140,6 +140,14 @@ fn metrics(
 /// that is cut short counts its truncated record and the next one is read;
 /// an error ends the reading (what was read is still logged). Returns the
 /// summed summary, `truncated_tail` for the last file only.
+/// Fleet mode's thread (docs/FLEET.md), when `[fleet]` is configured.
+fn start_fleet(cfg: &Config, live: bool) -> Result<Option<crate::fleet::Fleet>, RunError> {
+    crate::fleet::FleetSettings::from_config(cfg, live)
+        .map(crate::fleet::Fleet::start)
+        .transpose()
+        .map_err(RunError::Thread)
+}
+
 fn read_in_order<P: StreamParser<WorkerSink> + Send + 'static>(
     readers: Vec<(crate::capture::pcap::PcapReader, input::Progress)>,
     dispatcher: &mut Dispatcher<P>,
@@ -267,6 +275,9 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
             "standard input (-) can be read only once".into(),
         ));
     }
+    // Before the inputs are opened: reading a capture's header from a pipe
+    // may wait, and the sensor has joined its fleet by then.
+    let fleet = start_fleet(cfg, false)?;
     let mut readers = Vec::with_capacity(inputs.len());
     for path in inputs {
         readers.push(input::open(path, stop.clone(), ctl.progress)?);
@@ -287,7 +298,8 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         vec![workers],
     )?
     .with_telemetry(telemetry.clone())
-    .with_record_vecs(record_vecs.clone());
+    .with_record_vecs(record_vecs.clone())
+    .with_fleet(fleet);
     if let Some(x) = &extract {
         collector = collector.with_extract_counts(x.counts.clone());
     }
@@ -310,7 +322,8 @@ fn run_offline_full<P: StreamParser<WorkerSink> + Send + 'static>(
         ReportTx::blocking(tx),
         cfg.inspect_period_us(),
         opts.decode,
-    );
+    )
+    .with_aligned_periods(cfg.fleet.is_some());
     let read = read_in_order(readers, &mut dispatcher);
     dispatcher.finish();
     let mut counts = std::mem::take(&mut dispatcher.counts);

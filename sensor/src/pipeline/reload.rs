@@ -124,6 +124,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.conn_idle_timeout != new.conn_idle_timeout,
     );
     check("sensor_name", old.sensor_name != new.sensor_name);
+    // The fleet thread, its membership and the period clock's alignment.
+    check("fleet", old.fleet != new.fleet);
     check(
         "max_weirds_per_second",
         old.max_weirds_per_second != new.max_weirds_per_second,
