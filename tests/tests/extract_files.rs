@@ -7,6 +7,7 @@
 //! summary counts it); an unusable directory is counted and capture goes
 //! on with smtp.log complete.
 
+use sensor_tests::synth::content::{base64_lines, binary};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -19,28 +20,6 @@ use sha2::Digest as _;
 use smtp_sensor::config::Config;
 use smtp_sensor::net::Ts;
 use smtp_sensor::pipeline::RunSummary;
-
-/// Bytes that look like no text.
-fn binary(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn base64_lines(bytes: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-    b64.as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join("\r\n")
-}
 
 /// The attachment's decoded bytes.
 fn attachment() -> Vec<u8> {

@@ -8,6 +8,7 @@
 //! feeds the same conversations to the SMTP session cut at every offset
 //! of the message: no cut may change a hash.
 
+use sensor_tests::synth::content::{base64_lines, binary};
 use std::net::SocketAddr;
 
 use base64::Engine as _;
@@ -29,32 +30,6 @@ fn client() -> SocketAddr {
 
 fn server() -> SocketAddr {
     "198.19.0.25:25".parse().unwrap()
-}
-
-/// Bytes that look like no text: every value, in a scrambled order.
-fn binary(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Base64 in 76-character lines (the `base64` crate's standard alphabet).
-fn base64_lines(bytes: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut out = String::new();
-    for chunk in b64.as_bytes().chunks(76) {
-        out.push_str(std::str::from_utf8(chunk).unwrap());
-        out.push_str("\r\n");
-    }
-    out.pop();
-    out.pop();
-    out
 }
 
 /// Quoted-printable of `bytes`: CRLFs of the original become line breaks,

@@ -40,17 +40,24 @@ impl FleetKeys {
     }
 }
 
-/// Joins the fleet: member, heartbeat, progress 0.
-pub fn register(con: &mut Connection, k: &FleetKeys, me: &str, ttl_ms: u64) -> RedisResult<()> {
-    redis::pipe()
-        .sadd(&k.members, me)
+/// Membership and a fresh heartbeat key: what joining and every
+/// heartbeat both send.
+fn alive(k: &FleetKeys, me: &str, ttl_ms: u64) -> redis::Pipeline {
+    let mut p = redis::pipe();
+    p.sadd(&k.members, me)
         .ignore()
         .cmd("SET")
         .arg(k.heartbeat(me))
         .arg(1)
         .arg("PX")
         .arg(ttl_ms)
-        .ignore()
+        .ignore();
+    p
+}
+
+/// Joins the fleet: member, heartbeat, progress 0.
+pub fn register(con: &mut Connection, k: &FleetKeys, me: &str, ttl_ms: u64) -> RedisResult<()> {
+    alive(k, me, ttl_ms)
         .hset_nx(&k.progress, me, 0)
         .ignore()
         .query(con)
@@ -65,15 +72,7 @@ pub fn heartbeat(
     ttl_ms: u64,
     progress: u64,
 ) -> RedisResult<()> {
-    redis::pipe()
-        .sadd(&k.members, me)
-        .ignore()
-        .cmd("SET")
-        .arg(k.heartbeat(me))
-        .arg(1)
-        .arg("PX")
-        .arg(ttl_ms)
-        .ignore()
+    alive(k, me, ttl_ms)
         .hset(&k.progress, me, progress)
         .ignore()
         .query(con)

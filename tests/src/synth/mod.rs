@@ -2,6 +2,7 @@
 //! pcap files ([`pcap`]); SMTP sessions are composed from these.
 
 pub mod attacks;
+pub mod content;
 pub mod demo;
 pub mod frame;
 pub mod pcap;
