@@ -10,7 +10,6 @@
 use sensor_tests::synth::content::{base64_lines, binary};
 use std::path::Path;
 
-use base64::Engine as _;
 use sensor_tests::offline::run_frames_with;
 use sensor_tests::scratch::Scratch;
 use sensor_tests::synth::scenarios;

@@ -11,7 +11,6 @@
 use sensor_tests::synth::content::{base64_lines, binary};
 use std::net::SocketAddr;
 
-use base64::Engine as _;
 use md5::Digest as _;
 use sensor_tests::offline::run_frames_with;
 use sensor_tests::synth::session::{Effect, Side};
