@@ -55,6 +55,8 @@ pub fn smtp_config(sel: u8) -> SmtpConfig {
             hash_max_bytes: if sel & 0x20 != 0 { 7 } else { DEFAULT_HASH_MAX_BYTES },
             ..FileConfig::default()
         },
+        // Extraction writes files: not from a fuzzer.
+        extract: None,
     }
 }
 
